@@ -1,0 +1,61 @@
+# patchwarden — developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEVCLUSTER := $(BIN)/python -m patchwarden.devcluster
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with patchwarden and its dev tools
+
+.PHONY: tools-path
+tools-path: ## print the directory of kubectl, helm, kwok, kube-apiserver, etcd … (builds them once)
+	@hack/tools.sh
+
+.PHONY: lint
+lint: $(STAMP) ## ruff and mypy --strict
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy --strict
+
+.PHONY: fmt
+fmt: $(STAMP) ## format and fix what ruff can
+	$(BIN)/ruff format operator tests
+	$(BIN)/ruff check --fix operator tests
+
+.PHONY: test
+test: lint ## lint, type check, unit and cluster tests (brings up the local cluster)
+	hack/tools.sh >/dev/null
+	$(BIN)/pytest
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## only the tests that need no cluster
+	$(BIN)/pytest -m 'not cluster'
+
+.PHONY: cluster-up
+cluster-up: $(STAMP) ## start the local control plane; kubeconfig at .cluster/kubeconfig
+	$(DEVCLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: $(STAMP) ## stop the local control plane and remove its state
+	$(DEVCLUSTER) down
+
+.PHONY: run
+run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), then patchwarden
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
+	@echo "The control plane is up. The operator itself is not built yet (see the open issues);"
+	@echo "use: KUBECONFIG=$$(if [[ -n "$${KUBECONFIG:-}" ]]; then echo "$$KUBECONFIG"; else $(DEVCLUSTER) kubeconfig; fi) $$(hack/tools.sh)/kubectl get nodes"

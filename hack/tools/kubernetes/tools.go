@@ -1,0 +1,12 @@
+//go:build tools
+
+// Package tools pins the upstream Kubernetes commands that the local control
+// plane is built from. Nothing here is part of the patchwarden product.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)

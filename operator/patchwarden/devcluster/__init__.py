@@ -1,0 +1,9 @@
+"""The local dev cluster: real upstream Kubernetes binaries, kwok, no Docker.
+
+Dev and test tooling only; the operator never imports it.
+"""
+
+from patchwarden.devcluster.cluster import DevCluster, DevClusterError
+from patchwarden.devcluster.tools import find_repo_root, resolve_tools
+
+__all__ = ["DevCluster", "DevClusterError", "find_repo_root", "resolve_tools"]
