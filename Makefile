@@ -26,6 +26,10 @@ venv: $(STAMP) ## create .venv with patchwarden and its dev tools
 tools-path: ## print the directory of kubectl, helm, kwok, kube-apiserver, etcd … (builds them once)
 	@hack/tools.sh
 
+.PHONY: crds
+crds: $(STAMP) ## regenerate crds/ from the pydantic models
+	$(BIN)/python -m patchwarden.api.crd crds
+
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy --strict
 	$(BIN)/ruff check operator tests

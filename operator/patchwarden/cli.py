@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 from patchwarden import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 instant") from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs an offset, e.g. 2027-01-15T01:00:00Z")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("--count must be between 1 and 1000")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,14 +38,48 @@ def build_parser() -> argparse.ArgumentParser:
         "with snapshots and rollback.",
     )
     parser.add_argument("--version", action="version", version=f"patchwarden {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    plan = commands.add_parser(
+        "plan",
+        help="show, offline, the next windows of each system and whether an update runs",
+        description="Reads ManagedSystems and UpdateRequests (YAML documents) and prints, for "
+        "each system, its next windows, whether an update would run in each, and why.",
+    )
+    plan.add_argument("-f", "--filename", required=True, type=Path, help="YAML file, - for stdin")
+    plan.add_argument("--from", dest="start", type=_instant, help="RFC 3339 instant (default: now)")
+    plan.add_argument("--count", type=_count, default=5, help="windows per system (default 5)")
+    plan.add_argument("-o", "--output", choices=["table", "json"], default="table")
     return parser
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from patchwarden.plan import PlanInputError, as_json, load, plan
+    from patchwarden.render import plan_table
+
+    source = str(args.filename)
+    try:
+        text = sys.stdin.read() if source == "-" else args.filename.read_text()
+    except OSError as exc:
+        print(f"patchwarden plan: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        systems, requests = load(text, source)
+    except PlanInputError as exc:
+        print(f"patchwarden plan: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    plans, orphans = plan(systems, requests, args.start or datetime.now(UTC), args.count)
+    if args.output == "json":
+        json.dump(as_json(plans, orphans), sys.stdout, indent=2)
+        print()
+    else:
+        plan_table(plans, orphans)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return 0
+    if args.command == "plan":
+        return run_plan(args)
+    parser.print_help()
+    return EXIT_BAD_INPUT

@@ -1,0 +1,226 @@
+"""Generate the CustomResourceDefinitions from the pydantic models.
+
+``python -m patchwarden.api.crd DIR`` (``make crds``) writes one YAML file per
+kind; a test fails when ``crds/`` differs from what this module generates.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from patchwarden.api.common import GROUP, VERSION
+from patchwarden.api.request import UpdateRequestSpec, UpdateRequestStatus
+from patchwarden.api.run import UpdateRunSpec, UpdateRunStatus
+from patchwarden.api.system import ManagedSystemSpec, ManagedSystemStatus
+
+# Keywords a structural schema may carry; everything else pydantic emits
+# (title, examples, additionalProperties: false, const …) is dropped.
+_KEEP = {
+    "type",
+    "properties",
+    "required",
+    "items",
+    "enum",
+    "pattern",
+    "format",
+    "description",
+    "default",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "additionalProperties",
+}
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Turn pydantic's JSON schema into a Kubernetes structural schema.
+
+    References are inlined, ``Optional`` unions collapse to their type (an
+    absent field is how Kubernetes says "none"), and only keywords a CRD
+    accepts are kept.
+    """
+    node = dict(schema)
+    while "$ref" in node or "anyOf" in node:
+        if "$ref" in node:
+            target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+            node = {**target, **node}
+        else:
+            options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+            if len(options) != 1:
+                raise ValueError(f"cannot express a union of {options} structurally")
+            node = {**options[0], **node}
+    if "default" in node and node["default"] is None:
+        del node["default"]
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-"):
+            out[key] = value
+        elif key == "properties":
+            out[key] = {name: structural(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = structural(value, defs)
+        elif key == "additionalProperties":
+            if isinstance(value, dict) and value:
+                out[key] = structural(value, defs)
+        elif key in _KEEP:
+            out[key] = value
+    if out.get("x-kubernetes-preserve-unknown-fields"):
+        out["type"] = "object"
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+    return structural(schema, defs)
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    short_names: list[str]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    columns: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def _col(name: str, path: str, kind: str = "string", priority: int = 0) -> dict[str, Any]:
+    col: dict[str, Any] = {"name": name, "type": kind, "jsonPath": path}
+    if priority:
+        col["priority"] = priority
+    return col
+
+
+_READY = _col("Ready", '.status.conditions[?(@.type=="Ready")].status')
+_AGE = _col("Age", ".metadata.creationTimestamp", "date")
+
+KINDS = [
+    Kind(
+        "ManagedSystem",
+        "managedsystems",
+        ["msys"],
+        ManagedSystemSpec,
+        ManagedSystemStatus,
+        [
+            _col("Customer", ".spec.customer"),
+            _col("Model", ".spec.serviceModel"),
+            _col("Package", ".spec.package"),
+            _col("Eligible", ".status.eligible", "boolean"),
+            _col("Next Window", ".status.nextWindow.start"),
+            _col("Last Result", ".status.lastRun.result"),
+            _READY,
+            _AGE,
+        ],
+    ),
+    Kind(
+        "UpdateRequest",
+        "updaterequests",
+        ["ureq"],
+        UpdateRequestSpec,
+        UpdateRequestStatus,
+        [
+            _col("System", ".spec.systemRef.name"),
+            _col("Ticket", ".spec.ticket"),
+            _col("State", ".status.state"),
+            _col("Window", ".status.scheduledWindow.start"),
+            _col("Message", ".status.message", priority=1),
+            _AGE,
+        ],
+    ),
+    Kind(
+        "UpdateRun",
+        "updateruns",
+        ["urun"],
+        UpdateRunSpec,
+        UpdateRunStatus,
+        [
+            _col("System", ".spec.systemRef.name"),
+            _col("Trigger", ".spec.trigger"),
+            _col("Phase", ".status.phase"),
+            _col("Window", ".spec.window.start"),
+            _col("Message", ".status.message", priority=1),
+            _AGE,
+        ],
+    ),
+]
+
+
+def crd(kind: Kind) -> dict[str, Any]:
+    """The CustomResourceDefinition of one kind."""
+    spec_schema = model_schema(kind.spec)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": kind.name},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.kind.lower(),
+                "shortNames": kind.short_names,
+                "categories": ["patchwarden"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": kind.columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": spec_schema.get("description", ""),
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": model_schema(kind.status),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `make crds` from operator/patchwarden/api; do not edit.\n"
+
+
+def render(kind: Kind) -> str:
+    return HEADER + yaml.safe_dump(crd(kind), sort_keys=False, width=100)
+
+
+def write_all(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in KINDS:
+        path = directory / f"{GROUP}_{kind.plural}.yaml"
+        path.write_text(render(kind))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
+        print(written_path)

@@ -1,0 +1,98 @@
+"""UpdateRun: one execution of an update and its audit record."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from patchwarden.api.common import (
+    Condition,
+    LocalObjectReference,
+    Model,
+    UpdateClass,
+    conditions_field,
+)
+from patchwarden.api.system import WindowRef
+
+
+class Trigger(StrEnum):
+    REQUEST = "Request"
+    CADENCE = "Cadence"
+    SCHEDULE = "Schedule"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    SNAPSHOTTING = "Snapshotting"
+    RECORDING = "Recording"
+    UPDATING = "Updating"
+    VERIFYING = "Verifying"
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class UpdateRunSpec(Model):
+    """Why this run happens and in which window; written once by the operator."""
+
+    system_ref: LocalObjectReference
+    trigger: Trigger
+    request_ref: LocalObjectReference | None = None
+    ticket: str | None = Field(default=None, max_length=128)
+    classes: list[UpdateClass] = Field(
+        min_length=1, max_length=2, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    components: list[str] = Field(default_factory=list, max_length=256)
+    """Names of the components in scope of this run."""
+    window: WindowRef
+
+
+class SnapshotRecord(Model):
+    claim: str
+    snapshot: str
+    ready_to_use: bool = False
+
+
+class JobRecord(Model):
+    name: str
+    result: str | None = None
+
+
+class WorkloadRecord(Model):
+    """The workload as it was before the update: what a rollback restores."""
+
+    kind: str
+    name: str
+    replicas: int
+    template: dict[str, Any] = Field(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+
+
+class RestoreRecord(Model):
+    claims: list[str] = Field(default_factory=list)
+    completed: bool = False
+
+
+class UpdateRunStatus(Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] = conditions_field()
+    phase: Phase | None = None
+    message: str | None = None
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    snapshots: list[SnapshotRecord] = Field(default_factory=list)
+    job: JobRecord | None = None
+    recorded: WorkloadRecord | None = None
+    restore: RestoreRecord | None = None
+
+
+class UpdateRun(Model):
+    api_version: Literal["patchwarden.io/v1alpha1"] = "patchwarden.io/v1alpha1"
+    kind: Literal["UpdateRun"] = "UpdateRun"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: UpdateRunSpec
+    status: UpdateRunStatus | None = None

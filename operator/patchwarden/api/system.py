@@ -1,0 +1,394 @@
+"""ManagedSystem: one customer system and the contract that governs its updates."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import icalendar
+from croniter import croniter
+from dateutil.rrule import rrulestr
+from pydantic import AfterValidator, AwareDatetime, Field
+
+from patchwarden.api.common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    Condition,
+    Duration,
+    Model,
+    Package,
+    Party,
+    Rule,
+    ServiceModel,
+    UpdateClass,
+    conditions_field,
+)
+
+
+def _valid_cron(text: str) -> str:
+    if len(text.split()) != 5 or not croniter.is_valid(text):
+        raise ValueError(
+            f"{text!r} is not a 5-field cron expression (minute hour day month weekday)"
+        )
+    return text
+
+
+def _valid_rrule(text: str) -> str:
+    try:
+        rrulestr(text, ignoretz=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{text!r} is not an RFC 5545 RRULE: {exc}") from exc
+    return text
+
+
+def _valid_ical(text: str) -> str:
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+    except ValueError as exc:
+        raise ValueError(f"not iCalendar text: {exc}") from exc
+    if not calendar.walk("VEVENT"):
+        raise ValueError("the iCalendar text holds no VEVENT")
+    return text
+
+
+def _valid_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Berlin") from exc
+    return name
+
+
+Cron = Annotated[str, Field(max_length=256), AfterValidator(_valid_cron)]
+RRule = Annotated[str, Field(max_length=1024), AfterValidator(_valid_rrule)]
+ICal = Annotated[str, Field(max_length=65536), AfterValidator(_valid_ical)]
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(_valid_time_zone)]
+
+_ONE_SOURCE = "[has(self.cron), has(self.rrule), has(self.once), has(self.ical)]"
+
+
+def _sources(r: Recurrence) -> int:
+    return sum(x is not None for x in (r.cron, r.rrule, r.once, r.ical))
+
+
+class Recurrence(Model):
+    """When something recurs: exactly one of cron, rrule, once or ical."""
+
+    cron: Cron | None = None
+    """A 5-field cron expression in the system's time zone, e.g. ``0 23 * * 0`` (Sundays 23:00)."""
+    rrule: RRule | None = None
+    """An RFC 5545 RRULE, e.g. ``FREQ=MONTHLY;BYDAY=TU;BYSETPOS=2`` (second Tuesday)."""
+    at: str | None = Field(default=None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    """Local start time (HH:MM) of each rrule occurrence; default 00:00."""
+    once: AwareDatetime | None = None
+    """A one-off start (RFC 3339 with offset), like a one-time patch deployment."""
+    ical: ICal | None = None
+    """iCalendar text (VEVENTs with DTSTART, DTEND or DURATION, RRULE), e.g. exported by Uyuni."""
+    duration: Duration | None = None
+    """Length in wall-clock time of the system's zone; required except for ical events."""
+    offset_days: int = Field(default=0, ge=-31, le=31)
+    """Days added to each occurrence, like Azure's "Second Tuesday Offset+3"."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            f"{_ONE_SOURCE}.filter(x, x).size() == 1",
+            "exactly one of cron, rrule, once or ical is required",
+            ".cron",
+            lambda r: _sources(r) == 1,
+        ),
+        Rule(
+            "has(self.duration) || has(self.ical)",
+            "duration is required unless the occurrences come from ical",
+            ".duration",
+            lambda r: r.duration is not None or r.ical is not None,
+        ),
+        Rule(
+            "!has(self.at) || has(self.rrule)",
+            "at applies to rrule occurrences only",
+            ".at",
+            lambda r: r.at is None or r.rrule is not None,
+        ),
+    )
+
+
+class Window(Recurrence):
+    """A maintenance window: updates start only inside one, never in a freeze."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+
+
+class Freeze(Recurrence):
+    """A period in which no update starts; it vetoes every window it overlaps."""
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    end: AwareDatetime | None = None
+    """End of a one-off freeze that starts at ``once`` (instead of a duration)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            f"{_ONE_SOURCE}.filter(x, x).size() == 1",
+            "exactly one of cron, rrule, once or ical is required",
+            ".cron",
+            lambda r: _sources(r) == 1,
+        ),
+        Rule(
+            "has(self.duration) || has(self.ical) || has(self.end)",
+            "a freeze needs a duration, an end, or ical events",
+            ".duration",
+            lambda r: r.duration is not None or r.ical is not None or r.end is not None,
+        ),
+        Rule(
+            "!has(self.end) || has(self.once)",
+            "end applies to a one-off freeze (once)",
+            ".end",
+            lambda r: r.end is None or r.once is not None,
+        ),
+        Rule(
+            "!has(self.end) || !has(self.duration)",
+            "give end or duration, not both",
+            ".end",
+            lambda r: r.end is None or r.duration is None,
+        ),
+        Rule(
+            "!has(self.at) || has(self.rrule)",
+            "at applies to rrule occurrences only",
+            ".at",
+            lambda r: r.at is None or r.rrule is not None,
+        ),
+    )
+
+
+class CadencePeriod(StrEnum):
+    QUARTERLY = "quarterly"
+    MONTHLY = "monthly"
+    WEEKS = "weeks"
+    RRULE = "rrule"
+
+
+class Cadence(Model):
+    """The agreed schedule of a PaaS advanced system: one update per period,
+    in the first usable window of the period."""
+
+    period: CadencePeriod = CadencePeriod.QUARTERLY
+    every_weeks: int | None = Field(default=None, ge=1, le=52)
+    """Length in weeks of a period when period is weeks."""
+    rrule: RRule | None = None
+    """Period starts as an RRULE when period is rrule (each occurrence opens a period)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "(self.period == 'weeks') == has(self.everyWeeks)",
+            "everyWeeks is required with period weeks, and only then",
+            ".everyWeeks",
+            lambda c: (c.period == CadencePeriod.WEEKS) == (c.every_weeks is not None),
+        ),
+        Rule(
+            "(self.period == 'rrule') == has(self.rrule)",
+            "rrule is required with period rrule, and only then",
+            ".rrule",
+            lambda c: (c.period == CadencePeriod.RRULE) == (c.rrule is not None),
+        ),
+    )
+
+
+def _unique_names(items: list[Any]) -> list[Any]:
+    names = [i.name for i in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"names must be unique; repeated: {', '.join(dupes)}")
+    return items
+
+
+_MAP_BY_NAME: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+
+
+class Maintenance(Model):
+    """When updates may run."""
+
+    time_zone: TimeZone = "UTC"
+    """IANA time zone of every window, freeze and cadence of this system."""
+    windows: Annotated[list[Window], AfterValidator(_unique_names)] = Field(
+        default_factory=list, max_length=32, json_schema_extra=_MAP_BY_NAME
+    )
+    freezes: Annotated[list[Freeze], AfterValidator(_unique_names)] = Field(
+        default_factory=list, max_length=64, json_schema_extra=_MAP_BY_NAME
+    )
+    cadence: Cadence | None = None
+    """PaaS advanced only: how often the provider updates on its own (default quarterly)."""
+
+
+class InstalledBy(StrEnum):
+    PROVIDER = "provider"
+    CUSTOMER = "customer"
+
+
+class Source(StrEnum):
+    STANDARD_REPOSITORY = "standard-repository"
+    OTHER = "other"
+
+
+class Layer(StrEnum):
+    OS = "os"
+    MIDDLEWARE = "middleware"
+    APPLICATION = "application"
+
+
+class Component(Model):
+    """A piece of software on the system."""
+
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field(min_length=1, max_length=128)
+    installed_by: InstalledBy
+    source: Source
+    layer: Layer = Layer.OS
+    end_of_life: date | None = None
+    """The vendor's end of support for this version."""
+
+
+class Workload(Model):
+    """The workload the system runs as, in the system's namespace."""
+
+    kind: Literal["Deployment", "StatefulSet"]
+    name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+class Updates(Model):
+    """What an update run does."""
+
+    classes: list[UpdateClass] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    """Update classes the contract allows; default: security for PaaS, both for SaaS."""
+    template: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """The update Job's pod template (a core/v1 PodTemplateSpec)."""
+    run_timeout: Duration = "1h"
+    verify_timeout: Duration = "10m"
+    expected_duration: Duration = "30m"
+    """No run starts later than a window's end minus this (the cutoff)."""
+
+
+class Backup(Model):
+    volume_snapshot_class_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN, max_length=253
+    )
+    """VolumeSnapshotClass of the pre-update snapshots; default: the cluster's default class."""
+    retain: int = Field(default=3, ge=1, le=100)
+    """Snapshots of this many runs are kept (never those of the newest successful run)."""
+    required: bool = True
+    """Refuse to update when no snapshot can be taken."""
+
+
+class Rollback(Model):
+    enabled: bool = True
+    """Restore the snapshots and the recorded workload when an update fails."""
+
+
+def _only_paas(s: ManagedSystemSpec) -> bool:
+    return s.service_model == ServiceModel.PAAS
+
+
+class ManagedSystemSpec(Model):
+    """A customer system under a managed-hosting contract."""
+
+    customer: str = Field(min_length=1, max_length=128)
+    service_model: ServiceModel
+    package: Package | None = None
+    """The managed-service package of a PaaS system."""
+    customer_admin_access: bool = False
+    """The customer has root/admin access: the system is then not eligible for managed updates."""
+    workload: Workload
+    volumes: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """PersistentVolumeClaims to snapshot; default: every claim of the workload."""
+    components: list[Component] = Field(default_factory=list, max_length=256)
+    updates: Updates = Field(default_factory=Updates)
+    maintenance: Maintenance = Field(default_factory=Maintenance)
+    backup: Backup = Field(default_factory=Backup)
+    rollback: Rollback = Field(default_factory=Rollback)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.serviceModel == 'PaaS' || !has(self.package)",
+            "package applies to PaaS systems only",
+            ".package",
+            lambda s: _only_paas(s) or s.package is None,
+        ),
+        Rule(
+            "self.serviceModel != 'PaaS' || has(self.package)",
+            "a PaaS system needs a package: basic or advanced",
+            ".package",
+            lambda s: not _only_paas(s) or s.package is not None,
+        ),
+        Rule(
+            "!has(self.maintenance) || !has(self.maintenance.cadence) || "
+            "(self.serviceModel == 'PaaS' && has(self.package) && self.package == 'advanced')",
+            "cadence applies to PaaS systems with package advanced only",
+            ".maintenance.cadence",
+            lambda s: (
+                s.maintenance.cadence is None or (_only_paas(s) and s.package == Package.ADVANCED)
+            ),
+        ),
+        Rule(
+            "self.serviceModel != 'PaaS' || !has(self.updates) || !has(self.updates.classes) || "
+            "self.updates.classes.all(c, c == 'security')",
+            "PaaS managed services cover security updates only",
+            ".updates.classes",
+            lambda s: (
+                not _only_paas(s)
+                or s.updates.classes is None
+                or all(c == UpdateClass.SECURITY for c in s.updates.classes)
+            ),
+        ),
+    )
+
+
+class Responsibility(Model):
+    planning: Party
+    execution: Party
+
+
+class WindowRef(Model):
+    """One occurrence of a window, in UTC."""
+
+    name: str
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    end: str = Field(json_schema_extra={"format": "date-time"})
+    cutoff: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class LastRun(Model):
+    name: str
+    result: str
+    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+
+
+class ManagedSystemStatus(Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] = conditions_field()
+    responsibility: Responsibility | None = None
+    eligible: bool | None = None
+    eligibility_reason: str | None = None
+    next_window: WindowRef | None = None
+    last_run: LastRun | None = None
+    last_successful_update: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+
+
+class ManagedSystem(Model):
+    api_version: Literal["patchwarden.io/v1alpha1"] = "patchwarden.io/v1alpha1"
+    kind: Literal["ManagedSystem"] = "ManagedSystem"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ManagedSystemSpec
+    status: ManagedSystemStatus | None = None

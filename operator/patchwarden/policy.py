@@ -1,0 +1,167 @@
+"""The responsibility policy: who plans, who executes, what may be updated when.
+
+Pure functions of a validated spec; the source is the provider's help-desk
+article restated in MISSION.md:
+
+=========  ===========  ============  =========================================
+model      plans        executes      patchwarden
+=========  ===========  ============  =========================================
+IaaS       Customer     Customer      runs nothing; rejects every request
+PaaS       Customer     Provider      security updates of provider-installed
+                                      standard-repository OS and middleware;
+                                      basic: on request only; advanced: also
+                                      on its cadence (quarterly by default)
+SaaS       Provider     Provider      security and feature updates, proactively
+                                      in every window
+=========  ===========  ============  =========================================
+
+A customer with administrative access makes a PaaS or SaaS system ineligible:
+managed updates are only possible where the operational responsibilities are
+separated. Reasons are written for the customer to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from patchwarden.api.common import Package, Party, ServiceModel, UpdateClass
+from patchwarden.api.request import UpdateRequestSpec
+from patchwarden.api.run import Trigger
+from patchwarden.api.system import InstalledBy, Layer, ManagedSystemSpec, Source
+
+_MODEL_CLASSES = {
+    ServiceModel.IAAS: frozenset[UpdateClass](),
+    ServiceModel.PAAS: frozenset({UpdateClass.SECURITY}),
+    ServiceModel.SAAS: frozenset({UpdateClass.SECURITY, UpdateClass.FEATURE}),
+}
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the contract of one system says about its updates."""
+
+    planning: Party
+    execution: Party
+    eligible: bool
+    reason: str
+    classes: frozenset[UpdateClass]
+    """Update classes in scope (empty when not eligible)."""
+    components: tuple[str, ...]
+    """Names of the components in scope (empty: none declared, the Job decides)."""
+    proactive: Trigger | None
+    """What starts an update without a request: the cadence, the SaaS schedule, or nothing."""
+
+
+def in_scope(spec: ManagedSystemSpec) -> tuple[str, ...]:
+    """Components the provider updates under this system's model."""
+    if spec.service_model == ServiceModel.SAAS:
+        return tuple(c.name for c in spec.components)
+    return tuple(
+        c.name
+        for c in spec.components
+        if c.installed_by == InstalledBy.PROVIDER
+        and c.source == Source.STANDARD_REPOSITORY
+        and c.layer != Layer.APPLICATION
+    )
+
+
+def assess(spec: ManagedSystemSpec) -> Assessment:
+    model = spec.service_model
+    if model == ServiceModel.IAAS:
+        return Assessment(
+            Party.CUSTOMER,
+            Party.CUSTOMER,
+            False,
+            "IaaS: you maintain this system yourself; the provider has no access and "
+            "runs no updates on it",
+            frozenset(),
+            (),
+            None,
+        )
+    planning = Party.CUSTOMER if model == ServiceModel.PAAS else Party.PROVIDER
+
+    def ineligible(reason: str) -> Assessment:
+        return Assessment(planning, Party.PROVIDER, False, reason, frozenset(), (), None)
+
+    if spec.customer_admin_access:
+        return ineligible(
+            "you have administrative (root/admin) access to this system; managed updates "
+            "are only possible on systems without customer admin access"
+        )
+    allowed = set(spec.updates.classes or _MODEL_CLASSES[model])
+    classes = frozenset(allowed & _MODEL_CLASSES[model])
+    components = in_scope(spec)
+    if spec.components and not components:
+        return ineligible(
+            "no component is in scope: PaaS updates cover only OS and middleware the "
+            "provider installed from standard repositories"
+        )
+    if model == ServiceModel.SAAS:
+        return Assessment(
+            planning,
+            Party.PROVIDER,
+            True,
+            "SaaS: the provider runs security and feature updates proactively",
+            classes,
+            components,
+            Trigger.SCHEDULE,
+        )
+    if spec.package == Package.ADVANCED:
+        period = spec.maintenance.cadence.period if spec.maintenance.cadence else "quarterly"
+        return Assessment(
+            planning,
+            Party.PROVIDER,
+            True,
+            f"PaaS advanced: security updates run automatically ({period}) and on request",
+            classes,
+            components,
+            Trigger.CADENCE,
+        )
+    return Assessment(
+        planning,
+        Party.PROVIDER,
+        True,
+        "PaaS basic: security updates run only on your explicit request",
+        classes,
+        components,
+        None,
+    )
+
+
+def may_start(assessment: Assessment, trigger: Trigger) -> bool:
+    """Whether an update of this system may start for ``trigger``."""
+    if not assessment.eligible:
+        return False
+    return trigger == Trigger.REQUEST or trigger == assessment.proactive
+
+
+@dataclass(frozen=True)
+class RequestDecision:
+    accepted: bool
+    reason: str
+    classes: frozenset[UpdateClass] = frozenset()
+
+
+def decide_request(spec: ManagedSystemSpec | None, request: UpdateRequestSpec) -> RequestDecision:
+    """Accept or reject a customer's UpdateRequest for the system ``spec`` (None: not found)."""
+    if spec is None:
+        return RequestDecision(
+            False, f"there is no system {request.system_ref.name!r} in this namespace"
+        )
+    assessment = assess(spec)
+    if not assessment.eligible:
+        return RequestDecision(False, f"rejected: {assessment.reason}")
+    wanted = frozenset(request.classes)
+    refused = sorted(wanted - assessment.classes)
+    if refused:
+        if spec.service_model == ServiceModel.PAAS and UpdateClass.FEATURE in refused:
+            why = (
+                "PaaS managed services include security updates only; feature updates of "
+                "your application are yours to plan and run"
+            )
+        else:
+            why = f"the contract of this system does not cover {', '.join(refused)} updates"
+        return RequestDecision(False, f"rejected: {why}")
+    return RequestDecision(
+        True, f"accepted: {', '.join(sorted(wanted))} updates in the next usable window", wanted
+    )

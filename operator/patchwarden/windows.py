@@ -1,0 +1,226 @@
+"""Maintenance-window arithmetic: pure functions, no cluster, no clock.
+
+Every recurrence is expanded in the *wall-clock time* of the system's IANA
+time zone, then turned into instants with two documented rules:
+
+* a wall time that does not exist (the hour skipped when clocks go forward)
+  moves forward by the length of the gap: 02:30 on a spring-forward night in
+  Europe/Berlin becomes 03:30 CEST;
+* a wall time that occurs twice (the hour repeated when clocks go back) means
+  its first occurrence: 02:30 on a fall-back night is 02:30 CEST, not CET.
+
+A window's end is its (resolved) start plus its duration in wall-clock time,
+so "23:00 for 4h" ends at 03:00 local the next day, whatever DST did in
+between; the elapsed length differs from the duration only on DST nights.
+Windows that cross midnight are ordinary intervals: nothing compares times of
+day. A freeze vetoes every window it overlaps, and no run starts after a
+window's cutoff (its end minus the expected duration of an update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import icalendar
+import recurring_ical_events
+from croniter import croniter
+from dateutil.rrule import rrule, rrulestr
+
+from patchwarden.api.common import parse_duration
+from patchwarden.api.system import Cadence, CadencePeriod, Freeze, Maintenance, Recurrence
+
+# Occurrences of recurrences without a DTSTART count from this Monday, so
+# "every 2 weeks" and similar intervals are stable whatever --from is.
+ANCHOR = datetime(2001, 1, 1)
+# How far ahead next_windows looks before it says there is no window.
+HORIZON = timedelta(days=3 * 366)
+
+
+@dataclass(frozen=True, order=True)
+class Interval:
+    """A half-open interval [start, end) of aware UTC instants."""
+
+    start: datetime
+    end: datetime
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+@dataclass(frozen=True, order=True)
+class Occurrence:
+    """One occurrence of a maintenance window."""
+
+    start: datetime
+    end: datetime
+    window: str
+    cutoff: datetime
+    """The latest instant a run may start: end minus the expected duration."""
+    frozen_by: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.frozen_by is None and self.cutoff >= self.start
+
+    def latest_start(self, earliest: datetime) -> datetime | None:
+        """When a run would start if it may not start before ``earliest``; None if too late."""
+        begin = max(self.start, earliest)
+        return begin if self.usable and begin <= self.cutoff else None
+
+
+def resolve(wall: datetime, tz: ZoneInfo) -> datetime:
+    """The UTC instant of a naive wall-clock time in ``tz`` (see the module's rules)."""
+    aware = wall.replace(tzinfo=tz, fold=0)
+    # zoneinfo reads a skipped wall time with the offset in force before the
+    # gap; converting to UTC and back lands that far after the gap.
+    return aware.astimezone(UTC)
+
+
+def to_wall(instant: datetime, tz: ZoneInfo) -> datetime:
+    return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def _wall_starts(
+    rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime
+) -> Iterator[datetime]:
+    """Naive local start times of ``rec`` (before its day offset) in [begin, end)."""
+    if rec.cron is not None:
+        it = croniter(rec.cron, begin - timedelta(seconds=1))
+        while (nxt := it.get_next(datetime)) < end:
+            yield nxt
+    elif rec.rrule is not None:
+        yield from _rrule(rec.rrule, rec.at).between(begin, end, inc=True)
+    elif rec.once is not None:
+        wall = to_wall(rec.once, tz)
+        if begin <= wall < end:
+            yield wall
+
+
+def _rrule(text: str, at: str | None = None) -> rrule:
+    hour, minute = (int(x) for x in (at or "00:00").split(":"))
+    if "DTSTART" in text.upper():
+        parsed = rrulestr(text, ignoretz=True)
+    else:
+        parsed = rrulestr(text, dtstart=ANCHOR.replace(hour=hour, minute=minute), ignoretz=True)
+    assert isinstance(parsed, rrule), "a single RRULE, not a set"
+    return parsed
+
+
+def _ical_intervals(text: str, tz: ZoneInfo, begin: datetime, end: datetime) -> Iterator[Interval]:
+    calendar = icalendar.Calendar.from_ical(text)
+    for event in recurring_ical_events.of(calendar).between(begin, end):
+        start, stop = event.start, event.end
+        if not isinstance(start, datetime):  # an all-day event: local midnights
+            start, stop = (
+                datetime.combine(start, datetime.min.time()),
+                datetime.combine(stop, datetime.min.time()),
+            )
+        yield Interval(
+            resolve(start, tz) if start.tzinfo is None else start.astimezone(UTC),
+            resolve(stop, tz) if stop.tzinfo is None else stop.astimezone(UTC),
+        )
+
+
+def expand(rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime) -> list[Interval]:
+    """Every occurrence of ``rec`` that overlaps [begin, end) (aware instants), sorted."""
+    if rec.ical is not None:
+        wall_begin, wall_end = to_wall(begin, tz) - timedelta(days=1), to_wall(end, tz)
+        found = _ical_intervals(rec.ical, tz, wall_begin, wall_end)
+    else:
+        assert rec.duration is not None, "validated: duration unless ical"
+        length = parse_duration(rec.duration)
+        offset = timedelta(days=rec.offset_days)
+        # Look back far enough to catch an occurrence already in progress.
+        wall_begin = to_wall(begin, tz) - length - offset - timedelta(days=1)
+        wall_end = to_wall(end, tz) - offset + timedelta(days=1)
+        found = (
+            Interval(start, resolve(to_wall(start, tz) + length, tz))
+            for start in (
+                resolve(w + offset, tz) for w in _wall_starts(rec, tz, wall_begin, wall_end)
+            )
+        )
+    window = Interval(begin, end)
+    return sorted({i for i in found if i.overlaps(window)})
+
+
+def freeze_intervals(
+    freeze: Freeze, tz: ZoneInfo, begin: datetime, end: datetime
+) -> list[Interval]:
+    if freeze.end is not None and freeze.once is not None:
+        one = Interval(freeze.once.astimezone(UTC), freeze.end.astimezone(UTC))
+        return [one] if one.overlaps(Interval(begin, end)) else []
+    return expand(freeze, tz, begin, end)
+
+
+def occurrences(
+    maintenance: Maintenance, expected: timedelta, begin: datetime, end: datetime
+) -> list[Occurrence]:
+    """All window occurrences overlapping [begin, end), each marked with its cutoff and freeze."""
+    tz = ZoneInfo(maintenance.time_zone)
+    freezes = [
+        (f.name, interval)
+        for f in maintenance.freezes
+        for interval in freeze_intervals(f, tz, begin - HORIZON / 12, end + HORIZON / 12)
+    ]
+    found = []
+    for window in maintenance.windows:
+        for interval in expand(window, tz, begin, end):
+            frozen = next((name for name, f in freezes if f.overlaps(interval)), None)
+            found.append(
+                Occurrence(
+                    interval.start, interval.end, window.name, interval.end - expected, frozen
+                )
+            )
+    return sorted(found)
+
+
+def next_windows(
+    maintenance: Maintenance, expected: timedelta, after: datetime, count: int
+) -> list[Occurrence]:
+    """The next ``count`` occurrences that end after ``after`` (within :data:`HORIZON`)."""
+    span = timedelta(days=31)
+    while True:
+        found = [
+            o for o in occurrences(maintenance, expected, after, after + span) if o.end > after
+        ]
+        if len(found) >= count or span >= HORIZON:
+            return found[:count]
+        span = min(span * 4, HORIZON)
+
+
+def first_usable(occs: Iterable[Occurrence], earliest: datetime) -> Occurrence | None:
+    """The first occurrence in which a run may still start at or after ``earliest``."""
+    return next((o for o in occs if o.latest_start(earliest) is not None), None)
+
+
+@dataclass(frozen=True)
+class Period:
+    """One period of a cadence: the advanced package updates once in each."""
+
+    start: datetime
+    label: str
+
+
+def cadence_period(cadence: Cadence, tz: ZoneInfo, instant: datetime) -> Period:
+    """The cadence period (in the system's zone) that ``instant`` falls in."""
+    wall = to_wall(instant, tz)
+    if cadence.period == CadencePeriod.QUARTERLY:
+        month = 3 * ((wall.month - 1) // 3) + 1
+        start = datetime(wall.year, month, 1)
+        return Period(resolve(start, tz), f"{wall.year}-Q{(month - 1) // 3 + 1}")
+    if cadence.period == CadencePeriod.MONTHLY:
+        start = datetime(wall.year, wall.month, 1)
+        return Period(resolve(start, tz), f"{wall.year}-{wall.month:02d}")
+    if cadence.period == CadencePeriod.WEEKS:
+        assert cadence.every_weeks is not None, "validated: everyWeeks with period weeks"
+        days = 7 * cadence.every_weeks
+        start = ANCHOR + timedelta(days=days * ((wall - ANCHOR).days // days))
+        return Period(
+            resolve(start, tz), f"{cadence.every_weeks}-week period from {start:%Y-%m-%d}"
+        )
+    assert cadence.rrule is not None, "validated: rrule with period rrule"
+    opened = _rrule(cadence.rrule).before(wall, inc=True) or ANCHOR
+    return Period(resolve(opened, tz), f"period from {opened:%Y-%m-%d %H:%M}")
