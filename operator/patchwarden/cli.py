@@ -45,25 +45,47 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reads ManagedSystems and UpdateRequests (YAML documents) and prints, for "
         "each system, its next windows, whether an update would run in each, and why.",
     )
-    plan.add_argument("-f", "--filename", required=True, type=Path, help="YAML file, - for stdin")
+    plan.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        type=Path,
+        action="append",
+        help="YAML file or directory of *.yaml files, - for stdin; repeatable",
+    )
     plan.add_argument("--from", dest="start", type=_instant, help="RFC 3339 instant (default: now)")
     plan.add_argument("--count", type=_count, default=5, help="windows per system (default 5)")
     plan.add_argument("-o", "--output", choices=["table", "json"], default="table")
     return parser
 
 
+def _read_inputs(paths: list[Path]) -> list[tuple[str, str]]:
+    """(source name, text) of every input: files, directories (their *.yaml), stdin."""
+    inputs = []
+    for path in paths:
+        if str(path) == "-":
+            inputs.append(("<stdin>", sys.stdin.read()))
+        elif path.is_dir():
+            files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            inputs += [(str(f), f.read_text()) for f in files]
+        else:
+            inputs.append((str(path), path.read_text()))
+    return inputs
+
+
 def run_plan(args: argparse.Namespace) -> int:
     from patchwarden.plan import PlanInputError, as_json, load, plan
     from patchwarden.render import plan_table
 
-    source = str(args.filename)
     try:
-        text = sys.stdin.read() if source == "-" else args.filename.read_text()
+        systems, requests = [], []
+        for source, text in _read_inputs(args.filename):
+            found = load(text, source)
+            systems += found[0]
+            requests += found[1]
     except OSError as exc:
-        print(f"patchwarden plan: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        print(f"patchwarden plan: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        systems, requests = load(text, source)
     except PlanInputError as exc:
         print(f"patchwarden plan: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -35,8 +35,18 @@ def _loc(parts: Iterable[int | str]) -> str:
     return out
 
 
+def _first_error(exc: ValidationError) -> str:
+    """``path.to.field: what is wrong`` for the first error pydantic found."""
+    first = exc.errors()[0]
+    loc, msg = _loc(first["loc"]), first["msg"].removeprefix("Value error, ")
+    if first["type"] == "rule":  # a cross-field rule names its field relative to the object
+        ctx = first.get("ctx") or {}
+        loc, msg = f"{loc}.{ctx['field']}" if loc else ctx["field"], ctx["message"]
+    return f"{loc}: {msg}"
+
+
 def _describe(doc: Any) -> str:
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict) or "kind" not in doc:
         return ""
     meta = doc.get("metadata") or {}
     return f" ({doc.get('kind')} {meta.get('namespace', 'default')}/{meta.get('name', '?')})"
@@ -67,8 +77,7 @@ def load(text: str, source: str = "input") -> tuple[list[ManagedSystem], list[Up
         try:
             obj: ManagedSystem | UpdateRequest = model.model_validate(doc)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise PlanInputError(f"{where}: {_loc(first['loc'])}: {first['msg']}") from exc
+            raise PlanInputError(f"{where}: {_first_error(exc)}") from exc
         if not obj.metadata.get("name"):
             raise PlanInputError(f"{where}: metadata.name is required")
         obj.metadata.setdefault("namespace", "default")

@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "patchwarden.io"
 VERSION = "v1alpha1"
@@ -58,7 +59,16 @@ def _positive_duration(text: str) -> str:
 
 Duration = Annotated[
     str,
-    Field(pattern=DURATION_PATTERN, max_length=32, examples=["4h", "1h30m"]),
+    Field(
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        examples=["4h", "1h30m"],
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.matches('[1-9]')", "message": "must be longer than zero"}
+            ]
+        },
+    ),
     AfterValidator(_positive_duration),
 ]
 
@@ -103,7 +113,10 @@ class Model(BaseModel):
     def _check_rules(self) -> Self:
         for rule in self.rules:
             if not rule.check(self):
-                raise ValueError(f"{rule.field.lstrip('.')}: {rule.message}")
+                field = rule.field.lstrip(".")
+                raise PydanticCustomError(
+                    "rule", "{field}: {message}", {"field": field, "message": rule.message}
+                )
         return self
 
     def wire(self) -> dict[str, Any]:

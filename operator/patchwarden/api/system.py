@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import icalendar
 from croniter import croniter
 from dateutil.rrule import rrulestr
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field, StrictBool, StrictInt
 
 from patchwarden.api.common import (
     DNS_LABEL,
@@ -88,7 +88,7 @@ class Recurrence(Model):
     """iCalendar text (VEVENTs with DTSTART, DTEND or DURATION, RRULE), e.g. exported by Uyuni."""
     duration: Duration | None = None
     """Length in wall-clock time of the system's zone; required except for ical events."""
-    offset_days: int = Field(default=0, ge=-31, le=31)
+    offset_days: StrictInt = Field(default=0, ge=-31, le=31)
     """Days added to each occurrence, like Azure's "Second Tuesday Offset+3"."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -172,7 +172,7 @@ class Cadence(Model):
     in the first usable window of the period."""
 
     period: CadencePeriod = CadencePeriod.QUARTERLY
-    every_weeks: int | None = Field(default=None, ge=1, le=52)
+    every_weeks: StrictInt | None = Field(default=None, ge=1, le=52)
     """Length in weeks of a period when period is weeks."""
     rrule: RRule | None = None
     """Period starts as an RRULE when period is rrule (each occurrence opens a period)."""
@@ -282,14 +282,14 @@ class Backup(Model):
         default=None, pattern=DNS_SUBDOMAIN, max_length=253
     )
     """VolumeSnapshotClass of the pre-update snapshots; default: the cluster's default class."""
-    retain: int = Field(default=3, ge=1, le=100)
+    retain: StrictInt = Field(default=3, ge=1, le=100)
     """Snapshots of this many runs are kept (never those of the newest successful run)."""
-    required: bool = True
+    required: StrictBool = True
     """Refuse to update when no snapshot can be taken."""
 
 
 class Rollback(Model):
-    enabled: bool = True
+    enabled: StrictBool = True
     """Restore the snapshots and the recorded workload when an update fails."""
 
 
@@ -304,7 +304,7 @@ class ManagedSystemSpec(Model):
     service_model: ServiceModel
     package: Package | None = None
     """The managed-service package of a PaaS system."""
-    customer_admin_access: bool = False
+    customer_admin_access: StrictBool = False
     """The customer has root/admin access: the system is then not eligible for managed updates."""
     workload: Workload
     volumes: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = Field(

@@ -1,0 +1,228 @@
+"""Invalid objects, each with the field the rejection must name.
+
+Used twice: the real API server must reject each one (tests/cluster), and the
+offline validation of ``patchwarden plan`` must too (tests/unit).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+SYSTEM: dict[str, Any] = {
+    "apiVersion": "patchwarden.io/v1alpha1",
+    "kind": "ManagedSystem",
+    "metadata": {"name": "sys"},
+    "spec": {
+        "customer": "acme",
+        "serviceModel": "PaaS",
+        "package": "advanced",
+        "workload": {"kind": "Deployment", "name": "app"},
+        "components": [
+            {
+                "name": "debian",
+                "version": "12",
+                "installedBy": "provider",
+                "source": "standard-repository",
+            }
+        ],
+        "maintenance": {
+            "timeZone": "Europe/Berlin",
+            "windows": [{"name": "sunday", "cron": "0 23 * * 0", "duration": "4h"}],
+            "freezes": [
+                {"name": "xmas", "once": "2026-12-24T00:00:00Z", "end": "2026-12-27T00:00:00Z"}
+            ],
+            "cadence": {"period": "quarterly"},
+        },
+    },
+}
+
+REQUEST: dict[str, Any] = {
+    "apiVersion": "patchwarden.io/v1alpha1",
+    "kind": "UpdateRequest",
+    "metadata": {"name": "req"},
+    "spec": {"systemRef": {"name": "sys"}, "classes": ["security"], "ticket": "HD-1"},
+}
+
+
+@dataclass(frozen=True)
+class Bad:
+    name: str
+    base: dict[str, Any]
+    change: Callable[[dict[str, Any]], None]
+    field: str
+    """The path the API server's message must contain, e.g. spec.package."""
+
+    def object(self) -> dict[str, Any]:
+        obj = copy.deepcopy(self.base)
+        self.change(obj["spec"])
+        return obj
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        if value is _DELETE:
+            del node[int(last) if last.isdigit() else last]
+        elif last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return change
+
+
+_DELETE = object()
+W0 = "maintenance.windows.0"
+
+CATALOGUE = [
+    Bad("unknown service model", SYSTEM, _set("serviceModel", "Colo"), "spec.serviceModel"),
+    Bad(
+        "package on SaaS",
+        SYSTEM,
+        lambda s: (s.update(serviceModel="SaaS"), s["maintenance"].pop("cadence")),
+        "spec.package",
+    ),
+    Bad(
+        "PaaS without package",
+        SYSTEM,
+        lambda s: (s.pop("package"), s["maintenance"].pop("cadence")),
+        "spec.package",
+    ),
+    Bad("cadence on basic", SYSTEM, _set("package", "basic"), "spec.maintenance.cadence"),
+    Bad(
+        "feature updates on PaaS",
+        SYSTEM,
+        _set("updates", {"classes": ["security", "feature"]}),
+        "spec.updates.classes",
+    ),
+    Bad(
+        "unknown update class",
+        SYSTEM,
+        _set("updates", {"classes": ["bugfix"]}),
+        "spec.updates.classes[0]",
+    ),
+    Bad("workload kind Pod", SYSTEM, _set("workload.kind", "Pod"), "spec.workload.kind"),
+    Bad("missing customer", SYSTEM, _set("customer", _DELETE), "spec.customer"),
+    Bad(
+        "admin access not a boolean",
+        SYSTEM,
+        _set("customerAdminAccess", "yes"),
+        "spec.customerAdminAccess",
+    ),
+    Bad(
+        "negative duration",
+        SYSTEM,
+        _set(f"{W0}.duration", "-1h"),
+        f"spec.{W0.replace('.0', '[0]')}.duration",
+    ),
+    Bad(
+        "duration without unit",
+        SYSTEM,
+        _set(f"{W0}.duration", "90"),
+        "spec.maintenance.windows[0].duration",
+    ),
+    Bad(
+        "zero duration",
+        SYSTEM,
+        _set(f"{W0}.duration", "0h"),
+        "spec.maintenance.windows[0].duration",
+    ),
+    Bad(
+        "cron and rrule together",
+        SYSTEM,
+        _set(f"{W0}.rrule", "FREQ=WEEKLY"),
+        "spec.maintenance.windows[0].cron",
+    ),
+    Bad("no recurrence", SYSTEM, _set(f"{W0}.cron", _DELETE), "spec.maintenance.windows[0].cron"),
+    Bad(
+        "window without duration",
+        SYSTEM,
+        _set(f"{W0}.duration", _DELETE),
+        "spec.maintenance.windows[0].duration",
+    ),
+    Bad("at without rrule", SYSTEM, _set(f"{W0}.at", "02:00"), "spec.maintenance.windows[0].at"),
+    Bad(
+        "at out of range",
+        SYSTEM,
+        lambda s: (
+            s["maintenance"]["windows"][0].update(cron=None, rrule="FREQ=WEEKLY", at="25:00")
+            or s["maintenance"]["windows"][0].pop("cron")
+        ),
+        "spec.maintenance.windows[0].at",
+    ),
+    Bad(
+        "offset too large",
+        SYSTEM,
+        _set(f"{W0}.offsetDays", 40),
+        "spec.maintenance.windows[0].offsetDays",
+    ),
+    Bad(
+        "window name not a DNS label",
+        SYSTEM,
+        _set(f"{W0}.name", "Sunday Night"),
+        "spec.maintenance.windows[0].name",
+    ),
+    Bad(
+        "duplicate window names",
+        SYSTEM,
+        lambda s: s["maintenance"]["windows"].append(dict(s["maintenance"]["windows"][0])),
+        "spec.maintenance.windows[1]",
+    ),
+    Bad(
+        "once not a timestamp",
+        SYSTEM,
+        _set("maintenance.freezes.0.once", "christmas"),
+        "spec.maintenance.freezes[0].once",
+    ),
+    Bad(
+        "freeze end without once",
+        SYSTEM,
+        lambda s: (
+            s["maintenance"]["freezes"][0].update(once=None, cron="0 0 24 12 *")
+            or s["maintenance"]["freezes"][0].pop("once")
+        ),
+        "spec.maintenance.freezes[0].end",
+    ),
+    Bad(
+        "cadence weeks without everyWeeks",
+        SYSTEM,
+        _set("maintenance.cadence", {"period": "weeks"}),
+        "spec.maintenance.cadence.everyWeeks",
+    ),
+    Bad(
+        "unknown cadence period",
+        SYSTEM,
+        _set("maintenance.cadence", {"period": "yearly"}),
+        "spec.maintenance.cadence.period",
+    ),
+    Bad(
+        "component installed by a vendor",
+        SYSTEM,
+        _set("components.0.installedBy", "vendor"),
+        "spec.components[0].installedBy",
+    ),
+    Bad(
+        "end of life not a date",
+        SYSTEM,
+        _set("components.0.endOfLife", "soon"),
+        "spec.components[0].endOfLife",
+    ),
+    Bad("retain zero snapshots", SYSTEM, _set("backup", {"retain": 0}), "spec.backup.retain"),
+    Bad("volume name with spaces", SYSTEM, _set("volumes", ["my data"]), "spec.volumes[0]"),
+    Bad("request without ticket", REQUEST, _set("ticket", _DELETE), "spec.ticket"),
+    Bad("request for an unknown class", REQUEST, _set("classes", ["bugfix"]), "spec.classes[0]"),
+    Bad("request with no class", REQUEST, _set("classes", []), "spec.classes"),
+    Bad(
+        "request notBefore not a timestamp",
+        REQUEST,
+        _set("notBefore", "next week"),
+        "spec.notBefore",
+    ),
+    Bad("request without systemRef", REQUEST, _set("systemRef", _DELETE), "spec.systemRef"),
+]

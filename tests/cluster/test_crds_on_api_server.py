@@ -1,0 +1,102 @@
+"""The generated CRDs on the real API server: examples accepted, bad objects rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.catalogue import CATALOGUE, Bad
+from tests.conftest import REPO, Cluster
+
+PLURALS = {
+    "ManagedSystem": "managedsystems",
+    "UpdateRequest": "updaterequests",
+    "UpdateRun": "updateruns",
+}
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> Iterator[None]:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *(f"crd/{p}.patchwarden.io" for p in PLURALS.values()),
+    )
+    yield
+
+
+def create(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(  # type: ignore[no-any-return]
+        "patchwarden.io",
+        "v1alpha1",
+        namespace,
+        PLURALS[obj["kind"]],
+        obj,
+        field_validation="Strict",
+    )
+
+
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+@pytest.mark.usefixtures("crds")
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_is_accepted(cluster: Cluster, namespace: str, path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        doc["metadata"]["namespace"] = namespace
+        stored = create(cluster, namespace, doc)
+        assert stored["spec"]["serviceModel" if doc["kind"] == "ManagedSystem" else "ticket"]
+
+
+@pytest.mark.usefixtures("crds")
+def test_defaults_are_applied_by_the_api_server(cluster: Cluster, namespace: str) -> None:
+    obj = yaml.safe_load((REPO / "examples" / "iaas.yaml").read_text())
+    obj["metadata"]["namespace"] = namespace
+    obj["spec"]["backup"] = {}
+    stored = create(cluster, namespace, obj)
+    assert stored["spec"]["customerAdminAccess"] is False
+    assert stored["spec"]["backup"] == {"retain": 3, "required": True}
+
+
+@pytest.mark.usefixtures("crds")
+@pytest.mark.parametrize("bad", CATALOGUE, ids=lambda b: b.name)
+def test_invalid_objects_are_rejected_naming_the_field(
+    cluster: Cluster, namespace: str, bad: Bad
+) -> None:
+    with pytest.raises(ApiException) as caught:
+        create(cluster, namespace, bad.object())
+    assert caught.value.status == 422, caught.value.body
+    assert bad.field in caught.value.body, caught.value.body
+
+
+@pytest.mark.usefixtures("crds")
+def test_unknown_fields_are_refused_under_strict_validation(
+    cluster: Cluster, namespace: str
+) -> None:
+    obj = yaml.safe_load((REPO / "examples" / "update-request.yaml").read_text())
+    obj["spec"]["colour"] = "red"
+    with pytest.raises(ApiException) as caught:
+        create(cluster, namespace, obj)
+    assert (
+        'unknown field \\"spec.colour\\"' in caught.value.body or "spec.colour" in caught.value.body
+    )
+
+
+@pytest.mark.usefixtures("crds")
+def test_printer_columns_and_short_names_work_in_kubectl(cluster: Cluster, namespace: str) -> None:
+    obj = yaml.safe_load((REPO / "examples" / "paas-advanced.yaml").read_text())
+    obj["metadata"]["namespace"] = namespace
+    create(cluster, namespace, obj)
+    out = cluster.kubectl("get", "msys", "-n", namespace)
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["NAME", "CUSTOMER", "MODEL", "PACKAGE"]
+    assert "acme-retail" in out and "PaaS" in out and "advanced" in out
+    assert "shop-db" in cluster.kubectl("get", "patchwarden", "-n", namespace)
