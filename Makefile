@@ -59,7 +59,9 @@ cluster-down: $(STAMP) ## stop the local control plane and remove its state
 	$(DEVCLUSTER) down
 
 .PHONY: run
-run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), then patchwarden
+run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the CRDs, then patchwarden
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
-	@echo "The control plane is up. The operator itself is not built yet (see the open issues);"
-	@echo "use: KUBECONFIG=$$(if [[ -n "$${KUBECONFIG:-}" ]]; then echo "$$KUBECONFIG"; else $(DEVCLUSTER) kubeconfig; fi) $$(hack/tools.sh)/kubectl get nodes"
+	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; tools=$$(hack/tools.sh); \
+	  $$tools/kubectl --kubeconfig "$$kc" apply --server-side -f crds/; \
+	  echo "The control plane is up with patchwarden's CRDs. The operator itself is not built yet"; \
+	  echo "(see the open issues). Try: $$tools/kubectl --kubeconfig $$kc apply -f examples/"

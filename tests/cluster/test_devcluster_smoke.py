@@ -77,6 +77,20 @@ def claim_phase(core: client.CoreV1Api, ns: str, name: str) -> str:
     return str(core.read_namespaced_persistent_volume_claim(name, ns).status.phase)
 
 
+def claim_with_snapshot(
+    cluster: Cluster, ns: str, snap: str, annotations: dict[str, str] | None = None
+) -> None:
+    """A claim ``data`` and a VolumeSnapshot ``snap`` of it."""
+    client.CoreV1Api(cluster.api).create_namespaced_persistent_volume_claim(ns, pvc("data"))
+    client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", ns, "volumesnapshots", snapshot(snap, "data", annotations)
+    )
+
+
+def restore_source(snap: str) -> dict[str, str]:
+    return {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snap}
+
+
 def test_api_server_reports_kubernetes_1_34(cluster: Cluster) -> None:
     version = client.VersionApi(cluster.api).get_code()
     assert version.git_version.startswith("v1.34."), version.git_version
@@ -175,16 +189,8 @@ def test_a_claim_binds_and_its_snapshot_becomes_ready(cluster: Cluster, namespac
 
 
 def test_a_snapshot_annotated_to_fail_never_becomes_ready(cluster: Cluster, namespace: str) -> None:
-    core = client.CoreV1Api(cluster.api)
     custom = client.CustomObjectsApi(cluster.api)
-    core.create_namespaced_persistent_volume_claim(namespace, pvc("data"))
-    custom.create_namespaced_custom_object(
-        "snapshot.storage.k8s.io",
-        "v1",
-        namespace,
-        "volumesnapshots",
-        snapshot("bad-snap", "data", FAIL),
-    )
+    claim_with_snapshot(cluster, namespace, "bad-snap", FAIL)
     status = wait_for(
         lambda: snapshot_status(custom, namespace, "bad-snap").get("error"),
         timeout=60,
@@ -203,17 +209,15 @@ def test_a_claim_restored_from_a_snapshot_binds_and_its_pod_is_scheduled(
 ) -> None:
     core = client.CoreV1Api(cluster.api)
     custom = client.CustomObjectsApi(cluster.api)
-    core.create_namespaced_persistent_volume_claim(namespace, pvc("data"))
-    custom.create_namespaced_custom_object(
-        "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots", snapshot("snap", "data")
-    )
+    claim_with_snapshot(cluster, namespace, "snap")
     wait_for(
         lambda: snapshot_status(custom, namespace, "snap").get("readyToUse"),
         timeout=60,
         what="snapshot ready",
     )
-    source = {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "snap"}
-    core.create_namespaced_persistent_volume_claim(namespace, pvc("restored", source))
+    core.create_namespaced_persistent_volume_claim(
+        namespace, pvc("restored", restore_source("snap"))
+    )
     wait_for(
         lambda: claim_phase(core, namespace, "restored") == "Bound",
         timeout=60,
@@ -251,13 +255,10 @@ def test_a_claim_from_a_snapshot_that_is_not_ready_stays_pending(
     cluster: Cluster, namespace: str
 ) -> None:
     core = client.CoreV1Api(cluster.api)
-    custom = client.CustomObjectsApi(cluster.api)
-    core.create_namespaced_persistent_volume_claim(namespace, pvc("data"))
-    custom.create_namespaced_custom_object(
-        "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots", snapshot("bad", "data", FAIL)
+    claim_with_snapshot(cluster, namespace, "bad", FAIL)
+    core.create_namespaced_persistent_volume_claim(
+        namespace, pvc("restored", restore_source("bad"))
     )
-    source = {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "bad"}
-    core.create_namespaced_persistent_volume_claim(namespace, pvc("restored", source))
     holds_for(
         lambda: claim_phase(core, namespace, "restored") == "Pending",
         duration=3,

@@ -73,6 +73,20 @@ def _sources(r: Recurrence) -> int:
     return sum(x is not None for x in (r.cron, r.rrule, r.once, r.ical))
 
 
+ONE_SOURCE = Rule(
+    f"{_ONE_SOURCE}.filter(x, x).size() == 1",
+    "exactly one of cron, rrule, once or ical is required",
+    ".cron",
+    lambda r: _sources(r) == 1,
+)
+AT_WITH_RRULE = Rule(
+    "!has(self.at) || has(self.rrule)",
+    "at applies to rrule occurrences only",
+    ".at",
+    lambda r: r.at is None or r.rrule is not None,
+)
+
+
 class Recurrence(Model):
     """When something recurs: exactly one of cron, rrule, once or ical."""
 
@@ -92,24 +106,14 @@ class Recurrence(Model):
     """Days added to each occurrence, like Azure's "Second Tuesday Offset+3"."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            f"{_ONE_SOURCE}.filter(x, x).size() == 1",
-            "exactly one of cron, rrule, once or ical is required",
-            ".cron",
-            lambda r: _sources(r) == 1,
-        ),
+        ONE_SOURCE,
         Rule(
             "has(self.duration) || has(self.ical)",
             "duration is required unless the occurrences come from ical",
             ".duration",
             lambda r: r.duration is not None or r.ical is not None,
         ),
-        Rule(
-            "!has(self.at) || has(self.rrule)",
-            "at applies to rrule occurrences only",
-            ".at",
-            lambda r: r.at is None or r.rrule is not None,
-        ),
+        AT_WITH_RRULE,
     )
 
 
@@ -127,12 +131,7 @@ class Freeze(Recurrence):
     """End of a one-off freeze that starts at ``once`` (instead of a duration)."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
-        Rule(
-            f"{_ONE_SOURCE}.filter(x, x).size() == 1",
-            "exactly one of cron, rrule, once or ical is required",
-            ".cron",
-            lambda r: _sources(r) == 1,
-        ),
+        ONE_SOURCE,
         Rule(
             "has(self.duration) || has(self.ical) || has(self.end)",
             "a freeze needs a duration, an end, or ical events",
@@ -151,12 +150,7 @@ class Freeze(Recurrence):
             ".end",
             lambda r: r.end is None or r.duration is None,
         ),
-        Rule(
-            "!has(self.at) || has(self.rrule)",
-            "at applies to rrule occurrences only",
-            ".at",
-            lambda r: r.at is None or r.rrule is not None,
-        ),
+        AT_WITH_RRULE,
     )
 
 
