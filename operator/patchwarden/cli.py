@@ -56,7 +56,49 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--from", dest="start", type=_instant, help="RFC 3339 instant (default: now)")
     plan.add_argument("--count", type=_count, default=5, help="windows per system (default 5)")
     plan.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    run = commands.add_parser(
+        "run",
+        help="run the operator (in the foreground) against the current kubeconfig",
+        description="Runs the operator. Settings come from PATCHWARDEN_* environment variables "
+        "(see docs/operator.md); the cluster from KUBECONFIG or the in-cluster service account.",
+    )
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve only this namespace (repeatable); default: the whole cluster "
+        "or PATCHWARDEN_NAMESPACES",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from patchwarden import handlers
+    from patchwarden.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"patchwarden run: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.namespace:
+        settings = settings.model_copy(update={"namespaces": tuple(args.namespace)})
+    kopf.configure(verbose=args.verbose)
+    memo = kopf.Memo()
+    memo[handlers.KEY] = handlers.make_app(settings)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=False,
+        priority=settings.priority,
+        peering_name=settings.peering_name,
+        memo=memo,
+    )
+    return 0
 
 
 def _read_inputs(paths: list[Path]) -> list[tuple[str, str]]:
@@ -103,5 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "plan":
         return run_plan(args)
+    if args.command == "run":
+        return run_operator(args)
     parser.print_help()
     return EXIT_BAD_INPUT

@@ -50,6 +50,8 @@ class Assessment:
     """Names of the components in scope (empty: none declared, the Job decides)."""
     proactive: Trigger | None
     """What starts an update without a request: the cadence, the SaaS schedule, or nothing."""
+    code: str = "ContractAllowsUpdates"
+    """A CamelCase reason for conditions: why (not) eligible."""
 
 
 def in_scope(spec: ManagedSystemSpec) -> tuple[str, ...]:
@@ -77,16 +79,18 @@ def assess(spec: ManagedSystemSpec) -> Assessment:
             frozenset(),
             (),
             None,
+            "CustomerManaged",
         )
     planning = Party.CUSTOMER if model == ServiceModel.PAAS else Party.PROVIDER
 
-    def ineligible(reason: str) -> Assessment:
-        return Assessment(planning, Party.PROVIDER, False, reason, frozenset(), (), None)
+    def ineligible(reason: str, code: str) -> Assessment:
+        return Assessment(planning, Party.PROVIDER, False, reason, frozenset(), (), None, code)
 
     if spec.customer_admin_access:
         return ineligible(
             "you have administrative (root/admin) access to this system; managed updates "
-            "are only possible on systems without customer admin access"
+            "are only possible on systems without customer admin access",
+            "CustomerAdminAccess",
         )
     allowed = set(spec.updates.classes or _MODEL_CLASSES[model])
     classes = frozenset(allowed & _MODEL_CLASSES[model])
@@ -94,7 +98,8 @@ def assess(spec: ManagedSystemSpec) -> Assessment:
     if spec.components and not components:
         return ineligible(
             "no component is in scope: PaaS updates cover only OS and middleware the "
-            "provider installed from standard repositories"
+            "provider installed from standard repositories",
+            "NothingInScope",
         )
     if model == ServiceModel.SAAS:
         return Assessment(

@@ -39,6 +39,7 @@ class UpdateRunSpec(Model):
     """Why this run happens and in which window; written once by the operator."""
 
     system_ref: LocalObjectReference
+    customer: str = Field(max_length=128)
     trigger: Trigger
     request_ref: LocalObjectReference | None = None
     ticket: str | None = Field(default=None, max_length=128)
@@ -53,11 +54,17 @@ class UpdateRunSpec(Model):
 class SnapshotRecord(Model):
     claim: str
     snapshot: str
+    created: bool = False
     ready_to_use: bool = False
+    claim_spec: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """The claim's spec when it was snapshotted: what a restore recreates."""
 
 
 class JobRecord(Model):
     name: str
+    created: bool = False
     result: str | None = None
 
 
@@ -73,7 +80,10 @@ class WorkloadRecord(Model):
 
 
 class RestoreRecord(Model):
+    step: str | None = None
+    """ScaleDown, RestoreClaims, RestoreWorkload or Verify."""
     claims: list[str] = Field(default_factory=list)
+    """Claims recreated from their snapshots so far."""
     completed: bool = False
 
 
@@ -81,7 +91,10 @@ class UpdateRunStatus(Model):
     observed_generation: int | None = None
     conditions: list[Condition] = conditions_field()
     phase: Phase | None = None
+    phase_start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     message: str | None = None
+    failure: str | None = None
+    """Why the update failed, kept while the rollback runs."""
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     snapshots: list[SnapshotRecord] = Field(default_factory=list)

@@ -1,0 +1,233 @@
+"""The operator's I/O layer: gathers facts, applies the pure decisions, writes status.
+
+``operator.py`` (the kopf wiring) calls these from its handlers, in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from patchwarden import builders
+from patchwarden import conditions as c
+from patchwarden.api.run import Phase
+from patchwarden.kube import Kube
+from patchwarden.policy import assess
+from patchwarden.reconcile import (
+    SystemFacts,
+    parse_system,
+    request_status,
+    requeue_after,
+    system_status,
+    window_ref,
+)
+from patchwarden.runner import Runner, resolve_snapshot_class
+from patchwarden.scheduler import (
+    TERMINAL,
+    Limits,
+    decide_start,
+    failures_in_window,
+    halted_message,
+    open_window,
+    within_limits,
+)
+from patchwarden.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EventFn = Callable[[dict[str, Any], str, str, str], None]
+BLOCKED_RETRY_SECONDS = 2.0
+RESERVATION_SECONDS = 30.0
+
+
+@dataclass
+class App:
+    """Shared state of one operator process."""
+
+    settings: Settings
+    kube: Kube
+    emit: EventFn
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    reserved: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    """Runs this process created that the run index may not show yet."""
+
+    def runner(self) -> Runner:
+        return Runner(self.kube, self.settings, self.emit, self.now)
+
+    @property
+    def limits(self) -> Limits:
+        s = self.settings
+        return Limits(s.max_concurrent_runs, s.max_runs_per_customer, s.max_errors_per_window)
+
+    # ---- ManagedSystem -------------------------------------------------------------------
+    def reconcile_system(self, body: dict[str, Any], fleet: Iterable[dict[str, Any]]) -> float:
+        """Write the system's status, decide its requests, start its run if due.
+
+        ``fleet`` is every UpdateRun the operator knows (kopf's index). Returns
+        the seconds until the system needs another look.
+        """
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        now = self.now()
+        spec, _ = parse_system(body.get("spec") or {})
+        runs = self._fleet(fleet)
+        mine = [
+            r
+            for r in runs
+            if r["metadata"]["namespace"] == ns and r["spec"]["systemRef"]["name"] == name
+        ]
+        facts = SystemFacts(
+            active_run=next(
+                (
+                    r["metadata"]["name"]
+                    for r in mine
+                    if (r.get("status") or {}).get("phase") not in TERMINAL
+                ),
+                None,
+            )
+        )
+        if spec is not None:
+            workload = self.kube.get_workload(spec.workload.kind, ns, spec.workload.name)
+            facts.workload_found = workload is not None
+            facts.missing_claims = [v for v in spec.volumes if self.kube.get_claim(ns, v) is None]
+            facts.snapshot_class = resolve_snapshot_class(
+                self.kube.snapshot_classes(),
+                spec.backup.volume_snapshot_class_name,
+                self.settings.default_snapshot_class,
+            )
+            occ = open_window(spec, now)
+            if occ is not None:
+                opened = window_ref(occ).start
+                failed = failures_in_window(opened, runs)
+                if failed >= self.settings.max_errors_per_window:
+                    facts.halted = halted_message(
+                        opened, failed, self.settings.max_errors_per_window
+                    )
+        status, problems = system_status(body, facts, now)
+        self._write("managedsystems", body, status)
+        requests = self._reconcile_requests(ns, name, body, now)
+        if problems or spec is None:
+            return self.settings.resync_seconds
+        start = decide_start(name, spec, assess(spec), now, requests, mine)
+        if start is not None and facts.halted is None:
+            blocked = self._start(body, spec, start, runs)
+            if blocked:
+                log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
+                return BLOCKED_RETRY_SECONDS
+        if facts.active_run or start is not None:
+            return min(self.settings.resync_seconds, 5.0)
+        return requeue_after(spec, self.now(), self.settings.resync_seconds)
+
+    def _start(
+        self, body: dict[str, Any], spec: Any, start: Any, runs: list[dict[str, Any]]
+    ) -> str | None:
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        with self.lock:  # one decision at a time, so the limits hold within this process
+            blocked = within_limits(
+                spec.customer, window_ref(start.occurrence).start, self._fleet(runs), self.limits
+            )
+            if blocked:
+                return blocked
+            manifest = builders.update_run(
+                system=name,
+                system_uid=body["metadata"]["uid"],
+                customer=spec.customer,
+                trigger=start.trigger,
+                window=window_ref(start.occurrence),
+                window_start=start.occurrence.start,
+                classes=list(start.classes),
+                components=list(assess(spec).components),
+                request=start.request,
+                ticket=start.ticket,
+            )
+            manifest["metadata"]["namespace"] = ns
+            if self.kube.create("updateruns", ns, manifest):
+                self.reserved[(ns, manifest["metadata"]["name"])] = (time.monotonic(), manifest)
+                self.emit(
+                    body,
+                    "Normal",
+                    "RunStarted",
+                    f"update run {manifest['metadata']['name']} ({start.trigger.value}) started "
+                    f"in window {start.occurrence.window}",
+                )
+        return None
+
+    def _fleet(self, indexed: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The indexed runs plus those this process created that the index lacks yet."""
+        runs = list(indexed)
+        known = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in runs}
+        horizon = time.monotonic() - RESERVATION_SECONDS
+        for key, (created, manifest) in list(self.reserved.items()):
+            if key in known or created < horizon:
+                self.reserved.pop(key, None)
+            else:
+                runs.append({**manifest, "status": {"phase": Phase.PENDING.value}})
+        return runs
+
+    # ---- UpdateRequest ------------------------------------------------------------------
+    def _reconcile_requests(
+        self, ns: str, system: str, system_body: dict[str, Any] | None, now: datetime
+    ) -> list[dict[str, Any]]:
+        requests = [
+            r
+            for r in self.kube.list_objects("updaterequests", ns)
+            if r["spec"]["systemRef"]["name"] == system
+        ]
+        for request in requests:
+            self.reconcile_request(request, system_body, now)
+        return requests
+
+    def reconcile_request(
+        self, body: dict[str, Any], system: dict[str, Any] | None, now: datetime | None = None
+    ) -> None:
+        status = request_status(body, system, now or self.now())
+        self._write("updaterequests", body, status)
+
+    def reconcile_request_alone(self, body: dict[str, Any]) -> None:
+        ns = body["metadata"]["namespace"]
+        system = self.kube.get("managedsystems", ns, body["spec"]["systemRef"]["name"])
+        self.reconcile_request(body, system)
+
+    def cancel_request(self, body: dict[str, Any]) -> None:
+        """A request deleted before its run started cancels that run."""
+        ref = (body.get("status") or {}).get("runRef")
+        if not ref:
+            return
+        ns = body["metadata"]["namespace"]
+        run = self.kube.get("updateruns", ns, ref["name"])
+        if (
+            run is not None
+            and (run.get("status") or {}).get("phase", Phase.PENDING.value) == Phase.PENDING.value
+        ):
+            self.kube.delete("updateruns", ns, ref["name"])
+
+    # ---- writing ------------------------------------------------------------------------
+    def _write(self, plural: str, body: dict[str, Any], status: dict[str, Any]) -> None:
+        """Patch the status only when it changed; emit an Event per condition transition."""
+        old = body.get("status") or {}
+        if all(old.get(k) == v for k, v in status.items()):
+            return
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        self.kube.patch_status(plural, ns, name, status)
+        body["status"] = {**old, **status}
+        old_conditions = old.get("conditions") or []
+        for type_, value, reason, message in c.transitions(
+            old_conditions, status.get("conditions") or []
+        ):
+            bad = (type_ in {c.STALLED, c.UPDATES_HALTED} and value == "True") or (
+                type_ in {c.ELIGIBLE, c.BACKUP_CONFIGURED, c.ACCEPTED} and value == "False"
+            )
+            first = c.get(old_conditions, type_) is None
+            if type_ in {c.READY, c.RECONCILING} or (
+                first and not bad and type_ in {c.STALLED, c.UPDATES_HALTED}
+            ):
+                continue  # Ready/Reconciling mirror the others; a first "all fine" is no news
+            self.emit(
+                body, "Warning" if bad else "Normal", reason, message or f"{type_} is {value}"
+            )

@@ -1,0 +1,206 @@
+"""Pure builders: manifests and names derived from validated models. No I/O."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from datetime import datetime
+from typing import Any
+
+from patchwarden.api.common import API_VERSION
+from patchwarden.api.run import Trigger
+from patchwarden.api.system import ManagedSystemSpec, WindowRef
+
+LABEL_SYSTEM = "patchwarden.io/system"
+LABEL_RUN = "patchwarden.io/run"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+SNAPSHOT_API = "snapshot.storage.k8s.io"
+
+
+def label_value(text: str) -> str:
+    """``text`` if it is a valid label value, else a stable hash of it."""
+    if re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]", text):
+        return text
+    return "h-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def short_name(*parts: str, limit: int) -> str:
+    """A DNS-label-safe name of at most ``limit`` characters, unique through a hash."""
+    full = "-".join(parts)
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[: limit - 9].rstrip('-')}-{digest}"
+
+
+def run_name(system: str, window_start: datetime) -> str:
+    """One run per system and window occurrence: the name makes a second one impossible."""
+    return short_name(system, window_start.strftime("%Y%m%d%H%M"), limit=63)
+
+
+def snapshot_name(run: str, claim: str) -> str:
+    return short_name(run, claim, limit=253)
+
+
+def job_name(run: str) -> str:
+    return short_name(run, "update", limit=63)
+
+
+def owner(kind: str, name: str, uid: str, controller: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def update_run(
+    *,
+    system: str,
+    system_uid: str,
+    customer: str,
+    trigger: Trigger,
+    window: WindowRef,
+    window_start: datetime,
+    classes: list[str],
+    components: list[str],
+    request: str | None = None,
+    ticket: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "systemRef": {"name": system},
+        "customer": customer,
+        "trigger": trigger.value,
+        "classes": sorted(classes),
+        "components": components,
+        "window": window.wire(),
+    }
+    if request:
+        spec["requestRef"] = {"name": request}
+    if ticket:
+        spec["ticket"] = ticket
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "UpdateRun",
+        "metadata": {
+            "name": run_name(system, window_start),
+            "labels": {LABEL_SYSTEM: label_value(system), LABEL_MANAGED_BY: "patchwarden"},
+            "ownerReferences": [owner("ManagedSystem", system, system_uid)],
+        },
+        "spec": spec,
+    }
+
+
+def volume_snapshot(
+    *, run: str, run_uid: str, system: str, claim: str, snapshot_class: str | None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": claim}}
+    if snapshot_class:
+        spec["volumeSnapshotClassName"] = snapshot_class
+    return {
+        "apiVersion": f"{SNAPSHOT_API}/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": snapshot_name(run, claim),
+            "labels": {
+                LABEL_SYSTEM: label_value(system),
+                LABEL_RUN: run,
+                LABEL_MANAGED_BY: "patchwarden",
+            },
+            # Not owned by the run: snapshots must outlive it (retention decides).
+        },
+        "spec": spec,
+    }
+
+
+def update_job(
+    *,
+    run: str,
+    run_uid: str,
+    system: str,
+    spec: ManagedSystemSpec,
+    classes: list[str],
+    ticket: str | None,
+    deadline_seconds: int,
+) -> dict[str, Any]:
+    """The update Job: the system's pod template with patchwarden's labels and variables."""
+    template = copy.deepcopy(spec.updates.template or {})
+    meta = template.setdefault("metadata", {})
+    labels = meta.setdefault("labels", {})
+    labels.update({LABEL_SYSTEM: label_value(system), LABEL_RUN: run})
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    env = [
+        {"name": "PATCHWARDEN_SYSTEM", "value": system},
+        {"name": "PATCHWARDEN_RUN", "value": run},
+        {"name": "PATCHWARDEN_CLASSES", "value": ",".join(sorted(classes))},
+        {"name": "PATCHWARDEN_TICKET", "value": ticket or ""},
+    ]
+    for container in pod.get("containers", []):
+        names = {e.get("name") for e in container.get("env", [])}
+        container["env"] = [*container.get("env", []), *(e for e in env if e["name"] not in names)]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(run),
+            "labels": {
+                LABEL_SYSTEM: label_value(system),
+                LABEL_RUN: run,
+                LABEL_MANAGED_BY: "patchwarden",
+            },
+            "ownerReferences": [owner("UpdateRun", run, run_uid)],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(1, deadline_seconds),
+            "ttlSecondsAfterFinished": 7 * 24 * 3600,
+            "template": template,
+        },
+    }
+
+
+def restored_claim(original: dict[str, Any], snapshot: str) -> dict[str, Any]:
+    """The claim recreated under its own name from ``snapshot`` (same class, size, modes)."""
+    spec = original.get("spec", {})
+    meta = original.get("metadata", {})
+    keep = {
+        k: spec[k]
+        for k in ("accessModes", "resources", "storageClassName", "volumeMode", "selector")
+        if k in spec
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": meta["name"],
+            "labels": meta.get("labels", {}),
+            "annotations": {"patchwarden.io/restored-from": snapshot},
+        },
+        "spec": {
+            **keep,
+            "dataSource": {"apiGroup": SNAPSHOT_API, "kind": "VolumeSnapshot", "name": snapshot},
+        },
+    }
+
+
+def workload_claims(workload: dict[str, Any]) -> list[str]:
+    """Every PersistentVolumeClaim a Deployment or StatefulSet mounts."""
+    spec = workload.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod.get("volumes", []) or []
+        if v.get("persistentVolumeClaim")
+    ]
+    if workload.get("kind") == "StatefulSet":
+        name = workload["metadata"]["name"]
+        for tpl in spec.get("volumeClaimTemplates", []) or []:
+            claims += [
+                f"{tpl['metadata']['name']}-{name}-{i}" for i in range(spec.get("replicas", 1))
+            ]
+    return sorted(set(claims))

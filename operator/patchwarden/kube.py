@@ -1,0 +1,186 @@
+"""The Kubernetes calls patchwarden makes, in one place (synchronous client).
+
+Everything returns plain dicts as the API serves them (camelCase keys). A
+missing object is ``None``; creating one that exists is not an error (every
+name patchwarden creates is deterministic, so a retry finds its own object).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from patchwarden.api.common import GROUP, VERSION
+
+SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
+
+
+def _missing(exc: ApiException) -> bool:
+    return bool(exc.status == 404)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        return self.api.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+    # ---- patchwarden's own kinds -------------------------------------------------
+    def get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, plural, name)  # type: ignore[no-any-return]
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def list_objects(
+        self, plural: str, ns: str | None = None, selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        kwargs = {"label_selector": selector} if selector else {}
+        if ns is None:
+            result = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
+        else:
+            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural, **kwargs)
+        return list(result["items"])
+
+    def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool:
+        """Create; False when it already exists."""
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, plural, body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, plural, name, {"status": status}
+        )
+
+    def delete(self, plural: str, ns: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, plural, name)
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
+    # ---- snapshots -----------------------------------------------------------------
+    def snapshot_classes(self) -> list[dict[str, Any]]:
+        try:
+            return list(
+                self.custom.list_cluster_custom_object(*SNAPSHOTS, "volumesnapshotclasses")["items"]
+            )
+        except ApiException as exc:
+            if _missing(exc):  # the VolumeSnapshot API is not installed
+                return []
+            raise
+
+    def get_snapshot(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", name)  # type: ignore[no-any-return]
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def create_snapshot(self, ns: str, body: dict[str, Any]) -> None:
+        try:
+            self.custom.create_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def list_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        result = self.custom.list_namespaced_custom_object(
+            *SNAPSHOTS, ns, "volumesnapshots", label_selector=selector
+        )
+        return list(result["items"])
+
+    def delete_snapshot(self, ns: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", name)
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
+    # ---- workloads, pods, claims, jobs -------------------------------------------------
+    def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        read = (
+            self.apps.read_namespaced_deployment
+            if kind == "Deployment"
+            else self.apps.read_namespaced_stateful_set
+        )
+        try:
+            body = self._dict(read(name, ns))
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+        body["kind"] = kind
+        return body
+
+    def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if kind == "Deployment":
+            self.apps.replace_namespaced_deployment(name, ns, body)
+        else:
+            self.apps.replace_namespaced_stateful_set(name, ns, body)
+
+    def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
+        patch = {"spec": {"replicas": replicas}}
+        if kind == "Deployment":
+            self.apps.patch_namespaced_deployment_scale(name, ns, patch)
+        else:
+            self.apps.patch_namespaced_stateful_set_scale(name, ns, patch)
+
+    def pods(self, ns: str, match_labels: dict[str, str]) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
+        return [
+            self._dict(p) for p in self.core.list_namespaced_pod(ns, label_selector=selector).items
+        ]
+
+    def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._dict(self.core.read_namespaced_persistent_volume_claim(name, ns))
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def delete_claim(self, ns: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_persistent_volume_claim(name, ns)
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
+    def create_claim(self, ns: str, body: dict[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_persistent_volume_claim(ns, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._dict(self.batch.read_namespaced_job(name, ns))
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def create_job(self, ns: str, body: dict[str, Any]) -> None:
+        try:
+            self.batch.create_namespaced_job(ns, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise

@@ -1,0 +1,219 @@
+"""What a ManagedSystem's and an UpdateRequest's status should be: pure functions.
+
+The I/O layer (``operator.py``) gathers the facts (does the workload exist, is
+there a snapshot class …), calls these, and writes the result only when it
+differs from what is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from patchwarden import conditions as c
+from patchwarden.api.common import parse_duration
+from patchwarden.api.request import RequestState, UpdateRequestSpec
+from patchwarden.api.system import ManagedSystemSpec, WindowRef
+from patchwarden.policy import assess, decide_request
+from patchwarden.windows import Occurrence, first_usable, next_windows
+
+LOOKAHEAD = 24
+"""Window occurrences examined for the next usable one."""
+
+
+def utc_text(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def window_ref(occ: Occurrence) -> WindowRef:
+    return WindowRef(
+        name=occ.window,
+        start=utc_text(occ.start),
+        end=utc_text(occ.end),
+        cutoff=utc_text(occ.cutoff),
+    )
+
+
+def validation_message(exc: ValidationError, prefix: str = "spec") -> str:
+    """``spec.path.to.field: what is wrong`` for every error, readable in a condition."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "rule":
+            ctx = err.get("ctx") or {}
+            loc, msg = f"{loc}.{ctx['field']}", ctx["message"]
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_system(spec: dict[str, Any]) -> tuple[ManagedSystemSpec | None, str | None]:
+    try:
+        return ManagedSystemSpec.model_validate(spec), None
+    except ValidationError as exc:
+        return None, validation_message(exc)
+
+
+def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
+    expected = parse_duration(spec.updates.expected_duration)
+    return first_usable(next_windows(spec.maintenance, expected, now, LOOKAHEAD), now)
+
+
+@dataclass
+class SystemFacts:
+    """What the I/O layer found in the cluster for one system."""
+
+    workload_found: bool = True
+    missing_claims: list[str] = field(default_factory=list)
+    snapshot_class: str | None = None
+    """The VolumeSnapshotClass runs would use; None when there is none."""
+    active_run: str | None = None
+    halted: str | None = None
+    """Why no more runs start in the current window (MaxErrors), if so."""
+
+
+def system_status(
+    body: dict[str, Any], facts: SystemFacts, now: datetime
+) -> tuple[dict[str, Any], list[str]]:
+    """The status a ManagedSystem should have, and the problems that stall it."""
+    old: dict[str, Any] = dict(body.get("status") or {})
+    generation = body.get("metadata", {}).get("generation")
+    stamp = utc_text(now)
+    conds: list[dict[str, Any]] = list(old.get("conditions") or [])
+
+    def cond(type_: str, ok: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = c.set_condition(conds, type_, ok, reason, message, generation=generation, now=stamp)
+
+    status: dict[str, Any] = {
+        k: v for k, v in old.items() if k in {"lastRun", "lastSuccessfulUpdate"}
+    }
+    status["observedGeneration"] = generation
+    spec, invalid = parse_system(body.get("spec") or {})
+    problems: list[tuple[str, str]] = []
+    if spec is None:
+        problems.append((c.INVALID_SPEC, f"the spec cannot be used: {invalid}"))
+    else:
+        assessment = assess(spec)
+        status["responsibility"] = {
+            "planning": assessment.planning.value,
+            "execution": assessment.execution.value,
+        }
+        status["eligible"] = assessment.eligible
+        status["eligibilityReason"] = assessment.reason
+        cond(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
+        occ = next_usable(spec, now) if assessment.eligible else None
+        if occ is not None:
+            status["nextWindow"] = window_ref(occ).wire()
+        kind, name = spec.workload.kind, spec.workload.name
+        if not facts.workload_found:
+            problems.append((c.WORKLOAD_NOT_FOUND, f"{kind} {name} not found in this namespace"))
+        if facts.missing_claims:
+            problems.append(
+                (
+                    c.CLAIM_NOT_FOUND,
+                    f"PersistentVolumeClaims not found: {', '.join(facts.missing_claims)}",
+                )
+            )
+        if assessment.eligible and not spec.updates.template:
+            problems.append(
+                (c.NO_UPDATE_TEMPLATE, "spec.updates.template is required to run updates")
+            )
+        if not spec.backup.required:
+            cond(c.BACKUP_CONFIGURED, True, c.BACKUP_NOT_REQUIRED, "backups are not required")
+        elif facts.snapshot_class:
+            cond(
+                c.BACKUP_CONFIGURED,
+                True,
+                c.SNAPSHOT_CLASS_FOUND,
+                f"snapshots use VolumeSnapshotClass {facts.snapshot_class}",
+            )
+        else:
+            wanted = spec.backup.volume_snapshot_class_name
+            message = (
+                f"VolumeSnapshotClass {wanted} not found"
+                if wanted
+                else "no VolumeSnapshotClass is named and the cluster has no default one"
+            )
+            cond(c.BACKUP_CONFIGURED, False, c.SNAPSHOT_CLASS_NOT_FOUND, message)
+            if assessment.eligible:
+                problems.append(
+                    (c.SNAPSHOT_CLASS_NOT_FOUND, message + " (backup.required is true)")
+                )
+    if problems:
+        reason, _ = problems[0]
+        message = "; ".join(m for _, m in problems)
+        cond(c.STALLED, True, reason, message)
+        cond(c.READY, False, reason, message)
+    else:
+        cond(c.STALLED, False, c.RECONCILED, "")
+        cond(c.READY, True, c.RECONCILED, "the system is reconciled")
+    cond(
+        c.RECONCILING,
+        facts.active_run is not None,
+        c.RUN_IN_PROGRESS if facts.active_run else c.RECONCILED,
+        f"update run {facts.active_run} in progress" if facts.active_run else "",
+    )
+    cond(
+        c.UPDATES_HALTED,
+        facts.halted is not None,
+        c.MAX_ERRORS_REACHED if facts.halted else c.WITHIN_ERROR_BUDGET,
+        facts.halted or "",
+    )
+    status["conditions"] = conds
+    return status, [m for _, m in problems]
+
+
+def request_status(
+    body: dict[str, Any], system: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """Accepted (scheduled for a window) or rejected, with a reason a customer can read."""
+    old: dict[str, Any] = dict(body.get("status") or {})
+    if old.get("state") in {RequestState.RUNNING, RequestState.COMPLETED}:
+        return old  # decided and served: the run owns it now
+    generation = body.get("metadata", {}).get("generation")
+    stamp = utc_text(now)
+    status: dict[str, Any] = {"observedGeneration": generation}
+    request = UpdateRequestSpec.model_validate(body["spec"])
+    spec, invalid = parse_system(system["spec"]) if system else (None, None)
+    if system is not None and spec is None:
+        state, ok, reason = RequestState.PENDING, False, "SystemInvalid"
+        message = f"waiting: system {request.system_ref.name} cannot be used: {invalid}"
+    else:
+        decision = decide_request(spec, request)
+        state = RequestState.ACCEPTED if decision.accepted else RequestState.REJECTED
+        ok, reason, message = decision.accepted, state.value, decision.reason
+        if decision.accepted and spec is not None:
+            earliest = max(now, request.not_before or now)
+            occ = next_usable(spec, earliest)
+            if occ is None:
+                message += "; no usable window is planned yet"
+            else:
+                status["scheduledWindow"] = window_ref(occ).wire()
+                message = f"accepted: scheduled for window {occ.window} at {utc_text(occ.start)}"
+    status["state"] = state.value
+    status["message"] = message
+    status["conditions"] = c.set_condition(
+        list(old.get("conditions") or []),
+        c.ACCEPTED,
+        ok,
+        reason,
+        message,
+        generation=generation,
+        now=stamp,
+    )
+    return status
+
+
+def requeue_after(spec: ManagedSystemSpec | None, now: datetime, resync: float) -> float:
+    """Seconds until the system needs another look: the next window start, or the resync."""
+    if spec is None:
+        return resync
+    occ = next_usable(spec, now)
+    if occ is None:
+        return resync
+    until = (max(occ.start, now) - now) / timedelta(seconds=1)
+    return max(0.0, min(resync, until))

@@ -1,0 +1,66 @@
+"""The operator's settings: one typed object read from ``PATCHWARDEN_*`` variables.
+
+Each default is documented where it is defined; ``patchwarden run --help``
+and docs/operator.md list them too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PREFIX = "PATCHWARDEN_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to serve (comma-separated); empty: the whole cluster."""
+    max_concurrent_runs: int = Field(default=10, ge=1)
+    """At most this many update runs in progress at once, fleet-wide (AWS MaxConcurrency)."""
+    max_runs_per_customer: int = Field(default=2, ge=1)
+    """At most this many runs in progress at once for one customer."""
+    max_errors_per_window: int = Field(default=3, ge=1)
+    """After this many failed runs in one window, no more start in it (AWS MaxErrors)."""
+    resync_seconds: float = Field(default=60.0, gt=0)
+    """Every system is reconciled at least this often, changed or not."""
+    run_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often an update run checks its snapshots, Job and workload."""
+    snapshot_timeout_seconds: float = Field(default=600.0, gt=0)
+    """A snapshot not ready within this fails the run (the workload is untouched)."""
+    rollback_timeout_seconds: float = Field(default=900.0, gt=0)
+    """Each rollback step (pods gone, claims restored, workload ready) must finish within this."""
+    peering_name: str = "patchwarden"
+    """kopf peering object: replicas with the same name never act twice."""
+    priority: int = Field(default_factory=lambda: int.from_bytes(os.urandom(2), "big"))
+    """kopf peering priority; the highest runs, the others pause (default: random)."""
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of /metrics and /healthz; 0 disables them."""
+    default_snapshot_class: str | None = None
+    """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``PATCHWARDEN_<FIELD>`` variable; a bad value raises naming it."""
+        env = os.environ if environ is None else environ
+        given = {
+            name: env[PREFIX + name.upper()]
+            for name in cls.model_fields
+            if PREFIX + name.upper() in env
+        }
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            var = PREFIX + str(first["loc"][0]).upper()
+            raise ValueError(f"{var}: {first['msg']}") from exc

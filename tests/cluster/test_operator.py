@@ -1,0 +1,453 @@
+"""The operator against the real API server, with kwok running the pods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.conftest import REPO, Cluster
+from tests.helpers import holds_for, wait_for
+from tests.operator_harness import (
+    Operator,
+    condition,
+    create,
+    get,
+    items,
+    now_plus,
+    phase,
+    running_operator,
+    runs_of,
+    system,
+    wait_run,
+    workload,
+)
+
+FAIL = {"devcluster.patchwarden.io/outcome": "fail"}
+ENDED = {"Succeeded", "RolledBack", "Failed"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
+@pytest.fixture
+def core(cluster: Cluster) -> client.CoreV1Api:
+    return client.CoreV1Api(cluster.api)
+
+
+@pytest.fixture
+def apps(cluster: Cluster) -> client.AppsV1Api:
+    return client.AppsV1Api(cluster.api)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
+    with running_operator(cluster, namespace, tmp_path) as op:
+        yield op
+
+
+def events(core: client.CoreV1Api, ns: str, name: str) -> list[tuple[str, str]]:
+    return [
+        (e.reason, e.message)
+        for e in core.list_namespaced_event(ns).items
+        if e.involved_object.name == name
+    ]
+
+
+def test_a_saas_update_snapshots_runs_the_job_and_succeeds(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace, claims=2)
+    create(cluster, namespace, system("files", "SaaS"))
+    run = wait_run(cluster, namespace, "files", ENDED)
+    assert phase(run) == "Succeeded", run["status"]
+    assert run["spec"]["trigger"] == "Schedule"
+    assert sorted(run["spec"]["classes"]) == [
+        "feature",
+        "security",
+    ]  # SaaS runs feature updates too
+    status = run["status"]
+    assert sorted(s["claim"] for s in status["snapshots"]) == ["app-data-0", "app-data-1"]
+    assert all(s["readyToUse"] for s in status["snapshots"])
+    assert status["recorded"]["replicas"] == 1
+    assert status["recorded"]["template"]["spec"]["containers"][0]["image"] == "example.com/app:1.0"
+
+    job = client.BatchV1Api(cluster.api).read_namespaced_job(status["job"]["name"], namespace)
+    assert job.metadata.owner_references[0].kind == "UpdateRun"
+    assert job.metadata.owner_references[0].name == run["metadata"]["name"]
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert env["PATCHWARDEN_SYSTEM"] == "files"
+    assert env["PATCHWARDEN_RUN"] == run["metadata"]["name"]
+    assert env["PATCHWARDEN_CLASSES"] == "feature,security"
+    assert 0 < job.spec.active_deadline_seconds <= 3600  # ends before the 1h window does
+
+    snaps = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots"
+    )["items"]
+    assert sorted(s["spec"]["source"]["persistentVolumeClaimName"] for s in snaps) == [
+        "app-data-0",
+        "app-data-1",
+    ]
+
+    msys = wait_for(
+        lambda: (
+            (m := get(cluster, namespace, "ManagedSystem", "files"))["status"].get("lastRun") and m
+        ),
+        timeout=30,
+        what="lastRun on the system",
+    )
+    assert msys["status"]["lastRun"]["result"] == "Succeeded"
+    assert msys["status"]["responsibility"] == {"planning": "Provider", "execution": "Provider"}
+    out = cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Ready", "--timeout=30s", "msys/files"
+    )
+    assert "condition met" in out
+    assert ("Succeeded", "the update succeeded") in events(core, namespace, run["metadata"]["name"])
+    assert "hunter2" not in operator.output()
+
+
+def test_a_failed_job_rolls_back_claims_and_pod_template(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    create(
+        cluster,
+        namespace,
+        system("db", "SaaS", job={**FAIL, "devcluster.patchwarden.io/duration": "4s"}),
+    )
+    updating = wait_run(cluster, namespace, "db", {"Updating"})
+    # What a real update would do: change the workload while the Job runs.
+    apps.patch_namespaced_deployment(
+        "app",
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "app", "image": "example.com/app:2.0-broken"}]}
+                }
+            }
+        },
+    )
+    run = wait_run(cluster, namespace, "db", ENDED)
+    assert phase(run) == "RolledBack", run["status"]
+    assert run["metadata"]["name"] == updating["metadata"]["name"]
+    assert "the update Job" in run["status"]["message"] and "failed" in run["status"]["message"]
+    assert run["status"]["restore"]["claims"] == ["app-data-0"]
+
+    claim = core.read_namespaced_persistent_volume_claim("app-data-0", namespace)
+    assert claim.spec.data_source.kind == "VolumeSnapshot"
+    assert claim.spec.data_source.name == run["status"]["snapshots"][0]["snapshot"]
+    assert claim.status.phase == "Bound"
+    deploy = apps.read_namespaced_deployment("app", namespace)
+    assert deploy.spec.template.spec.containers[0].image == "example.com/app:1.0"
+    assert deploy.spec.replicas == 1
+    wait_for(
+        lambda: apps.read_namespaced_deployment("app", namespace).status.available_replicas == 1,
+        timeout=30,
+        what="the restored workload to be available",
+    )
+    msys = get(cluster, namespace, "ManagedSystem", "db")
+    assert msys["status"]["lastRun"]["result"] == "RolledBack"
+
+
+def test_a_snapshot_that_never_becomes_ready_fails_without_touching_the_workload(
+    cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    workload(core, apps, namespace)
+    before = apps.read_namespaced_deployment("app", namespace).metadata.generation
+    with running_operator(cluster, namespace, tmp_path, PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS="4"):
+        create(
+            cluster,
+            namespace,
+            system("db", "SaaS", backup={"volumeSnapshotClassName": "broken-snapshots"}),
+        )
+        run = wait_run(cluster, namespace, "db", ENDED)
+    assert phase(run) == "Failed"
+    assert "not ready within 4s" in run["status"]["message"]
+    assert "job" not in run["status"]
+    assert client.BatchV1Api(cluster.api).list_namespaced_job(namespace).items == []
+    assert apps.read_namespaced_deployment("app", namespace).metadata.generation == before
+    assert condition(run, "NeedsAttention") is None
+
+
+def test_iaas_request_is_rejected_with_a_reason(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    create(cluster, namespace, system("vm", "IaaS"))
+    create(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "patchwarden.io/v1alpha1",
+            "kind": "UpdateRequest",
+            "metadata": {"name": "r1"},
+            "spec": {"systemRef": {"name": "vm"}, "ticket": "HD-1"},
+        },
+    )
+    request = wait_for(
+        lambda: (
+            (r := get(cluster, namespace, "UpdateRequest", "r1")).get("status", {}).get("state")
+            and r
+        ),
+        timeout=30,
+        what="the request to be decided",
+    )
+    assert request["status"]["state"] == "Rejected"
+    assert "IaaS" in request["status"]["message"]
+    assert condition(request, "Accepted")["status"] == "False"  # type: ignore[index]
+    holds_for(lambda: runs_of(cluster, namespace, "vm") == [], duration=3, what="no run for IaaS")
+
+
+def test_admin_access_makes_the_system_ineligible(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    create(cluster, namespace, system("erp", "PaaS", "advanced", customerAdminAccess=True))
+    msys = wait_for(
+        lambda: condition(get(cluster, namespace, "ManagedSystem", "erp"), "Eligible"),
+        timeout=30,
+        what="the Eligible condition",
+    )
+    assert msys["status"] == "False" and msys["reason"] == "CustomerAdminAccess"
+    holds_for(lambda: runs_of(cluster, namespace, "erp") == [], duration=4, what="no run")
+
+
+def test_basic_runs_only_on_request(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    create(cluster, namespace, system("cache", "PaaS", "basic"))
+    wait_for(
+        lambda: condition(get(cluster, namespace, "ManagedSystem", "cache"), "Ready"),
+        timeout=30,
+        what="the system to be reconciled",
+    )
+    holds_for(
+        lambda: runs_of(cluster, namespace, "cache") == [],
+        duration=5,
+        what="no run without a request",
+    )
+    create(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "patchwarden.io/v1alpha1",
+            "kind": "UpdateRequest",
+            "metadata": {"name": "hd-7"},
+            "spec": {"systemRef": {"name": "cache"}, "ticket": "HD-7"},
+        },
+    )
+    run = wait_run(cluster, namespace, "cache", ENDED)
+    assert phase(run) == "Succeeded"
+    assert run["spec"]["trigger"] == "Request" and run["spec"]["ticket"] == "HD-7"
+    assert run["spec"]["classes"] == ["security"]
+    request = wait_for(
+        lambda: (
+            (r := get(cluster, namespace, "UpdateRequest", "hd-7"))["status"]["state"]
+            == "Completed"
+            and r
+        ),
+        timeout=30,
+        what="the request to complete",
+    )
+    assert request["status"]["runRef"]["name"] == run["metadata"]["name"]
+
+
+def test_advanced_runs_on_its_cadence_once_per_period(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    body = system("shop", "PaaS", "advanced")
+    body["spec"]["maintenance"]["windows"].append(
+        {"name": "later", "once": now_plus(20), "duration": "1h"}
+    )
+    create(cluster, namespace, body)
+    run = wait_run(cluster, namespace, "shop", ENDED)
+    assert phase(run) == "Succeeded" and run["spec"]["trigger"] == "Cadence"
+    # The second window (opening in 20 s) is in the same quarter: no second run.
+    holds_for(
+        lambda: len(runs_of(cluster, namespace, "shop")) == 1,
+        duration=25,
+        what="one run per quarter",
+    )
+
+
+def test_a_freeze_blocks_the_window(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    create(
+        cluster,
+        namespace,
+        system(
+            "frozen",
+            "SaaS",
+            maintenance={
+                "windows": [{"name": "now", "once": now_plus(-5), "duration": "1h"}],
+                "freezes": [{"name": "release", "once": now_plus(-60), "end": now_plus(3600)}],
+            },
+        ),
+    )
+    wait_for(
+        lambda: condition(get(cluster, namespace, "ManagedSystem", "frozen"), "Ready"),
+        timeout=30,
+        what="the system to be reconciled",
+    )
+    holds_for(
+        lambda: runs_of(cluster, namespace, "frozen") == [], duration=5, what="no run in a freeze"
+    )
+
+
+def test_the_concurrency_limits_hold_with_many_systems(
+    cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    names = [f"s{i}" for i in range(6)]
+    for name in names:
+        workload(core, apps, namespace, name=f"w-{name}")
+    with running_operator(
+        cluster,
+        namespace,
+        tmp_path,
+        PATCHWARDEN_MAX_CONCURRENT_RUNS="2",
+        PATCHWARDEN_MAX_RUNS_PER_CUSTOMER="5",
+    ):
+        for name in names:
+            create(
+                cluster,
+                namespace,
+                system(
+                    name,
+                    "SaaS",
+                    workload_name=f"w-{name}",
+                    job={"devcluster.patchwarden.io/duration": "3s"},
+                ),
+            )
+        peak = 0
+
+        def all_done() -> bool:
+            nonlocal peak
+            runs = items(cluster, namespace, "UpdateRun")
+            active = [r for r in runs if phase(r) not in ENDED]
+            peak = max(peak, len(active))
+            return len(runs) == len(names) and not active
+
+        wait_for(all_done, timeout=180, interval=0.1, what="every system's run to end")
+    runs = items(cluster, namespace, "UpdateRun")
+    assert all(phase(r) == "Succeeded" for r in runs)
+    assert 1 <= peak <= 2, peak
+
+
+def test_max_errors_stops_the_window(
+    cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    names = [f"f{i}" for i in range(4)]
+    start = now_plus(-5)
+    for name in names:
+        workload(core, apps, namespace, name=f"w-{name}")
+    with running_operator(
+        cluster,
+        namespace,
+        tmp_path,
+        PATCHWARDEN_MAX_CONCURRENT_RUNS="1",
+        PATCHWARDEN_MAX_ERRORS_PER_WINDOW="2",
+    ):
+        for name in names:
+            create(
+                cluster,
+                namespace,
+                system(
+                    name,
+                    "SaaS",
+                    workload_name=f"w-{name}",
+                    window_start=start,
+                    job=FAIL,
+                    rollback={"enabled": False},
+                ),
+            )
+
+        def halted() -> list[str]:
+            return [
+                n
+                for n in names
+                if (c := condition(get(cluster, namespace, "ManagedSystem", n), "UpdatesHalted"))
+                and c["status"] == "True"
+            ]
+
+        # Once two runs failed, the window is halted for every system in it.
+        stopped = wait_for(
+            lambda: len(halted()) == len(names) and halted(),
+            timeout=120,
+            what="the window halted for every system",
+        )
+        holds_for(
+            lambda: len(items(cluster, namespace, "UpdateRun")) == 2,
+            duration=5,
+            what="no third run in the window",
+        )
+    runs = items(cluster, namespace, "UpdateRun")
+    assert sorted(phase(r) for r in runs) == ["Failed", "Failed"]
+    for name in stopped:
+        reasons = [r for r, _ in events(core, namespace, name)]
+        assert "MaxErrorsReached" in reasons
+
+
+def test_the_operator_killed_mid_run_resumes_without_a_second_job_or_snapshot(
+    cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    workload(core, apps, namespace, claims=2)
+    with running_operator(cluster, namespace, tmp_path) as op:
+        create(
+            cluster,
+            namespace,
+            system("db", "SaaS", job={"devcluster.patchwarden.io/duration": "5s"}),
+        )
+        wait_run(cluster, namespace, "db", {"Updating"})
+        op.kill()
+        holds_for(
+            lambda: phase(runs_of(cluster, namespace, "db")[0]) == "Updating",
+            duration=2,
+            what="the run waiting while no operator runs",
+        )
+        op.start()
+        run = wait_run(cluster, namespace, "db", ENDED)
+    assert phase(run) == "Succeeded"
+    assert len(runs_of(cluster, namespace, "db")) == 1
+    assert len(client.BatchV1Api(cluster.api).list_namespaced_job(namespace).items) == 1
+    snaps = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots"
+    )["items"]
+    assert len(snaps) == 2

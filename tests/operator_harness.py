@@ -1,0 +1,250 @@
+"""Run the real operator (``patchwarden run``) as a process against the test cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.conftest import Cluster
+from tests.helpers import wait_for
+
+GROUP, VERSION = "patchwarden.io", "v1alpha1"
+PLURALS = {
+    "ManagedSystem": "managedsystems",
+    "UpdateRequest": "updaterequests",
+    "UpdateRun": "updateruns",
+}
+FAST = {
+    "PATCHWARDEN_RUN_POLL_SECONDS": "0.3",
+    "PATCHWARDEN_RESYNC_SECONDS": "3",
+    "PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS": "20",
+    "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "60",
+}
+
+
+@dataclass
+class Operator:
+    """One operator process serving one namespace; kill and start it at will."""
+
+    cluster: Cluster
+    namespace: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **FAST, **self.env, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "patchwarden", "run", "-n", self.namespace],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextmanager
+def running_operator(
+    cluster: Cluster, namespace: str, tmp_path: Path, **env: str
+) -> Iterator[Operator]:
+    op = Operator(cluster, namespace, tmp_path / "operator.log", env)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        _release(cluster, namespace)
+        if op.proc is not None and op.proc.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            print(op.output()[-5000:])
+
+
+def _release(cluster: Cluster, namespace: str) -> None:
+    """Drop kopf's finalizers so the namespace can go once no operator serves it."""
+    custom = client.CustomObjectsApi(cluster.api)
+    for plural in PLURALS.values():
+        for obj in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
+            if obj["metadata"].get("finalizers"):
+                try:
+                    custom.patch_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        plural,
+                        obj["metadata"]["name"],
+                        {"metadata": {"finalizers": None}},
+                    )
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+
+
+# ---- objects ------------------------------------------------------------------------------
+
+
+def now_plus(seconds: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def workload(
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    ns: str,
+    name: str = "app",
+    replicas: int = 1,
+    claims: int = 1,
+) -> None:
+    """A Deployment mounting ``claims`` PVCs named ``<name>-data-<i>``."""
+    volumes = []
+    for i in range(claims):
+        claim = f"{name}-data-{i}"
+        core.create_namespaced_persistent_volume_claim(
+            ns,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        volumes.append({"name": f"d{i}", "persistentVolumeClaim": {"claimName": claim}})
+    apps.create_namespaced_deployment(
+        ns,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": "example.com/app:1.0"}],
+                        "volumes": volumes,
+                    },
+                },
+            },
+        },
+    )
+
+
+def system(
+    name: str,
+    model: str = "SaaS",
+    package: str | None = None,
+    *,
+    workload_name: str = "app",
+    customer: str = "acme",
+    window_start: str | None = None,
+    window: str = "1h",
+    job: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A ManagedSystem with a one-off window open now (unless told otherwise)."""
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ManagedSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "customer": customer,
+            "serviceModel": model,
+            "workload": {"kind": "Deployment", "name": workload_name},
+            "updates": {
+                "expectedDuration": "1m",
+                "verifyTimeout": "30s",
+                "template": {
+                    "metadata": {"annotations": job or {}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "update",
+                                "image": "example.com/upd:1",
+                                "env": [{"name": "SECRET_TOKEN", "value": "hunter2"}],
+                            }
+                        ]
+                    },
+                },
+            },
+            "maintenance": {
+                "windows": [
+                    {"name": "now", "once": window_start or now_plus(-5), "duration": window}
+                ]
+            },
+            **spec,
+        },
+    }
+    if package:
+        body["spec"]["package"] = package
+    return body
+
+
+def create(cluster: Cluster, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+    return client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, ns, PLURALS[body["kind"]], body
+    )
+
+
+def get(cluster: Cluster, ns: str, kind: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, ns, PLURALS[kind], name
+    )
+
+
+def items(cluster: Cluster, ns: str, kind: str) -> list[dict[str, Any]]:
+    return list(
+        client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURALS[kind]
+        )["items"]
+    )
+
+
+def runs_of(cluster: Cluster, ns: str, system_name: str) -> list[dict[str, Any]]:
+    return [
+        r for r in items(cluster, ns, "UpdateRun") if r["spec"]["systemRef"]["name"] == system_name
+    ]
+
+
+def phase(run: dict[str, Any]) -> str | None:
+    return (run.get("status") or {}).get("phase")
+
+
+def wait_run(
+    cluster: Cluster, ns: str, system_name: str, phases: set[str], timeout: float = 90
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        return next((r for r in runs_of(cluster, ns, system_name) if phase(r) in phases), None)
+
+    return wait_for(probe, timeout=timeout, what=f"a run of {system_name} in {sorted(phases)}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None
+    )
