@@ -59,9 +59,15 @@ cluster-down: $(STAMP) ## stop the local control plane and remove its state
 	$(DEVCLUSTER) down
 
 .PHONY: run
-run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the CRDs, then patchwarden
+run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the CRDs, then the operator
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
 	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; tools=$$(hack/tools.sh); \
-	  $$tools/kubectl --kubeconfig "$$kc" apply --server-side -f crds/; \
-	  echo "The control plane is up with patchwarden's CRDs. The operator itself is not built yet"; \
-	  echo "(see the open issues). Try: $$tools/kubectl --kubeconfig $$kc apply -f examples/"
+	  $$tools/kubectl --kubeconfig "$$kc" apply --server-side --force-conflicts -f crds/ >/dev/null; \
+	  echo "CRDs installed; starting the operator (Ctrl-C stops it). In another shell:"; \
+	  echo "  export KUBECONFIG=$$kc PATH=$$tools:\$$PATH; kubectl get patchwarden -A"; \
+	  KUBECONFIG="$$kc" exec $(BIN)/patchwarden run
+
+.PHONY: demo
+demo: $(STAMP) ## run examples/ for real on the local cluster (unless KUBECONFIG is set) and check the outcomes
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
+	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; KUBECONFIG="$$kc" $(BIN)/patchwarden demo

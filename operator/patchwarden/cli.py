@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         "or PATCHWARDEN_NAMESPACES",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    demo = commands.add_parser(
+        "demo",
+        help="run the examples for real on the current cluster, with a window open now",
+        description="Applies examples/ into a fresh namespace with a window open now, runs the "
+        "operator, shows the runs, and exits 0 only when every outcome is the prescribed one.",
+    )
+    demo.add_argument("--examples", type=Path, default=Path("examples"), help="default: ./examples")
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds (default 180)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo namespace afterwards")
     return parser
 
 
@@ -147,5 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_plan(args)
     if args.command == "run":
         return run_operator(args)
+    if args.command == "demo":
+        from patchwarden.demo import run_demo
+
+        return run_demo(args.examples, args.timeout, args.keep)
     parser.print_help()
     return EXIT_BAD_INPUT

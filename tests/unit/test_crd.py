@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from patchwarden.api.crd import KINDS, crd, render
+from patchwarden.api.crd import KINDS, crd, render, render_peering
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -17,6 +17,15 @@ def test_crds_directory_is_generated_from_the_models(kind: object) -> None:
     path = CRDS / f"patchwarden.io_{kind.plural}.yaml"  # type: ignore[attr-defined]
     assert path.exists(), f"{path} is missing: run `make crds`"
     assert path.read_text() == render(kind), f"{path} is stale: run `make crds`"  # type: ignore[arg-type]
+
+
+def test_peering_crds_are_generated_too() -> None:
+    path = CRDS / "kopf.dev_peerings.yaml"
+    assert path.read_text() == render_peering(), f"{path} is stale: run `make crds`"
+    assert sorted(p.name for p in CRDS.iterdir()) == [
+        "kopf.dev_peerings.yaml",
+        *sorted(f"patchwarden.io_{k.plural}.yaml" for k in KINDS),
+    ]
 
 
 def walk(node: object, path: str = "") -> list[tuple[str, dict[str, object]]]:

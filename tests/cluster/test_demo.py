@@ -1,0 +1,34 @@
+"""`patchwarden demo` on the real cluster ends with the prescribed outcomes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO, Cluster
+
+
+def test_the_demo_ends_with_every_prescribed_outcome(cluster: Cluster) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "patchwarden",
+            "demo",
+            "--examples",
+            str(REPO / "examples"),
+            "--timeout",
+            "120",
+        ],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "every outcome is the prescribed one" in proc.stdout
+    for name in ("shop-db", "crm-cache", "files", "build-vm", "legacy-erp", "mail"):
+        assert name in proc.stdout
+    assert "RolledBack" in proc.stdout
