@@ -7,7 +7,6 @@ is a contract documented in docs/plan.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +15,7 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import ValidationError
 
-from patchwarden.api.common import parse_duration
+from patchwarden.api.common import describe_errors, parse_duration
 from patchwarden.api.request import UpdateRequest
 from patchwarden.api.run import Trigger
 from patchwarden.api.system import Cadence, ManagedSystem
@@ -26,23 +25,6 @@ from patchwarden.windows import Occurrence, cadence_period, next_windows
 
 class PlanInputError(ValueError):
     """Input that cannot be planned; the message names the document and the field."""
-
-
-def _loc(parts: Iterable[int | str]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _first_error(exc: ValidationError) -> str:
-    """``path.to.field: what is wrong`` for the first error pydantic found."""
-    first = exc.errors()[0]
-    loc, msg = _loc(first["loc"]), first["msg"].removeprefix("Value error, ")
-    if first["type"] == "rule":  # a cross-field rule names its field relative to the object
-        ctx = first.get("ctx") or {}
-        loc, msg = f"{loc}.{ctx['field']}" if loc else ctx["field"], ctx["message"]
-    return f"{loc}: {msg}"
 
 
 def _describe(doc: Any) -> str:
@@ -77,7 +59,7 @@ def load(text: str, source: str = "input") -> tuple[list[ManagedSystem], list[Up
         try:
             obj: ManagedSystem | UpdateRequest = model.model_validate(doc)
         except ValidationError as exc:
-            raise PlanInputError(f"{where}: {_first_error(exc)}") from exc
+            raise PlanInputError(f"{where}: {describe_errors(exc)[0]}") from exc
         if not obj.metadata.get("name"):
             raise PlanInputError(f"{where}: metadata.name is required")
         obj.metadata.setdefault("namespace", "default")

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from patchwarden import conditions as c
-from patchwarden.api.common import parse_duration
+from patchwarden.api.common import describe_errors, parse_duration
 from patchwarden.api.request import RequestState, UpdateRequestSpec
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.policy import assess, decide_request
@@ -37,24 +37,11 @@ def window_ref(occ: Occurrence) -> WindowRef:
     )
 
 
-def validation_message(exc: ValidationError, prefix: str = "spec") -> str:
-    """``spec.path.to.field: what is wrong`` for every error, readable in a condition."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in (prefix, *err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "rule":
-            ctx = err.get("ctx") or {}
-            loc, msg = f"{loc}.{ctx['field']}", ctx["message"]
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def parse_system(spec: dict[str, Any]) -> tuple[ManagedSystemSpec | None, str | None]:
     try:
         return ManagedSystemSpec.model_validate(spec), None
     except ValidationError as exc:
-        return None, validation_message(exc)
+        return None, "; ".join(describe_errors(exc, "spec"))
 
 
 def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:

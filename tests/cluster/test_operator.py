@@ -451,3 +451,50 @@ def test_the_operator_killed_mid_run_resumes_without_a_second_job_or_snapshot(
         "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots"
     )["items"]
     assert len(snaps) == 2
+
+
+def test_unusable_specs_stall_and_the_other_systems_are_served(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    bad_tz = system("bad-tz", "SaaS")
+    bad_tz["spec"]["maintenance"]["timeZone"] = "Mars/Olympus"
+    bad_cron = system("bad-cron", "SaaS")
+    bad_cron["spec"]["maintenance"]["windows"] = [
+        {"name": "w", "cron": "61 25 * * *", "duration": "1h"}
+    ]
+    for body in (
+        bad_tz,
+        bad_cron,
+        system("ghost", "SaaS", workload_name="missing"),
+        system("no-class", "SaaS", backup={"volumeSnapshotClassName": "gone"}),
+        system("good", "SaaS"),
+    ):
+        create(cluster, namespace, body)
+    expected = {
+        "bad-tz": (
+            "InvalidSpec",
+            "spec.maintenance.timeZone: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        "bad-cron": ("InvalidSpec", "spec.maintenance.windows[0].cron"),
+        "ghost": ("WorkloadNotFound", "Deployment missing not found"),
+        "no-class": ("SnapshotClassNotFound", "VolumeSnapshotClass gone not found"),
+    }
+    for name, (reason, words) in expected.items():
+        stalled = wait_for(
+            lambda n=name: (
+                (c := condition(get(cluster, namespace, "ManagedSystem", n), "Stalled"))
+                and c["status"] == "True"
+                and c
+            ),
+            timeout=30,
+            what=f"{name} to stall",
+        )
+        assert stalled["reason"] == reason and words in stalled["message"], stalled
+        assert runs_of(cluster, namespace, name) == []
+    assert phase(wait_run(cluster, namespace, "good", ENDED)) == "Succeeded"
+    assert operator.proc is not None and operator.proc.poll() is None, "the operator keeps running"

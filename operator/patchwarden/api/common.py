@@ -15,7 +15,14 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -95,6 +102,25 @@ def _schema_extra(schema: dict[str, Any], cls: type[BaseModel]) -> None:
         schema["x-kubernetes-validations"] = [
             {"rule": r.cel, "message": r.message, "fieldPath": r.field} for r in rules
         ]
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    """``path.to.field[0]: what is wrong`` for each error, as a user reads it.
+
+    A cross-field :class:`Rule` names its own field relative to the object
+    that holds it; that field is appended to the path.
+    """
+    out = []
+    for err in exc.errors():
+        loc = prefix
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "rule":
+            ctx = err.get("ctx") or {}
+            loc, msg = (f"{loc}.{ctx['field']}" if loc else ctx["field"]), ctx["message"]
+        out.append(f"{loc}: {msg}")
+    return out
 
 
 class Model(BaseModel):

@@ -1,0 +1,121 @@
+"""What status a system and a request get (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from patchwarden.reconcile import SystemFacts, request_status, system_status
+from patchwarden.settings import Settings
+
+NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    base = {
+        "customer": "acme",
+        "serviceModel": "SaaS",
+        "workload": {"kind": "Deployment", "name": "app"},
+        "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+        "maintenance": {"windows": [{"name": "w", "cron": "0 23 * * 0", "duration": "4h"}]},
+    }
+    return {"metadata": {"name": "s", "namespace": "ns", "generation": 3}, "spec": {**base, **spec}}
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_a_healthy_system_is_ready_with_its_next_window() -> None:
+    status, problems = system_status(body(), SystemFacts(snapshot_class="std"), NOW)
+    assert problems == []
+    assert status["observedGeneration"] == 3
+    assert status["nextWindow"]["start"] == "2027-02-14T23:00:00Z"
+    assert conditions(status)["Ready"] == ("True", "Reconciled")
+    assert conditions(status)["Stalled"] == ("False", "Reconciled")
+    assert all(c["observedGeneration"] == 3 for c in status["conditions"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "facts", "reason", "words"),
+    [
+        (
+            {"maintenance": {"timeZone": "Mars/Olympus"}},
+            SystemFacts(snapshot_class="std"),
+            "InvalidSpec",
+            "spec.maintenance.timeZone",
+        ),
+        (
+            {"maintenance": {"windows": [{"name": "w", "cron": "every day", "duration": "1h"}]}},
+            SystemFacts(snapshot_class="std"),
+            "InvalidSpec",
+            "spec.maintenance.windows[0].cron",
+        ),
+        (
+            {},
+            SystemFacts(workload_found=False, snapshot_class="std"),
+            "WorkloadNotFound",
+            "Deployment app",
+        ),
+        ({}, SystemFacts(snapshot_class=None), "SnapshotClassNotFound", "no VolumeSnapshotClass"),
+        (
+            {"updates": {}},
+            SystemFacts(snapshot_class="std"),
+            "NoUpdateTemplate",
+            "spec.updates.template",
+        ),
+        ({}, SystemFacts(missing_claims=["data"], snapshot_class="std"), "ClaimNotFound", "data"),
+    ],
+)
+def test_unusable_specs_stall_with_a_readable_message(
+    spec: dict[str, Any], facts: SystemFacts, reason: str, words: str
+) -> None:
+    status, problems = system_status(body(**spec), facts, NOW)
+    assert problems
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    assert words in stalled["message"]
+    assert conditions(status)["Ready"][0] == "False"
+
+
+def test_condition_transition_time_moves_only_on_change() -> None:
+    first, _ = system_status(body(), SystemFacts(snapshot_class="std"), NOW)
+    later = datetime(2027, 2, 10, 13, 0, tzinfo=UTC)
+    again, _ = system_status({**body(), "status": first}, SystemFacts(snapshot_class="std"), later)
+    assert [c["lastTransitionTime"] for c in again["conditions"]] == [
+        c["lastTransitionTime"] for c in first["conditions"]
+    ]
+    stalled, _ = system_status(
+        {**body(), "status": first}, SystemFacts(workload_found=False, snapshot_class="std"), later
+    )
+    assert (
+        next(c for c in stalled["conditions"] if c["type"] == "Stalled")["lastTransitionTime"]
+        == "2027-02-10T13:00:00Z"
+    )
+
+
+def test_requests_are_scheduled_or_rejected() -> None:
+    req = {
+        "metadata": {"name": "r", "generation": 1},
+        "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
+    }
+    accepted = request_status(req, body(), NOW)
+    assert accepted["state"] == "Accepted"
+    assert accepted["scheduledWindow"]["start"] == "2027-02-14T23:00:00Z"
+    missing = request_status(req, None, NOW)
+    assert missing["state"] == "Rejected" and "'s'" in missing["message"]
+    iaas = request_status(req, body(serviceModel="IaaS"), NOW)
+    assert iaas["state"] == "Rejected" and "IaaS" in iaas["message"]
+    served = request_status({**req, "status": {"state": "Completed", "message": "done"}}, None, NOW)
+    assert served == {"state": "Completed", "message": "done"}
+
+
+def test_settings_from_the_environment_name_the_bad_variable() -> None:
+    s = Settings.from_env(
+        {"PATCHWARDEN_NAMESPACES": "a, b", "PATCHWARDEN_MAX_CONCURRENT_RUNS": "4"}
+    )
+    assert s.namespaces == ("a", "b") and s.max_concurrent_runs == 4
+    with pytest.raises(ValueError, match="PATCHWARDEN_MAX_CONCURRENT_RUNS"):
+        Settings.from_env({"PATCHWARDEN_MAX_CONCURRENT_RUNS": "0"})
