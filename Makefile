@@ -28,7 +28,7 @@ tools-path: ## print the directory of kubectl, helm, kwok, kube-apiserver, etcd 
 
 .PHONY: crds
 crds: $(STAMP) ## regenerate crds/ from the pydantic models
-	$(BIN)/python -m patchwarden.api.crd crds
+	$(BIN)/python -m patchwarden.api.crd crds charts/patchwarden/crds
 
 .PHONY: lint
 lint: $(STAMP) ## ruff and mypy --strict

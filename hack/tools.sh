@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Resolve the upstream binaries of the local control plane (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm)
+# kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm,
+# promtool, and kstatus: a tiny command of ours around sigs.k8s.io/cli-utils)
 # and print the directory that holds them, one symlink per binary.
 #
 # Lookup order for each binary:
@@ -104,6 +105,21 @@ helm_dir() {
   build helm "$v" "-X helm.sh/helm/v3/internal/version.version=$v" helm:helm.sh/helm/v3/cmd/helm
 }
 
+prometheus_dir() {
+  local v
+  v=$(modver prometheus github.com/prometheus/prometheus)
+  build prometheus "$v" "-X github.com/prometheus/common/version.Version=$v" \
+    promtool:github.com/prometheus/prometheus/cmd/promtool
+}
+
+kstatus_dir() {
+  local v
+  v=$(modver kstatus sigs.k8s.io/cli-utils)
+  # Keyed by our main.go too, so a change to it rebuilds.
+  v="$v-$(sha1sum "$ROOT/hack/tools/kstatus/main.go" | cut -c1-8)"
+  build kstatus "$v" "" kstatus:patchwarden.io/hack/tools/kstatus
+}
+
 # resolve NAME GROUP: print the path of binary NAME, building GROUP if needed.
 resolve() {
   local name=$1 group=$2
@@ -124,7 +140,7 @@ main() {
   flock 9
   local name group
   for entry in kube-apiserver:k8s kube-controller-manager:k8s kube-scheduler:k8s kubectl:k8s \
-    etcd:etcd kwok:kwok kwokctl:kwok helm:helm; do
+    etcd:etcd kwok:kwok kwokctl:kwok helm:helm promtool:prometheus kstatus:kstatus; do
     name=${entry%%:*}
     group=${entry#*:}
     ln -sfn "$(resolve "$name" "$group")" "$LINKS/$name"

@@ -55,9 +55,18 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def tools() -> Path:
+    """The directory of the upstream binaries (helm, promtool, kubectl …)."""
     try:
-        tools = resolve_tools(REPO)
+        return resolve_tools(REPO)
+    except DevClusterError as exc:
+        _unavailable(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def cluster(tools: Path) -> Iterator[Cluster]:
+    try:
         dev = DevCluster(state_dir=REPO / ".cluster", tools_dir=tools)
         started_here = not dev.healthy()
         dev.up()

@@ -30,7 +30,16 @@ FAST = {
     "PATCHWARDEN_RESYNC_SECONDS": "3",
     "PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS": "20",
     "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "60",
+    "PATCHWARDEN_METRICS_PORT": "0",
 }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -44,7 +53,7 @@ class Operator:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, **FAST, **self.env, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        env = {**os.environ, **FAST, "KUBECONFIG": str(self.cluster.kubeconfig), **self.env}
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "patchwarden", "run", "-n", self.namespace],
@@ -120,6 +129,7 @@ def workload(
     name: str = "app",
     replicas: int = 1,
     claims: int = 1,
+    container: dict[str, Any] | None = None,
 ) -> None:
     """A Deployment mounting ``claims`` PVCs named ``<name>-data-<i>``."""
     volumes = []
@@ -146,7 +156,9 @@ def workload(
                 "template": {
                     "metadata": {"labels": {"app": name}},
                     "spec": {
-                        "containers": [{"name": "app", "image": "example.com/app:1.0"}],
+                        "containers": [
+                            container or {"name": "app", "image": "example.com/app:1.0"}
+                        ],
                         "volumes": volumes,
                     },
                 },
@@ -165,6 +177,7 @@ def system(
     window_start: str | None = None,
     window: str = "1h",
     job: dict[str, str] | None = None,
+    update: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
     """A ManagedSystem with a one-off window open now (unless told otherwise)."""
@@ -183,7 +196,8 @@ def system(
                     "metadata": {"annotations": job or {}},
                     "spec": {
                         "containers": [
-                            {
+                            update
+                            or {
                                 "name": "update",
                                 "image": "example.com/upd:1",
                                 "env": [{"name": "SECRET_TOKEN", "value": "hunter2"}],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from patchwarden import builders
+from patchwarden import builders, metrics
 from patchwarden import conditions as c
 from patchwarden.api.run import Phase
 from patchwarden.kube import Kube
@@ -72,6 +72,17 @@ class App:
         ``fleet`` is every UpdateRun the operator knows (kopf's index). Returns
         the seconds until the system needs another look.
         """
+        with metrics.RECONCILE_DURATION.labels("ManagedSystem").time():
+            try:
+                delay = self._reconcile_system(body, fleet)
+            except Exception:
+                metrics.RECONCILES.labels("ManagedSystem", "error").inc()
+                metrics.RECONCILE_ERRORS.labels("ManagedSystem").inc()
+                raise
+        metrics.RECONCILES.labels("ManagedSystem", "success").inc()
+        return delay
+
+    def _reconcile_system(self, body: dict[str, Any], fleet: Iterable[dict[str, Any]]) -> float:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         now = self.now()
@@ -111,6 +122,7 @@ class App:
                     )
         status, problems = system_status(body, facts, now)
         self._write("managedsystems", body, status)
+        metrics.observe_system(body, spec)
         requests = self._reconcile_requests(ns, name, body, now)
         if problems or spec is None:
             return self.settings.resync_seconds
@@ -188,6 +200,9 @@ class App:
     ) -> None:
         status = request_status(body, system, now or self.now())
         self._write("updaterequests", body, status)
+        metrics.observe_request(
+            body["metadata"]["namespace"], body["metadata"]["name"], status.get("state")
+        )
 
     def reconcile_request_alone(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]

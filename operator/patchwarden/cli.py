@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or PATCHWARDEN_NAMESPACES",
     )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    status = commands.add_parser(
+        "status",
+        help="the systems in the cluster: model, package, eligibility, windows, results",
+    )
+    status.add_argument("-n", "--namespace", help="one namespace (default: all)")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     demo = commands.add_parser(
         "demo",
         help="run the examples for real on the current cluster, with a window open now",
@@ -149,6 +155,26 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_status(args: argparse.Namespace) -> int:
+    from kubernetes.client.rest import ApiException
+    from kubernetes.config import ConfigException
+
+    from patchwarden.render import status_table
+    from patchwarden.status import fetch, rows
+
+    try:
+        found = rows(fetch(args.namespace))
+    except (ConfigException, ApiException, OSError) as exc:
+        print(f"patchwarden status: cannot list ManagedSystems: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        json.dump({"systems": found}, sys.stdout, indent=2)
+        print()
+    else:
+        status_table(found)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -156,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_plan(args)
     if args.command == "run":
         return run_operator(args)
+    if args.command == "status":
+        return run_status(args)
     if args.command == "demo":
         from patchwarden.demo import run_demo
 

@@ -22,6 +22,7 @@ import kopf
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from patchwarden import metrics
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.app import App
 from patchwarden.kube import Kube
@@ -86,6 +87,20 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         memo[KEY] = make_app(Settings.from_env())
 
 
+@kopf.on.startup()
+async def serve_metrics(memo: Any, **_: Any) -> None:
+    port = _app(memo).settings.metrics_port
+    if port:
+        memo["metrics_server"] = await metrics.serve(port)
+
+
+@kopf.on.cleanup()
+async def stop_metrics(memo: Any, **_: Any) -> None:
+    server = memo.get("metrics_server")
+    if server is not None:
+        await server.cleanup()
+
+
 def _app(memo: Any) -> App:
     app = memo[KEY]
     assert isinstance(app, App)
@@ -140,6 +155,11 @@ async def _sleep(stopped: kopf.DaemonStopped, poke: asyncio.Event, delay: float)
     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
+
+
+@kopf.on.delete(GROUP, VERSION, "managedsystems", optional=True)
+def system_deleted(namespace: str | None, name: str, **_: Any) -> None:
+    metrics.forget_system(namespace or "", name)
 
 
 @kopf.on.update(GROUP, VERSION, "managedsystems", field="spec")
@@ -206,3 +226,4 @@ async def request_resync(body: kopf.Body, memo: Any, **_: Any) -> None:
 async def request_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
     snapshot = dict(body)
     await asyncio.to_thread(_app(memo).cancel_request, snapshot)
+    metrics.observe_request(body.metadata.namespace or "", body.metadata.name or "", None)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
 from patchwarden.plan import SystemPlan, _Request, _utc
+from patchwarden.status import COLUMNS
 
 
 def plan_table(
@@ -48,3 +51,24 @@ def plan_table(
             f"[red]request {r.request.metadata['namespace']}/{r.request.metadata['name']}"
             f"[/]: {r.reason}"
         )
+
+
+def status_table(rows: list[dict[str, Any]], console: Console | None = None) -> None:
+    console = console or Console(width=None if Console().is_terminal else 160)
+    table = Table(title="patchwarden systems", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column.upper())
+    for row in rows:
+        table.add_row(
+            *(
+                ""
+                if row[c] is None
+                else str(row[c]).lower()
+                if isinstance(row[c], bool)
+                else str(row[c])
+                for c in COLUMNS
+            )
+        )
+    if not rows:
+        table.add_row(*(["no ManagedSystems"] + [""] * (len(COLUMNS) - 1)))
+    console.print(table)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from patchwarden import builders
+from patchwarden import builders, metrics
 from patchwarden import conditions as c
 from patchwarden.api.common import parse_duration
 from patchwarden.api.run import Phase
@@ -96,10 +96,33 @@ class Runner:
     def _enter(
         self, run: dict[str, Any], status: dict[str, Any], phase: Phase, message: str
     ) -> float:
+        if status.get("phase") and status.get("phaseStartTime"):
+            metrics.observe_phase(status["phase"], self._waited(status).total_seconds())
         status["phase"] = phase.value
-        status["phaseStartTime"] = utc_text(self.now())
+        now = utc_text(self.now())
+        status["phaseStartTime"] = now
         status["message"] = message
         status["observedGeneration"] = run["metadata"].get("generation")
+        # kstatus: in progress until the run ends; Failed (a person must look) stalls it.
+        ended = phase.value in TERMINAL
+        conds = c.set_condition(
+            status.get("conditions", []),
+            c.RECONCILING,
+            not ended,
+            phase.value,
+            message,
+            generation=None,
+            now=now,
+        )
+        status["conditions"] = c.set_condition(
+            conds,
+            c.STALLED,
+            phase == Phase.FAILED,
+            phase.value,
+            message if phase == Phase.FAILED else "",
+            generation=None,
+            now=now,
+        )
         log.info(
             "run %s/%s: %s: %s",
             run["metadata"]["namespace"],
@@ -473,6 +496,10 @@ class Runner:
         success: bool,
     ) -> None:
         ns, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        system_spec = (system or {}).get("spec") or {}
+        metrics.observe_run_end(
+            run, status, system_spec.get("serviceModel", ""), system_spec.get("package", "")
+        )
         self._set_request(
             run, "Completed", f"update run {name}: {status['phase']}: {status.get('message', '')}"
         )

@@ -272,5 +272,6 @@ def render_peering() -> str:
 
 
 if __name__ == "__main__":
-    for written_path in write_all(Path(sys.argv[1] if len(sys.argv) > 1 else "crds")):
-        print(written_path)
+    for target in sys.argv[1:] or ["crds"]:
+        for written_path in write_all(Path(target)):
+            print(written_path)

@@ -1,0 +1,56 @@
+"""``patchwarden status``: the systems in the cluster, as a table or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from patchwarden.api.common import GROUP, VERSION
+
+COLUMNS = [
+    "namespace",
+    "name",
+    "model",
+    "package",
+    "eligible",
+    "nextWindow",
+    "lastRun",
+    "result",
+    "ready",
+]
+
+
+def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per system, sorted by namespace and name."""
+    out = []
+    for item in items:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        last = status.get("lastRun") or {}
+        ready = next(
+            (c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), "Unknown"
+        )
+        out.append(
+            {
+                "namespace": item["metadata"]["namespace"],
+                "name": item["metadata"]["name"],
+                "model": spec.get("serviceModel"),
+                "package": spec.get("package"),
+                "eligible": status.get("eligible"),
+                "nextWindow": (status.get("nextWindow") or {}).get("start"),
+                "lastRun": last.get("name"),
+                "result": last.get("result"),
+                "ready": ready,
+            }
+        )
+    return sorted(out, key=lambda r: (r["namespace"], r["name"]))
+
+
+def fetch(namespace: str | None) -> list[dict[str, Any]]:
+    from kubernetes import client, config
+
+    config.load_config()
+    api = client.CustomObjectsApi()
+    if namespace:
+        result = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "managedsystems")
+    else:
+        result = api.list_cluster_custom_object(GROUP, VERSION, "managedsystems")
+    return list(result["items"])

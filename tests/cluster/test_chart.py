@@ -1,0 +1,237 @@
+"""The Helm chart and the Prometheus files, checked with the real helm, promtool,
+kubectl and API server; and the operator running with exactly the chart's RBAC."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.conftest import REPO, Cluster
+from tests.operator_harness import create, running_operator, system, wait_run, workload
+
+CHART = REPO / "charts" / "patchwarden"
+ALL_ON = [
+    "--set",
+    "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true",
+    "--set",
+    "watchNamespaces={a,b}",
+    "--set",
+    "settings.defaultSnapshotClass=fast",
+]
+
+
+def run(*args: str | Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], input=input, capture_output=True, text=True, check=False
+    )
+
+
+def template(tools: Path, namespace: str, *extra: str, release: str = "pw") -> list[dict[str, Any]]:
+    out = run(
+        tools / "helm",
+        "template",
+        release,
+        CHART,
+        "--namespace",
+        namespace,
+        "--kube-version",
+        "1.34.4",
+        *extra,
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_helm_lint_is_clean(tools: Path) -> None:
+    out = run(tools / "helm", "lint", "--strict", CHART)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run(tools / "helm", "lint", "--strict", CHART, *ALL_ON)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_default_and_all_on_renderings(tools: Path) -> None:
+    default = {d["kind"] for d in template(tools, "patchwarden")}
+    assert default == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+    }
+    everything = template(tools, "patchwarden", *ALL_ON)
+    kinds = {d["kind"] for d in everything}
+    assert kinds == default | {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    deploy = next(d for d in everything if d["kind"] == "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PATCHWARDEN_NAMESPACES"] == "a,b"
+    assert env["PATCHWARDEN_DEFAULT_SNAPSHOT_CLASS"] == "fast"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    dashboard = next(d for d in everything if d["kind"] == "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_values_schema_rejects_bad_values(tools: Path) -> None:
+    out = run(
+        tools / "helm",
+        "template",
+        "pw",
+        CHART,
+        "--kube-version",
+        "1.34.4",
+        "--set",
+        "replicaCount=-1",
+    )
+    assert out.returncode != 0 and "replicaCount" in out.stderr
+    out = run(
+        tools / "helm", "template", "pw", CHART, "--kube-version", "1.34.4", "--set", "sttings.x=1"
+    )
+    assert out.returncode != 0 and "sttings" in out.stderr
+
+
+@pytest.mark.parametrize("values", [[], ALL_ON], ids=["default", "all-on"])
+def test_renderings_pass_server_side_dry_run(
+    cluster: Cluster, namespace: str, tools: Path, values: list[str]
+) -> None:
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "tests" / "fixtures")
+    )
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    docs = template(tools, namespace, *values)
+    out = run(
+        tools / "kubectl",
+        "--kubeconfig",
+        cluster.kubeconfig,
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(docs),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("(server dry run)") == len(docs)
+
+
+def test_promtool_checks_and_unit_tests_the_alerting_rules(tools: Path) -> None:
+    out = run(tools / "promtool", "check", "rules", CHART / "files" / "alerts.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run(
+        tools / "promtool",
+        "test",
+        "rules",
+        *sorted((REPO / "tests" / "prometheus").glob("*_test.yaml")),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("SUCCESS") == 2
+
+
+def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount (a TokenRequest token)."""
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
+    cfg = cluster.api.configuration
+    ca = Path(cfg.ssl_ca_cert).read_bytes() if cfg.ssl_ca_cert else b""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cfg.host,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "sa",
+                        "context": {"cluster": "c", "user": account, "namespace": namespace},
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+def test_the_operator_runs_with_exactly_the_charts_rbac(
+    cluster: Cluster, namespace: str, tools: Path, tmp_path: Path
+) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    release = f"rbac-{namespace}"
+    rbac = [
+        d
+        for d in template(tools, namespace, release=release)
+        if d["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    ]
+    out = run(
+        tools / "kubectl",
+        "--kubeconfig",
+        cluster.kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(rbac),
+    )
+    assert out.returncode == 0, out.stderr
+    account = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
+    try:
+        kubeconfig = sa_kubeconfig(cluster, namespace, account, tmp_path / "sa-kubeconfig")
+        assert "no" in cluster.kubectl(
+            "auth",
+            "can-i",
+            "delete",
+            "deployments",
+            "-n",
+            namespace,
+            f"--as=system:serviceaccount:{namespace}:{account}",
+            check=False,
+        )
+        core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
+        workload(core, apps, namespace, name="ok")
+        workload(core, apps, namespace, name="bad")
+        with running_operator(cluster, namespace, tmp_path, KUBECONFIG=str(kubeconfig)) as op:
+            create(cluster, namespace, system("ok", "SaaS", workload_name="ok"))
+            create(
+                cluster,
+                namespace,
+                system(
+                    "bad",
+                    "SaaS",
+                    workload_name="bad",
+                    job={"devcluster.patchwarden.io/outcome": "fail"},
+                ),
+            )
+            ok = wait_run(cluster, namespace, "ok", {"Succeeded", "RolledBack", "Failed"})
+            bad = wait_run(cluster, namespace, "bad", {"Succeeded", "RolledBack", "Failed"})
+            log = op.output()
+        assert ok["status"]["phase"] == "Succeeded", ok["status"]
+        assert bad["status"]["phase"] == "RolledBack", bad["status"]
+        assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+    finally:
+        run(
+            tools / "kubectl",
+            "--kubeconfig",
+            cluster.kubeconfig,
+            "delete",
+            "--ignore-not-found",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(rbac),
+        )

@@ -1,0 +1,167 @@
+"""The operator's /metrics after a successful and a rolled-back run, checked by promtool."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO, Cluster
+from tests.helpers import wait_for
+from tests.operator_harness import create, free_port, running_operator, system, wait_run, workload
+
+ENDED = {"Succeeded", "RolledBack", "Failed"}
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    matches = [v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls]
+    return sum(matches) if matches else None
+
+
+def test_metrics_after_a_success_and_a_rollback_pass_promtool(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
+    workload(core, apps, namespace, name="good")
+    workload(core, apps, namespace, name="bad")
+    port = free_port()
+    with running_operator(cluster, namespace, tmp_path, PATCHWARDEN_METRICS_PORT=str(port)):
+        good = system(
+            "good",
+            "SaaS",
+            workload_name="good",
+            components=[
+                {
+                    "name": "nextcloud",
+                    "version": "29",
+                    "installedBy": "provider",
+                    "source": "standard-repository",
+                    "layer": "application",
+                    "endOfLife": "2030-01-01",
+                }
+            ],
+        )
+        create(cluster, namespace, good)
+        create(
+            cluster,
+            namespace,
+            system(
+                "bad",
+                "PaaS",
+                "advanced",
+                workload_name="bad",
+                job={"devcluster.patchwarden.io/outcome": "fail"},
+            ),
+        )
+        wait_run(cluster, namespace, "good", ENDED)
+        wait_run(cluster, namespace, "bad", ENDED)
+
+        def rolled_back() -> str | None:
+            text = scrape(port)
+            return text if 'result="RolledBack"' in text else None
+
+        text = wait_for(rolled_back, timeout=30, what="the rollback in /metrics")
+        assert scrape(port, "/healthz").strip() == "ok"
+
+    found = samples(text)
+    ns = namespace
+    assert (
+        value(
+            found,
+            "patchwarden_update_runs_total",
+            namespace=ns,
+            system="good",
+            service_model="SaaS",
+            result="Succeeded",
+        )
+        == 1
+    )
+    assert (
+        value(
+            found,
+            "patchwarden_update_runs_total",
+            namespace=ns,
+            system="bad",
+            service_model="PaaS",
+            package="advanced",
+            result="RolledBack",
+        )
+        == 1
+    )
+    assert (
+        value(found, "patchwarden_rollbacks_total", namespace=ns, system="bad", result="RolledBack")
+        == 1
+    )
+    assert value(found, "patchwarden_rollbacks_total", namespace=ns, system="good") is None
+    assert value(found, "patchwarden_update_run_duration_seconds_count", result="Succeeded") == 1
+    assert (
+        value(found, "patchwarden_update_run_phase_duration_seconds_count", phase="Snapshotting")
+        == 2
+    )
+    assert (
+        value(
+            found,
+            "patchwarden_last_successful_update_timestamp_seconds",
+            namespace=ns,
+            system="good",
+        )
+        or 0
+    ) > 1.7e9
+    assert (
+        value(
+            found,
+            "patchwarden_last_successful_update_timestamp_seconds",
+            namespace=ns,
+            system="bad",
+        )
+        is None
+    )
+    assert (
+        value(found, "patchwarden_next_window_start_timestamp_seconds", namespace=ns, system="good")
+        or 0
+    ) > 1.7e9
+    assert value(found, "patchwarden_systems", service_model="SaaS", eligible="true") == 1
+    assert (
+        value(
+            found, "patchwarden_systems", service_model="PaaS", package="advanced", eligible="true"
+        )
+        == 1
+    )
+    eol = value(
+        found,
+        "patchwarden_component_end_of_life_timestamp_seconds",
+        namespace=ns,
+        system="good",
+        component="nextcloud",
+    )
+    assert eol == 1893456000  # 2030-01-01T00:00:00Z
+    assert (
+        value(found, "patchwarden_reconcile_total", kind="ManagedSystem", result="success") or 0
+    ) >= 2
+    assert value(found, "patchwarden_reconcile_errors_total", kind="ManagedSystem") in (None, 0.0)
+    assert not any("run" in dict(ls) or "ticket" in dict(ls) for _, ls in found), "unbounded labels"
+
+    promtool = cluster.tools / "promtool"
+    check = subprocess.run(
+        [str(promtool), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -1,0 +1,68 @@
+"""The chart's static files agree with the code: CRDs, dashboard and alert metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from patchwarden.metrics import REGISTRY
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "patchwarden"
+
+
+def exported() -> set[str]:
+    """Every sample name the operator can export (counters' _total, histograms' _bucket …)."""
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(family.name)
+        suffixes = {
+            "counter": ["_total", "_created"],
+            "histogram": ["_bucket", "_count", "_sum", "_created"],
+        }
+        names.update(family.name + s for s in suffixes.get(family.type, []))
+    return names
+
+
+def used(text: str) -> set[str]:
+    return set(re.findall(r"\b(patchwarden_[a-z_]+)\b", text))
+
+
+def test_chart_crds_are_the_generated_crds() -> None:
+    top = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    assert chart == top, "run `make crds`"
+
+
+def test_every_dashboard_query_uses_exported_metrics() -> None:
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = set().union(*(used(e) for e in exprs))
+    assert names, "the dashboard queries patchwarden's metrics"
+    assert names <= exported(), names - exported()
+    for panel in ("Runs by result", "Rollbacks", "Compliance", "Upcoming windows", "end of life"):
+        assert any(panel.lower() in p["title"].lower() for p in dashboard["panels"]), panel
+
+
+def test_every_alert_uses_exported_metrics() -> None:
+    rules = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"][0]["rules"]
+    names = set().union(*(used(r["expr"]) for r in rules))
+    assert names <= exported(), names - exported()
+    assert {r["alert"] for r in rules} >= {
+        "PatchwardenUpdateFailed",
+        "PatchwardenUpdateRolledBack",
+        "PatchwardenRollbackFailed",
+        "PatchwardenAdvancedSystemNotUpdatedThisQuarter",
+        "PatchwardenComponentEndOfLifeSoon",
+        "PatchwardenOperatorDown",
+    }
+
+
+def test_metric_names_follow_prometheus_conventions() -> None:
+    for family in REGISTRY.collect():
+        assert family.name.startswith("patchwarden_"), family.name
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
