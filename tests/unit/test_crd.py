@@ -68,3 +68,13 @@ def test_every_kind_has_status_subresource_printer_columns_short_names_and_categ
         assert version["additionalPrinterColumns"]
         assert doc["spec"]["names"]["shortNames"]
         assert doc["spec"]["names"]["categories"] == ["patchwarden"]
+
+
+def test_the_reference_documentation_is_generated_from_the_models() -> None:
+    from patchwarden.api.reference import render as render_reference
+
+    path = CRDS.parent / "docs" / "reference.md"
+    assert path.read_text() == render_reference(), f"{path} is stale: run `make crds`"
+    text = path.read_text()
+    assert "| `spec.maintenance.windows[].cron` |" in text
+    assert "rule: a PaaS system needs a package" in text

@@ -272,6 +272,10 @@ def render_peering() -> str:
 
 
 if __name__ == "__main__":
+    from patchwarden.api.reference import render as render_reference
+
     for target in sys.argv[1:] or ["crds"]:
         for written_path in write_all(Path(target)):
             print(written_path)
+    Path("docs/reference.md").write_text(render_reference())
+    print("docs/reference.md")
