@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 BLOCKED_RETRY_SECONDS = 2.0
-RESERVATION_SECONDS = 30.0
 
 
 @dataclass
@@ -54,8 +52,27 @@ class App:
     emit: EventFn
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     lock: threading.Lock = field(default_factory=threading.Lock)
-    reserved: dict[tuple[str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    """Runs this process created that the run index may not show yet."""
+    runs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Every UpdateRun this process knows (summaries): fed by the watch and by the runs it
+    creates itself, so that the fleet limits see a run the moment it is created."""
+
+    def observe_run(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        summary = {
+            "metadata": {"namespace": meta["namespace"], "name": meta["name"]},
+            "spec": body["spec"],
+            "status": {"phase": (body.get("status") or {}).get("phase")},
+        }
+        with self.lock:
+            self.runs[(meta["namespace"], meta["name"])] = summary
+
+    def forget_run(self, ns: str, name: str) -> None:
+        with self.lock:
+            self.runs.pop((ns, name), None)
+
+    def _known_runs(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.runs.values())
 
     def runner(self) -> Runner:
         return Runner(self.kube, self.settings, self.emit, self.now)
@@ -66,15 +83,14 @@ class App:
         return Limits(s.max_concurrent_runs, s.max_runs_per_customer, s.max_errors_per_window)
 
     # ---- ManagedSystem -------------------------------------------------------------------
-    def reconcile_system(self, body: dict[str, Any], fleet: Iterable[dict[str, Any]]) -> float:
+    def reconcile_system(self, body: dict[str, Any]) -> float:
         """Write the system's status, decide its requests, start its run if due.
 
-        ``fleet`` is every UpdateRun the operator knows (kopf's index). Returns
-        the seconds until the system needs another look.
+        Returns the seconds until the system needs another look.
         """
         with metrics.RECONCILE_DURATION.labels("ManagedSystem").time():
             try:
-                delay = self._reconcile_system(body, fleet)
+                delay = self._reconcile_system(body)
             except Exception:
                 metrics.RECONCILES.labels("ManagedSystem", "error").inc()
                 metrics.RECONCILE_ERRORS.labels("ManagedSystem").inc()
@@ -82,12 +98,12 @@ class App:
         metrics.RECONCILES.labels("ManagedSystem", "success").inc()
         return delay
 
-    def _reconcile_system(self, body: dict[str, Any], fleet: Iterable[dict[str, Any]]) -> float:
+    def _reconcile_system(self, body: dict[str, Any]) -> float:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         now = self.now()
         spec, _ = parse_system(body.get("spec") or {})
-        runs = self._fleet(fleet)
+        runs = self._known_runs()
         mine = [
             r
             for r in runs
@@ -128,7 +144,7 @@ class App:
             return self.settings.resync_seconds
         start = decide_start(name, spec, assess(spec), now, requests, mine)
         if start is not None and facts.halted is None:
-            blocked = self._start(body, spec, start, runs)
+            blocked = self._start(body, spec, start)
             if blocked:
                 log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
                 return BLOCKED_RETRY_SECONDS
@@ -136,13 +152,14 @@ class App:
             return min(self.settings.resync_seconds, 5.0)
         return requeue_after(spec, self.now(), self.settings.resync_seconds)
 
-    def _start(
-        self, body: dict[str, Any], spec: Any, start: Any, runs: list[dict[str, Any]]
-    ) -> str | None:
+    def _start(self, body: dict[str, Any], spec: Any, start: Any) -> str | None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        with self.lock:  # one decision at a time, so the limits hold within this process
+        with self.lock:  # one decision at a time, on the current runs: the limits hold
             blocked = within_limits(
-                spec.customer, window_ref(start.occurrence).start, self._fleet(runs), self.limits
+                spec.customer,
+                window_ref(start.occurrence).start,
+                list(self.runs.values()),
+                self.limits,
             )
             if blocked:
                 return blocked
@@ -160,7 +177,8 @@ class App:
             )
             manifest["metadata"]["namespace"] = ns
             if self.kube.create("updateruns", ns, manifest):
-                self.reserved[(ns, manifest["metadata"]["name"])] = (time.monotonic(), manifest)
+                key = (ns, manifest["metadata"]["name"])
+                self.runs.setdefault(key, {**manifest, "status": {"phase": Phase.PENDING.value}})
                 self.emit(
                     body,
                     "Normal",
@@ -169,18 +187,6 @@ class App:
                     f"in window {start.occurrence.window}",
                 )
         return None
-
-    def _fleet(self, indexed: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The indexed runs plus those this process created that the index lacks yet."""
-        runs = list(indexed)
-        known = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in runs}
-        horizon = time.monotonic() - RESERVATION_SECONDS
-        for key, (created, manifest) in list(self.reserved.items()):
-            if key in known or created < horizon:
-                self.reserved.pop(key, None)
-            else:
-                runs.append({**manifest, "status": {"phase": Phase.PENDING.value}})
-        return runs
 
     # ---- UpdateRequest ------------------------------------------------------------------
     def _reconcile_requests(

@@ -134,6 +134,7 @@ def update_job(
     labels.update({LABEL_SYSTEM: label_value(system), LABEL_RUN: run})
     pod = template.setdefault("spec", {})
     pod.setdefault("restartPolicy", "Never")
+    restrict(pod)
     env = [
         {"name": "PATCHWARDEN_SYSTEM", "value": system},
         {"name": "PATCHWARDEN_RUN", "value": run},
@@ -162,6 +163,25 @@ def update_job(
             "template": template,
         },
     }
+
+
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def restrict(pod: dict[str, Any]) -> None:
+    """Default the pod to the restricted Pod Security profile; what the template sets wins."""
+    pod["securityContext"] = {**RESTRICTED_POD, **(pod.get("securityContext") or {})}
+    for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+        container["securityContext"] = {
+            **copy.deepcopy(RESTRICTED_CONTAINER),
+            **(container.get("securityContext") or {}),
+        }
 
 
 def restored_claim(original: dict[str, Any], snapshot: str) -> dict[str, Any]:

@@ -291,7 +291,12 @@ def run_demo(examples: Path, timeout: float = 180.0, keep: bool = False) -> int:
     console.print(
         f"namespace {demo.ns}: {len(rows)} systems; the update of {FAILING_SYSTEM} is made to fail"
     )
-    env = {**os.environ, "PATCHWARDEN_RUN_POLL_SECONDS": "0.5", "PATCHWARDEN_RESYNC_SECONDS": "5"}
+    env = {
+        "PATCHWARDEN_METRICS_PORT": "0",
+        **os.environ,
+        "PATCHWARDEN_RUN_POLL_SECONDS": "0.5",
+        "PATCHWARDEN_RESYNC_SECONDS": "5",
+    }
     operator = subprocess.Popen(
         [sys.executable, "-m", "patchwarden", "run", "-n", demo.ns],
         env=env,

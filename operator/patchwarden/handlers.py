@@ -107,16 +107,13 @@ def _app(memo: Any) -> App:
     return app
 
 
-@kopf.index(GROUP, VERSION, "updateruns")
-def runs(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
-    """Every UpdateRun, as the fleet-wide limits need them."""
-    return {
-        None: {
-            "metadata": {"namespace": body.metadata.namespace, "name": body.metadata.name},
-            "spec": dict(body.spec),
-            "status": {"phase": body.status.get("phase")},
-        }
-    }
+@kopf.on.event(GROUP, VERSION, "updateruns")
+def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Keep the App's registry of runs (which the fleet limits read) in step with the cluster."""
+    if kwargs.get("type") == "DELETED":
+        _app(memo).forget_run(body.metadata.namespace or "", body.metadata.name or "")
+    elif body.get("spec"):
+        _app(memo).observe_run(dict(body))
 
 
 def _poke(namespace: str | None, name: str) -> None:
@@ -126,20 +123,16 @@ def _poke(namespace: str | None, name: str) -> None:
 
 
 @kopf.daemon(GROUP, VERSION, "managedsystems", id="system", cancellation_timeout=10)
-async def system_daemon(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: Any, **kwargs: Any
-) -> None:
+async def system_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, memo: Any, **_: Any) -> None:
     app = _app(memo)
-    runs: kopf.Index[None, dict[str, Any]] = kwargs["runs"]
     key = (body.metadata.namespace or "", body.metadata.name or "")
     poke = _pokes.setdefault(key, asyncio.Event())
     try:
         while not stopped:
             poke.clear()
             snapshot = dict(body)
-            fleet = list(runs.get(None, []))
             try:
-                delay = await asyncio.to_thread(app.reconcile_system, snapshot, fleet)
+                delay = await asyncio.to_thread(app.reconcile_system, snapshot)
             except ApiException as exc:
                 log.warning(
                     "system %s/%s: API error %s, retrying: %s", *key, exc.status, exc.reason

@@ -18,7 +18,7 @@ from patchwarden.api.common import describe_errors, parse_duration
 from patchwarden.api.request import RequestState, UpdateRequestSpec
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.policy import assess, decide_request
-from patchwarden.windows import Occurrence, first_usable, next_windows
+from patchwarden.windows import Occurrence, first_usable, next_windows, overlapping
 
 LOOKAHEAD = 24
 """Window occurrences examined for the next usable one."""
@@ -92,9 +92,23 @@ def system_status(
         status["eligible"] = assessment.eligible
         status["eligibilityReason"] = assessment.reason
         cond(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
-        occ = next_usable(spec, now) if assessment.eligible else None
+        expected = parse_duration(spec.updates.expected_duration)
+        upcoming = next_windows(spec.maintenance, expected, now, LOOKAHEAD)
+        occ = first_usable(upcoming, now) if assessment.eligible else None
         if occ is not None:
             status["nextWindow"] = window_ref(occ).wire()
+        for name in overlapping(spec.maintenance, now):
+            problems.append(
+                (c.WINDOW_OVERLAP, f"window {name} is longer than the time between its occurrences")
+            )
+        if assessment.eligible and upcoming and occ is None:
+            problems.append(
+                (
+                    c.NO_USABLE_WINDOW,
+                    f"none of the next {len(upcoming)} windows is "
+                    "usable: each is frozen or shorter than updates.expectedDuration",
+                )
+            )
         kind, name = spec.workload.kind, spec.workload.name
         if not facts.workload_found:
             problems.append((c.WORKLOAD_NOT_FOUND, f"{kind} {name} not found in this namespace"))

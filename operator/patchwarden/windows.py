@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import icalendar
@@ -224,3 +225,18 @@ def cadence_period(cadence: Cadence, tz: ZoneInfo, instant: datetime) -> Period:
     assert cadence.rrule is not None, "validated: rrule with period rrule"
     opened = _rrule(cadence.rrule).before(wall, inc=True) or ANCHOR
     return Period(resolve(opened, tz), f"period from {opened:%Y-%m-%d %H:%M}")
+
+
+def overlapping(maintenance: Maintenance, after: datetime, count: int = 4) -> list[str]:
+    """Names of recurring windows whose occurrences overlap each other: a window
+    longer than its period, which cannot be meant."""
+    tz = ZoneInfo(maintenance.time_zone)
+    found = []
+    for window in maintenance.windows:
+        if window.cron is None and window.rrule is None:
+            continue
+        span = timedelta(days=400)
+        occs = expand(window, tz, after, after + span)[:count]
+        if any(a.end > b.start for a, b in pairwise(occs)):
+            found.append(window.name)
+    return found

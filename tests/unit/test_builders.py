@@ -135,3 +135,68 @@ def test_workload_claims_of_deployments_and_statefulsets() -> None:
     }
     assert builders.workload_claims(deploy) == ["c1"]
     assert builders.workload_claims(sts) == ["data-db-0", "data-db-1"]
+
+
+def test_update_job_defaults_to_the_restricted_pod_security_profile() -> None:
+    job = builders.update_job(
+        run="r",
+        run_uid="u",
+        system="app",
+        spec=spec(),
+        classes=["security"],
+        ticket=None,
+        deadline_seconds=60,
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_the_template_may_say_otherwise() -> None:
+    custom = ManagedSystemSpec.model_validate(
+        {
+            "customer": "acme",
+            "serviceModel": "SaaS",
+            "workload": {"kind": "Deployment", "name": "app"},
+            "updates": {
+                "template": {
+                    "spec": {
+                        "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+                        "containers": [
+                            {
+                                "name": "u",
+                                "image": "x",
+                                "securityContext": {
+                                    "privileged": True,
+                                    "allowPrivilegeEscalation": True,
+                                },
+                            }
+                        ],
+                    }
+                }
+            },
+        }
+    )
+    job = builders.update_job(
+        run="r",
+        run_uid="u",
+        system="app",
+        spec=custom,
+        classes=["security"],
+        ticket=None,
+        deadline_seconds=60,
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is False and pod["securityContext"]["runAsUser"] == 0
+    )
+    container = pod["containers"][0]["securityContext"]
+    assert container["privileged"] is True and container["allowPrivilegeEscalation"] is True

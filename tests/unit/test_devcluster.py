@@ -66,6 +66,11 @@ def test_kwokctl_config_is_loopback_rbac_and_uses_only_given_binaries(tmp_path: 
         "etcdBinary",
     }
     assert all(Path(v).parent == tools for v in binaries.values())
+    patches = {p["name"]: p["extraArgs"] for p in conf["componentsPatches"]}
+    assert patches == {
+        name: [{"key": "leader-elect", "value": "false"}]
+        for name in ("kube-controller-manager", "kube-scheduler")
+    }
 
 
 def test_pod_complete_and_pod_fail_stages_are_mutually_exclusive() -> None:

@@ -119,3 +119,33 @@ def test_settings_from_the_environment_name_the_bad_variable() -> None:
     assert s.namespaces == ("a", "b") and s.max_concurrent_runs == 4
     with pytest.raises(ValueError, match="PATCHWARDEN_MAX_CONCURRENT_RUNS"):
         Settings.from_env({"PATCHWARDEN_MAX_CONCURRENT_RUNS": "0"})
+
+
+def test_a_window_longer_than_its_period_stalls() -> None:
+    spec = {"maintenance": {"windows": [{"name": "daily", "cron": "0 1 * * *", "duration": "25h"}]}}
+    status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+    assert conditions(status)["Stalled"] == ("True", "WindowLongerThanPeriod")
+    assert "daily" in problems[0]
+
+
+def test_a_freeze_over_every_window_stalls() -> None:
+    spec = {
+        "maintenance": {
+            "windows": [{"name": "w", "cron": "0 23 * * 0", "duration": "4h"}],
+            "freezes": [
+                {"name": "all", "once": "2027-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"}
+            ],
+        }
+    }
+    status, _ = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+    assert conditions(status)["Stalled"] == ("True", "NoUsableWindow")
+
+
+def test_a_past_one_off_window_is_no_problem() -> None:
+    spec = {
+        "maintenance": {
+            "windows": [{"name": "w", "once": "2020-01-01T00:00:00Z", "duration": "1h"}]
+        }
+    }
+    status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+    assert problems == [] and "nextWindow" not in status

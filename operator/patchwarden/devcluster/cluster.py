@@ -132,6 +132,12 @@ class DevCluster:
                 "kwokControllerBinary": str(tools / "kwok"),
                 "etcdBinary": str(tools / "etcd"),
             },
+            # A single instance of each: without leader election they survive an API
+            # server outage (with it, a lost lease makes them exit for good).
+            "componentsPatches": [
+                {"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
+                for name in ("kube-controller-manager", "kube-scheduler")
+            ],
             "components": [
                 {
                     "name": "volume-provisioner",
