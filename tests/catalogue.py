@@ -54,10 +54,15 @@ class Bad:
     change: Callable[[dict[str, Any]], None]
     field: str
     """The path the API server's message must contain, e.g. spec.package."""
+    whole: bool = False
+    """``change`` takes the whole object (metadata too), not only its spec."""
+    offline: bool = True
+    """The offline validation (plan, operator) must reject it too; False for what
+    only the API server guards (metadata, unknown fields it prunes)."""
 
     def object(self) -> dict[str, Any]:
         obj = copy.deepcopy(self.base)
-        self.change(obj["spec"])
+        self.change(obj if self.whole else obj["spec"])
         return obj
 
 
@@ -225,4 +230,180 @@ CATALOGUE = [
         "spec.notBefore",
     ),
     Bad("request without systemRef", REQUEST, _set("systemRef", _DELETE), "spec.systemRef"),
+]
+
+
+def _meta(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(obj: dict[str, Any]) -> None:
+        obj["metadata"][key] = value
+
+    return change
+
+
+CATALOGUE += [
+    Bad(
+        "1 MB annotation",
+        SYSTEM,
+        _meta("annotations", {"a": "x" * 1_000_000}),
+        "metadata.annotations",
+        whole=True,
+        offline=False,
+    ),
+    Bad(
+        "300-character name",
+        SYSTEM,
+        _meta("name", "s" * 300),
+        "metadata.name",
+        whole=True,
+        offline=False,
+    ),
+    Bad(
+        "unicode name",
+        SYSTEM,
+        _meta("name", "système-ünïcode"),
+        "metadata.name",
+        whole=True,
+        offline=False,
+    ),
+    Bad(
+        "workload in another namespace",
+        SYSTEM,
+        _set("workload.namespace", "other"),
+        "spec.workload.namespace",
+    ),
+    Bad(
+        "request naming another namespace",
+        REQUEST,
+        _set("systemRef.namespace", "other"),
+        "spec.systemRef.namespace",
+    ),
+    Bad(
+        "duration with a trailing number",
+        SYSTEM,
+        _set(f"{W0}.duration", "1h30"),
+        "spec.maintenance.windows[0].duration",
+    ),
+    Bad("empty customer", SYSTEM, _set("customer", ""), "spec.customer"),
+    Bad(
+        "129-character component name",
+        SYSTEM,
+        _set("components.0.name", "c" * 129),
+        "spec.components[0].name",
+    ),
+    Bad(
+        "time zone of 65 characters",
+        SYSTEM,
+        _set("maintenance.timeZone", "Z" * 65),
+        "spec.maintenance.timeZone",
+    ),
+    Bad(
+        "everyWeeks of zero",
+        SYSTEM,
+        _set("maintenance.cadence", {"period": "weeks", "everyWeeks": 0}),
+        "spec.maintenance.cadence.everyWeeks",
+    ),
+    Bad(
+        "33 windows",
+        SYSTEM,
+        _set(
+            "maintenance.windows",
+            [{"name": f"w{i}", "cron": "0 1 * * *", "duration": "1h"} for i in range(33)],
+        ),
+        "spec.maintenance.windows",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """Accepted by the API server (no schema can tell) but not usable: the operator
+    must report it as Stalled with ``reason`` and a message containing ``words``."""
+
+    name: str
+    change: Callable[[dict[str, Any]], None]
+    reason: str
+    words: str
+
+
+def _window(**window: Any) -> Callable[[dict[str, Any]], None]:
+    return _set("maintenance.windows", [{"name": "w", **window}])
+
+
+UNUSABLE = [
+    Unusable(
+        "unknown time zone",
+        _set("maintenance.timeZone", "Mars/Olympus"),
+        "InvalidSpec",
+        "spec.maintenance.timeZone",
+    ),
+    Unusable(
+        "cron out of range",
+        _window(cron="61 25 * * *", duration="1h"),
+        "InvalidSpec",
+        "spec.maintenance.windows[0].cron",
+    ),
+    Unusable(
+        "cron with six fields",
+        _window(cron="0 0 1 * * *", duration="1h"),
+        "InvalidSpec",
+        "5-field cron",
+    ),
+    Unusable(
+        "nonsense RRULE",
+        _window(rrule="FREQ=SOMETIMES", duration="1h"),
+        "InvalidSpec",
+        "spec.maintenance.windows[0].rrule",
+    ),
+    Unusable(
+        "iCalendar without events",
+        _window(ical="BEGIN:VCALENDAR\nEND:VCALENDAR\n"),
+        "InvalidSpec",
+        "spec.maintenance.windows[0].ical",
+    ),
+    Unusable(
+        "window longer than its period",
+        _window(cron="0 1 * * *", duration="25h"),
+        "WindowLongerThanPeriod",
+        "window w",
+    ),
+    Unusable(
+        "freeze over every window",
+        lambda s: s["maintenance"].update(
+            freezes=[
+                {"name": "forever", "once": "2000-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}
+            ]
+        ),
+        "NoUsableWindow",
+        "frozen",
+    ),
+    Unusable(
+        "expected duration longer than the window",
+        _set("updates", {"expectedDuration": "5h"}),
+        "NoUsableWindow",
+        "shorter than updates.expectedDuration",
+    ),
+    Unusable(
+        "workload that does not exist",
+        _set("workload.name", "nowhere"),
+        "WorkloadNotFound",
+        "Deployment nowhere",
+    ),
+    Unusable(
+        "claims that do not exist",
+        _set("volumes", ["no-such-claim"]),
+        "ClaimNotFound",
+        "no-such-claim",
+    ),
+    Unusable(
+        "snapshot class that does not exist",
+        _set("backup", {"volumeSnapshotClassName": "gone"}),
+        "SnapshotClassNotFound",
+        "gone",
+    ),
+    Unusable(
+        "no update template",
+        lambda s: s.pop("updates", None),
+        "NoUpdateTemplate",
+        "spec.updates.template",
+    ),
 ]

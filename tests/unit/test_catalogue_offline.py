@@ -15,7 +15,7 @@ def test_the_catalogue_bases_are_valid() -> None:
     UpdateRequest.model_validate(REQUEST)
 
 
-@pytest.mark.parametrize("bad", CATALOGUE, ids=lambda b: b.name)
+@pytest.mark.parametrize("bad", [b for b in CATALOGUE if b.offline], ids=lambda b: b.name)
 def test_offline_validation_rejects(bad: Bad) -> None:
     model = ManagedSystem if bad.base is SYSTEM else UpdateRequest
     with pytest.raises(ValidationError):
