@@ -96,7 +96,7 @@ def update_run(
 
 
 def volume_snapshot(
-    *, run: str, run_uid: str, system: str, claim: str, snapshot_class: str | None
+    *, run: str, system: str, claim: str, snapshot_class: str | None
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": claim}}
     if snapshot_class:

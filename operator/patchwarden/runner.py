@@ -208,13 +208,15 @@ class Runner:
                     ns,
                     builders.volume_snapshot(
                         run=name,
-                        run_uid=run["metadata"]["uid"],
                         system=system["metadata"]["name"],
                         claim=record["claim"],
                         snapshot_class=snapshot_class,
                     ),
                 )
                 record["created"] = True
+                # The deadline counts from the request, however late it was made
+                # (after a restart, or while peering paused this replica).
+                status["phaseStartTime"] = utc_text(self.now())
                 continue
             record["created"] = True
             snap_status = existing.get("status") or {}
@@ -388,6 +390,7 @@ class Runner:
         if step == "ScaleDown":
             if workload["spec"].get("replicas", 1) != 0:
                 self.kube.scale(kind, ns, name, 0)
+                status["phaseStartTime"] = utc_text(self.now())  # the deadline starts now
             match = workload["spec"]["selector"].get("matchLabels", {})
             if self.kube.pods(ns, match):
                 if self._waited(status).total_seconds() > timeout:
@@ -416,6 +419,7 @@ class Runner:
                 if existing is not None:
                     if not existing["metadata"].get("deletionTimestamp"):
                         self.kube.delete_claim(ns, claim)
+                        status["phaseStartTime"] = utc_text(self.now())  # the deadline starts now
                     if self._waited(status).total_seconds() > timeout:
                         raise Abort(f"claim {claim} still terminating after {timeout:.0f}s")
                     return self.settings.run_poll_seconds

@@ -203,3 +203,29 @@ def test_a_run_past_its_cutoff_never_starts() -> None:
     assert drive(kube, runner) == "Failed"
     assert kube.creates == []
     assert "cutoff" in kube.objects[("updateruns", "run")]["status"]["message"]
+
+
+def test_the_snapshot_deadline_counts_from_their_creation_not_from_a_late_restart() -> None:
+    kube, runner = setup()
+    late = kube.objects[("updateruns", "run")]
+    late["status"] = {
+        "phase": "Snapshotting",
+        "phaseStartTime": "2027-02-10T11:00:00Z",  # an hour ago
+        "snapshots": [
+            {
+                "claim": "data",
+                "snapshot": "run-data",
+                "created": False,
+                "readyToUse": False,
+                "claimSpec": {},
+            }
+        ],
+    }
+    kube.snaps.clear()
+    kube.create_snapshot = lambda ns, body: kube.snaps.update(  # type: ignore[method-assign]
+        {body["metadata"]["name"]: {**body, "status": {}}}
+    )  # not ready yet
+    runner.step(kube.get("updateruns", "ns", "run"))  # type: ignore[arg-type]
+    status = kube.objects[("updateruns", "run")]["status"]
+    assert status["phase"] == "Snapshotting", status.get("message")
+    assert status["phaseStartTime"] == "2027-02-10T12:00:00Z"
