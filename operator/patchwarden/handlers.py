@@ -71,7 +71,12 @@ def make_app(ours: Settings) -> App:
     """The shared state; the CLI builds it before kopf starts (and creates the peering)."""
     api = _api()
     ensure_peering(api, ours)
-    return App(settings=ours, kube=Kube(api), emit=_emit)
+    app = App(settings=ours, kube=Kube(api), emit=_emit)
+    # Know every run before the first scheduling decision; the watch keeps it current.
+    for ns in ours.namespaces or [None]:
+        for run in app.kube.list_objects("updateruns", ns):
+            app.observe_run(run)
+    return app
 
 
 @kopf.on.startup()
