@@ -71,3 +71,7 @@ run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the
 demo: $(STAMP) ## run examples/ for real on the local cluster (unless KUBECONFIG is set) and check the outcomes
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
 	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; KUBECONFIG="$$kc" $(BIN)/patchwarden demo
+
+.PHONY: bench
+bench: $(STAMP) ## fleet-sync benchmark on the local cluster (bench/results.json); SYSTEMS=2000
+	$(BIN)/python bench/bench.py --systems $${SYSTEMS:-2000}
