@@ -308,22 +308,43 @@ class Runner:
     def _succeed(
         self, run: dict[str, Any], status: dict[str, Any], system: dict[str, Any], spec: Any
     ) -> float:
+        self._prune(run, system, spec.backup.retain)
+        self._end(
+            run,
+            status,
+            system,
+            Phase.SUCCEEDED,
+            "the update succeeded and the workload is ready",
+            "the update succeeded",
+        )
+        return 0.0
+
+    def _end(
+        self,
+        run: dict[str, Any],
+        status: dict[str, Any],
+        system: dict[str, Any] | None,
+        phase: Phase,
+        message: str,
+        summary: str | None = None,
+    ) -> None:
+        """Record a terminal phase: completion time, Ready, the request and the system,
+        an Event (``summary``, default ``message``) and the metrics."""
         now = utc_text(self.now())
-        self._enter(run, status, Phase.SUCCEEDED, "the update succeeded and the workload is ready")
+        succeeded = phase == Phase.SUCCEEDED
+        self._enter(run, status, phase, message)
         status["completionTime"] = now
         status["conditions"] = c.set_condition(
             status.get("conditions", []),
             c.READY,
-            True,
-            "Succeeded",
-            "the update succeeded",
+            succeeded,
+            phase.value,
+            summary or message,
             generation=None,
             now=now,
         )
-        self._prune(run, system, spec.backup.retain)
-        self._finish(run, status, system, success=True)
-        self.emit(run, "Normal", "Succeeded", "the update succeeded")
-        return 0.0
+        self._finish(run, status, system, success=succeeded)
+        self.emit(run, "Normal" if succeeded else "Warning", phase.value, summary or message)
 
     # ---- rollback ----------------------------------------------------------------
     def _fail(
@@ -352,30 +373,17 @@ class Runner:
         why: str,
         needs_person: bool,
     ) -> None:
-        now = utc_text(self.now())
-        self._enter(run, status, Phase.FAILED, why)
-        status["completionTime"] = now
-        status["conditions"] = c.set_condition(
-            status.get("conditions", []), c.READY, False, "Failed", why, generation=None, now=now
-        )
         if needs_person:
             status["conditions"] = c.set_condition(
-                status["conditions"],
+                status.get("conditions", []),
                 c.NEEDS_ATTENTION,
                 True,
                 c.ROLLBACK_FAILED,
                 f"{why}; a person must check the workload and its claims",
                 generation=None,
-                now=now,
+                now=utc_text(self.now()),
             )
-        self._finish(run, status, system, success=False)
-        self.emit(run, "Warning", "Failed", why)
-        return None
-
-    def _give_up(
-        self, run: dict[str, Any], status: dict[str, Any], system: dict[str, Any] | None, why: str
-    ) -> None:
-        return self._end_failed(run, status, system, why, needs_person=True)
+        self._end(run, status, system, Phase.FAILED, why)
 
     def _rollingback(self, run: dict[str, Any], status: dict[str, Any]) -> float:
         ns = run["metadata"]["namespace"]
@@ -440,31 +448,15 @@ class Runner:
         # Verify
         if workload_ready(workload) and workload["spec"].get("replicas") == recorded["replicas"]:
             restore["completed"] = True
-            now = utc_text(self.now())
             why = status.get("failure", "the update failed")
-            self._enter(
+            system = self.kube.get("managedsystems", ns, run["spec"]["systemRef"]["name"])
+            self._end(
                 run,
                 status,
+                system,
                 Phase.ROLLED_BACK,
                 f"{why}; restored {len(restore['claims'])} claims and the workload",
             )
-            status["completionTime"] = now
-            status["conditions"] = c.set_condition(
-                status.get("conditions", []),
-                c.READY,
-                False,
-                "RolledBack",
-                status["message"],
-                generation=None,
-                now=now,
-            )
-            self._finish(
-                run,
-                status,
-                self.kube.get("managedsystems", ns, run["spec"]["systemRef"]["name"]),
-                success=False,
-            )
-            self.emit(run, "Warning", "RolledBack", status["message"])
             return 0.0
         if self._waited(status).total_seconds() > timeout:
             raise Abort(f"{kind} {name} not ready {timeout:.0f}s after the restore")
