@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from patchwarden.devcluster import DevCluster, DevClusterError, resolve_tools
@@ -43,6 +44,14 @@ class Cluster:
 
     def kubectl(self, *args: str, check: bool = True) -> str:
         return self.dev.kubectl(*args, check=check)
+
+    def install_crds(self, directory: Path = REPO / "crds") -> None:
+        """Apply every CRD in ``directory`` and wait until each is Established."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+        for path in sorted(directory.glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    self.dev.await_condition(f"crd/{doc['metadata']['name']}", "Established", 60)
 
 
 def _unavailable(reason: str) -> None:

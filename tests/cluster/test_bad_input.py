@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client
 
 from tests.catalogue import CATALOGUE, SYSTEM, UNUSABLE
-from tests.conftest import REPO, Cluster
+from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import (
     condition,
@@ -39,7 +39,7 @@ def healthy(name: str) -> dict[str, Any]:
 def test_every_unusable_spec_stalls_and_a_good_system_is_still_served(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.install_crds()
     core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
     workload(core, apps, namespace)
     names = {}

@@ -103,11 +103,8 @@ def test_values_schema_rejects_bad_values(tools: Path) -> None:
 def test_renderings_pass_server_side_dry_run(
     cluster: Cluster, namespace: str, tools: Path, values: list[str]
 ) -> None:
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "tests" / "fixtures")
-    )
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    cluster.install_crds(REPO / "tests" / "fixtures")
+    cluster.install_crds()
     docs = template(tools, namespace, *values)
     out = run(
         tools / "kubectl",
@@ -173,7 +170,7 @@ def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) ->
 def test_the_operator_runs_with_exactly_the_charts_rbac(
     cluster: Cluster, namespace: str, tools: Path, tmp_path: Path
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.install_crds()
     release = f"rbac-{namespace}"
     rbac = [
         d

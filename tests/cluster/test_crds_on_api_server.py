@@ -23,13 +23,7 @@ PLURALS = {
 
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> Iterator[None]:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *(f"crd/{p}.patchwarden.io" for p in PLURALS.values()),
-    )
+    cluster.install_crds()
     yield
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from tests.conftest import REPO, Cluster
+from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import (
     condition,
@@ -40,7 +40,7 @@ def kstatus(tools: Path, objects: list[dict[str, object]]) -> dict[str, str]:
 def test_kstatus_kubectl_wait_and_patchwarden_status(
     cluster: Cluster, namespace: str, tools: Path, tmp_path: Path
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.install_crds()
     core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
     workload(core, apps, namespace)
     with running_operator(cluster, namespace, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, Cluster
+from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import create, free_port, running_operator, system, wait_run, workload
 
@@ -39,7 +39,7 @@ def value(
 def test_metrics_after_a_success_and_a_rollback_pass_promtool(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.install_crds()
     core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
     workload(core, apps, namespace, name="good")
     workload(core, apps, namespace, name="bad")

@@ -39,13 +39,7 @@ def e2e(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, s
         else:
             target = request.getfixturevalue("cluster")
             assert isinstance(target, Cluster)
-            target.kubectl(
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                str(Path(__file__).resolve().parents[2] / "crds"),
-            )
+            target.install_crds()
             ns = request.getfixturevalue("namespace")
             stack.enter_context(running_operator(target, ns, tmp_path))
         yield target, ns

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -180,33 +181,47 @@ class DevCluster:
 
     def _install(self, timeout: float) -> None:
         self.kubectl("apply", "-f", str(MANIFESTS / "snapshot-crds.yaml"))
-        self.kubectl(
-            "wait",
-            "--for=condition=Established",
-            f"--timeout={int(timeout)}s",
-            "crd/volumesnapshots.snapshot.storage.k8s.io",
-            "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
-            "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
-            "crd/stages.kwok.x-k8s.io",
-        )
+        for crd in (
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "volumesnapshotclasses.snapshot.storage.k8s.io",
+            "volumesnapshotcontents.snapshot.storage.k8s.io",
+            "stages.kwok.x-k8s.io",
+        ):
+            self.await_condition(f"crd/{crd}", "Established", timeout)
         self.kubectl("apply", "-f", str(MANIFESTS / "stages.yaml"))
         self.kubectl("apply", "-f", str(MANIFESTS / "cluster.yaml"))
-        self.kubectl(
-            "wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", "node/kwok-node-0"
-        )
+        self.await_condition("node/kwok-node-0", "Ready", timeout)
         # Pods need the namespace's default ServiceAccount, which
         # kube-controller-manager creates shortly after start.
+        self._until(
+            lambda: bool(
+                self.kubectl(
+                    "get", "serviceaccount", "default", "-o", "name", "--ignore-not-found"
+                ).strip()
+            ),
+            timeout,
+            "the default ServiceAccount never appeared: is kube-controller-manager running?",
+        )
+
+    def await_condition(self, resource: str, condition: str, timeout: float) -> None:
+        """Wait until ``resource`` has ``condition`` True. (``kubectl wait`` gives up at
+        once, instead of waiting, while an object has no conditions at all.)"""
+        query = f'jsonpath={{.status.conditions[?(@.type=="{condition}")].status}}'
+        self._until(
+            lambda: self.kubectl("get", resource, "-o", query, check=False) == "True",
+            timeout,
+            f"{resource} never became {condition}",
+        )
+
+    def _until(self, probe: Callable[[], bool], timeout: float, failure: str) -> None:
         deadline = time.monotonic() + timeout
-        while not self.kubectl(
-            "get", "serviceaccount", "default", "-o", "name", "--ignore-not-found"
-        ).strip():
+        while not probe():
             if time.monotonic() > deadline:
                 raise DevClusterError(
-                    "the default ServiceAccount never appeared: "
-                    "is kube-controller-manager running? see "
+                    f"{failure} (after {timeout:.0f}s); see "
                     f"{self.kwok_workdir}/clusters/{CLUSTER_NAME}/logs"
                 )
-            time.sleep(0.5)
+            time.sleep(0.3)
 
     def down(self) -> None:
         """Stop every component and remove all state (idempotent)."""
