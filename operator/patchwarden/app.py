@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 BLOCKED_RETRY_SECONDS = 2.0
+CLASSES_TTL = 10.0
 
 
 @dataclass
@@ -55,6 +57,9 @@ class App:
     runs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRun this process knows (summaries): fed by the watch and by the runs it
     creates itself, so that the fleet limits see a run the moment it is created."""
+    requests: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Every UpdateRequest this process knows, fed by the watch."""
+    _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
 
     def observe_run(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -66,6 +71,15 @@ class App:
         with self.lock:
             self.runs[(meta["namespace"], meta["name"])] = summary
 
+    def observe_request(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        with self.lock:
+            self.requests[(meta["namespace"], meta["name"])] = body
+
+    def forget_request(self, ns: str, name: str) -> None:
+        with self.lock:
+            self.requests.pop((ns, name), None)
+
     def forget_run(self, ns: str, name: str) -> None:
         with self.lock:
             self.runs.pop((ns, name), None)
@@ -73,6 +87,14 @@ class App:
     def _known_runs(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.runs.values())
+
+    def _snapshot_classes(self) -> list[dict[str, Any]]:
+        """The cluster's VolumeSnapshotClasses, listed at most every CLASSES_TTL seconds."""
+        listed_at, classes = self._classes
+        if time.monotonic() - listed_at > CLASSES_TTL:
+            classes = self.kube.snapshot_classes()
+            self._classes = (time.monotonic(), classes)
+        return classes
 
     def runner(self) -> Runner:
         return Runner(self.kube, self.settings, self.emit, self.now)
@@ -124,7 +146,7 @@ class App:
             facts.workload_found = workload is not None
             facts.missing_claims = [v for v in spec.volumes if self.kube.get_claim(ns, v) is None]
             facts.snapshot_class = resolve_snapshot_class(
-                self.kube.snapshot_classes(),
+                self._snapshot_classes(),
                 spec.backup.volume_snapshot_class_name,
                 self.settings.default_snapshot_class,
             )
@@ -192,11 +214,12 @@ class App:
     def _reconcile_requests(
         self, ns: str, system: str, system_body: dict[str, Any] | None, now: datetime
     ) -> list[dict[str, Any]]:
-        requests = [
-            r
-            for r in self.kube.list_objects("updaterequests", ns)
-            if r["spec"]["systemRef"]["name"] == system
-        ]
+        with self.lock:
+            requests = [
+                r
+                for (r_ns, _), r in self.requests.items()
+                if r_ns == ns and r["spec"]["systemRef"]["name"] == system
+            ]
         for request in requests:
             self.reconcile_request(request, system_body, now)
         return requests
@@ -245,9 +268,7 @@ class App:
                 type_ in {c.ELIGIBLE, c.BACKUP_CONFIGURED, c.ACCEPTED} and value == "False"
             )
             first = c.get(old_conditions, type_) is None
-            if type_ in {c.READY, c.RECONCILING} or (
-                first and not bad and type_ in {c.STALLED, c.UPDATES_HALTED}
-            ):
+            if type_ in {c.READY, c.RECONCILING} or (first and not bad and type_ != c.ACCEPTED):
                 continue  # Ready/Reconciling mirror the others; a first "all fine" is no news
             self.emit(
                 body, "Warning" if bad else "Normal", reason, message or f"{type_} is {value}"

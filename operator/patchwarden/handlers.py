@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -34,12 +35,14 @@ KEY = "patchwarden"
 _pokes: dict[tuple[str, str], asyncio.Event] = {}
 
 
-def _api() -> client.ApiClient:
+def _api(connections: int) -> client.ApiClient:
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -69,13 +72,15 @@ def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
 
 def make_app(ours: Settings) -> App:
     """The shared state; the CLI builds it before kopf starts (and creates the peering)."""
-    api = _api()
+    api = _api(ours.api_workers)
     ensure_peering(api, ours)
     app = App(settings=ours, kube=Kube(api), emit=_emit)
     # Know every run before the first scheduling decision; the watch keeps it current.
     for ns in ours.namespaces or [None]:
         for run in app.kube.list_objects("updateruns", ns):
             app.observe_run(run)
+        for request in app.kube.list_objects("updaterequests", ns):
+            app.observe_request(request)
     return app
 
 
@@ -90,6 +95,13 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     if KEY not in memo:  # started by kopf's own CLI rather than `patchwarden run`
         memo[KEY] = make_app(Settings.from_env())
+
+
+@kopf.on.startup()
+async def size_thread_pool(memo: Any, **_: Any) -> None:
+    """Blocking API calls run in threads; as many as there are API connections."""
+    workers = _app(memo).settings.api_workers
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers))
 
 
 @kopf.on.startup()
@@ -195,6 +207,15 @@ async def run_daemon(
             return
         if delay:
             await stopped.wait(delay)
+
+
+@kopf.on.event(GROUP, VERSION, "updaterequests")
+def request_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Keep the App's registry of requests (each system's reconcile reads it) current."""
+    if kwargs.get("type") == "DELETED":
+        _app(memo).forget_request(body.metadata.namespace or "", body.metadata.name or "")
+    elif body.get("spec"):
+        _app(memo).observe_request(dict(body))
 
 
 @kopf.on.create(GROUP, VERSION, "updaterequests")

@@ -39,6 +39,8 @@ class Settings(BaseModel):
     """kopf peering priority; the highest runs, the others pause (default: random)."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """Port of /metrics and /healthz; 0 disables them."""
+    api_workers: int = Field(default=16, ge=1, le=512)
+    """Threads (and API connections) that the operator's blocking API calls may use at once."""
     default_snapshot_class: str | None = None
     """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
 
