@@ -272,3 +272,13 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next(
         (c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None
     )
+
+
+def wait_stalled(cluster: Cluster, ns: str, name: str, timeout: float = 30) -> dict[str, Any]:
+    """The system's Stalled condition, once it is True."""
+
+    def probe() -> dict[str, Any] | None:
+        found = condition(get(cluster, ns, "ManagedSystem", name), "Stalled")
+        return found if found and found["status"] == "True" else None
+
+    return wait_for(probe, timeout=timeout, what=f"{name} to stall")

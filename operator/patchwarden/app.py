@@ -172,7 +172,7 @@ class App:
                 return BLOCKED_RETRY_SECONDS
         if facts.active_run or start is not None:
             return min(self.settings.resync_seconds, 5.0)
-        return requeue_after(spec, self.now(), self.settings.resync_seconds)
+        return requeue_after(status, self.now(), self.settings.resync_seconds)
 
     def _start(self, body: dict[str, Any], spec: Any, start: Any) -> str | None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]

@@ -209,12 +209,11 @@ def request_status(
     return status
 
 
-def requeue_after(spec: ManagedSystemSpec | None, now: datetime, resync: float) -> float:
-    """Seconds until the system needs another look: the next window start, or the resync."""
-    if spec is None:
+def requeue_after(status: dict[str, Any], now: datetime, resync: float) -> float:
+    """Seconds until the system needs another look: the start of the next window that
+    ``system_status`` found, or the resync interval."""
+    start = (status.get("nextWindow") or {}).get("start")
+    if start is None:
         return resync
-    occ = next_usable(spec, now)
-    if occ is None:
-        return resync
-    until = (max(occ.start, now) - now) / timedelta(seconds=1)
+    until = (datetime.fromisoformat(start.replace("Z", "+00:00")) - now) / timedelta(seconds=1)
     return max(0.0, min(resync, until))

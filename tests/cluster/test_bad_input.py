@@ -12,15 +12,13 @@ from kubernetes import client
 
 from tests.catalogue import CATALOGUE, SYSTEM, UNUSABLE
 from tests.conftest import Cluster
-from tests.helpers import wait_for
 from tests.operator_harness import (
-    condition,
     create,
-    get,
     now_plus,
     running_operator,
     runs_of,
     wait_run,
+    wait_stalled,
     workload,
 )
 
@@ -54,15 +52,7 @@ def test_every_unusable_spec_stalls_and_a_good_system_is_still_served(
             names[f"u{i}"] = bad
         create(cluster, namespace, healthy("good"))
         for name, bad in names.items():
-            stalled = wait_for(
-                lambda n=name: (
-                    (c := condition(get(cluster, namespace, "ManagedSystem", n), "Stalled"))
-                    and c["status"] == "True"
-                    and c
-                ),
-                timeout=30,
-                what=f"{bad.name} to stall",
-            )
+            stalled = wait_stalled(cluster, namespace, name)
             assert stalled["reason"] == bad.reason, (bad.name, stalled)
             assert bad.words in stalled["message"], (bad.name, stalled["message"])
             assert runs_of(cluster, namespace, name) == []

@@ -22,6 +22,7 @@ from tests.operator_harness import (
     runs_of,
     system,
     wait_run,
+    wait_stalled,
     workload,
 )
 
@@ -484,15 +485,7 @@ def test_unusable_specs_stall_and_the_other_systems_are_served(
         "no-class": ("SnapshotClassNotFound", "VolumeSnapshotClass gone not found"),
     }
     for name, (reason, words) in expected.items():
-        stalled = wait_for(
-            lambda n=name: (
-                (c := condition(get(cluster, namespace, "ManagedSystem", n), "Stalled"))
-                and c["status"] == "True"
-                and c
-            ),
-            timeout=30,
-            what=f"{name} to stall",
-        )
+        stalled = wait_stalled(cluster, namespace, name)
         assert stalled["reason"] == reason and words in stalled["message"], stalled
         assert runs_of(cluster, namespace, name) == []
     assert phase(wait_run(cluster, namespace, "good", ENDED)) == "Succeeded"
