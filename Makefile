@@ -73,5 +73,5 @@ demo: $(STAMP) ## run examples/ for real on the local cluster (unless KUBECONFIG
 	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; KUBECONFIG="$$kc" $(BIN)/patchwarden demo
 
 .PHONY: bench
-bench: $(STAMP) ## fleet-sync benchmark on the local cluster (bench/results.json); SYSTEMS=2000
-	$(BIN)/python bench/bench.py --systems $${SYSTEMS:-2000}
+bench: $(STAMP) ## fleet sync + window storm on the local cluster (bench/results.json); SYSTEMS=2000 STORM=500
+	$(BIN)/python bench/bench.py --systems $${SYSTEMS:-2000} --storm-systems $${STORM:-500}

@@ -1,18 +1,32 @@
-"""Benchmark: fleet sync — how long the operator takes to reconcile N systems.
+"""Benchmark: fleet sync and a window storm against the API server's own limit.
 
-    make bench                      # 2,000 systems in 50 namespaces
-    .venv/bin/python bench/bench.py --systems 500
+    make bench                                  # 2,000 systems, a storm of 500 (a few minutes)
+    make bench SYSTEMS=10000                    # the full fleet
+    .venv/bin/python bench/bench.py --systems 200 --storm-systems 100   # about a minute
 
-N ManagedSystems (SaaS, a weekly window) are created before the operator
-starts; the figure is the time from the operator's start until every system's
-status shows ``observedGeneration == metadata.generation`` and a next window.
-Also reported: the operator's peak RSS, the API requests per system counted by
-the API server (``apiserver_request_total``, minus the benchmark's own), and
-the raw rate at which this machine's API server accepts the same status
-writes from a plain client at the same parallelism.
+Runs against the local control plane (brought up if needed; kwok runs the
+pods, so Jobs complete). Three parts:
 
-The window-storm part of the issue is not written yet (see the issue note).
-Prints a table and writes bench/results.json.
+1. **fleet sync** — N SaaS ManagedSystems (one weekly window) spread over
+   namespaces, created before the operator starts; the time from the
+   operator's start until every status shows ``observedGeneration ==
+   metadata.generation`` and a ``nextWindow``; the operator's peak RSS
+   (VmHWM); API requests per system counted at the client (the operator's
+   ``patchwarden_kube_requests_total``) and, as a cross-check, at the server
+   (``apiserver_request_total`` delta minus the benchmark's own polls).
+2. **window storm** — M systems, each with a Deployment and a claim, due in
+   one one-off window that opens at a chosen instant, fleet limit L: the
+   delay from window open to each Job's creation (as the benchmark's watch
+   sees it), the time until every run Succeeded, and the most runs observed
+   in progress at once (must never exceed L).
+3. **the limit** — the same writes done directly with the Python client at
+   the same concurrency: the N status patches of the sync; for each storm
+   run its record, status patches, snapshot and Job. Writes per second, and
+   the operator's time against this raw time.
+
+Prints a table and writes bench/results.json (inputs, figures, machine,
+versions). Each part starts its own operator process with a fresh peering
+name, so no earlier process can pause it.
 """
 
 from __future__ import annotations
@@ -22,31 +36,45 @@ import json
 import os
 import platform
 import re
+import signal
+import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
+from patchwarden import builders  # noqa: E402
+from patchwarden.api.run import Trigger  # noqa: E402
+from patchwarden.api.system import ManagedSystemSpec, WindowRef  # noqa: E402
 from patchwarden.devcluster import DevCluster, resolve_tools  # noqa: E402
 
 GROUP, VERSION = "patchwarden.io", "v1alpha1"
+WRITES = {"POST", "PATCH", "PUT", "DELETE"}
+ACTIVE_PHASES = {"Pending", "Snapshotting", "Recording", "Updating", "Verifying", "RollingBack"}
 
 
-def system(name: str) -> dict[str, Any]:
+# ---- inputs --------------------------------------------------------------------------
+def sync_system(name: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ManagedSystem",
         "metadata": {"name": name},
         "spec": {
-            "customer": f"c{hash(name) % 100}",
+            "customer": f"c{int(name[1:]) % 100}",
             "serviceModel": "SaaS",
             "workload": {"kind": "Deployment", "name": name},
             "backup": {"required": False},
@@ -59,150 +87,566 @@ def system(name: str) -> dict[str, Any]:
     }
 
 
-def server_requests(dev: DevCluster) -> float:
-    text = dev.kubectl("get", "--raw", "/metrics")
-    return sum(
-        float(m.group(1))
-        for m in re.finditer(r"^apiserver_request_total\{[^}]*\} (\S+)$", text, re.M)
+def storm_system(name: str, opens: datetime) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ManagedSystem",
+        "metadata": {"name": name},
+        "spec": {
+            "customer": f"c{int(name[1:]) % 100}",
+            "serviceModel": "SaaS",
+            "workload": {"kind": "Deployment", "name": name},
+            "volumes": [name],
+            "backup": {"required": True},
+            "updates": {
+                "expectedDuration": "5m",
+                "verifyTimeout": "2m",
+                "template": {"spec": {"containers": [{"name": "u", "image": "upd:1"}]}},
+            },
+            "maintenance": {
+                "windows": [
+                    {
+                        "name": "storm",
+                        "once": opens.isoformat().replace("+00:00", "Z"),
+                        "duration": "2h",
+                    }
+                ]
+            },
+        },
+    }
+
+
+def claim(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def deployment(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "app:1"}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": name}}],
+                },
+            },
+        },
+    }
+
+
+# ---- helpers -------------------------------------------------------------------------
+class Bench:
+    def __init__(self, dev: DevCluster, parallelism: int) -> None:
+        self.dev = dev
+        self.api = config.new_client_from_config(str(dev.kubeconfig))
+        self.api.configuration.connection_pool_maxsize = max(parallelism, 50) * 2
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.batch = client.BatchV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.run_id = uuid.uuid4().hex[:6]
+        self.namespaces: list[str] = []
+
+    def make_namespaces(self, part: str, count: int) -> list[str]:
+        names = [f"bench-{self.run_id}-{part}-{i}" for i in range(count)]
+        for ns in names:
+            self.core.create_namespace({"metadata": {"name": ns}})
+        self.namespaces += names
+        return names
+
+    def cleanup(self) -> None:
+        for ns in self.namespaces:
+            self.dev.kubectl("delete", "ns", ns, "--wait=false")
+
+    def server_requests(self) -> float:
+        text = self.dev.kubectl("get", "--raw", "/metrics")
+        return sum(
+            float(m.group(1))
+            for m in re.finditer(r"^apiserver_request_total\{[^}]*\} (\S+)$", text, re.M)
+        )
+
+    def start_operator(self, part: str, namespaces: list[str], env: dict[str, str]) -> Operator:
+        port = free_port()
+        full = {
+            **os.environ,
+            "KUBECONFIG": str(self.dev.kubeconfig),
+            "PYTHONPATH": str(REPO / "operator"),
+            "PATCHWARDEN_METRICS_PORT": str(port),
+            "PATCHWARDEN_PEERING_NAME": f"bench-{self.run_id}-{part}",
+            "PATCHWARDEN_NAMESPACES": ",".join(namespaces),
+            **env,
+        }
+        log = (REPO / "bench" / f"operator-{part}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "patchwarden", "run"],
+            env=full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return Operator(process, port)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Operator:
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process, self.port = process, port
+        self.started = time.monotonic()
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def requests(self, verbs: Iterable[str] | None = None) -> float:
+        """The operator's own count of its API requests (patchwarden_kube_requests_total)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
+        wanted = set(verbs) if verbs else None
+        total = 0.0
+        for m in re.finditer(
+            r'^patchwarden_kube_requests_total\{resource="[^"]*",verb="([A-Z]+)"\} (\S+)$',
+            text.decode(),
+            re.M,
+        ):
+            if wanted is None or m.group(1) in wanted:
+                total += float(m.group(2))
+        return total
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def parallel(threads: int, fn: Callable[[Any], Any], items: Iterable[Any]) -> float:
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, items))
+    return time.monotonic() - started
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def spread(values: list[float]) -> dict[str, float | None]:
+    rounded = lambda v: None if v is None else round(v, 2)  # noqa: E731
+    return {
+        "p50": rounded(percentile(values, 50)),
+        "p99": rounded(percentile(values, 99)),
+        "max": rounded(max(values) if values else None),
+        "mean": rounded(statistics.fmean(values) if values else None),
+    }
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, every: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
+# ---- part 1: fleet sync ----------------------------------------------------------------
+def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    namespaces = b.make_namespaces("sync", args.namespaces)
+    names = [(namespaces[i % len(namespaces)], f"s{i}") for i in range(args.systems)]
+    create = parallel(
+        args.parallelism,
+        lambda k: b.custom.create_namespaced_custom_object(
+            GROUP, VERSION, k[0], "managedsystems", sync_system(k[1])
+        ),
+        names,
+    )
+    # The limit: the status writes a sync needs, from a plain client at the same parallelism;
+    # then the statuses are cleared so that the operator starts from nothing.
+    status = {"status": {"observedGeneration": 1, "eligible": True}}
+    raw = parallel(
+        args.parallelism,
+        lambda k: b.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, k[0], "managedsystems", k[1], status
+        ),
+        names,
+    )
+    parallel(
+        args.parallelism,
+        lambda k: b.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, k[0], "managedsystems", k[1], {"status": None}
+        ),
+        names,
     )
 
+    def synced() -> int:
+        done = 0
+        for ns in namespaces:
+            items = b.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "managedsystems")
+            for item in items["items"]:
+                s = item.get("status") or {}
+                if s.get("observedGeneration") == item["metadata"]["generation"] and s.get(
+                    "nextWindow"
+                ):
+                    done += 1
+        return done
 
-def synced(custom: client.CustomObjectsApi, namespaces: list[str]) -> tuple[int, int]:
-    done = total = 0
-    for ns in namespaces:
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, "managedsystems")[
-            "items"
-        ]:
-            total += 1
-            status = item.get("status") or {}
-            if status.get("observedGeneration") == item["metadata"]["generation"] and (
-                "nextWindow" in status or status.get("conditions")
-            ):
-                done += 1
-    return done, total
+    before = b.server_requests()
+    op = b.start_operator("sync", namespaces, {})
+    polls, done, seconds = 0, 0, None
+    try:
+        while time.monotonic() - op.started < args.timeout:
+            done = synced()
+            polls += len(namespaces)
+            if done == args.systems:
+                seconds = time.monotonic() - op.started
+                break
+            time.sleep(0.5)
+        rss = op.peak_rss_mb()
+        client_requests = op.requests()
+    finally:
+        op.stop()
+    server = b.server_requests() - before - polls - 1
+    return {
+        "systems": args.systems,
+        "namespaces": args.namespaces,
+        "create_seconds": round(create, 2),
+        "sync_seconds": round(seconds, 2) if seconds else None,
+        "systems_synced": done,
+        "operator_peak_rss_mb": round(rss, 1),
+        "requests_per_system_client": round(client_requests / args.systems, 2),
+        "requests_per_system_server": round(server / args.systems, 2),
+        "raw_status_writes_seconds": round(raw, 2),
+        "raw_status_writes_per_second": round(args.systems / raw, 1),
+        "ratio_operator_to_raw": round(seconds / raw, 2) if seconds else None,
+    }
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+# ---- part 2: the window storm ------------------------------------------------------------
+class RunWatch:
+    """Watches UpdateRuns and Jobs in the storm namespaces: first-seen times and concurrency."""
+
+    def __init__(self, b: Bench, namespaces: set[str]) -> None:
+        self.b, self.namespaces = b, namespaces
+        self.lock = threading.Lock()
+        self.phase: dict[str, str] = {}
+        self.created: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+        self.jobs: dict[str, float] = {}
+        self.most_active = 0
+        self.stopped = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._follow, args=(kind,), daemon=True)
+            for kind in ("runs", "jobs")
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _follow(self, kind: str) -> None:
+        while not self.stopped.is_set():
+            w = watch.Watch()
+            if kind == "runs":
+                stream = w.stream(
+                    self.b.custom.list_cluster_custom_object,
+                    GROUP,
+                    VERSION,
+                    "updateruns",
+                    timeout_seconds=30,
+                )
+            else:
+                stream = w.stream(
+                    self.b.batch.list_job_for_all_namespaces,
+                    label_selector="patchwarden.io/run",
+                    timeout_seconds=30,
+                    _preload_content=True,
+                )
+            for event in stream:
+                obj = event["object"]
+                meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata.to_dict()
+                if meta["namespace"] not in self.namespaces:
+                    continue
+                key, now = f"{meta['namespace']}/{meta['name']}", time.time()
+                with self.lock:
+                    if kind == "jobs":
+                        self.jobs.setdefault(key, now)
+                        continue
+                    self.created.setdefault(key, now)
+                    phase = (obj.get("status") or {}).get("phase") or "Pending"
+                    self.phase[key] = phase
+                    if phase not in ACTIVE_PHASES:
+                        self.ended.setdefault(key, now)
+                    active = sum(1 for p in self.phase.values() if p in ACTIVE_PHASES)
+                    self.most_active = max(self.most_active, active)
+                if self.stopped.is_set():
+                    break
+
+    def succeeded(self) -> int:
+        with self.lock:
+            return sum(1 for p in self.phase.values() if p == "Succeeded")
+
+    def finished(self) -> int:
+        with self.lock:
+            return sum(1 for p in self.phase.values() if p not in ACTIVE_PHASES)
 
 
+def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    count, limit = args.storm_systems, args.storm_limit
+    namespaces = b.make_namespaces("storm", args.storm_namespaces)
+    names = [(namespaces[i % len(namespaces)], f"w{i}") for i in range(count)]
+    prepared = time.monotonic()
+    parallel(
+        args.parallelism,
+        lambda k: (
+            b.core.create_namespaced_persistent_volume_claim(k[0], claim(k[1])),
+            b.apps.create_namespaced_deployment(k[0], deployment(k[1])),
+        ),
+        names,
+    )
+
+    def ready() -> bool:
+        bound = sum(
+            1
+            for ns in namespaces
+            for c in b.core.list_namespaced_persistent_volume_claim(ns).items
+            if c.status.phase == "Bound"
+        )
+        available = sum(
+            1
+            for ns in namespaces
+            for d in b.apps.list_namespaced_deployment(ns).items
+            if (d.status.ready_replicas or 0) >= 1
+        )
+        return bound == count and available == count
+
+    wait_until("storm workloads ready", ready, args.timeout, every=2)
+    workloads_seconds = time.monotonic() - prepared
+
+    # The window opens `lead` seconds after the systems exist: time for the operator to sync.
+    opens = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=args.storm_lead)
+    parallel(
+        args.parallelism,
+        lambda k: b.custom.create_namespaced_custom_object(
+            GROUP, VERSION, k[0], "managedsystems", storm_system(k[1], opens)
+        ),
+        names,
+    )
+    watcher = RunWatch(b, set(namespaces))
+    op = b.start_operator(
+        "storm",
+        namespaces,
+        {
+            "PATCHWARDEN_MAX_CONCURRENT_RUNS": str(limit),
+            "PATCHWARDEN_MAX_RUNS_PER_CUSTOMER": str(limit),
+            "PATCHWARDEN_MAX_ERRORS_PER_WINDOW": str(count),
+            "PATCHWARDEN_RUN_POLL_SECONDS": "1",
+        },
+    )
+    try:
+        if datetime.now(UTC) > opens - timedelta(seconds=2):
+            raise RuntimeError(f"--storm-lead {args.storm_lead} s is too short to set up")
+        while (opens - datetime.now(UTC)).total_seconds() > 1:
+            time.sleep(0.05)
+        requests_before, writes_before = op.requests(), op.requests(WRITES)
+        while datetime.now(UTC) < opens:
+            time.sleep(0.01)
+        t0 = opens.timestamp()
+        wait_until("every storm run ended", lambda: watcher.finished() >= count, args.timeout, 0.5)
+        all_done = max(watcher.ended.values()) - t0
+        rss = op.peak_rss_mb()
+        writes = op.requests(WRITES) - writes_before
+        requests = op.requests() - requests_before
+    finally:
+        watcher.stopped.set()
+        op.stop()
+    with watcher.lock:
+        job_delays = [t - t0 for t in watcher.jobs.values()]
+        first_wave = sorted(job_delays)[:limit]
+        created = sorted(watcher.created.values())
+        ends = sorted(watcher.ended.values())
+        # How soon a freed slot is filled: each run created after the first wave, against the
+        # latest run end before it.
+        refill = []
+        for t in created[limit:]:
+            before = [e for e in ends if e <= t]
+            if before:
+                refill.append(t - before[-1])
+        phases = dict(watcher.phase)
+    return {
+        "systems": count,
+        "namespaces": len(namespaces),
+        "limit": limit,
+        "lead_seconds": args.storm_lead,
+        "workloads_ready_seconds": round(workloads_seconds, 1),
+        "runs_seen": len(phases),
+        "runs_succeeded": sum(1 for p in phases.values() if p == "Succeeded"),
+        "runs_not_succeeded": sorted({p for p in phases.values() if p != "Succeeded"}),
+        "jobs_seen": len(job_delays),
+        "open_to_job_seconds": spread(job_delays),
+        "open_to_job_first_wave_seconds": spread(first_wave),
+        "slot_freed_to_next_run_seconds": spread(refill),
+        "open_to_all_ended_seconds": round(all_done, 1),
+        "most_runs_at_once": watcher.most_active,
+        "limit_held": watcher.most_active <= limit,
+        "operator_peak_rss_mb": round(rss, 1),
+        "operator_requests_from_open": round(requests),
+        "operator_writes_from_open": round(writes),
+        "operator_writes_per_run": round(writes / count, 1),
+    }
+
+
+def raw_storm(b: Bench, args: argparse.Namespace, run_patches: int) -> dict[str, Any]:
+    """The storm's writes from a plain client, `limit` at a time, built by patchwarden's own
+    builders: per system its run record, ``run_patches`` status patches of the run, a
+    snapshot, the Job, and a status patch of the system."""
+    count, limit = args.storm_systems, args.storm_limit
+    namespaces = b.make_namespaces("raw", args.storm_namespaces)
+    names = [(namespaces[i % len(namespaces)], f"r{i}") for i in range(count)]
+    opens = datetime(2026, 11, 29, 22, tzinfo=UTC)
+    window = WindowRef(
+        name="storm",
+        start=opens.isoformat(),
+        end=(opens + timedelta(hours=2)).isoformat(),
+        cutoff=(opens + timedelta(hours=1)).isoformat(),
+    )
+    systems = {}
+    for ns, name in names:
+        body = storm_system(name, opens)
+        created = b.custom.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "managedsystems", body
+        )
+        systems[(ns, name)] = (
+            created["metadata"]["uid"],
+            ManagedSystemSpec.model_validate(body["spec"]),
+        )
+
+    def one(k: tuple[str, str]) -> int:
+        ns, name = k
+        uid, spec = systems[k]
+        run = builders.update_run(
+            system=name,
+            system_uid=uid,
+            customer=spec.customer,
+            trigger=Trigger.PROACTIVE,
+            window=window,
+            window_start=opens,
+            classes=["security"],
+            components=[],
+        )
+        created = b.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "updateruns", run)
+        run_name = run["metadata"]["name"]
+        snapshot = builders.volume_snapshot(
+            run=run_name, system=name, claim=name, snapshot_class="standard-snapshots"
+        )
+        b.custom.create_namespaced_custom_object(
+            "snapshot.storage.k8s.io", "v1", ns, "volumesnapshots", snapshot
+        )
+        job = builders.update_job(
+            run=run_name,
+            run_uid=created["metadata"]["uid"],
+            system=name,
+            spec=spec,
+            classes=["security"],
+            ticket=None,
+            deadline_seconds=3600,
+        )
+        b.batch.create_namespaced_job(ns, job)
+        for i in range(run_patches):
+            b.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, "updateruns", run_name, {"status": {"message": f"step {i}"}}
+            )
+        b.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "managedsystems", name, {"status": {"observedGeneration": 1}}
+        )
+        return 4 + run_patches
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(limit) as pool:
+        writes = sum(pool.map(one, names))
+    seconds = time.monotonic() - started
+    return {
+        "writes": writes,
+        "run_status_patches_each": run_patches,
+        "seconds": round(seconds, 2),
+        "writes_per_second": round(writes / seconds, 1),
+    }
+
+
+# ---- main ------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", type=int, default=2000)
-    parser.add_argument("--namespaces", type=int, default=50)
-    parser.add_argument("--parallelism", type=int, default=16)
-    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--systems", type=int, default=2000, help="fleet sync size (default 2000)")
+    parser.add_argument("--namespaces", type=int, default=50, help="for the fleet (default 50)")
+    parser.add_argument("--parallelism", type=int, default=16, help="raw client threads (16)")
+    parser.add_argument("--storm-systems", type=int, default=500, help="default 500")
+    parser.add_argument("--storm-namespaces", type=int, default=10, help="default 10")
+    parser.add_argument("--storm-limit", type=int, default=50, help="max concurrent runs (50)")
+    parser.add_argument("--storm-lead", type=float, default=45, help="s until the window opens")
+    parser.add_argument("--skip-sync", action="store_true")
+    parser.add_argument("--skip-storm", action="store_true")
+    parser.add_argument("--timeout", type=float, default=900, help="per part, seconds")
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
     args = parser.parse_args()
 
     dev = DevCluster(state_dir=REPO / ".cluster", tools_dir=resolve_tools(REPO))
     dev.up()
     dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    api = config.new_client_from_config(str(dev.kubeconfig))
-    api.configuration.connection_pool_maxsize = args.parallelism * 2
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    run_id = uuid.uuid4().hex[:6]
-    namespaces = [f"bench-{run_id}-{i}" for i in range(args.namespaces)]
-    for ns in namespaces:
-        core.create_namespace({"metadata": {"name": ns}})
-    names = [(namespaces[i % len(namespaces)], f"s{i}") for i in range(args.systems)]
-
-    started = time.monotonic()
-    with ThreadPoolExecutor(args.parallelism) as pool:
-        list(
-            pool.map(
-                lambda k: custom.create_namespaced_custom_object(
-                    GROUP, VERSION, k[0], "managedsystems", system(k[1])
-                ),
-                names,
-            )
-        )
-    create_seconds = time.monotonic() - started
-
-    # The raw limit: the same status writes from a plain client at the same parallelism.
-    status = {"status": {"observedGeneration": 1, "eligible": True}}
-    started = time.monotonic()
-    with ThreadPoolExecutor(args.parallelism) as pool:
-        list(
-            pool.map(
-                lambda k: custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, k[0], "managedsystems", k[1], status
-                ),
-                names,
-            )
-        )
-    raw_seconds = time.monotonic() - started
-    for ns in namespaces:  # let the operator start from systems without status
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, ns, "managedsystems")[
-            "items"
-        ]:
-            custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, "managedsystems", item["metadata"]["name"], {"status": None}
-            )
-
-    before = server_requests(dev)
-    env = {**os.environ, "KUBECONFIG": str(dev.kubeconfig), "PATCHWARDEN_METRICS_PORT": "0"}
-    cmd = [sys.executable, "-m", "patchwarden", "run"]
-    for ns in namespaces:
-        cmd += ["-n", ns]
-    log = (REPO / "bench" / "operator.log").open("wb")
-    operator = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    started, polls, done, sync_seconds = time.monotonic(), 0, 0, None
-    try:
-        while time.monotonic() - started < args.timeout:
-            done, total = synced(custom, namespaces)
-            polls += len(namespaces)
-            if done == total == args.systems:
-                sync_seconds = time.monotonic() - started
-                break
-            time.sleep(1)
-        rss = peak_rss_mb(operator.pid)
-    finally:
-        operator.terminate()
-        operator.wait(timeout=60)
-    requests = server_requests(dev) - before - polls - 2
-
-    results = {
-        "inputs": {
-            "systems": args.systems,
-            "namespaces": args.namespaces,
-            "parallelism": args.parallelism,
-        },
-        "fleet_sync_seconds": sync_seconds,
-        "systems_synced": done,
-        "operator_peak_rss_mb": round(rss, 1),
-        "api_requests_per_system_server_side": round(requests / args.systems, 2),
-        "raw_status_writes_seconds": round(raw_seconds, 2),
-        "raw_status_writes_per_second": round(args.systems / raw_seconds, 1),
-        "create_seconds": round(create_seconds, 2),
-        "ratio_operator_to_raw": round(sync_seconds / raw_seconds, 2) if sync_seconds else None,
+    b = Bench(dev, args.parallelism)
+    results: dict[str, Any] = {
+        "inputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {
             "cores": os.cpu_count(),
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(),
+            "kopf": version("kopf"),
+            "kubernetes_client": version("kubernetes"),
+            "kube_apiserver": dev.kubectl("version", "-o", "json")
+            .split('"gitVersion": "')[2]
+            .split('"')[0],
         },
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (REPO / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
-    for ns in namespaces:
-        subprocess.run(
-            [
-                str(dev.tools_dir / "kubectl"),
-                "--kubeconfig",
-                str(dev.kubeconfig),
-                "delete",
-                "ns",
-                ns,
-                "--wait=false",
-            ],
-            capture_output=True,
-            check=False,
-        )
-    return 0 if sync_seconds is not None else 1
+    ok = True
+    try:
+        if not args.skip_sync:
+            results["fleet_sync"] = fleet_sync(b, args)
+            ok &= results["fleet_sync"]["sync_seconds"] is not None
+            show(results)
+        if not args.skip_storm:
+            results["storm"] = s = storm(b, args)
+            ok &= s["limit_held"] and s["runs_succeeded"] == s["systems"]
+            # As many status patches per run as the operator made beyond the 4 other writes.
+            patches = max(1, round(s["operator_writes_per_run"]) - 4)
+            results["raw_storm"] = r = raw_storm(b, args, patches)
+            r["ratio_operator_to_raw"] = round(s["open_to_all_ended_seconds"] / r["seconds"], 2)
+            show(results)
+    finally:
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        b.cleanup()
+    print(f"written: {args.output}")
+    return 0 if ok else 1
+
+
+def show(results: dict[str, Any]) -> None:
+    for part in ("fleet_sync", "storm", "raw_storm"):
+        if part not in results:
+            continue
+        print(f"\n{part}")
+        for key, value in results[part].items():
+            print(f"  {key:<34} {value}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 from patchwarden import builders, metrics
 from patchwarden import conditions as c
 from patchwarden.api.run import Phase
+from patchwarden.controller import slim
 from patchwarden.kube import Kube
 from patchwarden.policy import assess
 from patchwarden.reconcile import (
@@ -74,7 +75,7 @@ class App:
     def observe_request(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         with self.lock:
-            self.requests[(meta["namespace"], meta["name"])] = body
+            self.requests[(meta["namespace"], meta["name"])] = slim(body)
 
     def forget_request(self, ns: str, name: str) -> None:
         with self.lock:

@@ -110,6 +110,7 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=settings.namespaces,
         standalone=False,
         priority=settings.priority,
+        identity=settings.identity,  # type: ignore[arg-type]
         peering_name=settings.peering_name,
         memo=memo,
     )

@@ -1,15 +1,18 @@
 """The kopf wiring: every ``@kopf`` decorator lives here and hands off in a few lines.
 
-* each ManagedSystem has a daemon: it reconciles the system (status,
-  conditions, its requests) and starts its update run when one is due, then
-  sleeps until the next window start, the resync interval, or a change;
+* ManagedSystems: kopf's watch feeds ``controller.py`` (a cache, a delay queue
+  and ``PATCHWARDEN_API_WORKERS`` workers): each reconcile writes the status and
+  conditions, decides the system's requests, starts its update run when one is
+  due, and says when to look again (the next window start, the resync
+  interval); a spec change or a finished run queues the system at once;
 * each unfinished UpdateRun has a daemon that drives it step by step
   (``runner.py``); after a restart it resumes from the recorded phase;
 * UpdateRequests are decided when they change, and cancel their run when
   deleted before it started.
 
-kopf's finalizer and progress annotations live under ``patchwarden.io``;
-peering (``settings.peering_name``) makes sure two replicas never act twice.
+kopf's finalizer and progress annotations (runs and requests only) live under
+``patchwarden.io``; peering (``settings.peering_name``) makes sure two
+replicas never act twice.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 from kubernetes import client, config
@@ -26,13 +30,15 @@ from kubernetes.client.rest import ApiException
 from patchwarden import metrics
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.app import App
+from patchwarden.controller import SystemController, blocked_by
 from patchwarden.kube import Kube
 from patchwarden.scheduler import TERMINAL
 from patchwarden.settings import Settings
 
 log = logging.getLogger(__name__)
 KEY = "patchwarden"
-_pokes: dict[tuple[str, str], asyncio.Event] = {}
+CONTROLLER = "controller"
+PEERING_POLL_SECONDS = 2.0
 
 
 def _api(connections: int) -> client.ApiClient:
@@ -43,12 +49,6 @@ def _api(connections: int) -> client.ApiClient:
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = connections
     return client.ApiClient(configuration)
-
-
-def _emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Post a Kubernetes Event about ``body`` (any object with apiVersion, kind, metadata)."""
-    post = kopf.warn if type_ == "Warning" else kopf.info
-    post(kopf.Body(cast(kopf.RawBody, body)), reason=reason, message=message[:1000])
 
 
 def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
@@ -74,7 +74,23 @@ def make_app(ours: Settings) -> App:
     """The shared state; the CLI builds it before kopf starts (and creates the peering)."""
     api = _api(ours.api_workers)
     ensure_peering(api, ours)
-    app = App(settings=ours, kube=Kube(api), emit=_emit)
+    kube = Kube(api, metrics.count_kube_request)
+
+    def emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        # Posted by our client in the calling thread (the system workers run outside the
+        # per-object context kopf's own posting needs); an Event lost is only logged.
+        try:
+            kube.post_event(body, type_, reason, message)
+        except ApiException as exc:
+            log.warning(
+                "event %s about %s/%s not posted: %s",
+                reason,
+                body["metadata"].get("namespace"),
+                body["metadata"].get("name"),
+                exc.reason,
+            )
+
+    app = App(settings=ours, kube=kube, emit=emit)
     # Know every run before the first scheduling decision; the watch keeps it current.
     for ns in ours.namespaces or [None]:
         for run in app.kube.list_objects("updateruns", ns):
@@ -102,6 +118,49 @@ async def size_thread_pool(memo: Any, **_: Any) -> None:
     """Blocking API calls run in threads; as many as there are API connections."""
     workers = _app(memo).settings.api_workers
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers))
+
+
+@kopf.on.startup()
+async def start_controller(memo: Any, **_: Any) -> None:
+    """The ManagedSystem workers (see controller.py) and the peering check that gates them."""
+    app = _app(memo)
+    controller = SystemController(app.reconcile_system, app.settings.api_workers)
+    memo[CONTROLLER] = controller
+    metrics.WORK_QUEUE_BACKLOG.set_function(controller.queue.backlog)
+    memo["controller_tasks"] = [
+        asyncio.create_task(controller.work(), name=f"system worker {i}")
+        for i in range(controller.workers)
+    ] + [asyncio.create_task(_watch_peering(app, controller), name="peering check")]
+
+
+async def _watch_peering(app: App, controller: SystemController) -> None:
+    """Let the workers run only while no live peer outranks this replica (kopf's rule)."""
+    s = app.settings
+    while True:
+        try:
+            peers = await asyncio.to_thread(app.kube.peers, s.peering_name, s.namespaces)
+            blockers = blocked_by(peers, s.identity, s.priority, datetime.now(UTC))
+            controller.set_active(
+                not blockers,
+                f"peers {', '.join(blockers)} outrank this replica"
+                if blockers
+                else "this replica holds the peering",
+            )
+        except ApiException as exc:
+            log.warning("peering check: API error %s: %s", exc.status, exc.reason)
+        await asyncio.sleep(PEERING_POLL_SECONDS)
+
+
+@kopf.on.cleanup()
+async def stop_controller(memo: Any, **_: Any) -> None:
+    for task in memo.get("controller_tasks", []):
+        task.cancel()
+
+
+def _controller(memo: Any) -> SystemController:
+    controller = memo[CONTROLLER]
+    assert isinstance(controller, SystemController)
+    return controller
 
 
 @kopf.on.startup()
@@ -133,48 +192,10 @@ def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
         _app(memo).observe_run(dict(body))
 
 
-def _poke(namespace: str | None, name: str) -> None:
-    event = _pokes.get((namespace or "", name))
-    if event is not None:
-        event.set()
-
-
-@kopf.daemon(GROUP, VERSION, "managedsystems", id="system", cancellation_timeout=10)
-async def system_daemon(stopped: kopf.DaemonStopped, body: kopf.Body, memo: Any, **_: Any) -> None:
-    app = _app(memo)
-    key = (body.metadata.namespace or "", body.metadata.name or "")
-    poke = _pokes.setdefault(key, asyncio.Event())
-    try:
-        while not stopped:
-            poke.clear()
-            snapshot = dict(body)
-            try:
-                delay = await asyncio.to_thread(app.reconcile_system, snapshot)
-            except ApiException as exc:
-                log.warning(
-                    "system %s/%s: API error %s, retrying: %s", *key, exc.status, exc.reason
-                )
-                delay = 5.0
-            await _sleep(stopped, poke, delay)
-    finally:
-        _pokes.pop(key, None)
-
-
-async def _sleep(stopped: kopf.DaemonStopped, poke: asyncio.Event, delay: float) -> None:
-    waits = {asyncio.ensure_future(stopped.wait(delay)), asyncio.ensure_future(poke.wait())}
-    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-
-
-@kopf.on.delete(GROUP, VERSION, "managedsystems", optional=True)
-def system_deleted(namespace: str | None, name: str, **_: Any) -> None:
-    metrics.forget_system(namespace or "", name)
-
-
-@kopf.on.update(GROUP, VERSION, "managedsystems", field="spec")
-def system_changed(namespace: str | None, name: str, **_: Any) -> None:
-    _poke(namespace, name)
+@kopf.on.event(GROUP, VERSION, "managedsystems")
+async def system_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Feed the controller's cache; a new or changed system is queued for a reconcile."""
+    _controller(memo).observe(kwargs.get("type"), body)
 
 
 @kopf.daemon(
@@ -203,7 +224,7 @@ async def run_daemon(
             )
             delay = app.settings.run_poll_seconds
         if delay is None:
-            _poke(namespace, run["spec"]["systemRef"]["name"])
+            _controller(memo).poke(namespace, run["spec"]["systemRef"]["name"])
             return
         if delay:
             await stopped.wait(delay)
@@ -224,7 +245,7 @@ def request_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 async def request_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     snapshot = dict(body)
     await asyncio.to_thread(_app(memo).reconcile_request_alone, snapshot)
-    _poke(body.metadata.namespace, body.spec["systemRef"]["name"])
+    _controller(memo).poke(body.metadata.namespace, body.spec["systemRef"]["name"])
 
 
 @kopf.timer(

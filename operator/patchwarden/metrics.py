@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
 from datetime import UTC, datetime, time
@@ -97,6 +98,22 @@ RECONCILE_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+KUBE_REQUESTS = Counter(
+    "patchwarden_kube_requests_total",
+    "Requests the operator's own code sent to the Kubernetes API, by verb and resource "
+    "(kopf's watch streams and Event posts are not counted).",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+WORK_QUEUE_BACKLOG = Gauge(
+    "patchwarden_work_queue_backlog",
+    "ManagedSystems due for a reconcile that no worker has taken yet.",
+    registry=REGISTRY,
+)
+
+
+def count_kube_request(verb: str, resource: str) -> None:
+    KUBE_REQUESTS.labels(verb, resource).inc()
 
 
 class Fleet(Collector):
@@ -139,6 +156,13 @@ def _ts(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
 
+Series = tuple[Gauge, tuple[str, ...]]
+_SERIES: dict[tuple[str, str], set[Series]] = {}
+"""(namespace, name) → the per-system series set for it, so that refreshing or forgetting
+one system touches only its own series (not a scan of every system's)."""
+_SERIES_LOCK = threading.Lock()
+
+
 def observe_system(body: dict[str, Any], spec: Any) -> None:
     """Refresh the per-system series from a reconciled system (``spec`` may be None)."""
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -149,31 +173,29 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
     package = spec.package.value if spec.package else ""
     model = spec.service_model.value
     FLEET.systems[(ns, name)] = (spec.customer, model, package, bool(status.get("eligible")))
+    wanted: dict[Series, float] = {}
     success = _ts(status.get("lastSuccessfulUpdate"))
     if success is not None:
-        LAST_SUCCESS.labels(ns, name, spec.customer, model, package).set(success)
+        wanted[(LAST_SUCCESS, (ns, name, spec.customer, model, package))] = success
     start = _ts((status.get("nextWindow") or {}).get("start"))
     if start is not None:
-        NEXT_WINDOW.labels(ns, name).set(start)
-    else:
-        _remove(NEXT_WINDOW, ns, name)
-    _remove(END_OF_LIFE, ns, name)
+        wanted[(NEXT_WINDOW, (ns, name))] = start
     for component in spec.components:
         if component.end_of_life is not None:
             eol = datetime.combine(component.end_of_life, time.min, tzinfo=UTC).timestamp()
-            END_OF_LIFE.labels(ns, name, component.name, component.version).set(eol)
+            wanted[(END_OF_LIFE, (ns, name, component.name, component.version))] = eol
+    with _SERIES_LOCK:
+        for metric, labels in _SERIES.get((ns, name), set()) - wanted.keys():
+            metric.remove(*labels)
+        for (metric, labels), value in wanted.items():
+            metric.labels(*labels).set(value)
+        _SERIES[(ns, name)] = set(wanted)
 
 
 def forget_system(ns: str, name: str) -> None:
     FLEET.systems.pop((ns, name), None)
-    for gauge in (LAST_SUCCESS, NEXT_WINDOW, END_OF_LIFE):
-        _remove(gauge, ns, name)
-
-
-def _remove(metric: Gauge, ns: str, name: str) -> None:
-    """Drop every series of ``metric`` whose first two labels are (ns, name)."""
-    for labels in list(metric._metrics):  # prometheus_client keeps series by label tuple
-        if labels[:2] == (ns, name):
+    with _SERIES_LOCK:
+        for metric, labels in _SERIES.pop((ns, name), set()):
             metric.remove(*labels)
 
 

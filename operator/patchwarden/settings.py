@@ -7,6 +7,7 @@ and docs/operator.md list them too.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -35,6 +36,10 @@ class Settings(BaseModel):
     """Each rollback step (pods gone, claims restored, workload ready) must finish within this."""
     peering_name: str = "patchwarden"
     """kopf peering object: replicas with the same name never act twice."""
+    identity: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}-{os.urandom(3).hex()}"
+    )
+    """This replica's name in the kopf peering (default: host/pid-random)."""
     priority: int = Field(default_factory=lambda: int.from_bytes(os.urandom(2), "big"))
     """kopf peering priority; the highest runs, the others pause (default: random)."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)

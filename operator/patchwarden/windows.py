@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -126,7 +127,30 @@ def _ical_intervals(text: str, tz: ZoneInfo, begin: datetime, end: datetime) -> 
 
 
 def expand(rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime) -> list[Interval]:
-    """Every occurrence of ``rec`` that overlaps [begin, end) (aware instants), sorted."""
+    """Every occurrence of ``rec`` that overlaps [begin, end) (aware instants), sorted.
+
+    The expansion is memoised over whole UTC days: a fleet shares a handful of
+    window definitions, and each reconcile asks again with a slightly later
+    ``begin``. The occurrences overlapping the day-aligned span include every one
+    overlapping [begin, end), so filtering them gives the same answer.
+    """
+    first = begin.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    last = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if last < end:
+        last += timedelta(days=1)
+    found = _expand_days(type(rec), rec.model_dump_json(), str(tz.key), first, last)
+    window = Interval(begin, end)
+    return [i for i in found if i.overlaps(window)]
+
+
+@lru_cache(maxsize=4096)
+def _expand_days(
+    kind: type[Recurrence], rec_json: str, tz_name: str, begin: datetime, end: datetime
+) -> tuple[Interval, ...]:
+    return tuple(_expand(kind.model_validate_json(rec_json), ZoneInfo(tz_name), begin, end))
+
+
+def _expand(rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime) -> list[Interval]:
     if rec.ical is not None:
         wall_begin, wall_end = to_wall(begin, tz) - timedelta(days=1), to_wall(end, tz)
         found = _ical_intervals(rec.ical, tz, wall_begin, wall_end)

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from patchwarden.api.system import Cadence, Maintenance
 from patchwarden.windows import (
+    _expand,
     cadence_period,
+    expand,
     first_usable,
     next_windows,
     occurrences,
@@ -279,3 +281,16 @@ def test_window_properties(scenario: tuple[Maintenance, timedelta, datetime]) ->
         if begins is not None:
             assert occ.start <= begins <= occ.cutoff == occ.end - expected
             assert begins >= after
+
+
+@settings(max_examples=100, deadline=None)
+@given(scenarios(), st.integers(0, 24 * 3600), st.integers(1, 60 * 24 * 3600))
+def test_memoised_expansion_equals_a_fresh_one(
+    scenario: tuple[Maintenance, timedelta, datetime], shift: int, span: int
+) -> None:
+    m, _, after = scenario
+    tz = ZoneInfo(m.time_zone)
+    begin = after + timedelta(seconds=shift)
+    end = begin + timedelta(seconds=span)
+    for rec in [*m.windows, *m.freezes]:
+        assert expand(rec, tz, begin, end) == _expand(rec, tz, begin, end)
