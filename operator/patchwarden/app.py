@@ -42,8 +42,11 @@ from patchwarden.settings import Settings
 log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
-BLOCKED_RETRY_SECONDS = 2.0
 CLASSES_TTL = 10.0
+
+
+def _active(run: dict[str, Any]) -> bool:
+    return (run.get("status") or {}).get("phase") not in TERMINAL
 
 
 @dataclass
@@ -60,17 +63,25 @@ class App:
     creates itself, so that the fleet limits see a run the moment it is created."""
     requests: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRequest this process knows, fed by the watch."""
+    waiting: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    """Systems whose due run the fleet limits hold back, oldest first: (namespace, name) →
+    (customer, window start). A freed slot wakes the first that fit (:meth:`waiters_to_wake`)."""
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
 
-    def observe_run(self, body: dict[str, Any]) -> None:
+    def observe_run(self, body: dict[str, Any]) -> bool:
+        """Record a run; True when this frees a slot (an active run ended)."""
         meta = body["metadata"]
+        phase = (body.get("status") or {}).get("phase")
         summary = {
             "metadata": {"namespace": meta["namespace"], "name": meta["name"]},
             "spec": body["spec"],
-            "status": {"phase": (body.get("status") or {}).get("phase")},
+            "status": {"phase": phase},
         }
+        key = (meta["namespace"], meta["name"])
         with self.lock:
-            self.runs[(meta["namespace"], meta["name"])] = summary
+            old = self.runs.get(key)
+            self.runs[key] = summary
+        return old is not None and _active(old) and phase in TERMINAL
 
     def observe_request(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -81,9 +92,35 @@ class App:
         with self.lock:
             self.requests.pop((ns, name), None)
 
-    def forget_run(self, ns: str, name: str) -> None:
+    def forget_run(self, ns: str, name: str) -> bool:
+        """Forget a deleted run; True when this frees a slot (it was active)."""
         with self.lock:
-            self.runs.pop((ns, name), None)
+            old = self.runs.pop((ns, name), None)
+        return old is not None and _active(old)
+
+    def forget_system(self, ns: str, name: str) -> None:
+        with self.lock:
+            self.waiting.pop((ns, name), None)
+
+    def waiters_to_wake(self) -> list[tuple[str, str]]:
+        """The systems held back by the limits that would now fit, oldest first, at most
+        as many as there are free slots (decided again under the lock when they start)."""
+        with self.lock:
+            runs = list(self.runs.values())
+            free = self.settings.max_concurrent_runs - sum(1 for r in runs if _active(r))
+            woken: list[tuple[str, str]] = []
+            for key, (customer, window_start) in self.waiting.items():
+                if len(woken) >= free:
+                    break
+                if within_limits(customer, window_start, runs, self.limits) is None:
+                    woken.append(key)
+                    runs.append(
+                        {
+                            "spec": {"customer": customer, "window": {"start": window_start}},
+                            "status": {"phase": Phase.PENDING.value},
+                        }
+                    )
+            return woken
 
     def _known_runs(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -170,22 +207,22 @@ class App:
             blocked = self._start(body, spec, start)
             if blocked:
                 log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
-                return BLOCKED_RETRY_SECONDS
-        if facts.active_run or start is not None:
-            return min(self.settings.resync_seconds, 5.0)
+                # A freed slot wakes it (waiters_to_wake); the resync is the fallback.
+                return self.settings.resync_seconds
+        # While a run is in progress, its end queues the system again.
         return requeue_after(status, self.now(), self.settings.resync_seconds)
 
     def _start(self, body: dict[str, Any], spec: Any, start: Any) -> str | None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        window_start = window_ref(start.occurrence).start
         with self.lock:  # one decision at a time, on the current runs: the limits hold
             blocked = within_limits(
-                spec.customer,
-                window_ref(start.occurrence).start,
-                list(self.runs.values()),
-                self.limits,
+                spec.customer, window_start, list(self.runs.values()), self.limits
             )
             if blocked:
+                self.waiting.setdefault((ns, name), (spec.customer, window_start))
                 return blocked
+            self.waiting.pop((ns, name), None)
             manifest = builders.update_run(
                 system=name,
                 system_uid=body["metadata"]["uid"],

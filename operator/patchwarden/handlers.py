@@ -184,18 +184,27 @@ def _app(memo: Any) -> App:
 
 
 @kopf.on.event(GROUP, VERSION, "updateruns")
-def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Keep the App's registry of runs (which the fleet limits read) in step with the cluster."""
+async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Keep the App's registry of runs (which the fleet limits read) in step with the cluster;
+    when a run in progress ends or goes, wake the systems waiting for its slot."""
+    app = _app(memo)
     if kwargs.get("type") == "DELETED":
-        _app(memo).forget_run(body.metadata.namespace or "", body.metadata.name or "")
+        freed = app.forget_run(body.metadata.namespace or "", body.metadata.name or "")
     elif body.get("spec"):
-        _app(memo).observe_run(dict(body))
+        freed = app.observe_run(dict(body))
+    else:
+        return
+    if freed:
+        for key in app.waiters_to_wake():
+            _controller(memo).poke(*key)
 
 
 @kopf.on.event(GROUP, VERSION, "managedsystems")
 async def system_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Feed the controller's cache; a new or changed system is queued for a reconcile."""
     _controller(memo).observe(kwargs.get("type"), body)
+    if kwargs.get("type") == "DELETED":
+        _app(memo).forget_system(body.metadata.namespace or "", body.metadata.name or "")
 
 
 @kopf.daemon(

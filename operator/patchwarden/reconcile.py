@@ -211,9 +211,10 @@ def request_status(
 
 def requeue_after(status: dict[str, Any], now: datetime, resync: float) -> float:
     """Seconds until the system needs another look: the start of the next window that
-    ``system_status`` found, or the resync interval."""
+    ``system_status`` found, or the resync interval. A window already open needs no timer:
+    what happens in it (a run ends, a request arrives) queues the system itself."""
     start = (status.get("nextWindow") or {}).get("start")
     if start is None:
         return resync
     until = (datetime.fromisoformat(start.replace("Z", "+00:00")) - now) / timedelta(seconds=1)
-    return max(0.0, min(resync, until))
+    return resync if until <= 0 else min(resync, until)

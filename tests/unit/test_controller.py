@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from patchwarden.app import App
 from patchwarden.controller import DelayQueue, SystemController, blocked_by, slim
 from patchwarden.kube import resource_of
+from patchwarden.settings import Settings
 
 
 class Clock:
@@ -217,3 +219,34 @@ def test_slim_leaves_the_original_alone() -> None:
 )
 def test_the_request_counter_names_the_resource(path: str, resource: str) -> None:
     assert resource_of(path) == resource
+
+
+def run(name: str, customer: str, phase: str | None) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": name},
+        "spec": {"customer": customer, "window": {"start": "2026-11-29T22:00:00Z"}},
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
+    app = App(
+        settings=Settings(max_concurrent_runs=2, max_runs_per_customer=1),
+        kube=None,  # type: ignore[arg-type]  # waiters_to_wake makes no API call
+        emit=lambda *_: None,
+    )
+    assert not app.observe_run(run("r1", "acme", "Updating"))
+    assert not app.observe_run(run("r2", "globex", "Snapshotting"))
+    start = "2026-11-29T22:00:00Z"
+    for name, customer in [("w1", "acme"), ("w2", "acme"), ("w3", "initech"), ("w4", "umbrella")]:
+        app.waiting[("ns", name)] = (customer, start)
+    assert app.waiters_to_wake() == [], "no free slot"
+    assert app.observe_run(run("r1", "acme", "Succeeded")), "an active run ended: a slot freed"
+    # One slot: w1 (acme, whose run just ended) is the oldest and fits.
+    assert app.waiters_to_wake() == [("ns", "w1")]
+    assert app.forget_run("ns", "r2"), "a deleted active run frees its slot too"
+    # Two slots: w1 takes one; w2 would be acme's second run at once; w3 fits.
+    assert app.waiters_to_wake() == [("ns", "w1"), ("ns", "w3")]
+    app.forget_system("ns", "w1")
+    assert app.waiters_to_wake() == [("ns", "w2"), ("ns", "w3")]
+    assert not app.observe_run(run("r1", "acme", "Succeeded")), "already ended: nothing freed"

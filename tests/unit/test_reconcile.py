@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from patchwarden.reconcile import SystemFacts, request_status, system_status
+from patchwarden.reconcile import SystemFacts, request_status, requeue_after, system_status
 from patchwarden.settings import Settings
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
@@ -149,3 +149,12 @@ def test_a_past_one_off_window_is_no_problem() -> None:
     }
     status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
     assert problems == [] and "nextWindow" not in status
+
+
+def test_requeue_at_the_next_window_start_but_never_in_a_loop_inside_an_open_one() -> None:
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    at = lambda minutes: {"nextWindow": {"start": (now + timedelta(minutes=minutes)).isoformat()}}  # noqa: E731
+    assert requeue_after(at(10), now, 3600) == 600
+    assert requeue_after(at(120), now, 3600) == 3600
+    assert requeue_after(at(-5), now, 3600) == 3600, "open already: its events queue the system"
+    assert requeue_after({}, now, 60) == 60
