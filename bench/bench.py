@@ -7,8 +7,9 @@
 Runs against the local control plane (brought up if needed; kwok runs the
 pods, so Jobs complete). Three parts:
 
-1. **fleet sync** — N SaaS ManagedSystems (one weekly window) spread over
-   namespaces, created before the operator starts; the time from the
+1. **fleet sync** — N SaaS ManagedSystems (one weekly window), each with its
+   Deployment (scaled to zero), spread over namespaces, created before the
+   operator starts; the time from the
    operator's start until every status shows ``observedGeneration ==
    metadata.generation`` and a ``nextWindow``; the operator's peak RSS
    (VmHWM); API requests per system counted at the client (the operator's
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
@@ -123,18 +125,16 @@ def claim(name: str) -> dict[str, Any]:
     }
 
 
-def deployment(name: str) -> dict[str, Any]:
+def deployment(name: str, replicas: int = 1, claim: bool = True) -> dict[str, Any]:
+    volumes = [{"name": "d", "persistentVolumeClaim": {"claimName": name}}] if claim else []
     return {
         "metadata": {"name": name},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [{"name": "app", "image": "app:1"}],
-                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": name}}],
-                },
+                "spec": {"containers": [{"name": "app", "image": "app:1"}], "volumes": volumes},
             },
         },
     }
@@ -142,8 +142,8 @@ def deployment(name: str) -> dict[str, Any]:
 
 # ---- helpers -------------------------------------------------------------------------
 class Bench:
-    def __init__(self, dev: DevCluster, parallelism: int) -> None:
-        self.dev = dev
+    def __init__(self, dev: DevCluster, parallelism: int, profile: Path | None) -> None:
+        self.dev, self.profile = dev, profile
         self.api = config.new_client_from_config(str(dev.kubeconfig))
         self.api.configuration.connection_pool_maxsize = max(parallelism, 50) * 2
         self.core = client.CoreV1Api(self.api)
@@ -172,12 +172,31 @@ class Bench:
             ]
 
         for ns in leftovers():
-            self.dev.kubectl("delete", "ns", ns, "--wait=false")
+            self.dev.kubectl("delete", "ns", ns, "--wait=false", "--ignore-not-found")
+            # A benchmark stopped midway leaves runs (and, before 0.2, systems) with kopf's
+            # finalizer and no operator to remove it: the namespace would never go.
+            for plural in ("managedsystems", "updateruns", "updaterequests"):
+                for item in self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)[
+                    "items"
+                ]:
+                    if item["metadata"].get("finalizers"):
+                        try:
+                            self.custom.patch_namespaced_custom_object(
+                                GROUP,
+                                VERSION,
+                                ns,
+                                plural,
+                                item["metadata"]["name"],
+                                {"metadata": {"finalizers": None}},
+                            )
+                        except ApiException as exc:
+                            if exc.status != 404:
+                                raise
         wait_until("earlier benchmark namespaces deleted", lambda: not leftovers(), timeout, 2)
 
     def cleanup(self) -> None:
         for ns in self.namespaces:
-            self.dev.kubectl("delete", "ns", ns, "--wait=false")
+            self.dev.kubectl("delete", "ns", ns, "--wait=false", "--ignore-not-found")
 
     def server_requests(self) -> float:
         text = self.dev.kubectl("get", "--raw", "/metrics")
@@ -204,7 +223,18 @@ class Bench:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        return Operator(process, port)
+        spy = None
+        if self.profile:
+            out = self.profile.with_name(f"{self.profile.stem}-{part}{self.profile.suffix}")
+            spy = subprocess.Popen(
+                [
+                    *(str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw"),
+                    *("--rate", "50", "-o", str(out), "--pid", str(process.pid)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        return Operator(process, port, spy)
 
 
 def free_port() -> int:
@@ -214,8 +244,10 @@ def free_port() -> int:
 
 
 class Operator:
-    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
-        self.process, self.port = process, port
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, spy: subprocess.Popen[bytes] | None
+    ) -> None:
+        self.process, self.port, self.spy = process, port, spy
         self.started = time.monotonic()
 
     def peak_rss_mb(self) -> float:
@@ -239,6 +271,9 @@ class Operator:
         return total
 
     def stop(self) -> None:
+        if self.spy is not None:  # py-spy writes its profile when interrupted
+            self.spy.send_signal(signal.SIGINT)
+            self.spy.wait(timeout=60)
         self.process.send_signal(signal.SIGINT)
         try:
             self.process.wait(timeout=60)
@@ -283,6 +318,15 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, every: floa
 def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     namespaces = b.make_namespaces("sync", args.namespaces)
     names = [(namespaces[i % len(namespaces)], f"s{i}") for i in range(args.systems)]
+    # Each system's Deployment exists (scaled to zero: no pods), as in a real fleet. The
+    # controller manager creates their ReplicaSets meanwhile, at its own QPS limit (20/s).
+    parallel(
+        args.parallelism,
+        lambda k: b.apps.create_namespaced_deployment(
+            k[0], deployment(k[1], replicas=0, claim=False)
+        ),
+        names,
+    )
     create = parallel(
         args.parallelism,
         lambda k: b.custom.create_namespaced_custom_object(
@@ -613,13 +657,18 @@ def main() -> int:
     parser.add_argument("--skip-sync", action="store_true")
     parser.add_argument("--skip-storm", action="store_true")
     parser.add_argument("--timeout", type=float, default=900, help="per part, seconds")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each operator with py-spy (raw collapsed stacks) to FILE-<part>.txt",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
     args = parser.parse_args()
 
     dev = DevCluster(state_dir=REPO / ".cluster", tools_dir=resolve_tools(REPO))
     dev.up()
     dev.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    b = Bench(dev, args.parallelism)
+    b = Bench(dev, args.parallelism, args.profile)
     b.clear_leftovers(args.timeout)
     results: dict[str, Any] = {
         "inputs": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
