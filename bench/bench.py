@@ -256,6 +256,11 @@ class Operator:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the operator process used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def requests(self, verbs: Iterable[str] | None = None) -> float:
         """The operator's own count of its API requests (patchwarden_kube_requests_total)."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
@@ -375,7 +380,7 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
                 seconds = time.monotonic() - op.started
                 break
             time.sleep(0.5)
-        rss = op.peak_rss_mb()
+        rss, cpu = op.peak_rss_mb(), op.cpu_seconds()
         client_requests = op.requests()
     finally:
         op.stop()
@@ -387,6 +392,7 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "sync_seconds": round(seconds, 2) if seconds else None,
         "systems_synced": done,
         "operator_peak_rss_mb": round(rss, 1),
+        "operator_cpu_seconds": round(cpu, 1),
         "requests_per_system_client": round(client_requests / args.systems, 2),
         "requests_per_system_server": round(server / args.systems, 2),
         "raw_status_writes_seconds": round(raw, 2),
@@ -525,7 +531,7 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         t0 = opens.timestamp()
         wait_until("every storm run ended", lambda: watcher.finished() >= count, args.timeout, 0.5)
         all_done = max(watcher.ended.values()) - t0
-        rss = op.peak_rss_mb()
+        rss, cpu = op.peak_rss_mb(), op.cpu_seconds()
         writes = op.requests(WRITES) - writes_before
         requests = op.requests() - requests_before
     finally:
@@ -561,6 +567,7 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "most_runs_at_once": watcher.most_active,
         "limit_held": watcher.most_active <= limit,
         "operator_peak_rss_mb": round(rss, 1),
+        "operator_cpu_seconds": round(cpu, 1),
         "operator_requests_from_open": round(requests),
         "operator_writes_from_open": round(writes),
         "operator_writes_per_run": round(writes / count, 1),
