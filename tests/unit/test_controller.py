@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -250,3 +251,14 @@ def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
     app.forget_system("ns", "w1")
     assert app.waiters_to_wake() == [("ns", "w2"), ("ns", "w3")]
     assert not app.observe_run(run("r1", "acme", "Succeeded")), "already ended: nothing freed"
+
+
+def test_only_kopfs_per_watch_event_success_line_is_dropped() -> None:
+    from patchwarden.handlers import _quiet_watch_handlers
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", logging.INFO, "", 0, message, None, None)
+
+    assert not _quiet_watch_handlers(record("Handler 'system_event' succeeded."))
+    assert _quiet_watch_handlers(record("Handler 'request_changed' succeeded."))
+    assert _quiet_watch_handlers(record("Handler 'system_event' failed with an exception."))
