@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
+from patchwarden.devcluster import release_finalizers
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 
@@ -107,22 +107,7 @@ def running_operator(
 
 def _release(cluster: Cluster, namespace: str) -> None:
     """Drop kopf's finalizers so the namespace can go once no operator serves it."""
-    custom = client.CustomObjectsApi(cluster.api)
-    for plural in PLURALS.values():
-        for obj in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]:
-            if obj["metadata"].get("finalizers"):
-                try:
-                    custom.patch_namespaced_custom_object(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        plural,
-                        obj["metadata"]["name"],
-                        {"metadata": {"finalizers": None}},
-                    )
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise
+    release_finalizers(client.CustomObjectsApi(cluster.api), namespace)
 
 
 # ---- objects ------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 CLASSES_TTL = 10.0
+NAMES_TTL = 10.0
 
 
 def _active(run: dict[str, Any]) -> bool:
@@ -67,6 +68,8 @@ class App:
     """Systems whose due run the fleet limits hold back, oldest first: (namespace, name) →
     (customer, window start). A freed slot wakes the first that fit (:meth:`waiters_to_wake`)."""
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+    _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
+    _names_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
 
     def observe_run(self, body: dict[str, Any]) -> bool:
         """Record a run; True when this frees a slot (an active run ended)."""
@@ -126,6 +129,22 @@ class App:
         with self.lock:
             return list(self.runs.values())
 
+    def _exists(self, kind: str, ns: str, name: str) -> bool:
+        """Whether a workload or claim exists. One LIST per kind and namespace answers every
+        system there for NAMES_TTL seconds (not a GET per system and reconcile); a name the
+        list lacks is confirmed by a GET, as the object may be newer than the list."""
+        key = (kind, ns)
+        with self._names_locks.setdefault(key, threading.Lock()):
+            listed_at, names = self._names.get(key, (0.0, frozenset()))
+            if time.monotonic() - listed_at > NAMES_TTL:
+                names = frozenset(self.kube.names(kind, ns))
+                self._names[key] = (time.monotonic(), names)
+        if name in names:
+            return True
+        if kind == "PersistentVolumeClaim":
+            return self.kube.get_claim(ns, name) is not None
+        return self.kube.get_workload(kind, ns, name) is not None
+
     def _snapshot_classes(self) -> list[dict[str, Any]]:
         """The cluster's VolumeSnapshotClasses, listed at most every CLASSES_TTL seconds."""
         listed_at, classes = self._classes
@@ -180,9 +199,10 @@ class App:
             )
         )
         if spec is not None:
-            workload = self.kube.get_workload(spec.workload.kind, ns, spec.workload.name)
-            facts.workload_found = workload is not None
-            facts.missing_claims = [v for v in spec.volumes if self.kube.get_claim(ns, v) is None]
+            facts.workload_found = self._exists(spec.workload.kind, ns, spec.workload.name)
+            facts.missing_claims = [
+                v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
+            ]
             facts.snapshot_class = resolve_snapshot_class(
                 self._snapshot_classes(),
                 spec.backup.volume_snapshot_class_name,

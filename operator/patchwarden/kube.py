@@ -202,6 +202,15 @@ class Kube:
             body["kind"] = kind
         return body
 
+    def names(self, kind: str, ns: str) -> list[str]:
+        """Names of the Deployments, StatefulSets or PersistentVolumeClaims in ``ns``."""
+        list_ = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "StatefulSet": self.apps.list_namespaced_stateful_set,
+            "PersistentVolumeClaim": self.core.list_namespaced_persistent_volume_claim,
+        }[kind]
+        return [item["metadata"]["name"] for item in self._raw(list_, ns)["items"]]
+
     def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         if kind == "Deployment":

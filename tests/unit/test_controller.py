@@ -262,3 +262,30 @@ def test_only_kopfs_per_watch_event_success_line_is_dropped() -> None:
     assert not _quiet_watch_handlers(record("Handler 'system_event' succeeded."))
     assert _quiet_watch_handlers(record("Handler 'request_changed' succeeded."))
     assert _quiet_watch_handlers(record("Handler 'system_event' failed with an exception."))
+
+
+def test_one_list_per_namespace_answers_yes_and_a_no_is_confirmed_by_a_get() -> None:
+    asked: list[str] = []
+
+    class Kube:
+        def names(self, kind: str, ns: str) -> list[str]:
+            asked.append(f"list {kind} {ns}")
+            return ["web", "db"] if kind == "Deployment" else ["data"]
+
+        def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+            asked.append(f"get {name}")
+            return {"kind": kind} if name == "newer-than-the-list" else None
+
+        def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
+            asked.append(f"get {name}")
+            return None
+
+    app = App(settings=Settings(), kube=Kube(), emit=lambda *_: None)  # type: ignore[arg-type]
+    assert app._exists("Deployment", "ns", "web")
+    assert app._exists("Deployment", "ns", "db")
+    assert app._exists("PersistentVolumeClaim", "ns", "data")
+    assert asked == ["list Deployment ns", "list PersistentVolumeClaim ns"]
+    assert app._exists("Deployment", "ns", "newer-than-the-list")
+    assert not app._exists("Deployment", "ns", "gone")
+    assert asked[2:] == ["get newer-than-the-list", "get gone"]
+    assert app._exists("Deployment", "other", "web") and asked[-1] == "list Deployment other"

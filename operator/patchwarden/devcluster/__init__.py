@@ -3,7 +3,14 @@
 Dev and test tooling only; the operator never imports it.
 """
 
+from patchwarden.devcluster.cleanup import release_finalizers
 from patchwarden.devcluster.cluster import DevCluster, DevClusterError
 from patchwarden.devcluster.tools import find_repo_root, resolve_tools
 
-__all__ = ["DevCluster", "DevClusterError", "find_repo_root", "resolve_tools"]
+__all__ = [
+    "DevCluster",
+    "DevClusterError",
+    "find_repo_root",
+    "release_finalizers",
+    "resolve_tools",
+]
