@@ -101,7 +101,8 @@ class App:
             old = self.runs.pop((ns, name), None)
         return old is not None and _active(old)
 
-    def forget_system(self, ns: str, name: str) -> None:
+    def stop_waiting(self, ns: str, name: str) -> None:
+        """The system no longer waits for a slot (it is gone, or no run is due)."""
         with self.lock:
             self.waiting.pop((ns, name), None)
 
@@ -220,9 +221,15 @@ class App:
         self._write("managedsystems", body, status)
         metrics.observe_system(body, spec)
         requests = self._reconcile_requests(ns, name, body, now)
+        start = (
+            None
+            if problems or spec is None
+            else decide_start(name, spec, assess(spec), now, requests, mine)
+        )
+        if start is None or facts.halted is not None:
+            self.stop_waiting(ns, name)
         if problems or spec is None:
             return self.settings.resync_seconds
-        start = decide_start(name, spec, assess(spec), now, requests, mine)
         if start is not None and facts.halted is None:
             blocked = self._start(body, spec, start)
             if blocked:

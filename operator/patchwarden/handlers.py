@@ -81,13 +81,13 @@ def make_app(ours: Settings) -> App:
         # per-object context kopf's own posting needs); an Event lost is only logged.
         try:
             kube.post_event(body, type_, reason, message)
-        except ApiException as exc:
+        except Exception as exc:  # an API error or a dropped connection: never fail a step
             log.warning(
                 "event %s about %s/%s not posted: %s",
                 reason,
                 body["metadata"].get("namespace"),
                 body["metadata"].get("name"),
-                exc.reason,
+                getattr(exc, "reason", None) or exc,
             )
 
     app = App(settings=ours, kube=kube, emit=emit)
@@ -154,8 +154,8 @@ async def _watch_peering(app: App, controller: SystemController) -> None:
                 if blockers
                 else "this replica holds the peering",
             )
-        except ApiException as exc:
-            log.warning("peering check: API error %s: %s", exc.status, exc.reason)
+        except Exception as exc:  # an API error or a dropped connection: keep the last answer
+            log.warning("peering check failed, trying again: %s", getattr(exc, "reason", exc))
         await asyncio.sleep(PEERING_POLL_SECONDS)
 
 
@@ -212,7 +212,7 @@ async def system_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Feed the controller's cache; a new or changed system is queued for a reconcile."""
     _controller(memo).observe(kwargs.get("type"), body)
     if kwargs.get("type") == "DELETED":
-        _app(memo).forget_system(body.metadata.namespace or "", body.metadata.name or "")
+        _app(memo).stop_waiting(body.metadata.namespace or "", body.metadata.name or "")
 
 
 @kopf.daemon(

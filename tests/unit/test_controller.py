@@ -248,7 +248,7 @@ def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
     assert app.forget_run("ns", "r2"), "a deleted active run frees its slot too"
     # Two slots: w1 takes one; w2 would be acme's second run at once; w3 fits.
     assert app.waiters_to_wake() == [("ns", "w1"), ("ns", "w3")]
-    app.forget_system("ns", "w1")
+    app.stop_waiting("ns", "w1")
     assert app.waiters_to_wake() == [("ns", "w2"), ("ns", "w3")]
     assert not app.observe_run(run("r1", "acme", "Succeeded")), "already ended: nothing freed"
 
