@@ -221,16 +221,13 @@ class App:
         self._write("managedsystems", body, status)
         metrics.observe_system(body, spec)
         requests = self._reconcile_requests(ns, name, body, now)
-        start = (
-            None
-            if problems or spec is None
-            else decide_start(name, spec, assess(spec), now, requests, mine)
-        )
-        if start is None or facts.halted is not None:
-            self.stop_waiting(ns, name)
         if problems or spec is None:
+            self.stop_waiting(ns, name)
             return self.settings.resync_seconds
-        if start is not None and facts.halted is None:
+        start = decide_start(name, spec, assess(spec), now, requests, mine)
+        if start is None or facts.halted is not None:
+            self.stop_waiting(ns, name)  # no run due here: not waiting for a slot (any more)
+        else:
             blocked = self._start(body, spec, start)
             if blocked:
                 log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
