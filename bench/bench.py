@@ -21,7 +21,8 @@ pods, so Jobs complete). Three parts:
    sees it), the time until every run Succeeded, and the most runs observed
    in progress at once (must never exceed L).
 3. **the limit** — the same writes done directly with the Python client at
-   the same concurrency: the N status patches of the sync; for each storm
+   the same concurrency: the N status patches the operator made in the sync
+   (the same bodies, onto the same systems with their status cleared); for each storm
    run its record, status patches, snapshot and Job. Writes per second, and
    the operator's time against this raw time.
 
@@ -216,6 +217,34 @@ class Bench:
         return Operator(process, port, spy)
 
 
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kwok-controller")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each local control-plane process (by its /proc name)."""
+    found: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            name = (proc / "comm").read_text().strip()
+            if name in CONTROL_PLANE:
+                found[name] = found.get(name, 0.0) + process_cpu_seconds(int(proc.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return found
+
+
+def cpu_used_since(before: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 1) for k, v in sorted(control_plane_cpu().items())}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -237,8 +266,7 @@ class Operator:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the operator process used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def requests(self, verbs: Iterable[str] | None = None) -> float:
         """The operator's own count of its API requests (patchwarden_kube_requests_total)."""
@@ -318,27 +346,11 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         ),
         names,
     )
-    # The limit: the status writes a sync needs, from a plain client at the same parallelism;
-    # then the statuses are cleared so that the operator starts from nothing.
-    status = {"status": {"observedGeneration": 1, "eligible": True}}
-    raw = parallel(
-        args.parallelism,
-        lambda k: b.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, k[0], "managedsystems", k[1], status
-        ),
-        names,
-    )
-    parallel(
-        args.parallelism,
-        lambda k: b.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, k[0], "managedsystems", k[1], {"status": None}
-        ),
-        names,
-    )
-
     # One watch, not LISTs of every system in a loop: polling 10,000 objects twice a second
     # loaded the API server (and these 2 cores) more than the operator did.
     namespaces_set, synced, ready = set(namespaces), set(), threading.Event()
+    statuses: dict[tuple[str, str], dict[str, Any]] = {}
+    first: list[float] = []
 
     def follow() -> None:
         stream = watch.Watch().stream(
@@ -357,6 +369,9 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             key = (meta["namespace"], meta["name"])
             if s.get("observedGeneration") == meta["generation"] and s.get("nextWindow"):
                 synced.add(key)
+                statuses[key] = s
+                if not first:
+                    first.append(time.monotonic())
             else:
                 synced.discard(key)
             if len(synced) == args.systems:
@@ -365,6 +380,7 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
     before = b.server_requests()
     threading.Thread(target=follow, daemon=True).start()
+    cpu_before = control_plane_cpu()
     op = b.start_operator("sync", namespaces, {})
     seconds = None
     try:
@@ -372,23 +388,45 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             seconds = time.monotonic() - op.started
         done = len(synced)
         rss, cpu = op.peak_rss_mb(), op.cpu_seconds()
+        control_plane = cpu_used_since(cpu_before)
         client_requests = op.requests()
     finally:
         op.stop()
     polls = 1  # the watch
     server = b.server_requests() - before - polls - 1
+    # The limit: the very status writes the operator made, from a plain client at the same
+    # parallelism, onto the same systems with their status cleared first.
+    parallel(
+        args.parallelism,
+        lambda k: b.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, k[0], "managedsystems", k[1], {"status": None}
+        ),
+        statuses,
+    )
+    cpu_before = control_plane_cpu()
+    raw = parallel(
+        args.parallelism,
+        lambda k: b.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, k[0], "managedsystems", k[1], {"status": statuses[k]}
+        ),
+        statuses,
+    )
+    raw_control_plane = cpu_used_since(cpu_before)
     return {
         "systems": args.systems,
         "namespaces": args.namespaces,
         "create_seconds": round(create, 2),
         "sync_seconds": round(seconds, 2) if seconds else None,
         "systems_synced": done,
+        "start_to_first_synced_seconds": round(first[0] - op.started, 2) if first else None,
         "operator_peak_rss_mb": round(rss, 1),
         "operator_cpu_seconds": round(cpu, 1),
+        "control_plane_cpu_seconds": control_plane,
         "requests_per_system_client": round(client_requests / args.systems, 2),
         "requests_per_system_server": round(server / args.systems, 2),
         "raw_status_writes_seconds": round(raw, 2),
-        "raw_status_writes_per_second": round(args.systems / raw, 1),
+        "raw_status_writes_per_second": round(len(statuses) / raw, 1),
+        "raw_control_plane_cpu_seconds": raw_control_plane,
         "ratio_operator_to_raw": round(seconds / raw, 2) if seconds else None,
     }
 

@@ -1,10 +1,11 @@
 """The kopf wiring: every ``@kopf`` decorator lives here and hands off in a few lines.
 
-* ManagedSystems: kopf's watch feeds ``controller.py`` (a cache, a delay queue
-  and ``PATCHWARDEN_API_WORKERS`` workers): each reconcile writes the status and
-  conditions, decides the system's requests, starts its update run when one is
-  due, and says when to look again (the next window start, the resync
-  interval); a spec change or a finished run queues the system at once;
+* ManagedSystems: a watch of our own (``reflector.py``) feeds ``controller.py``
+  (a cache, a delay queue and ``PATCHWARDEN_API_WORKERS`` workers): each
+  reconcile writes the status and conditions, decides the system's requests,
+  starts its update run when one is due, and says when to look again (the next
+  window start, the resync interval); a spec change or a finished run queues
+  the system at once;
 * each unfinished UpdateRun has a daemon that drives it step by step
   (``runner.py``); after a restart it resumes from the recorded phase;
 * UpdateRequests are decided when they change, and cancel their run when
@@ -32,6 +33,7 @@ from patchwarden.api.common import GROUP, VERSION
 from patchwarden.app import App
 from patchwarden.controller import SystemController, blocked_by
 from patchwarden.kube import Kube
+from patchwarden.reflector import Reflector
 from patchwarden.scheduler import TERMINAL
 from patchwarden.settings import Settings
 
@@ -130,11 +132,34 @@ async def size_thread_pool(memo: Any, **_: Any) -> None:
 
 @kopf.on.startup()
 async def start_controller(memo: Any, **_: Any) -> None:
-    """The ManagedSystem workers (see controller.py) and the peering check that gates them."""
+    """The ManagedSystem watches (reflector.py, one per namespace served) that feed the
+    controller's cache, its workers (controller.py) and the peering check that gates them."""
     app = _app(memo)
     controller = SystemController(app.reconcile_system, app.settings.api_workers)
     memo[CONTROLLER] = controller
     metrics.WORK_QUEUE_BACKLOG.set_function(controller.queue.backlog)
+    loop = asyncio.get_running_loop()
+
+    def observe(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
+        for kind, body in events:
+            controller.observe(kind, body)
+            if kind == "DELETED":
+                app.stop_waiting(body["metadata"].get("namespace") or "", body["metadata"]["name"])
+
+    namespaces = app.settings.namespaces or (None,)
+    # Their own connections: a watch holds one for minutes.
+    watching = Kube(_api(len(namespaces) + 1), metrics.count_kube_request)
+    memo["reflectors"] = reflectors = [
+        Reflector(
+            watching,
+            "managedsystems",
+            ns,
+            lambda events: loop.call_soon_threadsafe(observe, events),
+        )
+        for ns in namespaces
+    ]
+    for reflector in reflectors:
+        reflector.start()
     memo["controller_tasks"] = [
         asyncio.create_task(controller.work(), name=f"system worker {i}")
         for i in range(controller.workers)
@@ -161,6 +186,8 @@ async def _watch_peering(app: App, controller: SystemController) -> None:
 
 @kopf.on.cleanup()
 async def stop_controller(memo: Any, **_: Any) -> None:
+    for reflector in memo.get("reflectors", []):
+        reflector.stop()
     for task in memo.get("controller_tasks", []):
         task.cancel()
 
@@ -205,14 +232,6 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     if freed:
         for key in app.waiters_to_wake():
             _controller(memo).poke(*key)
-
-
-@kopf.on.event(GROUP, VERSION, "managedsystems")
-async def system_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Feed the controller's cache; a new or changed system is queued for a reconcile."""
-    _controller(memo).observe(kwargs.get("type"), body)
-    if kwargs.get("type") == "DELETED":
-        _app(memo).stop_waiting(body.metadata.namespace or "", body.metadata.name or "")
 
 
 @kopf.daemon(

@@ -1,0 +1,210 @@
+"""List, then watch, one kind in one namespace: client-go's reflector, in small.
+
+kopf's watch hands every event through its handler machinery (progress
+storage, diff bases, per-object loggers) before it reaches a handler; for
+ManagedSystems, where the controller only wants the bodies, that was about
+a third of the operator's CPU in a 10,000-system sync (py-spy, see
+docs/scale.md). A :class:`Reflector` runs in its own thread with the
+kubernetes client: a paged LIST, then a WATCH from the list's
+resourceVersion (bookmarks on, the server ends it after ``WATCH_SECONDS``
+and it resumes from the last version seen). A ``410 Gone`` (the version is
+too old) starts over with a LIST; an object known before but missing from a
+new LIST is reported deleted, so the consumer's cache never keeps a ghost.
+
+Events go to ``deliver`` in batches (one page of a LIST, one chunk of the
+stream), as ``(type, body)`` pairs with ``type`` ADDED, MODIFIED or DELETED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from patchwarden.api.common import GROUP, VERSION
+from patchwarden.kube import Kube
+
+log = logging.getLogger(__name__)
+
+Event = tuple[str, dict[str, Any]]
+Deliver = Callable[[list[Event]], object]
+PAGE = 500
+WATCH_SECONDS = 300
+READ_TIMEOUT = WATCH_SECONDS + 30.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+
+
+class Gone(Exception):
+    """The resourceVersion to resume from is too old: list again."""
+
+
+def lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Complete lines of a byte stream, a list of them per chunk that completed any."""
+    rest = b""
+    for chunk in chunks:
+        *complete, rest = (rest + chunk).split(b"\n")
+        done = [line for line in complete if line.strip()]
+        if done:
+            yield done
+    if rest.strip():
+        yield [rest]
+
+
+class Known:
+    """The objects one reflector has reported and not yet reported deleted (their
+    namespace and name), and the last resourceVersion seen. Pure bookkeeping: no I/O."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[str, str]] = set()
+        self.version = ""
+        self._listed: set[tuple[str, str]] = set()
+
+    @staticmethod
+    def key(meta: dict[str, Any]) -> tuple[str, str]:
+        return meta.get("namespace") or "", meta["name"]
+
+    def listed(self, items: list[dict[str, Any]], version: str, first_page: bool) -> list[Event]:
+        """One page of a LIST; ``first_page`` starts a new listing."""
+        if first_page:
+            self._listed = set()
+        events: list[Event] = []
+        for item in items:
+            key = self.key(item["metadata"])
+            self._listed.add(key)
+            events.append(("MODIFIED" if key in self.keys else "ADDED", item))
+            self.keys.add(key)
+        self.version = version
+        return events
+
+    def relisted(self) -> list[Event]:
+        """After the last page: whatever was known and is no longer listed went meanwhile."""
+        gone = sorted(self.keys - self._listed)
+        self.keys = self._listed
+        return [("DELETED", {"metadata": {"namespace": ns, "name": n}}) for ns, n in gone]
+
+    def event(self, line: bytes) -> Event | None:
+        """One line of a watch stream; None for bookmarks. Raises :class:`Gone` on a 410."""
+        event = json.loads(line)
+        kind, body = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if body.get("code") == 410:
+                raise Gone(body.get("message", "resource version too old"))
+            raise ApiException(status=body.get("code"), reason=body.get("message"))
+        meta = body.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            self.version = meta["resourceVersion"]
+        if kind == "BOOKMARK":
+            return None
+        if kind == "DELETED":
+            self.keys.discard(self.key(meta))
+        else:
+            self.keys.add(self.key(meta))
+        return str(kind), body
+
+
+class Reflector:
+    """One LIST+WATCH loop of ``plural`` (patchwarden's group) in ``namespace``
+    (None: the whole cluster), in a daemon thread."""
+
+    def __init__(self, kube: Kube, plural: str, namespace: str | None, deliver: Deliver) -> None:
+        self.kube, self.plural, self.namespace, self.deliver = kube, plural, namespace, deliver
+        self.known = Known()
+        self._stop = threading.Event()
+        self._response: Any = None
+        self.thread = threading.Thread(
+            target=self._run, name=f"watch {plural} {namespace or '(all)'}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            response.shutdown()  # unblocks the read in the watch thread
+
+    def _call(self, **kwargs: Any) -> Any:
+        custom = self.kube.custom
+        if self.namespace is None:
+            return custom.list_cluster_custom_object(
+                GROUP, VERSION, self.plural, _preload_content=False, **kwargs
+            )
+        return custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, self.plural, _preload_content=False, **kwargs
+        )
+
+    def _list(self) -> None:
+        token, first = None, True
+        while True:
+            page = json.loads(
+                self._call(limit=PAGE, **({"_continue": token} if token else {})).data
+            )
+            meta = page.get("metadata") or {}
+            events = self.known.listed(page.get("items") or [], meta["resourceVersion"], first)
+            first, token = False, meta.get("continue")
+            if not token:
+                events += self.known.relisted()
+            if events:
+                self.deliver(events)
+            if not token:
+                return
+
+    def _watch(self) -> None:
+        response = self._call(
+            watch=True,
+            resource_version=self.known.version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _request_timeout=(10.0, READ_TIMEOUT),
+        )
+        self._response = response
+        try:
+            for batch in lines(response.stream(64 * 1024, decode_content=True)):
+                events = [e for e in map(self.known.event, batch) if e is not None]
+                if events:
+                    self.deliver(events)
+                if self._stop.is_set():
+                    return
+        finally:
+            self._response = None
+            response.release_conn()
+
+    def _run(self) -> None:
+        listed, backoff = False, BACKOFF_FIRST
+        while not self._stop.is_set():
+            try:
+                if not listed:
+                    self._list()
+                    listed = True
+                self._watch()
+                backoff = BACKOFF_FIRST
+                continue
+            except Gone as exc:
+                log.info("%s in %s: %s; listing again", self.plural, self.namespace or "(all)", exc)
+                listed = False
+                continue
+            except ApiException as exc:
+                if exc.status == 410:
+                    listed = False
+                    continue
+                why = f"API error {exc.status}: {exc.reason}"
+            except (HTTPError, OSError, ValueError, KeyError) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            if self._stop.is_set():
+                return
+            log.warning(
+                "watching %s in %s failed (%s); again in %.0f s",
+                self.plural,
+                self.namespace or "(all)",
+                why,
+                backoff,
+            )
+            self._stop.wait(backoff * random.uniform(0.8, 1.2))  # jitter
+            backoff = min(backoff * 2, BACKOFF_MAX)
