@@ -433,7 +433,8 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 # ---- part 2: the window storm ------------------------------------------------------------
 class RunWatch:
-    """Watches UpdateRuns and Jobs in the storm namespaces: first-seen times and concurrency."""
+    """Watches UpdateRuns, snapshots and Jobs in the storm namespaces: first-seen times,
+    snapshot readiness and concurrency."""
 
     def __init__(self, b: Bench, namespaces: set[str]) -> None:
         self.b, self.namespaces = b, namespaces
@@ -442,12 +443,14 @@ class RunWatch:
         self.created: dict[str, float] = {}
         self.ended: dict[str, float] = {}
         self.jobs: dict[str, float] = {}
+        self.snapshots: dict[str, float] = {}
+        self.snapshots_ready: dict[str, float] = {}
         self.phase_seen: dict[tuple[str, str], float] = {}
         self.most_active = 0
         self.stopped = threading.Event()
         self.threads = [
             threading.Thread(target=self._follow, args=(kind,), daemon=True)
-            for kind in ("runs", "jobs")
+            for kind in ("runs", "jobs", "snapshots")
         ]
         for t in self.threads:
             t.start()
@@ -461,6 +464,14 @@ class RunWatch:
                     GROUP,
                     VERSION,
                     "updateruns",
+                    timeout_seconds=30,
+                )
+            elif kind == "snapshots":
+                stream = w.stream(
+                    self.b.custom.list_cluster_custom_object,
+                    "snapshot.storage.k8s.io",
+                    "v1",
+                    "volumesnapshots",
                     timeout_seconds=30,
                 )
             else:
@@ -479,6 +490,11 @@ class RunWatch:
                 with self.lock:
                     if kind == "jobs":
                         self.jobs.setdefault(key, now)
+                        continue
+                    if kind == "snapshots":
+                        self.snapshots.setdefault(key, now)
+                        if (obj.get("status") or {}).get("readyToUse"):
+                            self.snapshots_ready.setdefault(key, now)
                         continue
                     self.created.setdefault(key, now)
                     phase = (obj.get("status") or {}).get("phase") or "Pending"
@@ -582,6 +598,12 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             if before:
                 refill.append(t - before[-1])
         phases = dict(watcher.phase)
+        # How long the (kwok-played) snapshotter took: created → readyToUse, as watched.
+        snapshot_ready = [
+            watcher.snapshots_ready[k] - t
+            for k, t in watcher.snapshots.items()
+            if k in watcher.snapshots_ready
+        ]
         # Where the first wave's time goes: open → each phase first seen, median over the wave.
         wave = sorted(watcher.created, key=watcher.created.__getitem__)[:limit]
         first_wave_phases = {
@@ -608,6 +630,7 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "open_to_job_seconds": spread(job_delays),
         "open_to_job_first_wave_seconds": spread(first_wave),
         "first_wave_open_to_phase_median_seconds": first_wave_phases,
+        "snapshot_created_to_ready_seconds": spread(snapshot_ready),
         "slot_freed_to_next_run_seconds": spread(refill),
         "open_to_all_ended_seconds": round(all_done, 1),
         "most_runs_at_once": watcher.most_active,

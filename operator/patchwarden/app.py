@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +67,8 @@ class App:
     waiting: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     """Systems whose due run the fleet limits hold back, oldest first: (namespace, name) →
     (customer, window start). A freed slot wakes the first that fit (:meth:`waiters_to_wake`)."""
+    system_cache: Mapping[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """The controller's watch-fed ManagedSystems (the runs read them instead of a GET)."""
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
     _names_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
@@ -154,8 +156,16 @@ class App:
             self._classes = (time.monotonic(), classes)
         return classes
 
-    def runner(self) -> Runner:
-        return Runner(self.kube, self.settings, self.emit, self.now)
+    def runner(self, watched_wait: float | None = None) -> Runner:
+        cache = self.system_cache
+        return Runner(
+            self.kube,
+            self.settings,
+            self.emit,
+            self.now,
+            lambda ns, name: cache.get((ns, name)),
+            watched_wait,
+        )
 
     @property
     def limits(self) -> Limits:

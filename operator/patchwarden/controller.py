@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -155,6 +156,8 @@ class SystemController:
     reconcile: Callable[[dict[str, Any]], float]
     """Reconciles one system (blocking; run in a thread); returns seconds until the next look."""
     workers: int
+    executor: Executor | None = None
+    """Where the reconciles run (None: the loop's default executor)."""
     queue: DelayQueue = field(default_factory=DelayQueue)
     systems: dict[Key, dict[str, Any]] = field(default_factory=dict)
     active: asyncio.Event = field(default_factory=asyncio.Event)
@@ -195,7 +198,8 @@ class SystemController:
             body = self.systems.get(key)
             try:
                 if body is not None and self.active.is_set():
-                    delay = await asyncio.to_thread(self.reconcile, body)
+                    loop = asyncio.get_running_loop()
+                    delay = await loop.run_in_executor(self.executor, self.reconcile, body)
                     self.reconciles += 1
                 elif body is not None:
                     delay = 0.0  # paused meanwhile: hand it back for when this replica resumes

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +32,10 @@ from kubernetes.client.rest import ApiException
 from patchwarden import metrics
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.app import App
+from patchwarden.builders import LABEL_RUN
 from patchwarden.controller import SystemController, blocked_by
-from patchwarden.kube import Kube
-from patchwarden.reflector import Reflector
+from patchwarden.kube import SNAPSHOTS, Kube
+from patchwarden.reflector import Deliver, Reflector, lister
 from patchwarden.scheduler import TERMINAL
 from patchwarden.settings import Settings
 
@@ -41,6 +43,9 @@ log = logging.getLogger(__name__)
 KEY = "patchwarden"
 CONTROLLER = "controller"
 PEERING_POLL_SECONDS = 2.0
+WAKEUPS = "run wake-ups"
+WATCHED_WAIT_SECONDS = 15.0
+"""A run waiting for its snapshots or Job looks again after this even if no watch event woke it."""
 
 
 def _api(connections: int) -> client.ApiClient:
@@ -74,13 +79,15 @@ def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
 
 def make_app(ours: Settings) -> App:
     """The shared state; the CLI builds it before kopf starts (and creates the peering)."""
-    api = _api(ours.api_workers)
+    api = _api(ours.api_workers + ours.run_threads + 2)  # + the peering check, Events
     ensure_peering(api, ours)
     kube = Kube(api, metrics.count_kube_request)
 
-    def emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        # Posted by our client in the calling thread (the system workers run outside the
-        # per-object context kopf's own posting needs); an Event lost is only logged.
+    # Events are posted in the order made, by one thread of their own: a step never waits
+    # for one (they are on no run's critical path), and one lost is only logged.
+    poster = ThreadPoolExecutor(1, thread_name_prefix="events")
+
+    def post(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
         try:
             kube.post_event(body, type_, reason, message)
         except Exception as exc:  # an API error or a dropped connection: never fail a step
@@ -91,6 +98,10 @@ def make_app(ours: Settings) -> App:
                 body["metadata"].get("name"),
                 getattr(exc, "reason", None) or exc,
             )
+
+    def emit(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        about = {k: body.get(k) for k in ("apiVersion", "kind")}
+        poster.submit(post, {**about, "metadata": dict(body["metadata"])}, type_, reason, message)
 
     app = App(settings=ours, kube=kube, emit=emit)
     # Know every run before the first scheduling decision; the watch keeps it current.
@@ -125,17 +136,23 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
 
 @kopf.on.startup()
 async def size_thread_pool(memo: Any, **_: Any) -> None:
-    """Blocking API calls run in threads; as many as there are API connections."""
-    workers = _app(memo).settings.api_workers
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(workers))
+    """The runs' blocking API calls (and kopf's sync handlers) run in the default pool,
+    a thread for each run the fleet limit allows; the system workers have their own."""
+    threads = _app(memo).settings.run_threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
 
 
 @kopf.on.startup()
 async def start_controller(memo: Any, **_: Any) -> None:
-    """The ManagedSystem watches (reflector.py, one per namespace served) that feed the
-    controller's cache, its workers (controller.py) and the peering check that gates them."""
+    """The watches (reflector.py) that feed the controller's cache of ManagedSystems and
+    wake waiting runs, the controller's workers (controller.py) and the peering check that
+    gates them."""
     app = _app(memo)
-    controller = SystemController(app.reconcile_system, app.settings.api_workers)
+    controller = SystemController(
+        app.reconcile_system,
+        app.settings.api_workers,
+        ThreadPoolExecutor(app.settings.api_workers, thread_name_prefix="system"),
+    )
     memo[CONTROLLER] = controller
     metrics.WORK_QUEUE_BACKLOG.set_function(controller.queue.backlog)
     loop = asyncio.get_running_loop()
@@ -146,24 +163,52 @@ async def start_controller(memo: Any, **_: Any) -> None:
             if kind == "DELETED":
                 app.stop_waiting(body["metadata"].get("namespace") or "", body["metadata"]["name"])
 
-    namespaces = app.settings.namespaces or (None,)
-    # Their own connections: a watch holds one for minutes.
-    watching = Kube(_api(len(namespaces) + 1), metrics.count_kube_request)
-    memo["reflectors"] = reflectors = [
-        Reflector(
-            watching,
-            "managedsystems",
-            ns,
-            lambda events: loop.call_soon_threadsafe(observe, events),
-        )
-        for ns in namespaces
-    ]
+    app.system_cache = controller.systems
+    wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
+
+    def wake(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
+        for _, body in events:
+            meta = body["metadata"]
+            run = (meta.get("labels") or {}).get(LABEL_RUN)
+            event = wakeups.get((meta.get("namespace") or "", run or ""))
+            if event is not None:
+                event.set()
+
+    def feed(fn: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> Deliver:
+        return lambda events: loop.call_soon_threadsafe(fn, events)
+
+    memo["reflectors"] = reflectors = _watches(app.settings, feed(observe), feed(wake))
     for reflector in reflectors:
         reflector.start()
     memo["controller_tasks"] = [
         asyncio.create_task(controller.work(), name=f"system worker {i}")
         for i in range(controller.workers)
     ] + [asyncio.create_task(_watch_peering(app, controller), name="peering check")]
+
+
+def _watches(settings: Settings, systems: Deliver, run_objects: Deliver) -> list[Reflector]:
+    """Per namespace served: ManagedSystems (to ``systems``), and the runs' snapshots and
+    Jobs (to ``run_objects``: a change wakes the run that waits for it)."""
+    namespaces = settings.namespaces or (None,)
+    # Their own connections: a watch holds one for minutes.
+    kube = Kube(_api(3 * len(namespaces) + 1), metrics.count_kube_request)
+    found = []
+    for ns in namespaces:
+        where = ns or "every namespace"
+        found += [
+            Reflector(lister(kube, "managedsystems", ns), f"managedsystems in {where}", systems),
+            Reflector(
+                lister(kube, "volumesnapshots", ns, SNAPSHOTS, LABEL_RUN),
+                f"volumesnapshots in {where}",
+                run_objects,
+            ),
+            Reflector(
+                lister(kube, "jobs", ns, ("batch", "v1"), LABEL_RUN),
+                f"jobs in {where}",
+                run_objects,
+            ),
+        ]
+    return found
 
 
 async def _watch_peering(app: App, controller: SystemController) -> None:
@@ -245,25 +290,47 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 async def run_daemon(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
+    """Step the run until it ends. A step that returns 0 goes on with the run as it just
+    wrote it; after a wait the run is read afresh. A wait ends early when the watch sees one
+    of the run's snapshots or its Job change."""
     app = _app(memo)
     assert namespace is not None, "UpdateRuns are namespaced"
-    runner = app.runner()
-    while not stopped:
-        run = await asyncio.to_thread(app.kube.get, "updateruns", namespace, name)
-        if run is None:
-            return
-        try:
-            delay = await asyncio.to_thread(runner.step, run)
-        except ApiException as exc:
-            log.warning(
-                "run %s/%s: API error %s, retrying: %s", namespace, name, exc.status, exc.reason
-            )
-            delay = app.settings.run_poll_seconds
-        if delay is None:
-            _controller(memo).poke(namespace, run["spec"]["systemRef"]["name"])
-            return
-        if delay:
-            await stopped.wait(delay)
+    runner = app.runner(watched_wait=WATCHED_WAIT_SECONDS)
+    key, wake = (namespace, name), asyncio.Event()
+    wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
+    wakeups[key] = wake
+    try:
+        run: dict[str, Any] | None = None
+        while not stopped:
+            wake.clear()  # before the read: a change after it wakes the wait below
+            if run is None:
+                run = await asyncio.to_thread(app.kube.get, "updateruns", namespace, name)
+                if run is None:
+                    return
+            try:
+                delay = await asyncio.to_thread(runner.step, run)
+            except ApiException as exc:
+                log.warning(
+                    "run %s/%s: API error %s, retrying: %s", namespace, name, exc.status, exc.reason
+                )
+                delay = app.settings.run_poll_seconds
+            if delay is None:
+                _controller(memo).poke(namespace, run["spec"]["systemRef"]["name"])
+                return
+            if delay:
+                run = None
+                await _pause(stopped, wake, delay)
+    finally:
+        if wakeups.get(key) is wake:
+            del wakeups[key]
+
+
+async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when the daemon is stopped or ``wake`` is set."""
+    waits = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
+    _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
 
 
 @kopf.on.event(GROUP, VERSION, "updaterequests")

@@ -17,6 +17,7 @@ stream), as ``(type, body)`` pairs with ``type`` ADDED, MODIFIED or DELETED.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -108,18 +109,39 @@ class Known:
         return str(kind), body
 
 
-class Reflector:
-    """One LIST+WATCH loop of ``plural`` (patchwarden's group) in ``namespace``
-    (None: the whole cluster), in a daemon thread."""
+def lister(
+    kube: Kube,
+    plural: str,
+    namespace: str | None,
+    group: tuple[str, str] = (GROUP, VERSION),
+    selector: str | None = None,
+) -> Callable[..., Any]:
+    """The client call that lists (or, with ``watch=True``, watches) ``plural`` of
+    ``group`` in ``namespace`` (None: every namespace), returning the raw response."""
+    extra: dict[str, Any] = {"_preload_content": False}
+    if selector:
+        extra["label_selector"] = selector
+    if group == ("batch", "v1") and plural == "jobs":
+        if namespace is None:
+            return functools.partial(kube.batch.list_job_for_all_namespaces, **extra)
+        return functools.partial(kube.batch.list_namespaced_job, namespace, **extra)
+    if namespace is None:
+        return functools.partial(kube.custom.list_cluster_custom_object, *group, plural, **extra)
+    return functools.partial(
+        kube.custom.list_namespaced_custom_object, *group, namespace, plural, **extra
+    )
 
-    def __init__(self, kube: Kube, plural: str, namespace: str | None, deliver: Deliver) -> None:
-        self.kube, self.plural, self.namespace, self.deliver = kube, plural, namespace, deliver
+
+class Reflector:
+    """One LIST+WATCH loop in a daemon thread; ``call`` is a :func:`lister`."""
+
+    def __init__(self, call: Callable[..., Any], what: str, deliver: Deliver) -> None:
+        self._call, self.what, self.deliver = call, what, deliver
         self.known = Known()
         self._stop = threading.Event()
         self._response: Any = None
-        self.thread = threading.Thread(
-            target=self._run, name=f"watch {plural} {namespace or '(all)'}", daemon=True
-        )
+        self._last_error = ""
+        self.thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -129,16 +151,6 @@ class Reflector:
         response = self._response
         if response is not None:
             response.shutdown()  # unblocks the read in the watch thread
-
-    def _call(self, **kwargs: Any) -> Any:
-        custom = self.kube.custom
-        if self.namespace is None:
-            return custom.list_cluster_custom_object(
-                GROUP, VERSION, self.plural, _preload_content=False, **kwargs
-            )
-        return custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, self.plural, _preload_content=False, **kwargs
-        )
 
     def _list(self) -> None:
         token, first = None, True
@@ -184,10 +196,10 @@ class Reflector:
                     self._list()
                     listed = True
                 self._watch()
-                backoff = BACKOFF_FIRST
+                backoff, self._last_error = BACKOFF_FIRST, ""
                 continue
             except Gone as exc:
-                log.info("%s in %s: %s; listing again", self.plural, self.namespace or "(all)", exc)
+                log.info("watching %s: %s; listing again", self.what, exc)
                 listed = False
                 continue
             except ApiException as exc:
@@ -199,12 +211,10 @@ class Reflector:
                 why = f"{type(exc).__name__}: {exc}"
             if self._stop.is_set():
                 return
-            log.warning(
-                "watching %s in %s failed (%s); again in %.0f s",
-                self.plural,
-                self.namespace or "(all)",
-                why,
-                backoff,
-            )
+            # A lasting failure (a kind not installed, a missing permission) is a warning
+            # once, not every 30 s; any other message is a warning again.
+            level = logging.DEBUG if why == self._last_error else logging.WARNING
+            self._last_error = why
+            log.log(level, "watching %s failed (%s); again in %.0f s", self.what, why, backoff)
             self._stop.wait(backoff * random.uniform(0.8, 1.2))  # jitter
             backoff = min(backoff * 2, BACKOFF_MAX)

@@ -67,11 +67,18 @@ class Runner:
         settings: Settings,
         emit: EventFn,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cached_system: Callable[[str, str], dict[str, Any] | None] = lambda ns, name: None,
+        watched_wait: float | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.emit = emit
         self.now = now
+        self.cached_system = cached_system
+        """The controller's watch-fed copy of a system, if it has one (saves a GET per step)."""
+        self.watched_wait = watched_wait or settings.run_poll_seconds
+        """How long to wait for a snapshot or the Job to change: longer than the poll when a
+        watch of them wakes the run (the wait is then only a safety net)."""
 
     # ---- driver -------------------------------------------------------------
     def step(self, run: dict[str, Any]) -> float | None:
@@ -135,9 +142,12 @@ class Runner:
     def _waited(self, status: dict[str, Any]) -> timedelta:
         return self.now() - parse_time(status.get("phaseStartTime") or utc_text(self.now()))
 
+    def _get_system(self, run: dict[str, Any]) -> dict[str, Any] | None:
+        ns, name = run["metadata"]["namespace"], run["spec"]["systemRef"]["name"]
+        return self.cached_system(ns, name) or self.kube.get("managedsystems", ns, name)
+
     def _system(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        ns = run["metadata"]["namespace"]
-        body = self.kube.get("managedsystems", ns, run["spec"]["systemRef"]["name"])
+        body = self._get_system(run)
         if body is None:
             raise Abort(f"ManagedSystem {run['spec']['systemRef']['name']} no longer exists")
         spec, invalid = parse_system(body.get("spec") or {})
@@ -192,18 +202,13 @@ class Runner:
                         "claimSpec": body["spec"],
                     }
                 )
-            status["snapshots"] = records
-            return 0.0  # recorded first; created on the next step
+            status["snapshots"] = records  # recorded with the snapshots' creation below
         snapshot_class = self._snapshot_class(spec)
         if spec.backup.required and status["snapshots"] and snapshot_class is None:
             raise Abort("no VolumeSnapshotClass to take the required backups; nothing was changed")
         for record in status["snapshots"]:
-            existing = self.kube.get_snapshot(ns, record["snapshot"])
-            if existing is None:
-                if record["created"]:
-                    raise Abort(
-                        f"VolumeSnapshot {record['snapshot']} disappeared before it was ready"
-                    )
+            if not record["created"]:
+                # An existing one (made before a restart) is taken as ours: the name is the run's.
                 self.kube.create_snapshot(
                     ns,
                     builders.volume_snapshot(
@@ -218,7 +223,9 @@ class Runner:
                 # (after a restart, or while peering paused this replica).
                 status["phaseStartTime"] = utc_text(self.now())
                 continue
-            record["created"] = True
+            existing = self.kube.get_snapshot(ns, record["snapshot"])
+            if existing is None:
+                raise Abort(f"VolumeSnapshot {record['snapshot']} disappeared before it was ready")
             snap_status = existing.get("status") or {}
             if snap_status.get("error", {}).get("message") and not snap_status.get("readyToUse"):
                 log.info(
@@ -235,7 +242,7 @@ class Runner:
                 f"snapshots not ready within {self.settings.snapshot_timeout_seconds:.0f}s: "
                 f"{', '.join(waiting)}; the workload was not touched"
             )
-        return self.settings.run_poll_seconds
+        return self.watched_wait
 
     def _recording(self, run: dict[str, Any], status: dict[str, Any]) -> float:
         ns = run["metadata"]["namespace"]
@@ -279,11 +286,11 @@ class Runner:
                 ),
             )
             record["created"] = True
-            return self.settings.run_poll_seconds
+            return self.watched_wait
         record["created"] = True
         result = _job_result(job)
         if result is None:
-            return self.settings.run_poll_seconds
+            return self.watched_wait
         record["result"] = result
         if result != "Complete":
             raise Abort(f"the update Job {job_name} failed: {_job_message(job)}")
@@ -350,9 +357,8 @@ class Runner:
     def _fail(
         self, run: dict[str, Any], status: dict[str, Any], phase: str, why: str
     ) -> float | None:
-        ns = run["metadata"]["namespace"]
         rollback = phase in {Phase.UPDATING.value, Phase.VERIFYING.value}
-        system = self.kube.get("managedsystems", ns, run["spec"]["systemRef"]["name"])
+        system = self._get_system(run)
         spec, _ = parse_system((system or {}).get("spec") or {})
         if rollback and spec is not None and spec.rollback.enabled and status.get("recorded"):
             self.emit(run, "Warning", "UpdateFailed", f"{why}; rolling back")
@@ -449,7 +455,7 @@ class Runner:
         if workload_ready(workload) and workload["spec"].get("replicas") == recorded["replicas"]:
             restore["completed"] = True
             why = status.get("failure", "the update failed")
-            system = self.kube.get("managedsystems", ns, run["spec"]["systemRef"]["name"])
+            system = self._get_system(run)
             self._end(
                 run,
                 status,

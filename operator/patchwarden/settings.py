@@ -45,9 +45,16 @@ class Settings(BaseModel):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """Port of /metrics and /healthz; 0 disables them."""
     api_workers: int = Field(default=16, ge=1, le=512)
-    """Threads (and API connections) that the operator's blocking API calls may use at once."""
+    """Workers reconciling ManagedSystems (each a thread and an API connection)."""
     default_snapshot_class: str | None = None
     """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
+
+    @property
+    def run_threads(self) -> int:
+        """Threads (and API connections) for the update runs' steps and kopf's own handlers:
+        one per run the fleet limit lets progress at once, so that a run never waits for a
+        thread behind the system workers (their own pool of ``api_workers``)."""
+        return min(self.max_concurrent_runs, 256) + 4
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from kubernetes import client
 
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.kube import Kube
-from patchwarden.reflector import Gone, Reflector
+from patchwarden.reflector import Gone, Reflector, lister
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import system
@@ -42,7 +42,7 @@ def test_list_then_watch_reports_every_change(cluster: Cluster, namespace: str) 
     )
     create("before")
     seen = Seen()
-    reflector = Reflector(Kube(cluster.api), "managedsystems", namespace, seen)
+    reflector = Reflector(lister(Kube(cluster.api), "managedsystems", namespace), namespace, seen)
     reflector.start()
     try:
         wait_for(lambda: seen.has("ADDED", "before"), timeout=30, what="the listed system")
@@ -69,7 +69,7 @@ def test_a_version_too_old_is_gone_and_a_new_list_finds_what_was_deleted(
             GROUP, VERSION, namespace, "managedsystems", system(name)
         )
     seen = Seen()
-    reflector = Reflector(Kube(cluster.api), "managedsystems", namespace, seen)
+    reflector = Reflector(lister(Kube(cluster.api), "managedsystems", namespace), namespace, seen)
     reflector._list()
     assert {name for _, name in seen.events} == {"kept", "dropped"}
     # The API server's watch cache no longer holds version 1: a watch from it is refused.
