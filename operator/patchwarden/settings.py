@@ -29,7 +29,8 @@ class Settings(BaseModel):
     resync_seconds: float = Field(default=60.0, gt=0)
     """Every system is reconciled at least this often, changed or not."""
     run_poll_seconds: float = Field(default=2.0, gt=0)
-    """How often an update run checks its snapshots, Job and workload."""
+    """How often an update run checks its workload (and its pods in a rollback); its
+    snapshots and Job are watched, and checked at least every 15 s."""
     snapshot_timeout_seconds: float = Field(default=600.0, gt=0)
     """A snapshot not ready within this fails the run (the workload is untouched)."""
     rollback_timeout_seconds: float = Field(default=900.0, gt=0)
