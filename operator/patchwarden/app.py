@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 CLASSES_TTL = 10.0
-NAMES_TTL = 10.0
+NAMES_TTL = 30.0
 
 
 def _active(run: dict[str, Any]) -> bool:

@@ -59,22 +59,27 @@ def _api(connections: int) -> client.ApiClient:
 
 
 def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
-    """Create the kopf peering object(s) the replicas meet in, if missing."""
+    """Create the kopf peering object(s) the replicas meet in, if missing (one per
+    namespace served, in parallel: a replica serving 50 namespaces starts at once)."""
     custom = client.CustomObjectsApi(api)
     body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": settings.peering_name}}
-    try:
-        if settings.namespaces:
-            for ns in settings.namespaces:
+
+    def create(ns: str | None) -> None:
+        try:
+            if ns is not None:
                 custom.create_namespaced_custom_object(
                     "kopf.dev", "v1", ns, "kopfpeerings", {**body, "kind": "KopfPeering"}
                 )
-        else:
-            custom.create_cluster_custom_object(
-                "kopf.dev", "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"}
-            )
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+            else:
+                custom.create_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"}
+                )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    with ThreadPoolExecutor(settings.api_workers) as pool:
+        list(pool.map(create, settings.namespaces or [None]))
 
 
 def make_app(ours: Settings) -> App:
@@ -105,10 +110,13 @@ def make_app(ours: Settings) -> App:
 
     app = App(settings=ours, kube=kube, emit=emit)
     # Know every run before the first scheduling decision; the watch keeps it current.
-    for ns in ours.namespaces or [None]:
-        for run in app.kube.list_objects("updateruns", ns):
+    namespaces = ours.namespaces or [None]
+    with ThreadPoolExecutor(ours.api_workers) as pool:
+        runs = pool.map(lambda ns: app.kube.list_objects("updateruns", ns), namespaces)
+        requests = pool.map(lambda ns: app.kube.list_objects("updaterequests", ns), namespaces)
+        for run in (r for found in runs for r in found):
             app.observe_run(run)
-        for request in app.kube.list_objects("updaterequests", ns):
+        for request in (r for found in requests for r in found):
             app.observe_request(request)
     return app
 

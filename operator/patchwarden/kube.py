@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from patchwarden.api.common import GROUP, VERSION
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 def _missing(exc: ApiException) -> bool:
@@ -113,9 +114,10 @@ class Kube:
             raise
 
     def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, plural, name, {"status": status}
+        response = self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
         )
+        response.read()  # the answer (the whole object) is read, for the connection, not parsed
 
     def delete(self, plural: str, ns: str, name: str) -> None:
         try:
@@ -209,7 +211,9 @@ class Kube:
             "StatefulSet": self.apps.list_namespaced_stateful_set,
             "PersistentVolumeClaim": self.core.list_namespaced_persistent_volume_claim,
         }[kind]
-        return [item["metadata"]["name"] for item in self._raw(list_, ns)["items"]]
+        # Metadata only: the server encodes and we parse a fraction of each object.
+        items = self._raw(list_, ns, _headers={"Accept": METADATA_LIST}).get("items") or []
+        return [item["metadata"]["name"] for item in items]
 
     def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
