@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,32 @@ def test_a_saas_update_snapshots_runs_the_job_and_succeeds(
     assert "condition met" in out
     assert ("Succeeded", "the update succeeded") in events(core, namespace, run["metadata"]["name"])
     assert "hunter2" not in operator.output()
+
+
+def test_a_run_is_woken_by_its_snapshots_and_job_not_by_the_poll(
+    cluster: Cluster,
+    namespace: str,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    tmp_path: Path,
+) -> None:
+    """With a 60 s poll and the 15 s safety net, only the watch of snapshots and Jobs can
+    move a run from its snapshots to its Job, and from the Job's end to Verifying, in
+    seconds (kwok readies a snapshot 1 s after it is made)."""
+    workload(core, apps, namespace, claims=1)
+    with running_operator(cluster, namespace, tmp_path, PATCHWARDEN_RUN_POLL_SECONDS="60"):
+        create(cluster, namespace, system("woken", "SaaS"))
+        run = wait_run(cluster, namespace, "woken", {"Verifying", *ENDED}, timeout=60)
+    status = run["status"]
+    job = client.BatchV1Api(cluster.api).read_namespaced_job(status["job"]["name"], namespace)
+    started = datetime.fromisoformat(status["startTime"].replace("Z", "+00:00"))
+    assert (job.metadata.creation_timestamp - started).total_seconds() <= 8, (
+        "snapshots ready → Job: woken by the snapshot's change, not after 15 s"
+    )
+    verifying = datetime.fromisoformat(status["phaseStartTime"].replace("Z", "+00:00"))
+    assert (verifying - job.status.completion_time).total_seconds() <= 8, (
+        "Job complete → Verifying: woken by the Job's change, not after 15 s"
+    )
 
 
 def test_a_failed_job_rolls_back_claims_and_pod_template(

@@ -229,3 +229,43 @@ def test_the_snapshot_deadline_counts_from_their_creation_not_from_a_late_restar
     status = kube.objects[("updateruns", "run")]["status"]
     assert status["phase"] == "Snapshotting", status.get("message")
     assert status["phaseStartTime"] == "2027-02-10T12:00:00Z"
+
+
+def test_snapshots_are_recorded_and_created_in_one_step_with_one_write() -> None:
+    kube, runner = setup()
+    kube.objects[("updateruns", "run")]["status"] = {
+        "phase": "Snapshotting",
+        "phaseStartTime": "2027-02-10T12:00:00Z",
+    }
+    writes: list[dict[str, Any]] = []
+    patch = kube.patch_status
+    kube.patch_status = lambda p, ns, n, s: (writes.append(s), patch(p, ns, n, s))  # type: ignore[method-assign, func-returns-value]
+    runner.step(kube.get("updateruns", "ns", "run"))  # type: ignore[arg-type]
+    assert kube.creates == ["snapshot"]
+    assert len(writes) == 1, "the records and their creation go in one status write"
+    assert writes[0]["snapshots"][0] | {"claimSpec": None} == {
+        "claim": "data",
+        "snapshot": "run-data",
+        "created": True,
+        "readyToUse": False,
+        "claimSpec": None,
+    }
+    assert writes[0]["snapshots"][0]["claimSpec"] == {"storageClassName": "std"}
+
+
+def test_the_system_comes_from_the_cache_when_there_is_one() -> None:
+    kube, runner = setup()
+    system = kube.get("managedsystems", "ns", "app")
+    reads: list[str] = []
+    get = kube.get
+    kube.get = lambda plural, ns, name: (reads.append(plural), get(plural, ns, name))[1]  # type: ignore[method-assign]
+    runner.cached_system = lambda ns, name: system if (ns, name) == ("ns", "app") else None
+    phase = drive(
+        kube, runner, on_phase=lambda p: finish_job(kube, "Complete") if p == "Updating" else None
+    )
+    assert phase == "Succeeded"
+    assert "managedsystems" not in reads
+    runner.cached_system = lambda ns, name: None  # not cached (yet): read from the API
+    fresh = runner._get_system(kube.get("updateruns", "ns", "run"))  # type: ignore[arg-type]
+    assert fresh is not None and "lastRun" in fresh["status"], "the API's copy, not the cache's"
+    assert reads[-1] == "managedsystems"
