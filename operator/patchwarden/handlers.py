@@ -19,6 +19,7 @@ replicas never act twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +184,11 @@ async def start_controller(memo: Any, **_: Any) -> None:
                 event.set()
 
     def feed(fn: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> Deliver:
-        return lambda events: loop.call_soon_threadsafe(fn, events)
+        def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the operator exits
+                loop.call_soon_threadsafe(fn, events)
+
+        return deliver
 
     memo["reflectors"] = reflectors = _watches(app.settings, feed(observe), feed(wake))
     for reflector in reflectors:
@@ -292,6 +297,9 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     VERSION,
     "updateruns",
     id="run",
+    # Stopped (the operator exits, or peering pauses it), a run finishes its step and returns;
+    # cancelled only if it has not within 5 s (kopf's "Daemon 'run' is cancelled" warning).
+    cancellation_backoff=5,
     cancellation_timeout=10,
     when=lambda status, **_: status.get("phase") not in TERMINAL,
 )

@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -195,9 +196,12 @@ class Reflector:
                 if not listed:
                     self._list()
                     listed = True
+                began = time.monotonic()
                 self._watch()
-                backoff, self._last_error = BACKOFF_FIRST, ""
-                continue
+                if time.monotonic() - began >= 1.0:  # a normal end (the server's timeout)
+                    backoff, self._last_error = BACKOFF_FIRST, ""
+                    continue
+                why = "the watch ended at once"  # never spin: back off as after an error
             except Gone as exc:
                 log.info("watching %s: %s; listing again", self.what, exc)
                 listed = False
@@ -209,6 +213,9 @@ class Reflector:
                 why = f"API error {exc.status}: {exc.reason}"
             except (HTTPError, OSError, ValueError, KeyError) as exc:
                 why = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # never let the watch thread die: list again, later
+                log.exception("watching %s: unexpected error; listing again", self.what)
+                why, listed = f"{type(exc).__name__}: {exc}", False
             if self._stop.is_set():
                 return
             # A lasting failure (a kind not installed, a missing permission) is a warning
