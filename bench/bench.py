@@ -37,7 +37,6 @@ sync's Deployments keep the controller manager busy for minutes afterwards.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -58,7 +57,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
@@ -67,7 +66,7 @@ from patchwarden import builders  # noqa: E402
 from patchwarden.api.run import Trigger  # noqa: E402
 from patchwarden.api.system import ManagedSystemSpec, WindowRef  # noqa: E402
 from patchwarden.devcluster import DevCluster, release_finalizers, resolve_tools  # noqa: E402
-from patchwarden.kube import Kube  # noqa: E402
+from patchwarden.kube import SNAPSHOTS, Kube  # noqa: E402
 from patchwarden.reflector import Reflector, lister  # noqa: E402
 
 GROUP, VERSION = "patchwarden.io", "v1alpha1"
@@ -434,12 +433,28 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---- part 2: the window storm ------------------------------------------------------------
+def watch_everywhere(
+    b: Bench,
+    plural: str,
+    group: tuple[str, str],
+    deliver: Callable[[list[tuple[str, dict[str, Any]]]], None],
+    selector: str | None = None,
+) -> Reflector:
+    """A started watch of ``plural`` in every namespace, with the operator's own reflector
+    (one JSON parse per event; relists after 410)."""
+    reflector = Reflector(
+        lister(Kube(b.api), plural, None, group, selector), f"bench {plural}", deliver
+    )
+    reflector.start()
+    return reflector
+
+
 class RunWatch:
     """Watches UpdateRuns, snapshots and Jobs in the storm namespaces: first-seen times,
     snapshot readiness and concurrency."""
 
     def __init__(self, b: Bench, namespaces: set[str]) -> None:
-        self.b, self.namespaces = b, namespaces
+        self.namespaces = namespaces
         self.lock = threading.Lock()
         self.phase: dict[str, str] = {}
         self.created: dict[str, float] = {}
@@ -449,65 +464,50 @@ class RunWatch:
         self.snapshots_ready: dict[str, float] = {}
         self.phase_seen: dict[tuple[str, str], float] = {}
         self.most_active = 0
-        self.stopped = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._follow, args=(kind,), daemon=True)
-            for kind in ("runs", "jobs", "snapshots")
+        self.watches = [
+            watch_everywhere(b, "updateruns", (GROUP, VERSION), self._runs),
+            watch_everywhere(b, "jobs", ("batch", "v1"), self._jobs, "patchwarden.io/run"),
+            watch_everywhere(b, "volumesnapshots", SNAPSHOTS, self._snapshots),
         ]
-        for t in self.threads:
-            t.start()
 
-    def _follow(self, kind: str) -> None:
-        while not self.stopped.is_set():
-            w = watch.Watch()
-            if kind == "runs":
-                stream = w.stream(
-                    self.b.custom.list_cluster_custom_object,
-                    GROUP,
-                    VERSION,
-                    "updateruns",
-                    timeout_seconds=30,
-                )
-            elif kind == "snapshots":
-                stream = w.stream(
-                    self.b.custom.list_cluster_custom_object,
-                    "snapshot.storage.k8s.io",
-                    "v1",
-                    "volumesnapshots",
-                    timeout_seconds=30,
-                )
-            else:
-                stream = w.stream(
-                    self.b.batch.list_job_for_all_namespaces,
-                    label_selector="patchwarden.io/run",
-                    timeout_seconds=30,
-                    _preload_content=True,
-                )
-            for event in stream:
-                obj = event["object"]
-                meta = obj["metadata"] if isinstance(obj, dict) else obj.metadata.to_dict()
-                if meta["namespace"] not in self.namespaces:
-                    continue
-                key, now = f"{meta['namespace']}/{meta['name']}", time.time()
-                with self.lock:
-                    if kind == "jobs":
-                        self.jobs.setdefault(key, now)
-                        continue
-                    if kind == "snapshots":
-                        self.snapshots.setdefault(key, now)
-                        if (obj.get("status") or {}).get("readyToUse"):
-                            self.snapshots_ready.setdefault(key, now)
-                        continue
-                    self.created.setdefault(key, now)
-                    phase = (obj.get("status") or {}).get("phase") or "Pending"
-                    self.phase[key] = phase
-                    self.phase_seen.setdefault((key, phase), now)
-                    if phase not in ACTIVE_PHASES:
-                        self.ended.setdefault(key, now)
-                    active = sum(1 for p in self.phase.values() if p in ACTIVE_PHASES)
-                    self.most_active = max(self.most_active, active)
-                if self.stopped.is_set():
-                    break
+    def stop(self) -> None:
+        for w in self.watches:
+            w.stop()
+
+    def _ours(self, events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """(namespace/name, object) of the events in the storm namespaces."""
+        return [
+            (f"{o['metadata']['namespace']}/{o['metadata']['name']}", o)
+            for _, o in events
+            if o["metadata"]["namespace"] in self.namespaces
+        ]
+
+    def _jobs(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        now = time.time()
+        with self.lock:
+            for key, _ in self._ours(events):
+                self.jobs.setdefault(key, now)
+
+    def _snapshots(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        now = time.time()
+        with self.lock:
+            for key, obj in self._ours(events):
+                self.snapshots.setdefault(key, now)
+                if (obj.get("status") or {}).get("readyToUse"):
+                    self.snapshots_ready.setdefault(key, now)
+
+    def _runs(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        now = time.time()
+        with self.lock:
+            for key, obj in self._ours(events):
+                self.created.setdefault(key, now)
+                phase = (obj.get("status") or {}).get("phase") or "Pending"
+                self.phase[key] = phase
+                self.phase_seen.setdefault((key, phase), now)
+                if phase not in ACTIVE_PHASES:
+                    self.ended.setdefault(key, now)
+                active = sum(1 for p in self.phase.values() if p in ACTIVE_PHASES)
+                self.most_active = max(self.most_active, active)
 
     def succeeded(self) -> int:
         with self.lock:
@@ -585,7 +585,7 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         writes = op.requests(WRITES) - writes_before
         requests = op.requests() - requests_before
     finally:
-        watcher.stopped.set()
+        watcher.stop()
         op.stop()
     with watcher.lock:
         job_delays = [t - t0 for t in watcher.jobs.values()]
@@ -650,32 +650,25 @@ class Ready:
     the snapshot is readyToUse or the Job complete (a plain client's way to wait)."""
 
     def __init__(self, b: Bench, namespaces: set[str]) -> None:
-        self.b, self.namespaces = b, namespaces
+        self.namespaces = namespaces
         self.done: dict[tuple[str, str, str], threading.Event] = {}
         self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        for kind in ("snapshot", "job"):
-            threading.Thread(target=self._follow, args=(kind,), daemon=True).start()
+        self.watches = [
+            watch_everywhere(b, "volumesnapshots", SNAPSHOTS, self._seen("snapshot")),
+            watch_everywhere(b, "jobs", ("batch", "v1"), self._seen("job")),
+        ]
+
+    def stop(self) -> None:
+        for w in self.watches:
+            w.stop()
 
     def _event(self, key: tuple[str, str, str]) -> threading.Event:
         with self.lock:
             return self.done.setdefault(key, threading.Event())
 
-    def _follow(self, kind: str) -> None:
-        while not self.stopped.is_set():
-            if kind == "snapshot":
-                call: Callable[..., Any] = functools.partial(
-                    self.b.custom.list_cluster_custom_object,
-                    "snapshot.storage.k8s.io",
-                    "v1",
-                    "volumesnapshots",
-                )
-            else:
-                call = functools.partial(
-                    self.b.custom.list_cluster_custom_object, "batch", "v1", "jobs"
-                )
-            for event in watch.Watch().stream(call, timeout_seconds=30):
-                obj = event["object"]
+    def _seen(self, kind: str) -> Callable[[list[tuple[str, dict[str, Any]]]], None]:
+        def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
+            for _, obj in events:
                 meta, status = obj["metadata"], obj.get("status") or {}
                 if meta["namespace"] not in self.namespaces:
                     continue
@@ -685,8 +678,8 @@ class Ready:
                 )
                 if ready:
                     self._event((kind, meta["namespace"], meta["name"])).set()
-                if self.stopped.is_set():
-                    return
+
+        return deliver
 
     def wait(self, kind: str, ns: str, name: str, timeout: float) -> None:
         if not self._event((kind, ns, name)).wait(timeout):
@@ -749,9 +742,7 @@ def raw_storm(
         snapshot = builders.volume_snapshot(
             run=run_name, system=name, claim=name, snapshot_class="standard-snapshots"
         )
-        b.custom.create_namespaced_custom_object(
-            "snapshot.storage.k8s.io", "v1", ns, "volumesnapshots", snapshot
-        )
+        b.custom.create_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", snapshot)
         if ready is not None:
             ready.wait("snapshot", ns, snapshot["metadata"]["name"], args.timeout)
         patch_run(ns, run_name, range(half // 2, half))
@@ -779,7 +770,7 @@ def raw_storm(
             writes = sum(pool.map(one, names))
     finally:
         if ready is not None:
-            ready.stopped.set()
+            ready.stop()
     seconds = time.monotonic() - started
     if ready is None:  # let the controller manager finish these Jobs before the next part
 
