@@ -7,7 +7,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-DEVCLUSTER := $(BIN)/python -m patchwarden.devcluster
+# NODE=kwok (default): kwok fakes the node. NODE=real: a real kubelet, containerd
+# and CSI hostpath on this machine (root; hack/node/deps.sh installs its packages).
+NODE ?= kwok
+DEVCLUSTER := $(BIN)/python -m patchwarden.devcluster --node $(NODE)
+NODE_DEPS := $(if $(filter real,$(NODE)),hack/node/deps.sh,true)
 
 .PHONY: help
 help: ## list the targets
@@ -48,19 +52,20 @@ test: lint ## lint, type check, unit and cluster tests (brings up the local clus
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## only the tests that need no cluster
-	$(BIN)/pytest -m 'not cluster'
+	$(BIN)/pytest -m 'not cluster and not node and not e2e'
 
 .PHONY: cluster-up
-cluster-up: $(STAMP) ## start the local control plane; kubeconfig at .cluster/kubeconfig
+cluster-up: $(STAMP) ## start the local cluster (NODE=real: with a real node); prints its KUBECONFIG
+	$(NODE_DEPS)
 	$(DEVCLUSTER) up
 
 .PHONY: cluster-down
-cluster-down: $(STAMP) ## stop the local control plane and remove its state
+cluster-down: $(STAMP) ## stop the local cluster (NODE=real: and undo the node's traces), remove its state
 	$(DEVCLUSTER) down
 
 .PHONY: run
 run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the CRDs, then the operator
-	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(NODE_DEPS); $(DEVCLUSTER) up; fi
 	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; tools=$$(hack/tools.sh); \
 	  $$tools/kubectl --kubeconfig "$$kc" apply --server-side --force-conflicts -f crds/ >/dev/null; \
 	  echo "CRDs installed; starting the operator (Ctrl-C stops it). In another shell:"; \
@@ -69,7 +74,7 @@ run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the
 
 .PHONY: demo
 demo: $(STAMP) ## run examples/ for real on the local cluster (unless KUBECONFIG is set) and check the outcomes
-	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(DEVCLUSTER) up; fi
+	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(NODE_DEPS); $(DEVCLUSTER) up; fi
 	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; KUBECONFIG="$$kc" $(BIN)/patchwarden demo
 
 .PHONY: bench

@@ -13,6 +13,13 @@
 #   4. a build from the wrapper Go modules in hack/tools/*/ (their go.mod and
 #      go.sum pin every version), stored in the cache for the next run.
 #
+# `hack/tools.sh node` resolves, in the same way and into the same directory,
+# what the real-node dev cluster needs on top: kubelet, containerd (+ ctr and
+# the runc shim), the CSI hostpath driver and node-driver-registrar (built from
+# the source archives in ../shared/mirror/ or from PATCHWARDEN_CSI_SRC_DIR, see
+# csi_src), csi-provisioner, csi-snapshotter and snapshot-controller, and the
+# upstream VolumeSnapshot CRDs (snapshot-crds/, a directory).
+#
 # Builds need Go (see README); the first one takes several minutes per module.
 set -euo pipefail
 
@@ -34,7 +41,10 @@ modver() {
 
 # build DIR VERSION LDFLAGS BIN:PKG...: build packages of a wrapper module into
 # the cache directory DIR-VERSION-rRECIPE (atomically: a half-built directory is
-# never mistaken for a finished one) and print that directory.
+# never mistaken for a finished one) and print that directory. BUILD_TAGS and
+# BUILD_CGO (0/1) in the environment pass -tags and CGO_ENABLED; BUILD_SRC
+# builds from that source tree (with its vendor/) instead of hack/tools/DIR;
+# BUILD_AFTER is a function run with the half-built directory (extra files).
 build() {
   local dir=$1 version=$2 ldflags=$3
   shift 3
@@ -50,7 +60,13 @@ build() {
   local started=$SECONDS pkgs=() spec
   for spec in "$@"; do pkgs+=("${spec#*:}"); done
   log "building $dir $version (${pkgs[*]##*/}) into $out; the first build takes minutes"
-  (cd "$ROOT/hack/tools/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
+  local src=$ROOT/hack/tools/$dir goflags=-mod=readonly proxy
+  proxy=$(go env GOPROXY)
+  if [[ -n ${BUILD_SRC:-} ]]; then # an upstream tree with its vendor/: offline
+    src=$BUILD_SRC goflags=-mod=vendor proxy=off
+  fi
+  (cd "$src" && CGO_ENABLED=${BUILD_CGO:-$(go env CGO_ENABLED)} GOFLAGS=$goflags GOPROXY=$proxy \
+    go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
   # go build names a binary after its package path (the element before a /vN
   # suffix); rename where that differs from the name we want.
   local bin pkg default
@@ -61,6 +77,7 @@ build() {
     [[ $default =~ ^v[0-9]+$ ]] && default=$(basename "$(dirname "$pkg")")
     [[ $default == "$bin" ]] || mv "$tmp/$default" "$tmp/$bin"
   done
+  [[ -z ${BUILD_AFTER:-} ]] || "$BUILD_AFTER" "$tmp"
   touch "$tmp/.complete"
   rm -rf "$out"
   mv "$tmp" "$out"
@@ -68,9 +85,9 @@ build() {
   printf '%s\n' "$out"
 }
 
-k8s_dir() {
-  local v minor
-  v=$(modver kubernetes k8s.io/kubernetes)
+# k8s_ldflags VERSION: the version stamps of Kubernetes' own build.
+k8s_ldflags() {
+  local v=$1 minor
   minor=${v#v1.}
   minor=${minor%%.*}
   local ld="" key
@@ -79,7 +96,13 @@ k8s_dir() {
   done
   ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
   ld+=" -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
-  build kubernetes "$v" "$ld" \
+  printf '%s\n' "$ld"
+}
+
+k8s_dir() {
+  local v
+  v=$(modver kubernetes k8s.io/kubernetes)
+  build kubernetes "$v" "$(k8s_ldflags "$v")" \
     kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver \
     kube-controller-manager:k8s.io/kubernetes/cmd/kube-controller-manager \
     kube-scheduler:k8s.io/kubernetes/cmd/kube-scheduler \
@@ -100,9 +123,19 @@ kwok_dir() {
 }
 
 helm_dir() {
-  local v
+  local v kv ld
   v=$(modver helm helm.sh/helm/v3)
-  build helm "$v" "-X helm.sh/helm/v3/internal/version.version=$v" helm:helm.sh/helm/v3/cmd/helm
+  # As helm's own Makefile: stamp the Kubernetes version of its client-go
+  # (v0.34.x is Kubernetes 1.34), which `helm template` assumes without
+  # --kube-version (unstamped, it assumes 1.20 and refuses kubeVersion: >=1.29).
+  kv=$(modver helm k8s.io/client-go)
+  kv=${kv#v0.}
+  kv=${kv%%.*}
+  ld="-X helm.sh/helm/v3/internal/version.version=$v"
+  for pkg in chartutil lint/rules; do
+    ld+=" -X helm.sh/helm/v3/pkg/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/$pkg.k8sVersionMinor=$kv"
+  done
+  build helm "$v-k$kv" "$ld" helm:helm.sh/helm/v3/cmd/helm
 }
 
 prometheus_dir() {
@@ -118,6 +151,92 @@ kstatus_dir() {
   # Keyed by our main.go too, so a change to it rebuilds.
   v="$v-$(sha1sum "$ROOT/hack/tools/kstatus/main.go" | cut -c1-8)"
   build kstatus "$v" "" kstatus:patchwarden.io/hack/tools/kstatus
+}
+
+# ---- the real-node profile (`hack/tools.sh node`) ----------------------------
+
+kubelet_dir() {
+  local v
+  v=$(modver kubernetes k8s.io/kubernetes)
+  build kubelet "$v" "$(k8s_ldflags "$v")" kubelet:k8s.io/kubernetes/cmd/kubelet
+}
+
+containerd_dir() {
+  local v
+  v=$(modver containerd github.com/containerd/containerd/v2)
+  # Static (no cgo), without the btrfs snapshotter (it needs C headers).
+  BUILD_TAGS=no_btrfs BUILD_CGO=0 build containerd "$v" \
+    "-X github.com/containerd/containerd/v2/version.Version=$v" \
+    containerd:github.com/containerd/containerd/v2/cmd/containerd \
+    ctr:github.com/containerd/containerd/v2/cmd/ctr \
+    containerd-shim-runc-v2:github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+}
+
+provisioner_dir() {
+  local v
+  v=$(modver csi-provisioner github.com/kubernetes-csi/external-provisioner/v6)
+  build csi-provisioner "$v" "-X main.version=$v" \
+    csi-provisioner:github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+}
+
+copy_snapshot_crds() {
+  local crds
+  crds=$(cd "$ROOT/hack/tools/csi-snapshotter" &&
+    go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)/config/crd
+  mkdir -p "$1/snapshot-crds"
+  cp "$crds"/snapshot.storage.k8s.io_*.yaml "$1/snapshot-crds/"
+  chmod -R u+w "$1/snapshot-crds"
+}
+
+snapshotter_dir() {
+  local v
+  v=$(modver csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8)
+  BUILD_AFTER=copy_snapshot_crds build csi-snapshotter "$v" "-X main.version=$v" \
+    csi-snapshotter:github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter \
+    snapshot-controller:github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
+}
+
+# csi_src NAME TAG: a source tree of NAME at TAG (these two are not served by
+# the module proxy here): the archive NAME-TAG.tar.gz in ../shared/mirror/
+# (PATCHWARDEN_MIRROR_DIR), unpacked once into the cache; else
+# $PATCHWARDEN_CSI_SRC_DIR/NAME (e.g. `git clone --branch TAG` of the project).
+csi_src() {
+  local name=$1 tag=$2
+  local mirror=${PATCHWARDEN_MIRROR_DIR:-$ROOT/../shared/mirror}
+  local archive="$mirror/$name-$tag.tar.gz" tree="$CACHE/src/$name-$tag"
+  if [[ -f "$tree/.complete" ]]; then
+    printf '%s\n' "$tree"
+  elif [[ -f "$archive" ]]; then
+    mkdir -p "$CACHE/src"
+    local tmp
+    tmp=$(mktemp -d "$CACHE/src/.unpack-$name.XXXXXX")
+    tar xzf "$archive" -C "$tmp" --strip-components=1
+    touch "$tmp/.complete"
+    rm -rf "$tree"
+    mv "$tmp" "$tree"
+    printf '%s\n' "$tree"
+  elif [[ -n ${PATCHWARDEN_CSI_SRC_DIR:-} && -d "$PATCHWARDEN_CSI_SRC_DIR/$name/vendor" ]]; then
+    printf '%s\n' "$PATCHWARDEN_CSI_SRC_DIR/$name"
+  else
+    log "the source of $name $tag is needed for the real-node cluster and was not found:"
+    log "  neither $archive"
+    log "  nor \$PATCHWARDEN_CSI_SRC_DIR/$name with its vendor/ (PATCHWARDEN_CSI_SRC_DIR=${PATCHWARDEN_CSI_SRC_DIR:-unset});"
+    log "  get it with: git clone --branch $tag https://github.com/kubernetes-csi/$name"
+    exit 1
+  fi
+}
+
+HOSTPATH_TAG=v1.18.0
+REGISTRAR_TAG=v2.17.0
+
+hostpath_dir() {
+  BUILD_SRC=$(csi_src csi-driver-host-path "$HOSTPATH_TAG") build hostpath "$HOSTPATH_TAG" \
+    "-X main.version=$HOSTPATH_TAG" hostpathplugin:./cmd/hostpathplugin
+}
+
+registrar_dir() {
+  BUILD_SRC=$(csi_src node-driver-registrar "$REGISTRAR_TAG") build registrar "$REGISTRAR_TAG" \
+    "-X main.version=$REGISTRAR_TAG" csi-node-driver-registrar:./cmd/csi-node-driver-registrar
 }
 
 # resolve NAME GROUP: print the path of binary NAME, building GROUP if needed.
@@ -138,9 +257,18 @@ main() {
   mkdir -p "$LINKS"
   exec 9>"$ROOT/.tools/.lock"
   flock 9
-  local name group
-  for entry in kube-apiserver:k8s kube-controller-manager:k8s kube-scheduler:k8s kubectl:k8s \
-    etcd:etcd kwok:kwok kwokctl:kwok helm:helm promtool:prometheus kstatus:kstatus; do
+  local name group entries=(kube-apiserver:k8s kube-controller-manager:k8s kube-scheduler:k8s
+    kubectl:k8s etcd:etcd kwok:kwok kwokctl:kwok helm:helm promtool:prometheus kstatus:kstatus)
+  if [[ ${1:-} == node ]]; then
+    entries+=(kubelet:kubelet containerd:containerd ctr:containerd
+      containerd-shim-runc-v2:containerd csi-provisioner:provisioner
+      csi-snapshotter:snapshotter snapshot-controller:snapshotter snapshot-crds:snapshotter
+      hostpathplugin:hostpath csi-node-driver-registrar:registrar)
+  elif [[ -n ${1:-} ]]; then
+    log "usage: hack/tools.sh [node]"
+    exit 2
+  fi
+  for entry in "${entries[@]}"; do
     name=${entry%%:*}
     group=${entry#*:}
     ln -sfn "$(resolve "$name" "$group")" "$LINKS/$name"

@@ -258,9 +258,11 @@ def _controller(memo: Any) -> SystemController:
 
 @kopf.on.startup()
 async def serve_metrics(memo: Any, **_: Any) -> None:
-    port = _app(memo).settings.metrics_port
-    if port:
-        memo["metrics_server"] = await metrics.serve(port)
+    settings = _app(memo).settings
+    if settings.metrics_port:
+        memo["metrics_server"] = await metrics.serve(
+            settings.metrics_port, settings.metrics_address or None
+        )
 
 
 @kopf.on.cleanup()

@@ -223,8 +223,9 @@ def observe_run_end(run: dict[str, Any], status: dict[str, Any], model: str, pac
         LAST_SUCCESS.labels(ns, system, run["spec"].get("customer", ""), model, package).set(end)
 
 
-async def serve(port: int) -> web.AppRunner:
-    """/metrics (Prometheus text format) and /healthz on ``port`` (all interfaces)."""
+async def serve(port: int, host: str | None = None) -> web.AppRunner:
+    """/metrics (Prometheus text format) and /healthz on ``port`` of ``host`` (default:
+    every interface)."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, REGISTRY)
@@ -239,6 +240,6 @@ async def serve(port: int) -> web.AppRunner:
     app.router.add_get("/readyz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, port=port).start()
-    log.info("serving /metrics and /healthz on port %d", port)
+    await web.TCPSite(runner, host=host, port=port).start()
+    log.info("serving /metrics and /healthz on %s:%d", host or "*", port)
     return runner

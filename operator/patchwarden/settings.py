@@ -45,6 +45,9 @@ class Settings(BaseModel):
     """kopf peering priority; the highest runs, the others pause (default: random)."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """Port of /metrics and /healthz; 0 disables them."""
+    metrics_address: str = ""
+    """Address /metrics and /healthz bind to; empty: every interface (inside a pod).
+    With host networking, ``127.0.0.1`` keeps them off the node's network."""
     api_workers: int = Field(default=16, ge=1, le=512)
     """Workers reconciling ManagedSystems (each a thread and an API connection)."""
     default_snapshot_class: str | None = None

@@ -1,7 +1,8 @@
 //go:build tools
 
 // Package tools pins the upstream Kubernetes commands that the local control
-// plane is built from. Nothing here is part of the patchwarden product.
+// plane and the real-node dev cluster are built from. Nothing here is part of
+// the patchwarden product.
 package tools
 
 import (
@@ -9,4 +10,5 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet" // the real-node dev cluster (hack/tools.sh node)
 )

@@ -38,6 +38,7 @@ class DevCluster:
 
     state_dir: Path
     tools_dir: Path
+    name: str = CLUSTER_NAME
 
     @property
     def kubeconfig(self) -> Path:
@@ -46,6 +47,11 @@ class DevCluster:
     @property
     def kwok_workdir(self) -> Path:
         return self.state_dir / "kwok"
+
+    @property
+    def cluster_dir(self) -> Path:
+        """kwokctl's directory of this cluster: pki/, logs/, its kubeconfig."""
+        return self.kwok_workdir / "clusters" / self.name
 
     @property
     def provisioner_launcher(self) -> Path:
@@ -144,7 +150,7 @@ class DevCluster:
                     "name": "volume-provisioner",
                     "binary": str(self.provisioner_launcher),
                     "args": ["--kubeconfig", str(self.kubeconfig)],
-                    "workDir": str(self.kwok_workdir / "clusters" / CLUSTER_NAME),
+                    "workDir": str(self.cluster_dir),
                     "links": ["kube-apiserver"],
                 }
             ],
@@ -159,7 +165,7 @@ class DevCluster:
     def _create(self, timeout: float) -> None:
         kwokctl = self._tool("kwokctl")
         if self.kwok_workdir.exists():  # a stale or stopped cluster: start afresh
-            self._run(kwokctl, "delete", "cluster", "--name", CLUSTER_NAME, check=False)
+            self._run(kwokctl, "delete", "cluster", "--name", self.name, check=False)
             shutil.rmtree(self.state_dir, ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_launcher()
@@ -170,7 +176,7 @@ class DevCluster:
             "create",
             "cluster",
             "--name",
-            CLUSTER_NAME,
+            self.name,
             "--config",
             str(config_path),
             "--kubeconfig",
@@ -218,8 +224,7 @@ class DevCluster:
         while not probe():
             if time.monotonic() > deadline:
                 raise DevClusterError(
-                    f"{failure} (after {timeout:.0f}s); see "
-                    f"{self.kwok_workdir}/clusters/{CLUSTER_NAME}/logs"
+                    f"{failure} (after {timeout:.0f}s); see {self.cluster_dir}/logs"
                 )
             time.sleep(0.3)
 
@@ -227,5 +232,5 @@ class DevCluster:
         """Stop every component and remove all state (idempotent)."""
         kwokctl = self.tools_dir / "kwokctl"
         if self.kwok_workdir.exists() and os.access(kwokctl, os.X_OK):
-            self._run(str(kwokctl), "delete", "cluster", "--name", CLUSTER_NAME, check=False)
+            self._run(str(kwokctl), "delete", "cluster", "--name", self.name, check=False)
         shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -21,18 +21,22 @@ def find_repo_root(start: Path | None = None) -> Path:
     )
 
 
-def resolve_tools(repo_root: Path | None = None) -> Path:
+def resolve_tools(repo_root: Path | None = None, node: bool = False) -> Path:
     """The directory holding kubectl, kwokctl, kube-apiserver, etcd, helm ….
 
     ``PATCHWARDEN_TOOLS_DIR`` wins; otherwise ``hack/tools.sh`` resolves (and on
-    first use builds) them, which it reports on stderr.
+    first use builds) them, which it reports on stderr. ``node`` adds what the
+    real-node cluster runs (kubelet, containerd, the CSI driver and sidecars).
     """
     given = os.environ.get("PATCHWARDEN_TOOLS_DIR")
     if given:
         return Path(given)
     root = repo_root or find_repo_root()
     proc = subprocess.run(
-        [str(root / "hack" / "tools.sh")], stdout=subprocess.PIPE, text=True, check=False
+        [str(root / "hack" / "tools.sh"), *(["node"] if node else [])],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise DevClusterError(f"hack/tools.sh failed ({proc.returncode}); see its output above")

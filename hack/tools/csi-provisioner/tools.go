@@ -1,0 +1,9 @@
+//go:build tools
+
+// Package tools pins github.com/kubernetes-csi/external-provisioner/v6, built for the real-node dev cluster.
+// Nothing here is part of the patchwarden product.
+package tools
+
+import (
+	_ "github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner"
+)

@@ -1,0 +1,128 @@
+"""Update runs on a real node: the update Job's container really runs, the
+snapshots are real CSI snapshots of the data, and a failed update really gives
+the data back, byte for byte.
+
+The operator runs as a process on the host (as ``make run`` does); the chart
+test runs it inside the cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from tests.conftest import Cluster
+from tests.helpers import wait_for
+from tests.node.workloads import busybox, checksum, ready_pod, statefulset, update_system
+from tests.operator_harness import create, running_operator, wait_run
+
+# Real snapshots and pods take seconds, not the kwok profile's fraction of one.
+SLOWER = {
+    "PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS": "180",
+    "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "240",
+    "PATCHWARDEN_RUN_POLL_SECONDS": "1",
+}
+ENDED = {"Succeeded", "RolledBack", "Failed"}
+
+
+def snapshot_content(cluster: Cluster, ns: str, snapshot: str) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(cluster.api)
+    snap = custom.get_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", ns, "volumesnapshots", snapshot
+    )
+    content = snap["status"]["boundVolumeSnapshotContentName"]
+    return custom.get_cluster_custom_object(  # type: ignore[no-any-return]
+        "snapshot.storage.k8s.io", "v1", "volumesnapshotcontents", content
+    )
+
+
+def test_a_failed_update_gives_the_data_back_byte_for_byte(
+    node_cluster: Cluster, node_namespace: str, tmp_path: Path
+) -> None:
+    ns, cluster = node_namespace, node_cluster
+    apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    apps.create_namespaced_stateful_set(ns, statefulset("db", busybox()))
+    before_pod = ready_pod(cluster, ns, "db-0")
+    original = checksum(cluster, ns, "db-0")
+    image = before_pod.spec.containers[0].image
+
+    # The update really overwrites the data, then really fails.
+    script = "echo corrupted > /data/payload && sync && echo 'update: overwrote the data' && exit 1"
+    with running_operator(cluster, ns, tmp_path, **SLOWER) as op:
+        create(cluster, ns, update_system("db", "db", script, claim="data-db-0"))
+        run = wait_run(cluster, ns, "db", ENDED, timeout=420)
+        assert run["status"]["phase"] == "RolledBack", (run["status"], op.output()[-3000:])
+
+    status = run["status"]
+    job = status["job"]["name"]
+    # The Job ran a real container that wrote to the claim: its log says so.
+    log = cluster.kubectl("logs", "-n", ns, f"job/{job}")
+    assert "update: overwrote the data" in log, log
+    # The backup was a real CSI snapshot, made before the update.
+    [record] = status["snapshots"]
+    content = snapshot_content(cluster, ns, record["snapshot"])
+    assert content["spec"]["driver"] == "hostpath.csi.k8s.io"
+    assert content["status"]["readyToUse"] is True
+    assert content["status"].get("snapshotHandle"), content["status"]
+    # The claim was recreated from it and holds the original bytes again, read by the
+    # workload's own (new) pod running the recorded image.
+    claim = core.read_namespaced_persistent_volume_claim("data-db-0", ns)
+    assert claim.spec.data_source.name == record["snapshot"]
+    after_pod = ready_pod(cluster, ns, "db-0")
+    assert after_pod.metadata.uid != before_pod.metadata.uid
+    assert after_pod.spec.containers[0].image == image
+    assert checksum(cluster, ns, "db-0") == original
+
+
+def test_a_successful_update_really_runs_and_its_log_is_readable(
+    node_cluster: Cluster, node_namespace: str, tmp_path: Path
+) -> None:
+    ns, cluster = node_namespace, node_cluster
+    apps = client.AppsV1Api(cluster.api)
+    body = update_system(
+        "web",
+        "web",
+        'echo "update: $PATCHWARDEN_CLASSES updates for $PATCHWARDEN_SYSTEM applied"; '
+        "cat /data/payload | wc -l",
+        claim="data-web-0",
+    )
+    apps.create_namespaced_stateful_set(ns, statefulset("web", busybox()))
+    ready_pod(cluster, ns, "web-0")
+    with running_operator(cluster, ns, tmp_path, **SLOWER) as op:
+        create(cluster, ns, body)
+        run = wait_run(cluster, ns, "web", ENDED, timeout=300)
+        assert run["status"]["phase"] == "Succeeded", (run["status"], op.output()[-3000:])
+    log = cluster.kubectl("logs", "-n", ns, f"job/{run['status']['job']['name']}")
+    # The container saw the operator's variables and the system's data.
+    assert "update: feature,security updates for web applied" in log, log
+    assert "100000" in log, log
+    ready_pod(cluster, ns, "web-0", timeout=30)
+    sts = apps.read_namespaced_stateful_set("web", ns)
+    assert sts.status.ready_replicas == 1
+
+    # The snapshot the run took is real and restorable: a claim made from it is
+    # provisioned by the CSI driver.
+    [record] = run["status"]["snapshots"]
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": "copy"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "64Mi"}},
+                "dataSource": {
+                    "apiGroup": "snapshot.storage.k8s.io",
+                    "kind": "VolumeSnapshot",
+                    "name": record["snapshot"],
+                },
+            },
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_persistent_volume_claim("copy", ns).status.phase == "Bound",
+        timeout=120,
+        what="a claim restored from the run's snapshot to be Bound",
+    )

@@ -1,0 +1,115 @@
+"""Objects for the real-node tests: a StatefulSet that really writes data, and
+ManagedSystems whose update Job really runs a container on the node."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubernetes import client
+
+from patchwarden.devcluster import images
+from tests.conftest import Cluster
+from tests.helpers import wait_for
+from tests.operator_harness import system
+
+USER = {"runAsUser": 1000, "runAsGroup": 1000}
+PAYLOAD = "/data/payload"
+# Known data: 100,000 numbered lines (588,895 bytes), written once on the first start.
+WRITE_ONCE = f"trap 'exit 0' TERM; [ -f {PAYLOAD} ] || seq 1 100000 > {PAYLOAD}; sleep 36000 & wait"
+
+
+def busybox() -> str:
+    return images.busybox_name()
+
+
+def statefulset(name: str, image: str) -> dict[str, Any]:
+    """One replica writing :data:`PAYLOAD` on its claim ``data-<name>-0``; Ready once written."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "securityContext": {**USER, "fsGroup": 1000},
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image,
+                            "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", WRITE_ONCE],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                            "readinessProbe": {
+                                "exec": {"command": ["test", "-s", PAYLOAD]},
+                                "periodSeconds": 1,
+                            },
+                        }
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "64Mi"}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def update_system(
+    name: str, workload: str, script: str, claim: str | None = None
+) -> dict[str, Any]:
+    """A SaaS system over StatefulSet ``workload`` whose update Job runs ``script`` in
+    busybox (as user 1000, with ``claim`` mounted at /data when given)."""
+    container: dict[str, Any] = {
+        "name": "update",
+        "image": busybox(),
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+        "securityContext": copy.deepcopy(USER),
+    }
+    body = system(
+        name,
+        "SaaS",
+        update=container,
+        workload={"kind": "StatefulSet", "name": workload},
+    )
+    body["spec"]["updates"]["verifyTimeout"] = "2m"
+    pod = body["spec"]["updates"]["template"]["spec"]
+    pod["securityContext"] = {**USER, "fsGroup": 1000}
+    if claim:
+        container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+        pod["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    return body
+
+
+def ready_pod(cluster: Cluster, ns: str, name: str, timeout: float = 180) -> client.V1Pod:
+    """Pod ``name`` once it is Running with every container ready."""
+    core = client.CoreV1Api(cluster.api)
+
+    def probe() -> client.V1Pod | None:
+        try:
+            pod = core.read_namespaced_pod(name, ns)
+        except client.ApiException:
+            return None
+        statuses = pod.status.container_statuses or []
+        running = pod.status.phase == "Running" and statuses
+        return pod if running and all(s.ready for s in statuses) else None
+
+    return wait_for(probe, timeout=timeout, what=f"pod {ns}/{name} Running and Ready")
+
+
+def checksum(cluster: Cluster, ns: str, pod: str) -> str:
+    """sha256 of :data:`PAYLOAD`, computed inside the running pod (``kubectl exec``)."""
+    out = cluster.kubectl("exec", "-n", ns, pod, "-c", "app", "--", "sha256sum", PAYLOAD)
+    return out.split()[0]
