@@ -46,8 +46,9 @@ fmt: $(STAMP) ## format and fix what ruff can
 	$(BIN)/ruff check --fix operator tests
 
 .PHONY: test
-test: lint ## lint, type check, unit and cluster tests (brings up the local cluster)
-	hack/tools.sh >/dev/null
+test: lint ## lint, type check, unit, cluster and real-node tests (brings up both local clusters)
+	@hack/node/deps.sh || [[ "$${CI:-}" != true ]] # elsewhere the node tests skip, saying why
+	hack/tools.sh node >/dev/null
 	$(BIN)/pytest
 
 .PHONY: test-unit

@@ -22,6 +22,7 @@
 #
 # Builds need Go (see README); the first one takes several minutes per module.
 set -euo pipefail
+shopt -s inherit_errexit # a failed build inside $(…) stops the script too
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${PATCHWARDEN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/patchwarden}
@@ -44,7 +45,8 @@ modver() {
 # never mistaken for a finished one) and print that directory. BUILD_TAGS and
 # BUILD_CGO (0/1) in the environment pass -tags and CGO_ENABLED; BUILD_SRC
 # builds from that source tree (with its vendor/) instead of hack/tools/DIR;
-# BUILD_AFTER is a function run with the half-built directory (extra files).
+# BUILD_AFTER is a function run with the half-built directory (extra files);
+# BUILD_MODULE names the wrapper module when it is not hack/tools/DIR.
 build() {
   local dir=$1 version=$2 ldflags=$3
   shift 3
@@ -60,13 +62,14 @@ build() {
   local started=$SECONDS pkgs=() spec
   for spec in "$@"; do pkgs+=("${spec#*:}"); done
   log "building $dir $version (${pkgs[*]##*/}) into $out; the first build takes minutes"
-  local src=$ROOT/hack/tools/$dir goflags=-mod=readonly proxy
+  local src=$ROOT/hack/tools/${BUILD_MODULE:-$dir} goflags=-mod=readonly proxy
   proxy=$(go env GOPROXY)
   if [[ -n ${BUILD_SRC:-} ]]; then # an upstream tree with its vendor/: offline
     src=$BUILD_SRC goflags=-mod=vendor proxy=off
   fi
   (cd "$src" && CGO_ENABLED=${BUILD_CGO:-$(go env CGO_ENABLED)} GOFLAGS=$goflags GOPROXY=$proxy \
-    go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
+    go build -trimpath -tags "${BUILD_TAGS:-}" -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}") ||
+    { rm -rf "$tmp"; log "building $dir $version failed"; exit 1; }
   # go build names a binary after its package path (the element before a /vN
   # suffix); rename where that differs from the name we want.
   local bin pkg default
@@ -158,7 +161,8 @@ kstatus_dir() {
 kubelet_dir() {
   local v
   v=$(modver kubernetes k8s.io/kubernetes)
-  build kubelet "$v" "$(k8s_ldflags "$v")" kubelet:k8s.io/kubernetes/cmd/kubelet
+  BUILD_MODULE=kubernetes build kubelet "$v" "$(k8s_ldflags "$v")" \
+    kubelet:k8s.io/kubernetes/cmd/kubelet
 }
 
 containerd_dir() {

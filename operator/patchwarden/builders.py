@@ -142,6 +142,9 @@ def update_job(
         {"name": "PATCHWARDEN_TICKET", "value": ticket or ""},
     ]
     for container in pod.get("containers", []):
+        # A failed container's last log lines become its termination message, which
+        # the run records (the Job's pods are removed before a rollback restores claims).
+        container.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
         names = {e.get("name") for e in container.get("env", [])}
         container["env"] = [*container.get("env", []), *(e for e in env if e["name"] not in names)]
     return {

@@ -233,6 +233,13 @@ class Kube:
         selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
         return list(self._raw(self.core.list_namespaced_pod, ns, label_selector=selector)["items"])
 
+    def delete_pod(self, ns: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, ns)
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
         return self._read(self.core.read_namespaced_persistent_volume_claim, name, ns)
 

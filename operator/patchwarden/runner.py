@@ -293,7 +293,13 @@ class Runner:
             return self.watched_wait
         record["result"] = result
         if result != "Complete":
-            raise Abort(f"the update Job {job_name} failed: {_job_message(job)}")
+            termination = _termination(self.kube.pods(ns, {builders.LABEL_RUN: name}))
+            if termination:
+                record["termination"] = termination
+            raise Abort(
+                f"the update Job {job_name} failed: {_job_message(job)}"
+                + (f"; {termination.splitlines()[0]}" if termination else "")
+            )
         return self._enter(
             run, status, Phase.VERIFYING, "waiting for the workload to be ready again"
         )
@@ -411,6 +417,16 @@ class Runner:
                     raise Abort(
                         f"pods of {kind} {name} still present {timeout:.0f}s after scaling to zero"
                     )
+                return self.settings.run_poll_seconds
+            # The update Job's pods, finished or not, keep the claims they mount in use:
+            # the claims' protection would hold their deletion until the pods are gone.
+            job_pods = self.kube.pods(ns, {builders.LABEL_RUN: run["metadata"]["name"]})
+            if job_pods:
+                for pod in job_pods:
+                    if not pod["metadata"].get("deletionTimestamp"):
+                        self.kube.delete_pod(ns, pod["metadata"]["name"])
+                if self._waited(status).total_seconds() > timeout:
+                    raise Abort(f"the update Job's pods still present after {timeout:.0f}s")
                 return self.settings.run_poll_seconds
             restore["step"] = "RestoreClaims"
             status["phaseStartTime"] = utc_text(self.now())
@@ -561,6 +577,28 @@ def _job_result(job: dict[str, Any]) -> str | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") in {"Complete", "Failed"} and cond.get("status") == "True":
             return str(cond["type"])
+    return None
+
+
+TERMINATION_LIMIT = 1024
+"""Characters of a failed update container's termination message kept in the run."""
+
+
+def _termination(pods: list[dict[str, Any]]) -> str | None:
+    """How the update Job's first failed container ended: exit code, reason and its
+    termination message (with FallbackToLogsOnError: the log's last lines), truncated."""
+    for pod in pods:
+        for state in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (state.get("state") or {}).get("terminated") or {}
+            if ended and ended.get("exitCode", 0) != 0:
+                text = (
+                    f"container {state.get('name')} exited with code {ended.get('exitCode')}"
+                    f" ({ended.get('reason', 'Error')})"
+                )
+                message = (ended.get("message") or "").strip()
+                if message:
+                    text += ":\n" + message[-TERMINATION_LIMIT:]
+                return text
     return None
 
 

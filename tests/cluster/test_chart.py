@@ -232,3 +232,11 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
             "-",
             input=yaml.safe_dump_all(rbac),
         )
+
+
+def test_helm_knows_its_kubernetes_version(tools: Path) -> None:
+    """helm is stamped with its client-go's Kubernetes version as upstream builds it,
+    so the chart (kubeVersion >= 1.28) renders without --kube-version."""
+    out = run(tools / "helm", "template", "pw", CHART)
+    assert out.returncode == 0, out.stderr
+    assert "kind: Deployment" in out.stdout

@@ -269,3 +269,49 @@ def test_the_system_comes_from_the_cache_when_there_is_one() -> None:
     fresh = runner._get_system(kube.get("updateruns", "ns", "run"))  # type: ignore[arg-type]
     assert fresh is not None and "lastRun" in fresh["status"], "the API's copy, not the cache's"
     assert reads[-1] == "managedsystems"
+
+
+def test_a_failed_job_records_how_its_container_ended_and_its_pods_go_before_the_claims() -> None:
+    """On a real node a finished Job's pod keeps the claim it mounts in use: the claim's
+    deletion would wait for ever. The rollback deletes the Job's pods first, after the
+    run has recorded how the container ended (its log tail, via the termination message)."""
+    kube, runner = setup()
+    job_pod = {
+        "metadata": {"name": "run-update-x", "labels": {"patchwarden.io/run": "run"}},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "u",
+                    "state": {
+                        "terminated": {
+                            "exitCode": 3,
+                            "reason": "Error",
+                            "message": "apt: E: broken packages\n" + "x" * 5000,
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    pods = {"run-update-x": job_pod}
+    deleted: list[str] = []
+    kube.pods = lambda ns, labels: (  # type: ignore[method-assign]
+        list(pods.values()) if labels == {"patchwarden.io/run": "run"} else []
+    )
+
+    def delete_pod(ns: str, name: str) -> None:
+        deleted.append(name)
+        assert "data" in kube.claims, "the Job's pod must go before the claim is deleted"
+        pods.pop(name)
+
+    kube.delete_pod = delete_pod  # type: ignore[attr-defined]
+    phase = drive(
+        kube, runner, on_phase=lambda p: finish_job(kube, "Failed") if p == "Updating" else None
+    )
+    status = kube.objects[("updateruns", "run")]["status"]
+    assert phase == "RolledBack", status
+    assert deleted == ["run-update-x"]
+    termination = status["job"]["termination"]
+    assert termination.startswith("container u exited with code 3 (Error):\n")
+    assert len(termination) < 1100
+    assert "container u exited with code 3" in status["failure"]

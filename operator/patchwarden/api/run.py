@@ -66,6 +66,9 @@ class JobRecord(Model):
     name: str
     created: bool = False
     result: str | None = None
+    termination: str | None = Field(default=None, max_length=2048)
+    """How a failed Job's container ended: exit code, reason and its termination
+    message (the last lines of its log), at most 1 KiB of it."""
 
 
 class WorkloadRecord(Model):

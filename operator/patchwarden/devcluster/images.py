@@ -38,6 +38,7 @@ BUSYBOX = f"{REGISTRY}/busybox"
 OPERATOR = f"{REGISTRY}/patchwarden"
 BASE = f"{REGISTRY}/debian-python"
 DEBIAN_SUITE = "bookworm"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,10 @@ def operator_image(cache: Path, repo: Path) -> Image:
             "--build-arg",
             f"BASE={base}",
             "--layers=false",
+            # The build host's trust store (a proxy's CA, where there is one) for pip,
+            # mounted while RUN steps run, not copied into the image.
+            "--volume",
+            f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro",
             "-t",
             name,
             "-f",
@@ -242,4 +247,8 @@ def operator_image(cache: Path, repo: Path) -> Image:
         buildah(storage, "rmi", name)
         return archive
 
-    return Image(name, _atomic(cache / "operator" / f"patchwarden-{tag}.tar", make))
+    archive = _atomic(cache / "operator" / f"patchwarden-{tag}.tar", make)
+    for older in archive.parent.glob("patchwarden-*.tar"):  # ~430 MB each: keep one
+        if older != archive:
+            older.unlink(missing_ok=True)
+    return Image(name, archive)

@@ -26,6 +26,18 @@ OUR_CGROUPS = ("kubepods", "kubepods.slice", "k8s.io")
 CONTAINER_LOGS = Path("/var/log/containers")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 WATCHED_DIRS = ("/run", "/var/run/netns", "/var/lib", "/etc/cni", "/opt", "/var/log")
+MACHINE_PATHS = (
+    "/run/containerd",  # shim sockets (/run/containerd/s): containerd does not move them
+    "/var/lib/kubelet",  # device-plugins/kubelet.sock: the kubelet does not move it
+    "/var/lib/cni",  # libcni's result cache
+    "/var/log/containers",
+    "/var/log/pods",
+    "/var/run/netns",
+    "/etc/cni",
+    "/opt/cni",
+)
+"""Fixed paths a node writes to whatever its settings say; removed by :func:`restore`
+when they did not exist before ``up``."""
 """Top-level entries a node might add outside its state directory."""
 
 
@@ -93,7 +105,7 @@ def baseline() -> dict[str, Any]:
     """What :func:`restore` puts back: the sysctl and whether the logs dir existed."""
     return {
         "ip_forward": IP_FORWARD.read_text().strip(),
-        "container_logs_existed": CONTAINER_LOGS.exists(),
+        "absent": [p for p in MACHINE_PATHS if not os.path.lexists(p)],
         "cgroups": _top_cgroups(),
     }
 
@@ -188,5 +200,6 @@ def restore(state_dir: Path, bridge: str, before: dict[str, Any]) -> None:
         for link in CONTAINER_LOGS.iterdir():
             if link.is_symlink() and str(state_dir) in os.readlink(link):
                 link.unlink()
-        if not before.get("container_logs_existed", True) and not any(CONTAINER_LOGS.iterdir()):
-            CONTAINER_LOGS.rmdir()
+    for path in before.get("absent", []):
+        if path in MACHINE_PATHS and os.path.lexists(path):
+            shutil.rmtree(path, ignore_errors=True)

@@ -260,6 +260,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   cdi_spec_dirs = []
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
     BinaryName = "{shutil.which("runc") or "runc"}"
+    Root = "{d / "runc"}"
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "{self.state_dir / "cni" / "net.d"}"
@@ -425,7 +426,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         )
 
     def _install(self, timeout: float) -> None:
-        crds = self.tools_dir / "snapshot-crds"
+        crds = (self.tools_dir / "snapshot-crds").resolve()  # kubectl follows no link
         if not crds.is_dir():
             raise DevClusterError(f"{crds} is missing: run hack/tools.sh node")
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
