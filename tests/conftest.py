@@ -106,8 +106,12 @@ def cluster(tools: Path) -> Iterator[Cluster]:
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
+    yield from _fresh_namespace(cluster, "t")
+
+
+def _fresh_namespace(cluster: Cluster, prefix: str) -> Iterator[str]:
     core = client.CoreV1Api(cluster.api)
-    name = f"t-{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"patchwarden.io/test": "true"}}})
     wait_for(
         lambda: (
@@ -161,17 +165,4 @@ def node_cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def node_namespace(node_cluster: Cluster) -> Iterator[str]:
     """A fresh namespace on the real-node cluster, deleted afterwards."""
-    core = client.CoreV1Api(node_cluster.api)
-    name = f"n-{uuid.uuid4().hex[:10]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"patchwarden.io/test": "true"}}})
-    wait_for(
-        lambda: (
-            core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
-        ),
-        timeout=30,
-        what=f"the default ServiceAccount of namespace {name}",
-    )
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name)
+    yield from _fresh_namespace(node_cluster, "n")

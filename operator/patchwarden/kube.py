@@ -25,6 +25,15 @@ def _missing(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
 
+def _delete(delete: Callable[..., Any], ns: str, name: str) -> None:
+    """Delete ``name`` in ``ns``; one already gone is fine."""
+    try:
+        delete(name, ns)
+    except ApiException as exc:
+        if not _missing(exc):
+            raise
+
+
 def resource_of(path: str) -> str:
     """The resource an API path names: ``/apis/g/v/namespaces/ns/plural/name/status`` → plural."""
     segments = [s for s in path.split("?")[0].split("/") if s]
@@ -234,21 +243,13 @@ class Kube:
         return list(self._raw(self.core.list_namespaced_pod, ns, label_selector=selector)["items"])
 
     def delete_pod(self, ns: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_pod(name, ns)
-        except ApiException as exc:
-            if not _missing(exc):
-                raise
+        _delete(self.core.delete_namespaced_pod, ns, name)
 
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
         return self._read(self.core.read_namespaced_persistent_volume_claim, name, ns)
 
     def delete_claim(self, ns: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_persistent_volume_claim(name, ns)
-        except ApiException as exc:
-            if not _missing(exc):
-                raise
+        _delete(self.core.delete_namespaced_persistent_volume_claim, ns, name)
 
     def create_claim(self, ns: str, body: dict[str, Any]) -> None:
         try:

@@ -26,6 +26,18 @@ BUSYBOX = "busybox:1.36"
 FAIL = {"devcluster.patchwarden.io/outcome": "fail"}  # the local cluster's kwok honours this
 
 
+def update(command: str) -> dict[str, Any]:
+    """The update container. The operator defaults update pods to the restricted Pod
+    Security profile (runAsNonRoot); busybox runs as root unless told otherwise, and a
+    real kubelet refuses that."""
+    return {
+        "name": "update",
+        "image": BUSYBOX,
+        "command": [command],
+        "securityContext": {"runAsUser": 65532},
+    }
+
+
 @pytest.fixture
 def e2e(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, str]]:
     """(an object with .api, namespace) with an operator serving it."""
@@ -64,7 +76,7 @@ def test_a_real_update_succeeds_and_a_failing_one_is_rolled_back(e2e: tuple[Any,
             "good",
             "SaaS",
             workload_name="good",
-            update={"name": "update", "image": BUSYBOX, "command": ["true"]},
+            update=update("true"),
         ),
     )
     create(
@@ -75,7 +87,7 @@ def test_a_real_update_succeeds_and_a_failing_one_is_rolled_back(e2e: tuple[Any,
             "SaaS",
             workload_name="bad",
             job=FAIL,
-            update={"name": "update", "image": BUSYBOX, "command": ["false"]},
+            update=update("false"),
         ),
     )
     good = wait_run(target, ns, "good", {"Succeeded", "RolledBack", "Failed"}, timeout=600)

@@ -22,13 +22,12 @@ from kubernetes import client
 from patchwarden.devcluster import images
 from patchwarden.devcluster.realnode import RealNodeCluster, free_port
 from tests.conftest import REPO, Cluster
+from tests.e2e import test_e2e
 from tests.helpers import wait_for
-from tests.node.workloads import busybox, ready_pod, statefulset, update_system
-from tests.operator_harness import create, wait_run
+from tests.node.workloads import busybox, ready_pod
 
 CHART = REPO / "charts" / "patchwarden"
 RELEASE, RELEASE_NS = "pw", "patchwarden-system"
-ENDED = {"Succeeded", "RolledBack", "Failed"}
 
 
 def helm(cluster: Cluster, *args: str) -> str:
@@ -88,10 +87,10 @@ def installed(node_cluster: Cluster) -> Iterator[int]:
 
 
 def test_the_chart_runs_the_operator_through_an_update_and_a_rollback(
-    node_cluster: Cluster, node_namespace: str, installed: int
+    node_cluster: Cluster, node_namespace: str, installed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ns, cluster = node_namespace, node_cluster
-    core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
+    core = client.CoreV1Api(cluster.api)
     [pod] = core.list_namespaced_pod(
         RELEASE_NS, label_selector="app.kubernetes.io/name=patchwarden"
     ).items
@@ -99,20 +98,20 @@ def test_the_chart_runs_the_operator_through_an_update_and_a_rollback(
     assert pod.spec.service_account_name == f"{RELEASE}-patchwarden"
     ready_pod(cluster, RELEASE_NS, pod.metadata.name, timeout=120)
 
-    for name in ("good", "bad"):
-        apps.create_namespaced_stateful_set(ns, statefulset(name, busybox()))
-    for name in ("good", "bad"):
-        ready_pod(cluster, ns, f"{name}-0")
-    create(cluster, ns, update_system("good", "good", "echo updated"))
-    create(cluster, ns, update_system("bad", "bad", "echo failing; exit 1"))
-    good = wait_run(cluster, ns, "good", ENDED, timeout=420)
-    bad = wait_run(cluster, ns, "bad", ENDED, timeout=420)
-    logs = cluster.kubectl("logs", "-n", RELEASE_NS, pod.metadata.name, "--tail=60", check=False)
-    assert good["status"]["phase"] == "Succeeded", (good["status"], logs)
-    assert bad["status"]["phase"] == "RolledBack", (bad["status"], logs)
-    restored = core.read_namespaced_persistent_volume_claim("data-bad-0", ns)
-    assert restored.spec.data_source.name == bad["status"]["snapshots"][0]["snapshot"]
-    ready_pod(cluster, ns, "bad-0")
+    # The tests/e2e scenario, as on any cluster: busybox `true` succeeds, `false` really
+    # fails and is rolled back (with the locally built busybox).
+    monkeypatch.setattr(test_e2e, "BUSYBOX", busybox())
+    try:
+        test_e2e.test_a_real_update_succeeds_and_a_failing_one_is_rolled_back((cluster, ns))
+    except AssertionError:
+        print(cluster.kubectl("logs", "-n", RELEASE_NS, pod.metadata.name, "--tail=80"))
+        raise
+    apps = client.AppsV1Api(cluster.api)
+    wait_for(
+        lambda: apps.read_namespaced_deployment("bad", ns).status.available_replicas == 1,
+        timeout=120,
+        what="the rolled-back deployment available again",
+    )
 
     # /metrics, scraped from the node (the operator shares its network namespace).
     def scrape() -> str | None:

@@ -197,8 +197,11 @@ class DevCluster:
         self.kubectl("apply", "-f", str(MANIFESTS / "stages.yaml"))
         self.kubectl("apply", "-f", str(MANIFESTS / "cluster.yaml"))
         self.await_condition("node/kwok-node-0", "Ready", timeout)
-        # Pods need the namespace's default ServiceAccount, which
-        # kube-controller-manager creates shortly after start.
+        self.await_default_service_account(timeout)
+
+    def await_default_service_account(self, timeout: float) -> None:
+        """Pods need the namespace's default ServiceAccount, which
+        kube-controller-manager creates shortly after start."""
         self._until(
             lambda: bool(
                 self.kubectl(
@@ -208,6 +211,10 @@ class DevCluster:
             timeout,
             "the default ServiceAccount never appeared: is kube-controller-manager running?",
         )
+
+    def logs_hint(self) -> str:
+        """Where the components' logs are, for an error message."""
+        return f"{self.cluster_dir}/logs"
 
     def await_condition(self, resource: str, condition: str, timeout: float) -> None:
         """Wait until ``resource`` has ``condition`` True. (``kubectl wait`` gives up at
@@ -223,9 +230,7 @@ class DevCluster:
         deadline = time.monotonic() + timeout
         while not probe():
             if time.monotonic() > deadline:
-                raise DevClusterError(
-                    f"{failure} (after {timeout:.0f}s); see {self.cluster_dir}/logs"
-                )
+                raise DevClusterError(f"{failure} (after {timeout:.0f}s); see {self.logs_hint()}")
             time.sleep(0.3)
 
     def down(self) -> None:

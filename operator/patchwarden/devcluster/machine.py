@@ -194,6 +194,12 @@ def restore(state_dir: Path, bridge: str, before: dict[str, Any]) -> None:
     if (Path("/sys/class/net") / bridge).exists():
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
     _remove_cgroups(before.get("cgroups", {}))
+    restore_files(state_dir, before)
+
+
+def restore_files(state_dir: Path, before: dict[str, Any]) -> None:
+    """Put back ``ip_forward``; remove the node's log links and the fixed paths of
+    :data:`MACHINE_PATHS` that did not exist before (no other path is ever removed)."""
     if "ip_forward" in before and IP_FORWARD.read_text().strip() != before["ip_forward"]:
         IP_FORWARD.write_text(before["ip_forward"])
     if CONTAINER_LOGS.is_dir():

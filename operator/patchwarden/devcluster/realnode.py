@@ -450,22 +450,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             timeout,
             f"the kubelet never registered the CSI driver {DRIVER}; see {self.logs_dir}",
         )
-        self._until(
-            lambda: bool(
-                self.kubectl(
-                    "get", "serviceaccount", "default", "-o", "name", "--ignore-not-found"
-                ).strip()
-            ),
-            timeout,
-            "the default ServiceAccount never appeared: is kube-controller-manager running?",
-        )
+        self.await_default_service_account(timeout)
 
-    def _until(self, probe: Any, timeout: float, failure: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not probe():
-            if time.monotonic() > deadline:
-                raise DevClusterError(f"{failure} (after {timeout:.0f}s); logs: {self.logs_dir}")
-            time.sleep(0.3)
+    def logs_hint(self) -> str:
+        return f"{self.logs_dir} and {super().logs_hint()}"
 
     # ---- teardown -------------------------------------------------------------------
     def down(self) -> None:
