@@ -5,6 +5,9 @@ it was is checked by the ``node_cluster`` fixture when the session ends.)"""
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 from kubernetes import client
 
@@ -64,3 +67,60 @@ def test_pods_get_an_address_on_the_bridge_and_no_route_off_the_machine(
     assert f"inet {POD_SUBNET.rsplit('.', 1)[0]}." in out, out
     routes = out.split("routes:", 1)[1]
     assert "default" not in routes, out
+
+
+def _group_members(pgid: int) -> dict[int, str]:
+    """pid -> command name of the live processes in process group ``pgid``."""
+    members = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members[int(proc.name)] = (proc / "comm").read_text().strip()
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def test_a_crashed_csi_driver_comes_back_and_provisions_again(
+    node_cluster: Cluster, node_namespace: str
+) -> None:
+    dev = node_cluster.dev
+    assert isinstance(dev, RealNodeCluster)
+    pgid = int((dev.pids_dir / "hostpathplugin.pgid").read_text())
+    [driver] = [pid for pid, name in _group_members(pgid).items() if name == "hostpathplugin"]
+    os.kill(driver, signal.SIGKILL)
+    wait_for(
+        lambda: "supervise: " in (dev.logs_dir / "hostpathplugin.log").read_text(),
+        timeout=10,
+        what="the supervisor to notice the driver's death",
+    )
+    wait_for(
+        lambda: [
+            p for p, n in _group_members(pgid).items() if n == "hostpathplugin" and p != driver
+        ],
+        timeout=30,
+        what="a new driver process",
+    )
+    core = client.CoreV1Api(node_cluster.api)
+    core.create_namespaced_persistent_volume_claim(
+        node_namespace,
+        {
+            "metadata": {"name": "after-crash"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "8Mi"}},
+            },
+        },
+    )
+    wait_for(
+        lambda: (
+            core.read_namespaced_persistent_volume_claim("after-crash", node_namespace).status.phase
+            == "Bound"
+        ),
+        timeout=120,
+        what="a claim made after the driver's restart to be provisioned",
+    )
+    assert all(dev.running(p) for p in PROCESSES)

@@ -147,7 +147,7 @@ class RealNodeCluster(DevCluster):
 
     def healthy(self) -> bool:
         """The API server answers, every node process runs and the node is Ready."""
-        if not super().healthy() or not all(self._running(p) for p in PROCESSES):
+        if not super().healthy() or not all(self.running(p) for p in PROCESSES):
             return False
         query = 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
         return self.kubectl("get", "node", NODE_NAME, "-o", query, check=False) == "True"
@@ -194,7 +194,8 @@ class RealNodeCluster(DevCluster):
     def _pidfile(self, name: str) -> Path:
         return self.pids_dir / f"{name}.pgid"
 
-    def _running(self, name: str) -> bool:
+    def running(self, name: str) -> bool:
+        """Whether the supervised process group ``name`` (one of PROCESSES) is alive."""
         try:
             os.killpg(int(self._pidfile(name).read_text()), 0)
         except (OSError, ValueError):
@@ -203,7 +204,7 @@ class RealNodeCluster(DevCluster):
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         """Run ``argv`` in a restart loop of its own session, logging to logs/NAME.log."""
-        if self._running(name):
+        if self.running(name):
             return
         pidfile = self._pidfile(name)
         pidfile.unlink(missing_ok=True)
@@ -462,14 +463,14 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
             return
         baseline_file = self.state_dir / "baseline.json"
         baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else {}
-        if super().healthy() and self._running("kubelet"):
+        if super().healthy() and self.running("kubelet"):
             self._drain()
         for name in reversed(PROCESSES[1:]):  # all but containerd
             self._stop(name)
         kwokctl = self.tools_dir / "kwokctl"
         if self.kwok_workdir.exists() and os.access(kwokctl, os.X_OK):
             self._run(str(kwokctl), "delete", "cluster", "--name", self.name, check=False)
-        if self._running("containerd"):
+        if self.running("containerd"):
             self._kill_tasks()
         self._stop("containerd")
         machine.restore(self.state_dir, BRIDGE, baseline)
