@@ -14,7 +14,7 @@ from kubernetes import client
 from patchwarden.devcluster.realnode import NODE_NAME, POD_SUBNET, PROCESSES, RealNodeCluster
 from tests.conftest import Cluster
 from tests.helpers import wait_for
-from tests.node.workloads import busybox
+from tests.node.workloads import busybox, provisioned_claim
 
 
 def _groups(dev: RealNodeCluster) -> dict[str, str]:
@@ -104,23 +104,6 @@ def test_a_crashed_csi_driver_comes_back_and_provisions_again(
         timeout=30,
         what="a new driver process",
     )
-    core = client.CoreV1Api(node_cluster.api)
-    core.create_namespaced_persistent_volume_claim(
-        node_namespace,
-        {
-            "metadata": {"name": "after-crash"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "8Mi"}},
-            },
-        },
-    )
-    wait_for(
-        lambda: (
-            core.read_namespaced_persistent_volume_claim("after-crash", node_namespace).status.phase
-            == "Bound"
-        ),
-        timeout=120,
-        what="a claim made after the driver's restart to be provisioned",
-    )
+    # A claim made after the driver's restart is provisioned.
+    provisioned_claim(node_cluster, node_namespace, "after-crash", "8Mi")
     assert all(dev.running(p) for p in PROCESSES)

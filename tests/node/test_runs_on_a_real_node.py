@@ -14,8 +14,14 @@ from typing import Any
 from kubernetes import client
 
 from tests.conftest import Cluster
-from tests.helpers import wait_for
-from tests.node.workloads import busybox, checksum, ready_pod, statefulset, update_system
+from tests.node.workloads import (
+    busybox,
+    checksum,
+    provisioned_claim,
+    ready_pod,
+    statefulset,
+    update_system,
+)
 from tests.operator_harness import create, running_operator, wait_run
 
 # Real snapshots and pods take seconds, not the kwok profile's fraction of one.
@@ -109,24 +115,4 @@ def test_a_successful_update_really_runs_and_its_log_is_readable(
     # The snapshot the run took is real and restorable: a claim made from it is
     # provisioned by the CSI driver.
     [record] = run["status"]["snapshots"]
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespaced_persistent_volume_claim(
-        ns,
-        {
-            "metadata": {"name": "copy"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "64Mi"}},
-                "dataSource": {
-                    "apiGroup": "snapshot.storage.k8s.io",
-                    "kind": "VolumeSnapshot",
-                    "name": record["snapshot"],
-                },
-            },
-        },
-    )
-    wait_for(
-        lambda: core.read_namespaced_persistent_volume_claim("copy", ns).status.phase == "Bound",
-        timeout=120,
-        what="a claim restored from the run's snapshot to be Bound",
-    )
+    provisioned_claim(cluster, ns, "copy", "64Mi", snapshot=record["snapshot"])

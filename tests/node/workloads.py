@@ -113,3 +113,27 @@ def checksum(cluster: Cluster, ns: str, pod: str) -> str:
     """sha256 of :data:`PAYLOAD`, computed inside the running pod (``kubectl exec``)."""
     out = cluster.kubectl("exec", "-n", ns, pod, "-c", "app", "--", "sha256sum", PAYLOAD)
     return out.split()[0]
+
+
+def provisioned_claim(
+    cluster: Cluster, ns: str, name: str, size: str, snapshot: str | None = None
+) -> None:
+    """Create claim ``name`` (from VolumeSnapshot ``snapshot`` when given) and wait until
+    the CSI driver has provisioned it (Bound)."""
+    core = client.CoreV1Api(cluster.api)
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+    }
+    if snapshot:
+        spec["dataSource"] = {
+            "apiGroup": "snapshot.storage.k8s.io",
+            "kind": "VolumeSnapshot",
+            "name": snapshot,
+        }
+    core.create_namespaced_persistent_volume_claim(ns, {"metadata": {"name": name}, "spec": spec})
+    wait_for(
+        lambda: core.read_namespaced_persistent_volume_claim(name, ns).status.phase == "Bound",
+        timeout=120,
+        what=f"claim {name} to be provisioned" + (f" from {snapshot}" if snapshot else ""),
+    )

@@ -43,10 +43,13 @@ HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 @dataclass(frozen=True)
 class Image:
-    """An OCI archive on disk and the name it is imported under."""
+    """An image archive on disk and the name it is imported under."""
 
     name: str  # repository:tag
     archive: Path
+    self_named: bool = False
+    """A docker archive that carries its full name (buildah's push); an OCI archive from
+    umoci carries only its tag, and is imported with its repository as base name."""
 
 
 def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -251,4 +254,4 @@ def operator_image(cache: Path, repo: Path) -> Image:
     for older in archive.parent.glob("patchwarden-*.tar"):  # ~430 MB each: keep one
         if older != archive:
             older.unlink(missing_ok=True)
-    return Image(name, archive)
+    return Image(name, archive, self_named=True)

@@ -326,10 +326,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 
     def import_image(self, image: images.Image) -> None:
         """Import an OCI or docker archive into the node's containerd (as ``image.name``)."""
-        repository = image.name.rsplit(":", 1)[0]
-        if image.name.startswith(images.OPERATOR):  # a docker archive names itself
+        if image.self_named:
             self.ctr("images", "import", str(image.archive))
         else:
+            repository = image.name.rsplit(":", 1)[0]
             self.ctr("images", "import", "--base-name", repository, str(image.archive))
 
     # ---- kubelet ------------------------------------------------------------------
