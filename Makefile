@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # NODE=kwok (default): kwok fakes the node. NODE=real: a real kubelet, containerd
 # and CSI hostpath on this machine (root; hack/node/deps.sh installs its packages).
 NODE ?= kwok
-DEVCLUSTER := $(BIN)/python -m patchwarden.devcluster --node $(NODE)
+DEVCLUSTER := $(BIN)/python -m patchwarden_dev.devcluster --node $(NODE)
 NODE_DEPS := $(if $(filter real,$(NODE)),hack/node/deps.sh,true)
 
 .PHONY: help
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# The dev tooling (operator/patchwarden_dev: dev clusters, demo) is not in the wheel;
+	@# the venv imports it from the source tree.
+	@echo "$(CURDIR)/operator" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/patchwarden-dev.pth"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 .PHONY: venv
@@ -35,7 +38,8 @@ crds: $(STAMP) ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m patchwarden.api.crd crds charts/patchwarden/crds
 
 .PHONY: lint
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict and the import contracts (layers)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy --strict
@@ -53,7 +57,7 @@ test: lint ## lint, type check, unit, cluster and real-node tests (brings up bot
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## only the tests that need no cluster
-	$(BIN)/pytest -m 'not cluster and not node and not e2e'
+	$(BIN)/pytest tests/unit
 
 .PHONY: cluster-up
 cluster-up: $(STAMP) ## start the local cluster (NODE=real: with a real node); prints its KUBECONFIG
@@ -76,7 +80,7 @@ run: $(STAMP) ## the main job: the local cluster (unless KUBECONFIG is set), the
 .PHONY: demo
 demo: $(STAMP) ## run examples/ for real on the local cluster (unless KUBECONFIG is set) and check the outcomes
 	@if [[ -z "$${KUBECONFIG:-}" ]]; then $(NODE_DEPS); $(DEVCLUSTER) up; fi
-	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; KUBECONFIG="$$kc" $(BIN)/patchwarden demo
+	@kc=$${KUBECONFIG:-$$($(DEVCLUSTER) kubeconfig)}; KUBECONFIG="$$kc" $(BIN)/python -m patchwarden_dev.demo
 
 .PHONY: bench
 bench: $(STAMP) ## fleet sync + window storm on the local cluster (bench/results.json); SYSTEMS=2000 STORM=500

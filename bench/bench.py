@@ -62,12 +62,12 @@ from kubernetes import client, config
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
-from patchwarden import builders  # noqa: E402
+from patchwarden.core import builders  # noqa: E402
 from patchwarden.api.run import Trigger  # noqa: E402
 from patchwarden.api.system import ManagedSystemSpec, WindowRef  # noqa: E402
-from patchwarden.devcluster import DevCluster, release_finalizers, resolve_tools  # noqa: E402
-from patchwarden.kube import SNAPSHOTS, Kube  # noqa: E402
-from patchwarden.reflector import Reflector, lister  # noqa: E402
+from patchwarden_dev.devcluster import DevCluster, release_finalizers, resolve_tools  # noqa: E402
+from patchwarden.runtime.kube import SNAPSHOTS, Kube  # noqa: E402
+from patchwarden.runtime.reflector import Reflector, lister  # noqa: E402
 
 GROUP, VERSION = "patchwarden.io", "v1alpha1"
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}

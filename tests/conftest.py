@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from patchwarden.devcluster import DevCluster, DevClusterError, resolve_tools
+from patchwarden_dev.devcluster import DevCluster, DevClusterError, resolve_tools
 from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,8 +132,8 @@ def node_cluster() -> Iterator[Cluster]:
     session. When this session brought it up, it takes it down at the end and
     fails unless the machine is then as it was before (processes, mounts,
     cgroups, links, ip_forward, iptables, directories)."""
-    from patchwarden.devcluster import machine
-    from patchwarden.devcluster.realnode import RealNodeCluster
+    from patchwarden_dev.devcluster import machine
+    from patchwarden_dev.devcluster.realnode import RealNodeCluster
 
     state_dir = REPO / ".cluster-node"
     try:

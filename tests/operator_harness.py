@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes import client
 
-from patchwarden.devcluster import release_finalizers
+from patchwarden_dev.devcluster import release_finalizers
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 

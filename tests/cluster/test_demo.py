@@ -1,4 +1,4 @@
-"""`patchwarden demo` on the real cluster ends with the prescribed outcomes."""
+"""`make demo` (python -m patchwarden_dev.demo) ends with the prescribed outcomes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ def test_the_demo_ends_with_every_prescribed_outcome(cluster: Cluster) -> None:
         [
             sys.executable,
             "-m",
-            "patchwarden",
-            "demo",
+            "patchwarden_dev.demo",
             "--examples",
             str(REPO / "examples"),
             "--timeout",

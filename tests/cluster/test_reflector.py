@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 
 from patchwarden.api.common import GROUP, VERSION
-from patchwarden.kube import Kube
-from patchwarden.reflector import Gone, Reflector, lister
+from patchwarden.runtime.kube import Kube
+from patchwarden.runtime.reflector import Gone, Reflector, lister
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import system

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from patchwarden.devcluster.realnode import NODE_NAME, POD_SUBNET, PROCESSES, RealNodeCluster
+from patchwarden_dev.devcluster.realnode import NODE_NAME, POD_SUBNET, PROCESSES, RealNodeCluster
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.node.workloads import busybox, provisioned_claim

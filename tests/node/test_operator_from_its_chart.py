@@ -19,8 +19,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from patchwarden.devcluster import images
-from patchwarden.devcluster.realnode import RealNodeCluster, free_port
+from patchwarden_dev.devcluster import images
+from patchwarden_dev.devcluster.realnode import RealNodeCluster, free_port
 from tests.conftest import REPO, Cluster
 from tests.e2e import test_e2e
 from tests.helpers import wait_for

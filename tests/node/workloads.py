@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client
 
-from patchwarden.devcluster import images
+from patchwarden_dev.devcluster import images
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import system

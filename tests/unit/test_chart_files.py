@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from patchwarden.metrics import REGISTRY
+from patchwarden.runtime.metrics import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "patchwarden"

@@ -1,0 +1,173 @@
+"""The UpdateRun controller: observe, decide (``core/run.py``), act, write the run.
+
+Each :meth:`Runner.step` reads what the run's recorded state needs
+(:func:`~patchwarden.core.run.reads`), asks the pure state machine for the next
+status and actions, applies the actions in order and writes the run's status
+once. It writes nothing but its run: the system and request controllers derive
+``lastRun`` and the requests' states from the runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from patchwarden.api.run import UpdateRunStatus
+from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.core import builders
+from patchwarden.core import run as machine
+from patchwarden.core.run import Read, Wait
+from patchwarden.core.settings import Settings
+from patchwarden.core.status import parse_system, resolve_snapshot_class
+from patchwarden.runtime import metrics
+from patchwarden.runtime.kube import Kube
+
+log = logging.getLogger(__name__)
+
+EventFn = Callable[[dict[str, Any], str, str, str], None]
+"""(object, type Normal|Warning, reason, message)."""
+
+
+class Runner:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        emit: EventFn,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        cached_system: Callable[[str, str], dict[str, Any] | None] = lambda ns, name: None,
+        watched_wait: float | None = None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.emit = emit
+        self.now = now
+        self.cached_system = cached_system
+        """The controller's watch-fed copy of a system, if it has one (saves a GET per step)."""
+        self.watched_wait = watched_wait or settings.run_poll_seconds
+        """How long to wait for a snapshot or the Job to change: longer than the poll when a
+        watch of them wakes the run (the wait is then only a safety net)."""
+        self.timeouts = machine.Timeouts(
+            snapshot=timedelta(seconds=settings.snapshot_timeout_seconds),
+            rollback=timedelta(seconds=settings.rollback_timeout_seconds),
+        )
+
+    def step(self, body: dict[str, Any]) -> float | None:
+        """Advance the run by one step; seconds until the next, or None when it has ended.
+        ``body`` is updated with the status written."""
+        run = machine.Run.of(body)
+        status = UpdateRunStatus.model_validate(body.get("status") or {})
+        if status.phase in machine.TERMINAL:
+            return None
+        seen = self.observe(run, status)
+        out = machine.advance(run, status, seen, self.now(), self.timeouts)
+        for action in out.actions:
+            self.apply(run, body, action)
+        if out.status != status:
+            wire = out.status.wire()
+            self.kube.patch_status("updateruns", run.namespace, run.name, wire)
+            body["status"] = wire
+            for ended in (a for a in out.actions if isinstance(a, machine.RunEnded)):
+                metrics.observe_run_end(body, wire, ended.service_model, ended.package)
+            if out.status.phase != status.phase:
+                log.info(
+                    "run %s/%s: %s: %s",
+                    run.namespace,
+                    run.name,
+                    out.status.phase,
+                    out.status.message,
+                )
+        match out.wait:
+            case Wait.DONE:
+                return None
+            case Wait.NOW:
+                return 0.0
+            case Wait.WATCHED:
+                return self.watched_wait
+            case Wait.POLL:
+                return self.settings.run_poll_seconds
+
+    # ---- observe ------------------------------------------------------------------------
+    def system(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self.cached_system(ns, name) or self.kube.get("managedsystems", ns, name)
+
+    def observe(self, run: machine.Run, status: UpdateRunStatus) -> machine.Observed:
+        """Read what this step needs: the system always (from the cache), the rest by
+        :func:`~patchwarden.core.run.reads`."""
+        ns = run.namespace
+        system = self.system(ns, run.spec.system_ref.name)
+        wanted = machine.reads(status)
+        spec: ManagedSystemSpec | None = parse_system((system or {}).get("spec") or {})[0]
+        target = (status.recorded.kind, status.recorded.name) if status.recorded else None
+        if target is None and spec is not None:
+            target = (spec.workload.kind, spec.workload.name)
+        workload = None
+        if Read.WORKLOAD in wanted and target is not None:
+            workload = self.kube.get_workload(target[0], ns, target[1])
+        claims: dict[str, Any] = {}
+        if Read.CLAIMS in wanted and (status.snapshots or workload is not None):
+            for claim in machine.claims_to_read(status, spec, workload):
+                claims[claim] = self.kube.get_claim(ns, claim)
+        snapshots: dict[str, Any] = {}
+        if Read.SNAPSHOTS in wanted:
+            for record in status.snapshots:
+                if record.created:
+                    snapshots[record.snapshot] = self.kube.get_snapshot(ns, record.snapshot)
+        snapshot_class = None
+        if Read.SNAPSHOT_CLASS in wanted and spec is not None:
+            snapshot_class = resolve_snapshot_class(
+                self.kube.snapshot_classes(),
+                spec.backup.volume_snapshot_class_name,
+                self.settings.default_snapshot_class,
+            )
+        job = self.kube.get_job(ns, builders.job_name(run.name)) if Read.JOB in wanted else None
+        job_pods: list[dict[str, Any]] = []
+        if Read.JOB_PODS in wanted or machine.job_failed(job):
+            job_pods = self.kube.pods(ns, {builders.LABEL_RUN: run.name})
+        workload_pods = 0
+        if Read.WORKLOAD_PODS in wanted and workload is not None:
+            workload_pods = len(
+                self.kube.pods(ns, workload["spec"]["selector"].get("matchLabels", {}))
+            )
+        return machine.Observed(
+            system=system,
+            workload=workload,
+            claims=claims,
+            snapshots=snapshots,
+            snapshot_class=snapshot_class,
+            job=job,
+            workload_pods=workload_pods,
+            job_pods=tuple(job_pods),
+        )
+
+    # ---- act ---------------------------------------------------------------------------
+    def apply(self, run: machine.Run, body: dict[str, Any], action: machine.Action) -> None:
+        ns = run.namespace
+        match action:
+            case machine.CreateSnapshot(snapshot):
+                self.kube.create_snapshot(ns, snapshot)
+            case machine.CreateJob(job):
+                self.kube.create_job(ns, job)
+            case machine.ScaleToZero(kind, name):
+                self.kube.scale(kind, ns, name, 0)
+            case machine.DeletePod(name):
+                self.kube.delete_pod(ns, name)
+            case machine.DeleteClaim(name):
+                self.kube.delete_claim(ns, name)
+            case machine.CreateClaim(claim):
+                self.kube.create_claim(ns, claim)
+            case machine.ReplaceWorkload(kind, workload):
+                self.kube.replace_workload(kind, ns, workload)
+            case machine.PruneSnapshots(system, retain):
+                selector = f"{builders.LABEL_SYSTEM}={builders.label_value(system)}"
+                listed = self.kube.list_snapshots(ns, selector)
+                for name in machine.prunable(listed, run.name, retain):
+                    self.kube.delete_snapshot(ns, name)
+            case machine.Emit(type_, reason, message):
+                self.emit(body, type_, reason, message)
+            case machine.PhaseEnded(phase, seconds):
+                metrics.observe_phase(phase.value, seconds)
+            case machine.RunEnded():
+                pass  # counted in step(), with the final status once it is written

@@ -1,0 +1,197 @@
+"""The ManagedSystem controller: gathers the facts, derives the status, starts a due run.
+
+One reconcile of a system: read what the status depends on (does the workload
+exist, its claims, the snapshot class, the system's runs from the fleet
+registry), derive the status (``core/status.py``) and write it when it changed,
+let the requests controller decide the system's requests, and start the run
+that is due (``core/scheduler.py``) when the fleet admits it. It writes only
+ManagedSystem statuses (``lastRun`` included, derived from the runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.core import builders
+from patchwarden.core.policy import assess
+from patchwarden.core.scheduler import (
+    TERMINAL,
+    Start,
+    decide_start,
+    failures_in_window,
+    halted_message,
+    open_window,
+)
+from patchwarden.core.settings import Settings
+from patchwarden.core.status import (
+    SystemFacts,
+    parse_system,
+    requeue_after,
+    resolve_snapshot_class,
+    system_status,
+    window_ref,
+)
+from patchwarden.runtime import metrics
+from patchwarden.runtime.fleet import Fleet
+from patchwarden.runtime.kube import Kube
+from patchwarden.runtime.writer import EventFn, StatusWriter
+
+log = logging.getLogger(__name__)
+
+CLASSES_TTL = 10.0
+NAMES_TTL = 30.0
+RequestsFn = Callable[[str, str, dict[str, Any] | None, datetime], list[dict[str, Any]]]
+"""(namespace, system, system body, now) → the system's requests, decided."""
+
+
+@dataclass
+class Systems:
+    settings: Settings
+    kube: Kube
+    emit: EventFn
+    fleet: Fleet
+    requests: RequestsFn
+    """Decides the system's requests (the requests controller) and returns them."""
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+    _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
+    _names_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+
+    @property
+    def writer(self) -> StatusWriter:
+        return StatusWriter(self.kube, self.emit)
+
+    def reconcile(self, body: dict[str, Any]) -> float:
+        """Write the system's status, decide its requests, start its run if due.
+        Returns the seconds until the system needs another look."""
+        with metrics.RECONCILE_DURATION.labels("ManagedSystem").time():
+            try:
+                delay = self._reconcile(body)
+            except Exception:
+                metrics.RECONCILES.labels("ManagedSystem", "error").inc()
+                metrics.RECONCILE_ERRORS.labels("ManagedSystem").inc()
+                raise
+        metrics.RECONCILES.labels("ManagedSystem", "success").inc()
+        return delay
+
+    def _reconcile(self, body: dict[str, Any]) -> float:
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        now = self.now()
+        spec, _ = parse_system(body.get("spec") or {})
+        mine = self.fleet.runs_of(ns, name)
+        facts = self.facts(ns, spec, mine, now)
+        status, problems = system_status(body, facts, now)
+        self.writer.write("managedsystems", body, status)
+        metrics.observe_system(body, spec)
+        requests = self.requests(ns, name, body, now)
+        if problems or spec is None:
+            self.fleet.stop_waiting(ns, name)
+            return self.settings.resync_seconds
+        start = decide_start(name, spec, assess(spec), now, requests, mine)
+        if start is None or facts.halted is not None:
+            self.fleet.stop_waiting(ns, name)  # no run due here: not waiting for a slot
+        else:
+            blocked = self.fleet.admit(
+                (ns, name),
+                spec.customer,
+                window_ref(start.occurrence).start,
+                lambda: self._create_run(body, spec, start),
+            )
+            if blocked:
+                log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
+                # A freed slot wakes it (Fleet.to_wake); the resync is the fallback.
+                return self.settings.resync_seconds
+        # While a run is in progress, its end queues the system again.
+        return requeue_after(status, self.now(), self.settings.resync_seconds)
+
+    def facts(
+        self,
+        ns: str,
+        spec: ManagedSystemSpec | None,
+        mine: list[dict[str, Any]],
+        now: datetime,
+    ) -> SystemFacts:
+        active = (r for r in mine if (r.get("status") or {}).get("phase") not in TERMINAL)
+        facts = SystemFacts(
+            active_run=next((r["metadata"]["name"] for r in active), None), runs=mine
+        )
+        if spec is None:
+            return facts
+        facts.workload_found = self._exists(spec.workload.kind, ns, spec.workload.name)
+        facts.missing_claims = [
+            v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
+        ]
+        facts.snapshot_class = resolve_snapshot_class(
+            self._snapshot_classes(),
+            spec.backup.volume_snapshot_class_name,
+            self.settings.default_snapshot_class,
+        )
+        occ = open_window(spec, now)
+        if occ is not None:
+            opened = window_ref(occ).start
+            failed = failures_in_window(opened, self.fleet.all_runs())
+            if failed >= self.settings.max_errors_per_window:
+                facts.halted = halted_message(opened, failed, self.settings.max_errors_per_window)
+        return facts
+
+    def _create_run(
+        self, body: Mapping[str, Any], spec: ManagedSystemSpec, start: Start
+    ) -> dict[str, Any] | None:
+        """Create the run (under the fleet's admission lock); None when it already existed."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        manifest = builders.update_run(
+            system=name,
+            system_uid=body["metadata"]["uid"],
+            customer=spec.customer,
+            trigger=start.trigger,
+            window=window_ref(start.occurrence),
+            window_start=start.occurrence.start,
+            classes=list(start.classes),
+            components=list(assess(spec).components),
+            request=start.request,
+            ticket=start.ticket,
+        )
+        manifest["metadata"]["namespace"] = ns
+        if not self.kube.create("updateruns", ns, manifest):
+            return None
+        self.emit(
+            dict(body),
+            "Normal",
+            "RunStarted",
+            f"update run {manifest['metadata']['name']} ({start.trigger.value}) started "
+            f"in window {start.occurrence.window}",
+        )
+        return manifest
+
+    # ---- cached reads ------------------------------------------------------------------
+    def _exists(self, kind: str, ns: str, name: str) -> bool:
+        """Whether a workload or claim exists. One LIST per kind and namespace answers every
+        system there for NAMES_TTL seconds (not a GET per system and reconcile); a name the
+        list lacks is confirmed by a GET, as the object may be newer than the list."""
+        key = (kind, ns)
+        with self._names_locks.setdefault(key, threading.Lock()):
+            listed_at, names = self._names.get(key, (0.0, frozenset()))
+            if time.monotonic() - listed_at > NAMES_TTL:
+                names = frozenset(self.kube.names(kind, ns))
+                self._names[key] = (time.monotonic(), names)
+        if name in names:
+            return True
+        if kind == "PersistentVolumeClaim":
+            return self.kube.get_claim(ns, name) is not None
+        return self.kube.get_workload(kind, ns, name) is not None
+
+    def _snapshot_classes(self) -> list[dict[str, Any]]:
+        """The cluster's VolumeSnapshotClasses, listed at most every CLASSES_TTL seconds."""
+        listed_at, classes = self._classes
+        if time.monotonic() - listed_at > CLASSES_TTL:
+            classes = self.kube.snapshot_classes()
+            self._classes = (time.monotonic(), classes)
+        return classes

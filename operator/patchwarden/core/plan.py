@@ -1,0 +1,267 @@
+"""``patchwarden plan``: what would happen to each system, offline.
+
+Reads ManagedSystems and UpdateRequests from YAML, and answers for each system
+its next windows, whether an update would run in each, and why. The JSON form
+is a contract documented in docs/plan.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import ValidationError
+
+from patchwarden.api.common import describe_errors, parse_duration
+from patchwarden.api.request import RequestState, UpdateRequest
+from patchwarden.api.run import Trigger
+from patchwarden.api.system import Cadence, ManagedSystem, ManagedSystemSpec
+from patchwarden.core.policy import Assessment, assess, decide_request
+from patchwarden.core.scheduler import decide_start
+from patchwarden.core.times import utc_text
+from patchwarden.core.windows import Occurrence, cadence_period, next_windows
+
+
+class PlanInputError(ValueError):
+    """Input that cannot be planned; the message names the document and the field."""
+
+
+def _describe(doc: Any) -> str:
+    if not isinstance(doc, dict) or "kind" not in doc:
+        return ""
+    meta = doc.get("metadata") or {}
+    return f" ({doc.get('kind')} {meta.get('namespace', 'default')}/{meta.get('name', '?')})"
+
+
+def load(text: str, source: str = "input") -> tuple[list[ManagedSystem], list[UpdateRequest]]:
+    """Parse and validate every YAML document; the first problem raises PlanInputError."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise PlanInputError(f"{source}: not valid YAML: {exc}") from exc
+    systems: list[ManagedSystem] = []
+    requests: list[UpdateRequest] = []
+    for index, doc in enumerate(docs, start=1):
+        if doc is None:
+            continue
+        where = f"{source}: document {index}{_describe(doc)}"
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        kinds: dict[str, type[ManagedSystem] | type[UpdateRequest]] = {
+            "ManagedSystem": ManagedSystem,
+            "UpdateRequest": UpdateRequest,
+        }
+        model = kinds.get(str(kind))
+        if model is None:
+            raise PlanInputError(
+                f"{where}: kind must be ManagedSystem or UpdateRequest, not {kind!r}"
+            )
+        try:
+            obj: ManagedSystem | UpdateRequest = model.model_validate(doc)
+        except ValidationError as exc:
+            raise PlanInputError(f"{where}: {describe_errors(exc)[0]}") from exc
+        if not obj.metadata.get("name"):
+            raise PlanInputError(f"{where}: metadata.name is required")
+        obj.metadata.setdefault("namespace", "default")
+        if isinstance(obj, ManagedSystem):
+            systems.append(obj)
+        else:
+            requests.append(obj)
+    return systems, requests
+
+
+def _key(obj: ManagedSystem | UpdateRequest) -> tuple[str, str]:
+    return obj.metadata["namespace"], obj.metadata["name"]
+
+
+_utc = utc_text
+
+
+@dataclass
+class _Request:
+    request: UpdateRequest
+    accepted: bool
+    reason: str
+    window: Occurrence | None = None
+
+
+@dataclass
+class SystemPlan:
+    system: ManagedSystem
+    assessment: Assessment
+    windows: list[tuple[Occurrence, bool, str]] = field(default_factory=list)
+    requests: list[_Request] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        spec = self.system.spec
+        ns, name = _key(self.system)
+        return {
+            "namespace": ns,
+            "name": name,
+            "serviceModel": spec.service_model.value,
+            "package": spec.package.value if spec.package else None,
+            "responsibility": {
+                "planning": self.assessment.planning.value,
+                "execution": self.assessment.execution.value,
+            },
+            "eligible": self.assessment.eligible,
+            "reason": self.assessment.reason,
+            "windows": [
+                {
+                    "name": o.window,
+                    "start": _utc(o.start),
+                    "end": _utc(o.end),
+                    "cutoff": _utc(o.cutoff),
+                    "update": update,
+                    "why": why,
+                }
+                for o, update, why in self.windows
+            ],
+            "requests": [
+                {
+                    "name": r.request.metadata["name"],
+                    "ticket": r.request.spec.ticket,
+                    "accepted": r.accepted,
+                    "reason": r.reason,
+                    "window": _utc(r.window.start) if r.window else None,
+                }
+                for r in self.requests
+            ],
+        }
+
+
+def _why_not_usable(occ: Occurrence, expected: timedelta) -> str:
+    if occ.frozen_by is not None:
+        return f"frozen: freeze {occ.frozen_by!r} overlaps this window"
+    return f"cutoff: the window is shorter than the expected duration of an update ({expected})"
+
+
+def plan_system(
+    system: ManagedSystem, requests: list[UpdateRequest], start: datetime, count: int
+) -> SystemPlan:
+    """The system's next ``count`` windows and what the operator would do in each: the same
+    start decision (:func:`patchwarden.core.scheduler.decide_start`) on the runs it would
+    have made by then, at the window's first instant and at each accepted request's
+    notBefore inside it."""
+    spec = system.spec
+    name = system.metadata["name"]
+    assessment = assess(spec)
+    result = SystemPlan(system, assessment)
+    expected = parse_duration(spec.updates.expected_duration)
+    for req in requests:
+        decision = decide_request(spec, req.spec)
+        result.requests.append(_Request(req, decision.accepted, decision.reason))
+    runs: list[dict[str, Any]] = []  # the runs the operator would have made, ended
+    served: dict[str, Occurrence] = {}  # cadence period → the window that served it
+    tz = ZoneInfo(spec.maintenance.time_zone)
+    for occ in next_windows(spec.maintenance, expected, start, count):
+        begins = occ.latest_start(start)
+        if not assessment.eligible:
+            result.windows.append((occ, False, assessment.reason))
+            continue
+        if begins is None:
+            why = _why_not_usable(occ, expected) if not occ.usable else "the cutoff has passed"
+            result.windows.append((occ, False, why))
+            continue
+        waiting = [r for r in result.requests if r.accepted and r.window is None]
+        instants = sorted(
+            {begins}
+            | {
+                r.request.spec.not_before
+                for r in waiting
+                if r.request.spec.not_before is not None
+                and begins < r.request.spec.not_before <= occ.cutoff
+            }
+        )
+        chosen = None
+        for instant in instants:
+            chosen = decide_start(name, spec, assessment, instant, _as_stored(waiting), runs)
+            if chosen is not None:
+                break
+        if chosen is None:
+            result.windows.append((occ, False, _why_no_run(spec, assessment, tz, begins, served)))
+            continue
+        runs.append(
+            {
+                "metadata": {"name": chosen.run},
+                "spec": {"window": {"start": utc_text(chosen.occurrence.start)}},
+                "status": {"phase": "Succeeded"},
+            }
+        )
+        if chosen.trigger == Trigger.REQUEST:
+            request = next(r for r in waiting if r.request.metadata["name"] == chosen.request)
+            request.window = occ
+            why = f"on request ({chosen.ticket})"
+        elif chosen.trigger == Trigger.SCHEDULE:
+            why = "SaaS: the provider updates in every usable window"
+        else:
+            period = cadence_period(spec.maintenance.cadence or Cadence(), tz, begins)
+            served[period.label] = occ
+            why = f"cadence: first usable window of {period.label}"
+        result.windows.append((occ, True, why))
+    return result
+
+
+def _as_stored(requests: list[_Request]) -> list[dict[str, Any]]:
+    """Accepted requests as the operator's registry holds them (oldest first: the order)."""
+    return [
+        {
+            "metadata": {"name": r.request.metadata["name"], "creationTimestamp": f"{i:08d}"},
+            "spec": r.request.spec.wire(),
+            "status": {"state": RequestState.ACCEPTED.value},
+        }
+        for i, r in enumerate(requests)
+    ]
+
+
+def _why_no_run(
+    spec: ManagedSystemSpec,
+    assessment: Assessment,
+    tz: ZoneInfo,
+    begins: datetime,
+    served: dict[str, Occurrence],
+) -> str:
+    if assessment.proactive == Trigger.CADENCE:
+        period = cadence_period(spec.maintenance.cadence or Cadence(), tz, begins)
+        first = served.get(period.label)
+        if first is not None:
+            return (
+                f"outside cadence: {period.label} is already "
+                f"updated in the window of {_utc(first.start)}"
+            )
+    return "PaaS basic: no update request for this window"
+
+
+def plan(
+    systems: list[ManagedSystem], requests: list[UpdateRequest], start: datetime, count: int
+) -> tuple[list[SystemPlan], list[_Request]]:
+    """Plans for every system (sorted), plus the requests that name no known system."""
+    by_key = {_key(s): s for s in systems}
+    grouped: dict[tuple[str, str], list[UpdateRequest]] = {}
+    orphans = []
+    for req in requests:
+        key = (req.metadata["namespace"], req.spec.system_ref.name)
+        if key in by_key:
+            grouped.setdefault(key, []).append(req)
+        else:
+            orphans.append(_Request(req, False, decide_request(None, req.spec).reason))
+    plans = [plan_system(by_key[k], grouped.get(k, []), start, count) for k in sorted(by_key)]
+    return plans, orphans
+
+
+def as_json(plans: list[SystemPlan], orphans: list[_Request]) -> dict[str, Any]:
+    return {
+        "systems": [p.as_json() for p in plans],
+        "unmatchedRequests": [
+            {
+                "namespace": r.request.metadata["namespace"],
+                "name": r.request.metadata["name"],
+                "system": r.request.spec.system_ref.name,
+                "accepted": False,
+                "reason": r.reason,
+            }
+            for r in orphans
+        ],
+    }

@@ -1,0 +1,707 @@
+"""One update run as a pure state machine: snapshot, record, update, verify — or roll back.
+
+:func:`advance` takes the run, its typed status, what the runs controller observed
+for this step (:class:`Observed`) and the time, and returns the next status, the
+actions to apply (:data:`Action`) and when to look again (:class:`Wait`). It does
+no I/O: the controller (``controllers/runs.py``) reads, calls it, applies the
+actions in order, then writes the status once.
+
+Every object a run creates has a name derived from the run, so an action applied
+twice (the operator killed between an action and the status write) finds its own
+object and never makes a second Job or snapshot. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from patchwarden.api.common import Condition, describe_errors, parse_duration
+from patchwarden.api.run import (
+    JobRecord,
+    Phase,
+    RestoreRecord,
+    SnapshotRecord,
+    UpdateRunSpec,
+    UpdateRunStatus,
+    WorkloadRecord,
+)
+from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.core import builders
+from patchwarden.core import conditions as c
+from patchwarden.core.policy import assess
+from patchwarden.core.times import parse_time, utc_text
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
+"""The phases after which the workload may have changed: a failure there rolls back."""
+TERMINATION_LIMIT = 1024
+"""Characters of a failed update container's termination message kept in the run."""
+
+
+class RollbackStep(StrEnum):
+    SCALE_DOWN = "ScaleDown"
+    RESTORE_CLAIMS = "RestoreClaims"
+    RESTORE_WORKLOAD = "RestoreWorkload"
+    VERIFY = "Verify"
+
+
+class Wait(StrEnum):
+    """When the run needs its next step."""
+
+    NOW = "Now"
+    """At once, with the status just written."""
+    WATCHED = "Watched"
+    """When one of its snapshots or its Job changes (a watch wakes it), with a safety timer."""
+    POLL = "Poll"
+    """After the poll interval (a workload or pods: not watched for runs)."""
+    DONE = "Done"
+    """Never: the run has ended."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    snapshot: timedelta
+    rollback: timedelta
+    """Each rollback step (pods gone, claims restored, workload ready) must end within this."""
+
+
+# ---- actions: what the controller applies, in order, before it writes the status ----------
+@dataclass(frozen=True)
+class CreateSnapshot:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ScaleToZero:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteClaim:
+    name: str
+
+
+@dataclass(frozen=True)
+class CreateClaim:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReplaceWorkload:
+    kind: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PruneSnapshots:
+    """Delete the snapshots of the system's older runs beyond the newest ``retain``
+    (:func:`prunable` chooses them from the list the controller reads)."""
+
+    system: str
+    retain: int
+
+
+@dataclass(frozen=True)
+class Emit:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PhaseEnded:
+    """For the phase-duration histogram."""
+
+    phase: Phase
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """For the run counters (the run's final status is the one written with it)."""
+
+    service_model: str
+    package: str
+
+
+Action = (
+    CreateSnapshot
+    | CreateJob
+    | ScaleToZero
+    | DeletePod
+    | DeleteClaim
+    | CreateClaim
+    | ReplaceWorkload
+    | PruneSnapshots
+    | Emit
+    | PhaseEnded
+    | RunEnded
+)
+
+
+# ---- inputs --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    """The run's identity and spec."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    spec: UpdateRunSpec
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> Run:
+        meta = body["metadata"]
+        return cls(
+            meta["namespace"],
+            meta["name"],
+            meta.get("uid", ""),
+            meta.get("generation"),
+            UpdateRunSpec.model_validate(body["spec"]),
+        )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the controller read for one step (:func:`reads` says what a step needs)."""
+
+    system: Mapping[str, Any] | None = None
+    """The ManagedSystem; None when it no longer exists."""
+    workload: Mapping[str, Any] | None = None
+    claims: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    """Claim name → the claim, None when absent."""
+    snapshots: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    """VolumeSnapshot name → the snapshot, None when absent."""
+    snapshot_class: str | None = None
+    job: Mapping[str, Any] | None = None
+    workload_pods: int = 0
+    """Pods matching the workload's selector (a rollback waits for none)."""
+    job_pods: tuple[Mapping[str, Any], ...] = ()
+    """The update Job's pods (labelled with the run)."""
+
+
+class Read(StrEnum):
+    WORKLOAD = "workload"
+    CLAIMS = "claims"
+    SNAPSHOTS = "snapshots"
+    SNAPSHOT_CLASS = "snapshotClass"
+    JOB = "job"
+    WORKLOAD_PODS = "workloadPods"
+    JOB_PODS = "jobPods"
+
+
+def reads(status: UpdateRunStatus) -> frozenset[Read]:
+    """What a step in this status needs besides the system (always read, from the cache)."""
+    phase = status.phase or Phase.PENDING
+    restore = status.restore.step if status.restore else None
+    match phase:
+        case Phase.SNAPSHOTTING if not status.snapshots:
+            return frozenset({Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS})
+        case Phase.SNAPSHOTTING:
+            return frozenset({Read.SNAPSHOTS, Read.SNAPSHOT_CLASS})
+        case Phase.RECORDING | Phase.VERIFYING:
+            return frozenset({Read.WORKLOAD})
+        case Phase.UPDATING:
+            return frozenset({Read.JOB})  # and its pods once it failed (job_failed)
+        case Phase.ROLLING_BACK if restore == RollbackStep.SCALE_DOWN:
+            return frozenset({Read.WORKLOAD, Read.WORKLOAD_PODS, Read.JOB_PODS})
+        case Phase.ROLLING_BACK if restore == RollbackStep.RESTORE_CLAIMS:
+            return frozenset({Read.WORKLOAD, Read.SNAPSHOTS, Read.CLAIMS})
+        case Phase.ROLLING_BACK:
+            return frozenset({Read.WORKLOAD})
+        case _:
+            return frozenset()
+
+
+def job_failed(job: Mapping[str, Any] | None) -> bool:
+    """Whether the update Job failed: the step then also reads its pods (how they ended)."""
+    return job is not None and job_result(job) == "Failed"
+
+
+def claims_to_read(
+    status: UpdateRunStatus, spec: ManagedSystemSpec | None, workload: Any
+) -> list[str]:
+    """The claims a step reads: the recorded ones, else the system's or the workload's."""
+    if status.snapshots:
+        return [r.claim for r in status.snapshots]
+    if spec is None:
+        return []
+    if spec.volumes:
+        return list(spec.volumes)
+    return builders.workload_claims(dict(workload)) if workload is not None else []
+
+
+# ---- the transition ------------------------------------------------------------------------
+@dataclass
+class Transition:
+    status: UpdateRunStatus
+    actions: list[Action] = field(default_factory=list)
+    wait: Wait = Wait.NOW
+
+
+class Abort(Exception):
+    """The current phase failed; the message says why, for the run's status."""
+
+
+@dataclass
+class _Step:
+    run: Run
+    seen: Observed
+    now: datetime
+    timeouts: Timeouts
+    out: Transition
+
+    @property
+    def status(self) -> UpdateRunStatus:
+        return self.out.status
+
+    def act(self, *actions: Action) -> None:
+        self.out.actions.extend(actions)
+
+    def waited(self) -> timedelta:
+        start = self.status.phase_start_time
+        return self.now - parse_time(start) if start else timedelta(0)
+
+    def restart_clock(self) -> None:
+        """A step's deadline counts from now (from the request, however late it was made)."""
+        self.status.phase_start_time = utc_text(self.now)
+
+    def system(self) -> tuple[str, ManagedSystemSpec]:
+        body = self.seen.system
+        if body is None:
+            raise Abort(f"ManagedSystem {self.run.spec.system_ref.name} no longer exists")
+        try:
+            spec = ManagedSystemSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            raise Abort(
+                f"the system's spec cannot be used: {'; '.join(describe_errors(exc, 'spec'))}"
+            ) from exc
+        return str(body["metadata"]["name"]), spec
+
+    def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        wire = [x.wire() for x in self.status.conditions]
+        updated = c.set_condition(
+            wire, type_, ok, reason, message, generation=None, now=utc_text(self.now)
+        )
+        self.status.conditions = [Condition.model_validate(x) for x in updated]
+
+    def enter(self, phase: Phase, message: str) -> None:
+        status = self.status
+        if status.phase is not None and status.phase_start_time:
+            self.act(PhaseEnded(status.phase, self.waited().total_seconds()))
+        status.phase = phase
+        self.restart_clock()
+        status.message = message
+        status.observed_generation = self.run.generation
+        # kstatus: in progress until the run ends; Failed (a person must look) stalls it.
+        self.condition(c.RECONCILING, phase not in TERMINAL, phase.value, message)
+        failed = phase == Phase.FAILED
+        self.condition(c.STALLED, failed, phase.value, message if failed else "")
+        self.out.wait = Wait.DONE if phase in TERMINAL else Wait.NOW
+
+    def end(self, phase: Phase, message: str, summary: str | None = None) -> None:
+        """A terminal phase: completion time, Ready, an Event and the run's metrics."""
+        succeeded = phase == Phase.SUCCEEDED
+        self.enter(phase, message)
+        self.status.completion_time = utc_text(self.now)
+        self.condition(c.READY, succeeded, phase.value, summary or message)
+        spec = _spec_or_none(self.seen.system)
+        self.act(
+            RunEnded(
+                spec.service_model.value if spec else "",
+                spec.package.value if spec and spec.package else "",
+            ),
+            Emit("Normal" if succeeded else "Warning", phase.value, summary or message),
+        )
+
+
+def _spec_or_none(system: Mapping[str, Any] | None) -> ManagedSystemSpec | None:
+    if system is None:
+        return None
+    try:
+        return ManagedSystemSpec.model_validate(system.get("spec") or {})
+    except ValidationError:
+        return None
+
+
+def advance(
+    run: Run, status: UpdateRunStatus, seen: Observed, now: datetime, timeouts: Timeouts
+) -> Transition:
+    """The next status of ``run``, the actions that get there, and when to look again."""
+    phase = status.phase or Phase.PENDING
+    step = _Step(run, seen, now, timeouts, Transition(status.model_copy(deep=True)))
+    if phase in TERMINAL:
+        step.out.wait = Wait.DONE
+        return step.out
+    try:
+        match phase:
+            case Phase.PENDING:
+                _pending(step)
+            case Phase.SNAPSHOTTING:
+                _snapshotting(step)
+            case Phase.RECORDING:
+                _recording(step)
+            case Phase.UPDATING:
+                _updating(step)
+            case Phase.VERIFYING:
+                _verifying(step)
+            case Phase.ROLLING_BACK:
+                _rolling_back(step)
+    except Abort as exc:
+        _fail(step, phase, str(exc))
+    return step.out
+
+
+def _pending(step: _Step) -> None:
+    _, spec = step.system()
+    assessment = assess(spec)
+    if not assessment.eligible:
+        raise Abort(f"the system is no longer eligible: {assessment.reason}")
+    if step.now > parse_time(step.run.spec.window.cutoff):
+        raise Abort("the window's cutoff passed before the run could start; nothing was changed")
+    step.status.start_time = utc_text(step.now)
+    window = step.run.spec.window.name
+    step.act(Emit("Normal", "Started", f"{step.run.spec.trigger.value} update in window {window}"))
+    step.enter(Phase.SNAPSHOTTING, "taking VolumeSnapshots of the system's claims")
+
+
+def _snapshotting(step: _Step) -> None:
+    system, spec = step.system()
+    status, seen = step.status, step.seen
+    if not status.snapshots:
+        if seen.workload is None:
+            raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
+        for claim in claims_to_read(status, spec, seen.workload):
+            body = seen.claims.get(claim)
+            if body is None:
+                raise Abort(f"PersistentVolumeClaim {claim} not found; nothing was changed")
+            status.snapshots.append(
+                SnapshotRecord(
+                    claim=claim,
+                    snapshot=builders.snapshot_name(step.run.name, claim),
+                    claim_spec=dict(body["spec"]),
+                )
+            )
+    if spec.backup.required and status.snapshots and seen.snapshot_class is None:
+        raise Abort("no VolumeSnapshotClass to take the required backups; nothing was changed")
+    for record in status.snapshots:
+        if not record.created:
+            # An existing one (made before a restart) is taken as ours: the name is the run's.
+            step.act(
+                CreateSnapshot(
+                    builders.volume_snapshot(
+                        run=step.run.name,
+                        system=system,
+                        claim=record.claim,
+                        snapshot_class=seen.snapshot_class,
+                    )
+                )
+            )
+            record.created = True
+            step.restart_clock()  # the deadline counts from the request, however late
+            continue
+        if record.snapshot not in seen.snapshots:
+            continue  # created in this very step: nothing to read yet
+        existing = seen.snapshots[record.snapshot]
+        if existing is None:
+            raise Abort(f"VolumeSnapshot {record.snapshot} disappeared before it was ready")
+        record.ready_to_use = bool((existing.get("status") or {}).get("readyToUse"))
+    if all(r.ready_to_use for r in status.snapshots):
+        step.enter(Phase.RECORDING, f"{len(status.snapshots)} snapshots ready")
+        return
+    if step.waited() > step.timeouts.snapshot:
+        waiting = [r.snapshot for r in status.snapshots if not r.ready_to_use]
+        raise Abort(
+            f"snapshots not ready within {step.timeouts.snapshot.total_seconds():.0f}s: "
+            f"{', '.join(waiting)}; the workload was not touched"
+        )
+    step.out.wait = Wait.WATCHED
+
+
+def _recording(step: _Step) -> None:
+    _, spec = step.system()
+    workload = step.seen.workload
+    if workload is None:
+        raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
+    step.status.recorded = WorkloadRecord(
+        kind=spec.workload.kind,
+        name=spec.workload.name,
+        replicas=workload["spec"].get("replicas", 1),
+        template=dict(workload["spec"]["template"]),
+    )
+    step.enter(Phase.UPDATING, "running the update Job")
+
+
+def _updating(step: _Step) -> None:
+    status, seen, run = step.status, step.seen, step.run
+    job_name = builders.job_name(run.name)
+    if status.job is None:
+        status.job = JobRecord(name=job_name)
+    record = status.job
+    if seen.job is None:
+        if record.created:
+            raise Abort(f"the update Job {job_name} was deleted before it finished")
+        system, spec = step.system()
+        window_end = parse_time(run.spec.window.end)
+        if step.now >= window_end:
+            raise Abort("the window ended before the update could start; nothing was changed")
+        deadline = min(parse_duration(spec.updates.run_timeout), window_end - step.now)
+        step.act(
+            CreateJob(
+                builders.update_job(
+                    run=run.name,
+                    run_uid=run.uid,
+                    system=system,
+                    spec=spec,
+                    classes=[x.value for x in run.spec.classes],
+                    ticket=run.spec.ticket,
+                    deadline_seconds=int(deadline.total_seconds()),
+                )
+            )
+        )
+        record.created = True
+        step.out.wait = Wait.WATCHED
+        return
+    record.created = True
+    result = job_result(seen.job)
+    if result is None:
+        step.out.wait = Wait.WATCHED
+        return
+    record.result = result
+    if result != "Complete":
+        ended = termination(seen.job_pods)
+        if ended:
+            record.termination = ended
+        raise Abort(
+            f"the update Job {job_name} failed: {job_message(seen.job)}"
+            + (f"; {ended.splitlines()[0]}" if ended else "")
+        )
+    step.enter(Phase.VERIFYING, "waiting for the workload to be ready again")
+
+
+def _verifying(step: _Step) -> None:
+    system, spec = step.system()
+    workload = step.seen.workload
+    if workload is not None and workload_ready(workload):
+        step.act(PruneSnapshots(system, spec.backup.retain))
+        step.end(
+            Phase.SUCCEEDED,
+            "the update succeeded and the workload is ready",
+            "the update succeeded",
+        )
+        return
+    if step.waited() > parse_duration(spec.updates.verify_timeout):
+        raise Abort(
+            f"{spec.workload.kind} {spec.workload.name} not ready within "
+            f"{spec.updates.verify_timeout} after the update"
+        )
+    step.out.wait = Wait.POLL
+
+
+# ---- failure and rollback ---------------------------------------------------------------
+def _fail(step: _Step, phase: Phase, why: str) -> None:
+    """Roll back when the workload may have changed and the system allows it; else end
+    Failed (asking for a person when the workload may have changed)."""
+    status = step.status
+    may_have_changed = phase in ROLLS_BACK
+    spec = _spec_or_none(step.seen.system)
+    if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
+        step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))
+        status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN.value)
+        status.failure = why
+        step.enter(Phase.ROLLING_BACK, f"{why}; rolling back")
+        return
+    if phase == Phase.ROLLING_BACK:
+        _end_failed(step, f"the rollback failed: {why}", needs_person=True)
+    else:
+        _end_failed(step, why, needs_person=may_have_changed)
+
+
+def _end_failed(step: _Step, why: str, needs_person: bool) -> None:
+    if needs_person:
+        step.condition(
+            c.NEEDS_ATTENTION,
+            True,
+            c.ROLLBACK_FAILED,
+            f"{why}; a person must check the workload and its claims",
+        )
+    step.end(Phase.FAILED, why)
+
+
+def _rolling_back(step: _Step) -> None:
+    status, seen = step.status, step.seen
+    recorded, restore = status.recorded, status.restore
+    assert recorded is not None and restore is not None, "entered only with both recorded"
+    kind, name = recorded.kind, recorded.name
+    limit = step.timeouts.rollback
+    seconds = f"{limit.total_seconds():.0f}s"
+    workload = seen.workload
+    if workload is None:
+        raise Abort(f"{kind} {name} disappeared during the rollback")
+    match RollbackStep(restore.step or RollbackStep.SCALE_DOWN):
+        case RollbackStep.SCALE_DOWN:
+            if workload["spec"].get("replicas", 1) != 0:
+                step.act(ScaleToZero(kind, name))
+                step.restart_clock()
+            if seen.workload_pods:
+                if step.waited() > limit:
+                    raise Abort(
+                        f"pods of {kind} {name} still present {seconds} after scaling to zero"
+                    )
+                step.out.wait = Wait.POLL
+                return
+            # The update Job's pods, finished or not, keep the claims they mount in use:
+            # the claims' protection would hold their deletion until the pods are gone.
+            if seen.job_pods:
+                for pod in seen.job_pods:
+                    if not pod["metadata"].get("deletionTimestamp"):
+                        step.act(DeletePod(pod["metadata"]["name"]))
+                if step.waited() > limit:
+                    raise Abort(f"the update Job's pods still present after {seconds}")
+                step.out.wait = Wait.POLL
+                return
+            restore.step = RollbackStep.RESTORE_CLAIMS.value
+            step.restart_clock()
+        case RollbackStep.RESTORE_CLAIMS:
+            for record in status.snapshots:
+                claim = record.claim
+                if claim in restore.claims:
+                    continue
+                if seen.snapshots.get(record.snapshot) is None:
+                    raise Abort(
+                        f"VolumeSnapshot {record.snapshot} is gone; "
+                        f"claim {claim} cannot be restored"
+                    )
+                existing = seen.claims.get(claim)
+                source = (existing or {}).get("spec", {}).get("dataSource") or {}
+                if existing is not None and source.get("name") == record.snapshot:
+                    restore.claims.append(claim)  # already recreated from the snapshot
+                    continue
+                if existing is not None:
+                    if not existing["metadata"].get("deletionTimestamp"):
+                        step.act(DeleteClaim(claim))
+                        step.restart_clock()
+                    if step.waited() > limit:
+                        raise Abort(f"claim {claim} still terminating after {seconds}")
+                    step.out.wait = Wait.POLL
+                    return
+                original = {"metadata": {"name": claim}, "spec": record.claim_spec}
+                step.act(CreateClaim(builders.restored_claim(original, record.snapshot)))
+                restore.claims.append(claim)
+            restore.step = RollbackStep.RESTORE_WORKLOAD.value
+            step.restart_clock()
+        case RollbackStep.RESTORE_WORKLOAD:
+            body = {k: v for k, v in workload.items() if k != "status"}
+            body["spec"] = {
+                **workload["spec"],
+                "template": recorded.template,
+                "replicas": recorded.replicas,
+            }
+            step.act(ReplaceWorkload(kind, body))
+            restore.step = RollbackStep.VERIFY.value
+            step.restart_clock()
+            step.out.wait = Wait.POLL
+        case RollbackStep.VERIFY:
+            if workload_ready(workload) and workload["spec"].get("replicas") == recorded.replicas:
+                restore.completed = True
+                why = status.failure or "the update failed"
+                step.end(
+                    Phase.ROLLED_BACK,
+                    f"{why}; restored {len(restore.claims)} claims and the workload",
+                )
+                return
+            if step.waited() > limit:
+                raise Abort(f"{kind} {name} not ready {seconds} after the restore")
+            step.out.wait = Wait.POLL
+
+
+# ---- pure helpers -------------------------------------------------------------------------
+def workload_ready(workload: Mapping[str, Any]) -> bool:
+    """The rollout is complete and every replica is ready."""
+    spec, status = workload.get("spec", {}), workload.get("status", {}) or {}
+    replicas = spec.get("replicas", 1)
+    if status.get("observedGeneration", 0) < workload["metadata"].get("generation", 0):
+        return False
+    if replicas == 0:
+        return True
+    ready_key = "availableReplicas" if workload.get("kind") == "Deployment" else "readyReplicas"
+    if workload.get("kind") == "StatefulSet" and status.get("updateRevision") != status.get(
+        "currentRevision", status.get("updateRevision")
+    ):
+        return False
+    return bool(
+        status.get("updatedReplicas", 0) == replicas
+        and status.get(ready_key, 0) == replicas
+        and status.get("replicas", 0) == replicas
+    )
+
+
+def job_result(job: Mapping[str, Any]) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in {"Complete", "Failed"} and cond.get("status") == "True":
+            return str(cond["type"])
+    return None
+
+
+def job_message(job: Mapping[str, Any]) -> str:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed":
+            return f"{cond.get('reason', '')}: {cond.get('message', '')}".strip(": ")
+    return "failed"
+
+
+def termination(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """How the update Job's first failed container ended: exit code, reason and its
+    termination message (with FallbackToLogsOnError: the log's last lines), truncated."""
+    for pod in pods:
+        for state in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (state.get("state") or {}).get("terminated") or {}
+            if ended and ended.get("exitCode", 0) != 0:
+                text = (
+                    f"container {state.get('name')} exited with code {ended.get('exitCode')}"
+                    f" ({ended.get('reason', 'Error')})"
+                )
+                message = (ended.get("message") or "").strip()
+                if message:
+                    text += ":\n" + message[-TERMINATION_LIMIT:]
+                return text
+    return None
+
+
+def prunable(snapshots: Sequence[Mapping[str, Any]], run: str, retain: int) -> list[str]:
+    """The snapshots to delete so that the newest ``retain`` runs keep theirs (``run``,
+    the one that just succeeded, always keeps its own)."""
+    by_run: dict[str, list[Mapping[str, Any]]] = {}
+    for snap in snapshots:
+        labels = snap["metadata"].get("labels") or {}
+        by_run.setdefault(labels.get(builders.LABEL_RUN, ""), []).append(snap)
+    newest_first = sorted(
+        by_run,
+        key=lambda r: min(s["metadata"]["creationTimestamp"] for s in by_run[r]),
+        reverse=True,
+    )
+    keep = {run, *newest_first[:retain]}
+    return [
+        str(snap["metadata"]["name"])
+        for other in newest_first
+        if other not in keep
+        for snap in by_run[other]
+    ]

@@ -1,0 +1,81 @@
+"""The operator's settings: one typed object read from ``PATCHWARDEN_*`` variables.
+
+Each default is documented where it is defined; ``patchwarden run --help``
+and docs/operator.md list them too.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PREFIX = "PATCHWARDEN_"
+
+
+class Settings(BaseSettings):
+    """Read from ``PATCHWARDEN_<FIELD>`` variables (pydantic-settings); keyword arguments win."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
+
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    """Namespaces to serve (comma-separated); empty: the whole cluster."""
+    max_concurrent_runs: int = Field(default=10, ge=1)
+    """At most this many update runs in progress at once, fleet-wide (AWS MaxConcurrency)."""
+    max_runs_per_customer: int = Field(default=2, ge=1)
+    """At most this many runs in progress at once for one customer."""
+    max_errors_per_window: int = Field(default=3, ge=1)
+    """After this many failed runs in one window, no more start in it (AWS MaxErrors)."""
+    resync_seconds: float = Field(default=60.0, gt=0)
+    """Every system is reconciled at least this often, changed or not."""
+    run_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often an update run checks its workload (and its pods in a rollback); its
+    snapshots and Job are watched, and checked at least every 15 s."""
+    snapshot_timeout_seconds: float = Field(default=600.0, gt=0)
+    """A snapshot not ready within this fails the run (the workload is untouched)."""
+    rollback_timeout_seconds: float = Field(default=900.0, gt=0)
+    """Each rollback step (pods gone, claims restored, workload ready) must finish within this."""
+    peering_name: str = "patchwarden"
+    """kopf peering object: replicas with the same name never act twice."""
+    identity: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}/{os.getpid()}-{os.urandom(3).hex()}"
+    )
+    """This replica's name in the kopf peering (default: host/pid-random)."""
+    priority: int = Field(default_factory=lambda: int.from_bytes(os.urandom(2), "big"))
+    """kopf peering priority; the highest runs, the others pause (default: random)."""
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of /metrics and /healthz; 0 disables them."""
+    metrics_address: str = ""
+    """Address /metrics and /healthz bind to; empty: every interface (inside a pod).
+    With host networking, ``127.0.0.1`` keeps them off the node's network."""
+    api_workers: int = Field(default=16, ge=1, le=512)
+    """Workers reconciling ManagedSystems (each a thread and an API connection)."""
+    default_snapshot_class: str | None = None
+    """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
+
+    @property
+    def run_threads(self) -> int:
+        """Threads (and API connections) for the update runs' steps and kopf's own handlers:
+        one per run the fleet limit lets progress at once, so that a run never waits for a
+        thread behind the system workers (their own pool of ``api_workers``)."""
+        return min(self.max_concurrent_runs, 256) + 4
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return value
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read every ``PATCHWARDEN_<FIELD>`` variable; a bad value raises naming it."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            var = PREFIX + str(first["loc"][0]).upper()
+            raise ValueError(f"{var}: {first['msg']}") from exc

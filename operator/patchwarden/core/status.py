@@ -1,0 +1,277 @@
+"""What a ManagedSystem's and an UpdateRequest's status should be: pure functions.
+
+The systems and requests controllers gather the facts (does the workload exist, is
+there a snapshot class …), calls these, and writes the result only when it
+differs from what is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from patchwarden.api.common import describe_errors, parse_duration
+from patchwarden.api.request import RequestState, UpdateRequestSpec
+from patchwarden.api.system import ManagedSystemSpec, WindowRef
+from patchwarden.core import conditions as c
+from patchwarden.core.policy import assess, decide_request
+from patchwarden.core.times import parse_time, utc_text
+from patchwarden.core.windows import Occurrence, first_usable, next_windows, overlapping
+
+LOOKAHEAD = 24
+"""Window occurrences examined for the next usable one."""
+
+
+def window_ref(occ: Occurrence) -> WindowRef:
+    return WindowRef(
+        name=occ.window,
+        start=utc_text(occ.start),
+        end=utc_text(occ.end),
+        cutoff=utc_text(occ.cutoff),
+    )
+
+
+def parse_system(spec: dict[str, Any]) -> tuple[ManagedSystemSpec | None, str | None]:
+    try:
+        return ManagedSystemSpec.model_validate(spec), None
+    except ValidationError as exc:
+        return None, "; ".join(describe_errors(exc, "spec"))
+
+
+def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
+    expected = parse_duration(spec.updates.expected_duration)
+    return first_usable(next_windows(spec.maintenance, expected, now, LOOKAHEAD), now)
+
+
+@dataclass
+class SystemFacts:
+    """What the I/O layer found in the cluster for one system."""
+
+    workload_found: bool = True
+    missing_claims: list[str] = field(default_factory=list)
+    snapshot_class: str | None = None
+    """The VolumeSnapshotClass runs would use; None when there is none."""
+    active_run: str | None = None
+    halted: str | None = None
+    """Why no more runs start in the current window (MaxErrors), if so."""
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """The system's runs (summaries: spec, phase, message, completionTime)."""
+
+
+def system_status(
+    body: dict[str, Any], facts: SystemFacts, now: datetime
+) -> tuple[dict[str, Any], list[str]]:
+    """The status a ManagedSystem should have, and the problems that stall it."""
+    old: dict[str, Any] = dict(body.get("status") or {})
+    generation = body.get("metadata", {}).get("generation")
+    stamp = utc_text(now)
+    conds: list[dict[str, Any]] = list(old.get("conditions") or [])
+
+    def cond(type_: str, ok: bool, reason: str, message: str) -> None:
+        nonlocal conds
+        conds = c.set_condition(conds, type_, ok, reason, message, generation=generation, now=stamp)
+
+    status: dict[str, Any] = last_run(old, facts.runs)
+    status["observedGeneration"] = generation
+    spec, invalid = parse_system(body.get("spec") or {})
+    problems: list[tuple[str, str]] = []
+    if spec is None:
+        problems.append((c.INVALID_SPEC, f"the spec cannot be used: {invalid}"))
+    else:
+        assessment = assess(spec)
+        status["responsibility"] = {
+            "planning": assessment.planning.value,
+            "execution": assessment.execution.value,
+        }
+        status["eligible"] = assessment.eligible
+        status["eligibilityReason"] = assessment.reason
+        cond(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
+        expected = parse_duration(spec.updates.expected_duration)
+        upcoming = next_windows(spec.maintenance, expected, now, LOOKAHEAD)
+        occ = first_usable(upcoming, now) if assessment.eligible else None
+        if occ is not None:
+            status["nextWindow"] = window_ref(occ).wire()
+        for name in overlapping(spec.maintenance, now):
+            problems.append(
+                (c.WINDOW_OVERLAP, f"window {name} is longer than the time between its occurrences")
+            )
+        if assessment.eligible and upcoming and occ is None:
+            problems.append(
+                (
+                    c.NO_USABLE_WINDOW,
+                    f"none of the next {len(upcoming)} windows is "
+                    "usable: each is frozen or shorter than updates.expectedDuration",
+                )
+            )
+        kind, name = spec.workload.kind, spec.workload.name
+        if not facts.workload_found:
+            problems.append((c.WORKLOAD_NOT_FOUND, f"{kind} {name} not found in this namespace"))
+        if facts.missing_claims:
+            problems.append(
+                (
+                    c.CLAIM_NOT_FOUND,
+                    f"PersistentVolumeClaims not found: {', '.join(facts.missing_claims)}",
+                )
+            )
+        if assessment.eligible and not spec.updates.template:
+            problems.append(
+                (c.NO_UPDATE_TEMPLATE, "spec.updates.template is required to run updates")
+            )
+        if not spec.backup.required:
+            cond(c.BACKUP_CONFIGURED, True, c.BACKUP_NOT_REQUIRED, "backups are not required")
+        elif facts.snapshot_class:
+            cond(
+                c.BACKUP_CONFIGURED,
+                True,
+                c.SNAPSHOT_CLASS_FOUND,
+                f"snapshots use VolumeSnapshotClass {facts.snapshot_class}",
+            )
+        else:
+            wanted = spec.backup.volume_snapshot_class_name
+            message = (
+                f"VolumeSnapshotClass {wanted} not found"
+                if wanted
+                else "no VolumeSnapshotClass is named and the cluster has no default one"
+            )
+            cond(c.BACKUP_CONFIGURED, False, c.SNAPSHOT_CLASS_NOT_FOUND, message)
+            if assessment.eligible:
+                problems.append(
+                    (c.SNAPSHOT_CLASS_NOT_FOUND, message + " (backup.required is true)")
+                )
+    if problems:
+        reason, _ = problems[0]
+        message = "; ".join(m for _, m in problems)
+        cond(c.STALLED, True, reason, message)
+        cond(c.READY, False, reason, message)
+    else:
+        cond(c.STALLED, False, c.RECONCILED, "")
+        cond(c.READY, True, c.RECONCILED, "the system is reconciled")
+    cond(
+        c.RECONCILING,
+        facts.active_run is not None,
+        c.RUN_IN_PROGRESS if facts.active_run else c.RECONCILED,
+        f"update run {facts.active_run} in progress" if facts.active_run else "",
+    )
+    cond(
+        c.UPDATES_HALTED,
+        facts.halted is not None,
+        c.MAX_ERRORS_REACHED if facts.halted else c.WITHIN_ERROR_BUDGET,
+        facts.halted or "",
+    )
+    status["conditions"] = conds
+    return status, [m for _, m in problems]
+
+
+def request_status(
+    body: dict[str, Any],
+    system: dict[str, Any] | None,
+    run: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Accepted (scheduled for a window) or rejected, with a reason a customer can read;
+    once a run serves it (``run``: the run whose requestRef names it), Running, then
+    Completed with the run's result."""
+    old: dict[str, Any] = dict(body.get("status") or {})
+    if run is not None:
+        return {**old, **served(run)}
+    if old.get("state") in {RequestState.RUNNING, RequestState.COMPLETED}:
+        return old  # served by a run that is gone since: keep what it said
+    generation = body.get("metadata", {}).get("generation")
+    stamp = utc_text(now)
+    status: dict[str, Any] = {"observedGeneration": generation}
+    request = UpdateRequestSpec.model_validate(body["spec"])
+    spec, invalid = parse_system(system["spec"]) if system else (None, None)
+    if system is not None and spec is None:
+        state, ok, reason = RequestState.PENDING, False, "SystemInvalid"
+        message = f"waiting: system {request.system_ref.name} cannot be used: {invalid}"
+    else:
+        decision = decide_request(spec, request)
+        state = RequestState.ACCEPTED if decision.accepted else RequestState.REJECTED
+        ok, reason, message = decision.accepted, state.value, decision.reason
+        if decision.accepted and spec is not None:
+            earliest = max(now, request.not_before or now)
+            occ = next_usable(spec, earliest)
+            if occ is None:
+                message += "; no usable window is planned yet"
+            else:
+                status["scheduledWindow"] = window_ref(occ).wire()
+                message = f"accepted: scheduled for window {occ.window} at {utc_text(occ.start)}"
+    status["state"] = state.value
+    status["message"] = message
+    status["conditions"] = c.set_condition(
+        list(old.get("conditions") or []),
+        c.ACCEPTED,
+        ok,
+        reason,
+        message,
+        generation=generation,
+        now=stamp,
+    )
+    return status
+
+
+def requeue_after(status: dict[str, Any], now: datetime, resync: float) -> float:
+    """Seconds until the system needs another look: the start of the next window that
+    ``system_status`` found, or the resync interval. A window already open needs no timer:
+    what happens in it (a run ends, a request arrives) queues the system itself."""
+    start = (status.get("nextWindow") or {}).get("start")
+    if start is None:
+        return resync
+    until = (parse_time(start) - now) / timedelta(seconds=1)
+    return resync if until <= 0 else min(resync, until)
+
+
+def resolve_snapshot_class(
+    classes: list[dict[str, Any]], wanted: str | None, fallback: str | None
+) -> str | None:
+    """The class a system's snapshots use: its own, else the cluster's default, else the setting."""
+    names = {k["metadata"]["name"] for k in classes}
+    if wanted:
+        return wanted if wanted in names else None
+    for k in classes:
+        annotations = k["metadata"].get("annotations") or {}
+        if annotations.get("snapshot.storage.kubernetes.io/is-default-class") == "true":
+            return str(k["metadata"]["name"])
+    return fallback if fallback in names else None
+
+
+def served(run: dict[str, Any]) -> dict[str, Any]:
+    """A request's state from the run that serves it."""
+    name = run["metadata"]["name"]
+    status = run.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase in {"Succeeded", "RolledBack", "Failed"}:
+        state, message = (
+            RequestState.COMPLETED,
+            f"update run {name}: {phase}: {status.get('message', '')}",
+        )
+    elif phase == "Pending":
+        state, message = RequestState.RUNNING, f"update run {name} created"
+    else:
+        state, message = RequestState.RUNNING, f"update run {name} started"
+    return {"state": state.value, "message": message, "runRef": {"name": name}}
+
+
+def last_run(old: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``lastRun`` and ``lastSuccessfulUpdate`` of a system, from its runs: the newest
+    ended run; a value already recorded stays when its run is gone (pruned history)."""
+    out: dict[str, Any] = {k: old[k] for k in ("lastRun", "lastSuccessfulUpdate") if k in old}
+    ended = [r for r in runs if (r.get("status") or {}).get("completionTime")]
+    if ended:
+        newest = max(ended, key=lambda r: r["status"]["completionTime"])
+        recorded = (out.get("lastRun") or {}).get("completionTime") or ""
+        if newest["status"]["completionTime"] >= recorded:
+            out["lastRun"] = {
+                "name": newest["metadata"]["name"],
+                "result": newest["status"]["phase"],
+                "completionTime": newest["status"]["completionTime"],
+            }
+    successes = [
+        r["status"]["completionTime"] for r in ended if r["status"].get("phase") == "Succeeded"
+    ]
+    if successes and max(successes) > (out.get("lastSuccessfulUpdate") or ""):
+        out["lastSuccessfulUpdate"] = max(successes)
+    return out

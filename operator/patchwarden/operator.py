@@ -1,0 +1,356 @@
+"""The kopf wiring: every ``@kopf`` decorator lives here and hands off in a few lines.
+
+* ManagedSystems: the watches (``runtime/reflector.py``) feed the work queue and
+  its workers (``runtime/controller.py``), which call the systems controller
+  (``controllers/systems.py``) for each due system;
+* each unfinished UpdateRun has a kopf daemon that steps it
+  (``controllers/runs.py``) until it ends; after a restart it resumes from the
+  recorded phase; every run event keeps the fleet registry (``runtime/fleet.py``)
+  current and queues the run's system (its ``lastRun``, its requests' states);
+* UpdateRequests are decided by the requests controller
+  (``controllers/requests.py``) when they change, and cancel their run when
+  deleted before it started.
+
+kopf's finalizer and progress annotations (runs and requests only) live under
+``patchwarden.io``; peering (``runtime/peering.py``) makes sure two replicas
+never act twice. docs/architecture.md draws the layers and one run's data flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+from patchwarden.api.common import GROUP, VERSION
+from patchwarden.controllers.requests import Requests
+from patchwarden.controllers.runs import Runner
+from patchwarden.controllers.systems import Systems
+from patchwarden.core.builders import LABEL_RUN
+from patchwarden.core.scheduler import TERMINAL, Limits
+from patchwarden.core.settings import Settings
+from patchwarden.runtime import metrics, peering
+from patchwarden.runtime.controller import SystemController
+from patchwarden.runtime.events import EventPoster
+from patchwarden.runtime.fleet import Fleet
+from patchwarden.runtime.kube import Kube, api_client
+from patchwarden.runtime.reflector import Deliver, watches
+
+log = logging.getLogger(__name__)
+KEY = "patchwarden"
+CONTROLLER = "controller"
+WAKEUPS = "run wake-ups"
+WATCHED_WAIT_SECONDS = 15.0
+"""A run waiting for its snapshots or Job looks again after this even if no watch event woke it."""
+
+
+@dataclass
+class App:
+    """One operator process: its settings, client, registry and controllers."""
+
+    settings: Settings
+    kube: Kube
+    fleet: Fleet
+    systems: Systems
+    requests: Requests
+
+    def runner(self, watched_wait: float | None = None) -> Runner:
+        cache = self.systems_cache
+
+        def cached(ns: str, name: str) -> dict[str, Any] | None:
+            return cache.get((ns, name)) if cache is not None else None
+
+        return Runner(
+            self.kube,
+            self.settings,
+            self.systems.emit,
+            cached_system=cached,
+            watched_wait=watched_wait,
+        )
+
+    systems_cache: dict[tuple[str, str], dict[str, Any]] | None = None
+    """The work queue's watch-fed ManagedSystems (the runs read them instead of a GET)."""
+
+
+def make_app(ours: Settings) -> App:
+    """The shared state; the CLI builds it before kopf starts (and creates the peering)."""
+    api = api_client(ours.api_workers + ours.run_threads + 2)  # + the peering check, Events
+    peering.ensure_peering(api, ours)
+    kube = Kube(api, metrics.count_kube_request)
+    emit = EventPoster(kube).emit
+    fleet = Fleet(
+        Limits(ours.max_concurrent_runs, ours.max_runs_per_customer, ours.max_errors_per_window)
+    )
+    requests = Requests(kube, emit, fleet)
+    systems = Systems(ours, kube, emit, fleet, requests.reconcile_for_system)
+    app = App(ours, kube, fleet, systems, requests)
+    # Know every run before the first scheduling decision; the watch keeps it current.
+    namespaces = ours.namespaces or [None]
+    with ThreadPoolExecutor(ours.api_workers) as pool:
+        runs = pool.map(lambda ns: kube.list_objects("updateruns", ns), namespaces)
+        found = pool.map(lambda ns: kube.list_objects("updaterequests", ns), namespaces)
+        for run in (r for f in runs for r in f):
+            fleet.observe_run(run)
+        for request in (r for f in found for r in f):
+            fleet.observe_request(request)
+    return app
+
+
+def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Handler '…_event' succeeded." line: it comes with every watch event
+    (20,000 lines for a sync of 10,000 systems) and says nothing."""
+    message = str(record.msg)
+    return not (message.startswith("Handler '") and message.endswith("_event' succeeded."))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
+    if KEY not in memo:  # started by kopf's own CLI rather than `patchwarden run`
+        memo[KEY] = make_app(Settings.from_env())
+
+
+@kopf.on.startup()
+async def size_thread_pool(memo: Any, **_: Any) -> None:
+    """The runs' blocking API calls (and kopf's sync handlers) run in the default pool,
+    a thread for each run the fleet limit allows; the system workers have their own."""
+    threads = _app(memo).settings.run_threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads))
+
+
+@kopf.on.startup()
+async def start_controller(memo: Any, **_: Any) -> None:
+    """The watches (runtime/reflector.py) that feed the work queue's cache of ManagedSystems and
+    wake waiting runs, the queue's workers (runtime/controller.py) and the peering check that
+    gates them."""
+    app = _app(memo)
+    controller = SystemController(
+        app.systems.reconcile,
+        app.settings.api_workers,
+        ThreadPoolExecutor(app.settings.api_workers, thread_name_prefix="system"),
+    )
+    memo[CONTROLLER] = controller
+    metrics.WORK_QUEUE_BACKLOG.set_function(controller.queue.backlog)
+    loop = asyncio.get_running_loop()
+
+    def observe(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
+        for kind, body in events:
+            controller.observe(kind, body)
+            if kind == "DELETED":
+                meta = body["metadata"]
+                app.fleet.stop_waiting(meta.get("namespace") or "", meta["name"])
+
+    app.systems_cache = controller.systems
+    wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
+
+    def wake(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
+        for _, body in events:
+            meta = body["metadata"]
+            run = (meta.get("labels") or {}).get(LABEL_RUN)
+            event = wakeups.get((meta.get("namespace") or "", run or ""))
+            if event is not None:
+                event.set()
+
+    def feed(fn: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> Deliver:
+        def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the operator exits
+                loop.call_soon_threadsafe(fn, events)
+
+        return deliver
+
+    memo["reflectors"] = reflectors = watches(app.settings.namespaces, feed(observe), feed(wake))
+    for reflector in reflectors:
+        reflector.start()
+    memo["controller_tasks"] = [
+        asyncio.create_task(controller.work(), name=f"system worker {i}")
+        for i in range(controller.workers)
+    ] + [
+        asyncio.create_task(
+            peering.watch(app.kube, app.settings, controller.set_active), name="peering check"
+        )
+    ]
+
+
+@kopf.on.cleanup()
+async def stop_controller(memo: Any, **_: Any) -> None:
+    for reflector in memo.get("reflectors", []):
+        reflector.stop()
+    for task in memo.get("controller_tasks", []):
+        task.cancel()
+
+
+def _controller(memo: Any) -> SystemController:
+    controller = memo[CONTROLLER]
+    assert isinstance(controller, SystemController)
+    return controller
+
+
+@kopf.on.startup()
+async def serve_metrics(memo: Any, **_: Any) -> None:
+    settings = _app(memo).settings
+    if settings.metrics_port:
+        memo["metrics_server"] = await metrics.serve(
+            settings.metrics_port, settings.metrics_address or None
+        )
+
+
+@kopf.on.cleanup()
+async def stop_metrics(memo: Any, **_: Any) -> None:
+    server = memo.get("metrics_server")
+    if server is not None:
+        await server.cleanup()
+
+
+def _app(memo: Any) -> App:
+    app = memo[KEY]
+    assert isinstance(app, App)
+    return app
+
+
+@kopf.on.event(GROUP, VERSION, "updateruns")
+async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Keep the fleet registry (the limits, lastRun and the requests' states read it) in
+    step with the cluster: a run that moved queues its system; a run in progress that
+    ended or went wakes the systems waiting for its slot."""
+    app, controller = _app(memo), _controller(memo)
+    ns, name = body.metadata.namespace or "", body.metadata.name or ""
+    if kwargs.get("type") == "DELETED":
+        gone = app.fleet.forget_run(ns, name)
+        changed = freed = (
+            gone is not None and (gone.get("status") or {}).get("phase") not in TERMINAL
+        )
+    elif body.get("spec"):
+        changed, freed = app.fleet.observe_run(dict(body))
+    else:
+        return
+    if changed:
+        controller.poke(ns, body.spec["systemRef"]["name"])
+    if freed:
+        for key in app.fleet.to_wake():
+            controller.poke(*key)
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "updateruns",
+    id="run",
+    # Stopped (the operator exits, or peering pauses it), a run finishes its step and returns;
+    # cancelled only if it has not within 5 s (kopf's "Daemon 'run' is cancelled" warning).
+    cancellation_backoff=5,
+    cancellation_timeout=10,
+    when=lambda status, **_: status.get("phase") not in TERMINAL,
+)
+async def run_daemon(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Step the run until it ends. A step that returns 0 goes on with the run as it just
+    wrote it; after a wait the run is read afresh. A wait ends early when the watch sees one
+    of the run's snapshots or its Job change."""
+    app = _app(memo)
+    assert namespace is not None, "UpdateRuns are namespaced"
+    runner = app.runner(watched_wait=WATCHED_WAIT_SECONDS)
+    key, wake = (namespace, name), asyncio.Event()
+    wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
+    wakeups[key] = wake
+    try:
+        run: dict[str, Any] | None = None
+        while not stopped:
+            wake.clear()  # before the read: a change after it wakes the wait below
+            if run is None:
+                run = await asyncio.to_thread(app.kube.get, "updateruns", namespace, name)
+                if run is None:
+                    return
+            try:
+                delay = await asyncio.to_thread(runner.step, run)
+            except ApiException as exc:
+                log.warning(
+                    "run %s/%s: API error %s, retrying: %s", namespace, name, exc.status, exc.reason
+                )
+                delay = app.settings.run_poll_seconds
+            if delay is None:
+                _controller(memo).poke(namespace, run["spec"]["systemRef"]["name"])
+                return
+            if delay:
+                run = None
+                await _pause(stopped, wake, delay)
+    finally:
+        if wakeups.get(key) is wake:
+            del wakeups[key]
+
+
+async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when the daemon is stopped or ``wake`` is set."""
+    waits = {asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())}
+    _, pending = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+
+
+@kopf.on.event(GROUP, VERSION, "updaterequests")
+def request_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """Keep the fleet registry of requests (each system's reconcile reads it) current."""
+    if kwargs.get("type") == "DELETED":
+        _app(memo).fleet.forget_request(body.metadata.namespace or "", body.metadata.name or "")
+    elif body.get("spec"):
+        _app(memo).fleet.observe_request(dict(body))
+
+
+@kopf.on.create(GROUP, VERSION, "updaterequests")
+@kopf.on.update(GROUP, VERSION, "updaterequests", field="spec")
+@kopf.on.resume(GROUP, VERSION, "updaterequests")
+async def request_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
+    snapshot = dict(body)
+    await asyncio.to_thread(_app(memo).requests.reconcile_alone, snapshot)
+    _controller(memo).poke(body.metadata.namespace, body.spec["systemRef"]["name"])
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    "updaterequests",
+    interval=60,
+    idle=30,
+    when=lambda status, **_: status.get("state") in (None, "Pending", "Rejected"),
+)
+async def request_resync(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A request rejected for a missing system is accepted once the system appears."""
+    snapshot = dict(body)
+    await asyncio.to_thread(_app(memo).requests.reconcile_alone, snapshot)
+
+
+@kopf.on.delete(GROUP, VERSION, "updaterequests", optional=True)
+async def request_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
+    snapshot = dict(body)
+    await asyncio.to_thread(_app(memo).requests.cancel, snapshot)
+    metrics.observe_request(body.metadata.namespace or "", body.metadata.name or "", None)
+
+
+def run(settings: Settings, verbose: bool = False) -> None:
+    """Run the operator in the foreground until it is stopped."""
+    kopf.configure(verbose=verbose)
+    memo = kopf.Memo()
+    memo[KEY] = make_app(settings)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=False,
+        priority=settings.priority,
+        identity=settings.identity,  # type: ignore[arg-type]
+        peering_name=settings.peering_name,
+        memo=memo,
+    )

@@ -1,0 +1,217 @@
+"""The ManagedSystem controller: a watch-fed cache, a delay queue and a fixed pool of workers.
+
+kopf's idiom for "look at each object now and then" is a daemon per object.
+At fleet scale that costs, per system, a finalizer write, a task that lives
+as long as the system, and a slow shutdown; a fleet of 2,000 took 86 s to
+sync. Instead, as controller-runtime does, kopf's ``on.event`` handler feeds
+a cache of the systems (bodies without ``managedFields``) and a queue of keys
+each due at a time; ``PATCHWARDEN_API_WORKERS`` workers take keys that are due
+and reconcile them, and each reconcile says when its system needs the next
+look. A key is never queued twice nor reconciled by two workers at once.
+
+Workers act only while this replica holds the kopf peering (``peering.py``), so
+two replicas never reconcile at once. kopf itself pauses its daemons (the runs)
+on the same record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from patchwarden.runtime import metrics
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 120.0
+"""A failing reconcile is retried after 1 s, 2 s, 4 s … at most 2 min, per key (client-go's
+ItemExponentialFailureRateLimiter); one success resets it."""
+
+
+class DelayQueue:
+    """Keys, each due at an instant; client-go's workqueue semantics in small.
+
+    * ``add`` keeps the earlier of two due times: a change moves a key forward,
+      a later requeue never delays it;
+    * a key handed out by ``get`` is *active* until ``done``; adding it
+      meanwhile queues it again once the worker is done (never two at once);
+    * a key whose reconcile fails backs off exponentially (:meth:`failed`), each
+      key on its own, until it succeeds (:meth:`succeeded`).
+
+    All methods run on the event loop's thread.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, Key]] = []
+        self._due: dict[Key, float] = {}
+        self._active: set[Key] = set()
+        self._again: dict[Key, float] = {}
+        self._changed = asyncio.Event()
+        self._seq = itertools.count()
+        self._failures: dict[Key, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def backlog(self) -> int:
+        """Keys due now that no worker has taken yet."""
+        now = self._clock()
+        return sum(1 for when in self._due.values() if when <= now)
+
+    def add(self, key: Key, delay: float = 0.0) -> None:
+        when = self._clock() + max(delay, 0.0)
+        if key in self._active:
+            self._again[key] = min(when, self._again.get(key, math.inf))
+            return
+        if self._due.get(key, math.inf) <= when:
+            return
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._seq), key))
+        self._changed.set()
+
+    def forget(self, key: Key) -> None:
+        """Drop the key (its object is gone); a worker holding it finishes undisturbed."""
+        self._due.pop(key, None)
+        self._again.pop(key, None)
+        self._failures.pop(key, None)
+
+    def failed(self, key: Key) -> float:
+        """The key's reconcile failed: seconds until its retry (doubling per failure)."""
+        count = self._failures.get(key, 0)
+        self._failures[key] = count + 1
+        return min(BACKOFF_MAX, BACKOFF_FIRST * 2.0**count)
+
+    def succeeded(self, key: Key) -> None:
+        self._failures.pop(key, None)
+
+    def due(self) -> Key | None:
+        """The next key that is due now, made active; None if none is."""
+        while self._heap:
+            when, _, key = self._heap[0]
+            if self._due.get(key) != when:  # superseded by an earlier add, or forgotten
+                heapq.heappop(self._heap)
+                continue
+            if when > self._clock():
+                return None
+            heapq.heappop(self._heap)
+            del self._due[key]
+            self._active.add(key)
+            return key
+        return None
+
+    async def get(self) -> Key:
+        """Wait for the next due key."""
+        while True:
+            key = self.due()
+            if key is not None:
+                return key
+            wait = self._heap[0][0] - self._clock() if self._heap else None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), wait)
+
+    def done(self, key: Key, delay: float | None) -> None:
+        """The worker finished ``key``; look again in ``delay`` seconds (None: only on change)."""
+        self._active.discard(key)
+        again = self._again.pop(key, None)
+        if again is not None:
+            self.add(key, again - self._clock())
+        if delay is not None:
+            self.add(key, delay)
+
+
+def slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``body`` worth caching: without ``metadata.managedFields``."""
+    meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return {**body, "metadata": meta}
+
+
+@dataclass
+class SystemController:
+    """The cache of ManagedSystems, the queue of their keys, and the workers that reconcile them."""
+
+    reconcile: Callable[[dict[str, Any]], float]
+    """Reconciles one system (blocking; run in a thread); returns seconds until the next look."""
+    workers: int
+    executor: Executor | None = None
+    """Where the reconciles run (None: the loop's default executor)."""
+    queue: DelayQueue = field(default_factory=DelayQueue)
+    systems: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    active: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while this replica holds the peering; workers wait for it."""
+    reconciles: int = 0
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """One watch event: keep the cache current; queue the system when it is new or its
+        spec changed (its ``generation``); a status-only change (our own write) is not news."""
+        meta = body["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        if event_type == "DELETED":
+            self.systems.pop(key, None)
+            self.queue.forget(key)
+            metrics.forget_system(*key)
+            return
+        old = self.systems.get(key)
+        self.systems[key] = slim(body)
+        if old is None or old["metadata"].get("generation") != meta.get("generation"):
+            self.queue.add(key)
+
+    def poke(self, namespace: str | None, name: str) -> None:
+        """Something the system depends on changed (a run ended, a request arrived)."""
+        key = (namespace or "", name)
+        if key in self.systems:
+            self.queue.add(key)
+
+    def requeue_all(self) -> None:
+        for key in self.systems:
+            self.queue.add(key)
+
+    async def work(self) -> None:
+        """One worker: forever take the next due key (while active) and reconcile it."""
+        while True:
+            await self.active.wait()
+            key = await self.queue.get()
+            delay: float | None = None
+            body = self.systems.get(key)
+            try:
+                if body is not None and self.active.is_set():
+                    loop = asyncio.get_running_loop()
+                    delay = await loop.run_in_executor(self.executor, self.reconcile, body)
+                    self.reconciles += 1
+                    self.queue.succeeded(key)
+                elif body is not None:
+                    delay = 0.0  # paused meanwhile: hand it back for when this replica resumes
+            except ApiException as exc:
+                log.warning(
+                    "system %s/%s: API error %s, retrying: %s", *key, exc.status, exc.reason
+                )
+                delay = self.queue.failed(key)
+            except Exception:
+                log.exception("system %s/%s: reconcile failed; retrying", *key)
+                delay = self.queue.failed(key)
+            finally:
+                self.queue.done(key, delay)
+
+    def set_active(self, active: bool, why: str) -> None:
+        if active == self.active.is_set():
+            return
+        if active:
+            log.info("reconciling systems: %s", why)
+            self.active.set()
+            self.requeue_all()
+        else:
+            log.info("pausing system reconciles: %s", why)
+            self.active.clear()

@@ -1,0 +1,157 @@
+"""What this process knows of the fleet's runs and requests, and fleet admission.
+
+The registry is fed by the watches (and by the runs this process creates, the
+moment it creates them); the controllers read it instead of the API: the systems
+controller for each system's runs (the start decision, ``lastRun``), the requests
+controller for the run that serves a request. Admission — whether one more run may
+start under the fleet limits, and who waits for a slot — lives here and only here;
+the limits themselves are a pure rule (:func:`patchwarden.core.scheduler.within_limits`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from patchwarden.api.run import Phase
+from patchwarden.core.scheduler import TERMINAL, Limits, within_limits
+from patchwarden.runtime.controller import slim
+
+Key = tuple[str, str]
+SUMMARY_STATUS = ("phase", "message", "startTime", "completionTime")
+"""The fields of a run's status the registry keeps (what the controllers derive from)."""
+
+
+def _active(run: dict[str, Any]) -> bool:
+    return (run.get("status") or {}).get("phase") not in TERMINAL
+
+
+def run_summary(body: dict[str, Any]) -> dict[str, Any]:
+    meta, status = body["metadata"], body.get("status") or {}
+    return {
+        "metadata": {"namespace": meta["namespace"], "name": meta["name"]},
+        "spec": body["spec"],
+        "status": {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None},
+    }
+
+
+@dataclass
+class Fleet:
+    limits: Limits
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    runs: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Every UpdateRun this process knows (summaries), by (namespace, name)."""
+    requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Every UpdateRequest this process knows, by (namespace, name)."""
+    waiting: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    """Systems whose due run the limits hold back, oldest first: (namespace, name) →
+    (customer, window start). A freed slot wakes the first that fit (:meth:`to_wake`)."""
+
+    # ---- runs ---------------------------------------------------------------------------
+    def observe_run(self, body: dict[str, Any]) -> tuple[bool, bool]:
+        """Record a run; (changed: its phase or completion moved, freed: an active run ended)."""
+        summary = run_summary(body)
+        key = (summary["metadata"]["namespace"], summary["metadata"]["name"])
+        with self.lock:
+            old = self.runs.get(key)
+            self.runs[key] = summary
+        changed = old is None or old["status"] != summary["status"]
+        return changed, old is not None and _active(old) and not _active(summary)
+
+    def forget_run(self, ns: str, name: str) -> dict[str, Any] | None:
+        """Forget a deleted run; returns what was known of it."""
+        with self.lock:
+            return self.runs.pop((ns, name), None)
+
+    def runs_of(self, ns: str, system: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                r
+                for (r_ns, _), r in self.runs.items()
+                if r_ns == ns and r["spec"]["systemRef"]["name"] == system
+            ]
+
+    def all_runs(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.runs.values())
+
+    def run_of_request(self, ns: str, request: str) -> dict[str, Any] | None:
+        """The newest run started for the request (one, unless it was deleted and redone)."""
+        with self.lock:
+            found = [
+                r
+                for (r_ns, _), r in self.runs.items()
+                if r_ns == ns and (r["spec"].get("requestRef") or {}).get("name") == request
+            ]
+        return max(found, key=lambda r: r["spec"]["window"]["start"], default=None)
+
+    # ---- requests -----------------------------------------------------------------------
+    def observe_request(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        with self.lock:
+            self.requests[(meta["namespace"], meta["name"])] = slim(body)
+
+    def forget_request(self, ns: str, name: str) -> None:
+        with self.lock:
+            self.requests.pop((ns, name), None)
+
+    def requests_of(self, ns: str, system: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                r
+                for (r_ns, _), r in self.requests.items()
+                if r_ns == ns and r["spec"]["systemRef"]["name"] == system
+            ]
+
+    # ---- admission ----------------------------------------------------------------------
+    def admit(
+        self,
+        key: Key,
+        customer: str,
+        window_start: str,
+        create: Callable[[], dict[str, Any] | None],
+    ) -> str | None:
+        """Start a run if the limits allow: ``create`` makes it (returns the manifest, or
+        None when it already existed) and the registry counts it at once. Otherwise the
+        system waits for a slot; returns why. One decision at a time, on the current runs."""
+        with self.lock:
+            blocked = within_limits(customer, window_start, list(self.runs.values()), self.limits)
+            if blocked:
+                self.waiting.setdefault(key, (customer, window_start))
+                return blocked
+            self.waiting.pop(key, None)
+            manifest = create()
+            if manifest is not None:
+                meta = manifest["metadata"]
+                self.runs.setdefault(
+                    (meta["namespace"], meta["name"]),
+                    run_summary({**manifest, "status": {"phase": Phase.PENDING.value}}),
+                )
+        return None
+
+    def stop_waiting(self, ns: str, name: str) -> None:
+        """The system no longer waits for a slot (it is gone, or no run is due)."""
+        with self.lock:
+            self.waiting.pop((ns, name), None)
+
+    def to_wake(self) -> list[Key]:
+        """The systems held back by the limits that would now fit, oldest first, at most
+        as many as there are free slots (decided again in :meth:`admit` when they start)."""
+        with self.lock:
+            runs = list(self.runs.values())
+            free = self.limits.max_concurrent - sum(1 for r in runs if _active(r))
+            woken: list[Key] = []
+            for key, (customer, window_start) in self.waiting.items():
+                if len(woken) >= free:
+                    break
+                if within_limits(customer, window_start, runs, self.limits) is None:
+                    woken.append(key)
+                    runs.append(
+                        {
+                            "spec": {"customer": customer, "window": {"start": window_start}},
+                            "status": {"phase": Phase.PENDING.value},
+                        }
+                    )
+            return woken

@@ -1,0 +1,246 @@
+"""Every Prometheus metric patchwarden exports, and the endpoint that serves them.
+
+Names are prefixed ``patchwarden_``; counters end in ``_total``, units are in
+the names (``_seconds``), and label sets are bounded: namespace,
+system, service model, package, result, phase — never a run name or a ticket.
+Per-system series are removed when the system goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter as Tally
+from collections.abc import Iterator
+from datetime import UTC, datetime, time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from patchwarden.core.times import timestamp
+
+log = logging.getLogger(__name__)
+
+REGISTRY = CollectorRegistry()
+
+DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+PHASE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+
+UPDATE_RUNS = Counter(
+    "patchwarden_update_runs_total",
+    "Update runs that ended, by result (Succeeded, RolledBack, Failed).",
+    ["namespace", "system", "service_model", "package", "result"],
+    registry=REGISTRY,
+)
+RUN_DURATION = Histogram(
+    "patchwarden_update_run_duration_seconds",
+    "Time from a run's start to its end.",
+    ["service_model", "result"],
+    buckets=DURATION_BUCKETS,
+    registry=REGISTRY,
+)
+PHASE_DURATION = Histogram(
+    "patchwarden_update_run_phase_duration_seconds",
+    "Time a run spent in each phase.",
+    ["phase"],
+    buckets=PHASE_BUCKETS,
+    registry=REGISTRY,
+)
+ROLLBACKS = Counter(
+    "patchwarden_rollbacks_total",
+    "Rollbacks that ended, by result (RolledBack: restored; Failed: a person must act).",
+    ["namespace", "system", "result"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "patchwarden_last_successful_update_timestamp_seconds",
+    "Unix time of the system's last successful update.",
+    ["namespace", "system", "customer", "service_model", "package"],
+    registry=REGISTRY,
+)
+NEXT_WINDOW = Gauge(
+    "patchwarden_next_window_start_timestamp_seconds",
+    "Unix time the system's next usable maintenance window opens.",
+    ["namespace", "system"],
+    registry=REGISTRY,
+)
+END_OF_LIFE = Gauge(
+    "patchwarden_component_end_of_life_timestamp_seconds",
+    "Unix time of a component's vendor end of life; days left: (this - time()) / 86400.",
+    ["namespace", "system", "component", "version"],
+    registry=REGISTRY,
+)
+RECONCILES = Counter(
+    "patchwarden_reconcile_total",
+    "Reconciliations, by kind and result (success, error).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "patchwarden_reconcile_errors_total",
+    "Reconciliations that failed with an error, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "patchwarden_reconcile_duration_seconds",
+    "Time one reconciliation took, by kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+KUBE_REQUESTS = Counter(
+    "patchwarden_kube_requests_total",
+    "Requests the operator's own code sent to the Kubernetes API, by verb and resource "
+    "(kopf's watch streams and Event posts are not counted).",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+WORK_QUEUE_BACKLOG = Gauge(
+    "patchwarden_work_queue_backlog",
+    "ManagedSystems due for a reconcile that no worker has taken yet.",
+    registry=REGISTRY,
+)
+
+
+def count_kube_request(verb: str, resource: str) -> None:
+    KUBE_REQUESTS.labels(verb, resource).inc()
+
+
+class Fleet(Collector):
+    """Gauges that describe the whole fleet, computed when scraped."""
+
+    def __init__(self) -> None:
+        self.systems: dict[tuple[str, str], tuple[str, str, str, bool]] = {}
+        """(namespace, name) → (customer, service model, package, eligible)."""
+        self.requests: dict[tuple[str, str], str] = {}
+        """(namespace, name) → state."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        systems = GaugeMetricFamily(
+            "patchwarden_systems",
+            "Managed systems by service model, package and eligibility.",
+            labels=["service_model", "package", "eligible"],
+        )
+        for (model, package, eligible), count in sorted(
+            Tally((m, p, str(e).lower()) for _, m, p, e in self.systems.values()).items()
+        ):
+            systems.add_metric([model, package, eligible], count)
+        yield systems
+        requests = GaugeMetricFamily(
+            "patchwarden_update_requests",
+            "Update requests by namespace and state.",
+            labels=["namespace", "state"],
+        )
+        for (ns, state), count in sorted(
+            Tally((ns, s) for (ns, _), s in self.requests.items()).items()
+        ):
+            requests.add_metric([ns, state], count)
+        yield requests
+
+
+FLEET = Fleet()
+REGISTRY.register(FLEET)
+
+
+_ts = timestamp
+
+
+Series = tuple[Gauge, tuple[str, ...]]
+_SERIES: dict[tuple[str, str], set[Series]] = {}
+"""(namespace, name) → the per-system series set for it, so that refreshing or forgetting
+one system touches only its own series (not a scan of every system's)."""
+_SERIES_LOCK = threading.Lock()
+
+
+def observe_system(body: dict[str, Any], spec: Any) -> None:
+    """Refresh the per-system series from a reconciled system (``spec`` may be None)."""
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    status = body.get("status") or {}
+    if spec is None:
+        forget_system(ns, name)
+        return
+    package = spec.package.value if spec.package else ""
+    model = spec.service_model.value
+    FLEET.systems[(ns, name)] = (spec.customer, model, package, bool(status.get("eligible")))
+    wanted: dict[Series, float] = {}
+    success = _ts(status.get("lastSuccessfulUpdate"))
+    if success is not None:
+        wanted[(LAST_SUCCESS, (ns, name, spec.customer, model, package))] = success
+    start = _ts((status.get("nextWindow") or {}).get("start"))
+    if start is not None:
+        wanted[(NEXT_WINDOW, (ns, name))] = start
+    for component in spec.components:
+        if component.end_of_life is not None:
+            eol = datetime.combine(component.end_of_life, time.min, tzinfo=UTC).timestamp()
+            wanted[(END_OF_LIFE, (ns, name, component.name, component.version))] = eol
+    with _SERIES_LOCK:
+        for metric, labels in _SERIES.get((ns, name), set()) - wanted.keys():
+            metric.remove(*labels)
+        for (metric, labels), value in wanted.items():
+            metric.labels(*labels).set(value)
+        _SERIES[(ns, name)] = set(wanted)
+
+
+def forget_system(ns: str, name: str) -> None:
+    FLEET.systems.pop((ns, name), None)
+    with _SERIES_LOCK:
+        for metric, labels in _SERIES.pop((ns, name), set()):
+            metric.remove(*labels)
+
+
+def observe_request(ns: str, name: str, state: str | None) -> None:
+    if state is None:
+        FLEET.requests.pop((ns, name), None)
+    else:
+        FLEET.requests[(ns, name)] = state
+
+
+def observe_phase(phase: str, seconds: float) -> None:
+    PHASE_DURATION.labels(phase).observe(max(0.0, seconds))
+
+
+def observe_run_end(run: dict[str, Any], status: dict[str, Any], model: str, package: str) -> None:
+    ns, system = run["metadata"]["namespace"], run["spec"]["systemRef"]["name"]
+    result = status["phase"]
+    UPDATE_RUNS.labels(ns, system, model, package, result).inc()
+    start, end = _ts(status.get("startTime")), _ts(status.get("completionTime"))
+    if start is not None and end is not None:
+        RUN_DURATION.labels(model, result).observe(max(0.0, end - start))
+    if status.get("restore") is not None:
+        ROLLBACKS.labels(ns, system, result).inc()
+    if result == "Succeeded" and end is not None:
+        LAST_SUCCESS.labels(ns, system, run["spec"].get("customer", ""), model, package).set(end)
+
+
+async def serve(port: int, host: str | None = None) -> web.AppRunner:
+    """/metrics (Prometheus text format) and /healthz on ``port`` of ``host`` (default:
+    every interface)."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host=host, port=port).start()
+    log.info("serving /metrics and /healthz on %s:%d", host or "*", port)
+    return runner

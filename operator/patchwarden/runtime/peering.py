@@ -1,0 +1,89 @@
+"""Two replicas never act at once: kopf's peering, read and decided as kopf does.
+
+kopf keeps a peering object (``settings.peering_name``) in which every replica
+records its identity, priority and last-seen time; kopf pauses its own handlers
+(the runs' daemons, the requests) on it. The system workers follow the same
+record: :func:`blocked_by` applies kopf's rule to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from patchwarden.core.settings import Settings
+from patchwarden.runtime.kube import Kube
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 2.0
+
+
+def blocked_by(peers: Mapping[str, Any], me: str, priority: int, now: datetime) -> list[str]:
+    """Live peers (other than ``me``) that make kopf pause this replica: any with a
+    higher priority, or with the same one (then kopf pauses every replica).
+
+    ``peers`` is the ``status`` of kopf's peering object: identity →
+    ``{priority, lifetime, lastseen}``.
+    """
+    found = []
+    for identity, info in peers.items():
+        if identity == me or not isinstance(info, Mapping):
+            continue
+        try:
+            seen = datetime.fromisoformat(str(info["lastseen"]))
+            alive = (seen if seen.tzinfo else seen.replace(tzinfo=UTC)).timestamp() + float(
+                info.get("lifetime", 60)
+            ) > now.timestamp()
+            if alive and int(info.get("priority", 0)) >= priority:
+                found.append(identity)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sorted(found)
+
+
+def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
+    """Create the kopf peering object(s) the replicas meet in, if missing (one per
+    namespace served, in parallel: a replica serving 50 namespaces starts at once)."""
+    custom = client.CustomObjectsApi(api)
+    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": settings.peering_name}}
+
+    def create(ns: str | None) -> None:
+        try:
+            if ns is not None:
+                custom.create_namespaced_custom_object(
+                    "kopf.dev", "v1", ns, "kopfpeerings", {**body, "kind": "KopfPeering"}
+                )
+            else:
+                custom.create_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"}
+                )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    with ThreadPoolExecutor(settings.api_workers) as pool:
+        list(pool.map(create, settings.namespaces or [None]))
+
+
+async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]) -> None:
+    """Let the workers run only while no live peer outranks this replica (kopf's rule)."""
+    while True:
+        try:
+            peers = await asyncio.to_thread(kube.peers, s.peering_name, s.namespaces)
+            blockers = blocked_by(peers, s.identity, s.priority, datetime.now(UTC))
+            set_active(
+                not blockers,
+                f"peers {', '.join(blockers)} outrank this replica"
+                if blockers
+                else "this replica holds the peering",
+            )
+        except Exception as exc:  # an API error or a dropped connection: keep the last answer
+            log.warning("peering check failed, trying again: %s", getattr(exc, "reason", exc))
+        await asyncio.sleep(POLL_SECONDS)

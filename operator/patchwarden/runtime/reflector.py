@@ -1,0 +1,254 @@
+"""List, then watch, one kind in one namespace: client-go's reflector, in small.
+
+kopf's watch hands every event through its handler machinery (progress
+storage, diff bases, per-object loggers) before it reaches a handler; for
+ManagedSystems, where the controller only wants the bodies, that was about
+a third of the operator's CPU in a 10,000-system sync (py-spy, see
+docs/scale.md). A :class:`Reflector` runs in its own thread with the
+kubernetes client: a paged LIST, then a WATCH from the list's
+resourceVersion (bookmarks on, the server ends it after ``WATCH_SECONDS``
+and it resumes from the last version seen). A ``410 Gone`` (the version is
+too old) starts over with a LIST; an object known before but missing from a
+new LIST is reported deleted, so the consumer's cache never keeps a ghost.
+
+Events go to ``deliver`` in batches (one page of a LIST, one chunk of the
+stream), as ``(type, body)`` pairs with ``type`` ADDED, MODIFIED or DELETED.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from patchwarden.api.common import GROUP, VERSION
+from patchwarden.core.builders import LABEL_RUN
+from patchwarden.runtime import metrics
+from patchwarden.runtime.kube import SNAPSHOTS, Kube, api_client
+
+log = logging.getLogger(__name__)
+
+Event = tuple[str, dict[str, Any]]
+Deliver = Callable[[list[Event]], object]
+PAGE = 500
+WATCH_SECONDS = 300
+READ_TIMEOUT = WATCH_SECONDS + 30.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+
+
+class Gone(Exception):
+    """The resourceVersion to resume from is too old: list again."""
+
+
+def lines(chunks: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """Complete lines of a byte stream, a list of them per chunk that completed any."""
+    rest = b""
+    for chunk in chunks:
+        *complete, rest = (rest + chunk).split(b"\n")
+        done = [line for line in complete if line.strip()]
+        if done:
+            yield done
+    if rest.strip():
+        yield [rest]
+
+
+class Known:
+    """The objects one reflector has reported and not yet reported deleted (their
+    namespace and name), and the last resourceVersion seen. Pure bookkeeping: no I/O."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[str, str]] = set()
+        self.version = ""
+        self._listed: set[tuple[str, str]] = set()
+
+    @staticmethod
+    def key(meta: dict[str, Any]) -> tuple[str, str]:
+        return meta.get("namespace") or "", meta["name"]
+
+    def listed(self, items: list[dict[str, Any]], version: str, first_page: bool) -> list[Event]:
+        """One page of a LIST; ``first_page`` starts a new listing."""
+        if first_page:
+            self._listed = set()
+        events: list[Event] = []
+        for item in items:
+            key = self.key(item["metadata"])
+            self._listed.add(key)
+            events.append(("MODIFIED" if key in self.keys else "ADDED", item))
+            self.keys.add(key)
+        self.version = version
+        return events
+
+    def relisted(self) -> list[Event]:
+        """After the last page: whatever was known and is no longer listed went meanwhile."""
+        gone = sorted(self.keys - self._listed)
+        self.keys = self._listed
+        return [("DELETED", {"metadata": {"namespace": ns, "name": n}}) for ns, n in gone]
+
+    def event(self, line: bytes) -> Event | None:
+        """One line of a watch stream; None for bookmarks. Raises :class:`Gone` on a 410."""
+        event = json.loads(line)
+        kind, body = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if body.get("code") == 410:
+                raise Gone(body.get("message", "resource version too old"))
+            raise ApiException(status=body.get("code"), reason=body.get("message"))
+        meta = body.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            self.version = meta["resourceVersion"]
+        if kind == "BOOKMARK":
+            return None
+        if kind == "DELETED":
+            self.keys.discard(self.key(meta))
+        else:
+            self.keys.add(self.key(meta))
+        return str(kind), body
+
+
+def lister(
+    kube: Kube,
+    plural: str,
+    namespace: str | None,
+    group: tuple[str, str] = (GROUP, VERSION),
+    selector: str | None = None,
+) -> Callable[..., Any]:
+    """The client call that lists (or, with ``watch=True``, watches) ``plural`` of
+    ``group`` in ``namespace`` (None: every namespace), returning the raw response."""
+    extra: dict[str, Any] = {"_preload_content": False}
+    if selector:
+        extra["label_selector"] = selector
+    if group == ("batch", "v1") and plural == "jobs":
+        if namespace is None:
+            return functools.partial(kube.batch.list_job_for_all_namespaces, **extra)
+        return functools.partial(kube.batch.list_namespaced_job, namespace, **extra)
+    if namespace is None:
+        return functools.partial(kube.custom.list_cluster_custom_object, *group, plural, **extra)
+    return functools.partial(
+        kube.custom.list_namespaced_custom_object, *group, namespace, plural, **extra
+    )
+
+
+class Reflector:
+    """One LIST+WATCH loop in a daemon thread; ``call`` is a :func:`lister`."""
+
+    def __init__(self, call: Callable[..., Any], what: str, deliver: Deliver) -> None:
+        self._call, self.what, self.deliver = call, what, deliver
+        self.known = Known()
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._last_error = ""
+        self.thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            response.shutdown()  # unblocks the read in the watch thread
+
+    def _list(self) -> None:
+        token, first = None, True
+        while True:
+            page = json.loads(
+                self._call(limit=PAGE, **({"_continue": token} if token else {})).data
+            )
+            meta = page.get("metadata") or {}
+            events = self.known.listed(page.get("items") or [], meta["resourceVersion"], first)
+            first, token = False, meta.get("continue")
+            if not token:
+                events += self.known.relisted()
+            if events:
+                self.deliver(events)
+            if not token:
+                return
+
+    def _watch(self) -> None:
+        response = self._call(
+            watch=True,
+            resource_version=self.known.version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _request_timeout=(10.0, READ_TIMEOUT),
+        )
+        self._response = response
+        try:
+            for batch in lines(response.stream(64 * 1024, decode_content=True)):
+                events = [e for e in map(self.known.event, batch) if e is not None]
+                if events:
+                    self.deliver(events)
+                if self._stop.is_set():
+                    return
+        finally:
+            self._response = None
+            response.release_conn()
+
+    def _run(self) -> None:
+        listed, backoff = False, BACKOFF_FIRST
+        while not self._stop.is_set():
+            try:
+                if not listed:
+                    self._list()
+                    listed = True
+                began = time.monotonic()
+                self._watch()
+                if time.monotonic() - began >= 1.0:  # a normal end (the server's timeout)
+                    backoff, self._last_error = BACKOFF_FIRST, ""
+                    continue
+                why = "the watch ended at once"  # never spin: back off as after an error
+            except Gone as exc:
+                log.info("watching %s: %s; listing again", self.what, exc)
+                listed = False
+                continue
+            except ApiException as exc:
+                if exc.status == 410:
+                    listed = False
+                    continue
+                why = f"API error {exc.status}: {exc.reason}"
+            except (HTTPError, OSError, ValueError, KeyError) as exc:
+                why = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # never let the watch thread die: list again, later
+                log.exception("watching %s: unexpected error; listing again", self.what)
+                why, listed = f"{type(exc).__name__}: {exc}", False
+            if self._stop.is_set():
+                return
+            # A lasting failure (a kind not installed, a missing permission) is a warning
+            # once, not every 30 s; any other message is a warning again.
+            level = logging.DEBUG if why == self._last_error else logging.WARNING
+            self._last_error = why
+            log.log(level, "watching %s failed (%s); again in %.0f s", self.what, why, backoff)
+            self._stop.wait(backoff * random.uniform(0.8, 1.2))  # jitter
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+def watches(namespaces: tuple[str, ...], systems: Deliver, run_objects: Deliver) -> list[Reflector]:
+    """Per namespace served (none: the whole cluster): ManagedSystems (to ``systems``), and
+    the runs' snapshots and Jobs (to ``run_objects``: a change wakes the run that waits)."""
+    served: tuple[str | None, ...] = namespaces or (None,)
+    # Their own connections: a watch holds one for minutes.
+    kube = Kube(api_client(3 * len(served) + 1), metrics.count_kube_request)
+    found = []
+    for ns in served:
+        where = ns or "every namespace"
+        found += [
+            Reflector(lister(kube, "managedsystems", ns), f"managedsystems in {where}", systems),
+            Reflector(
+                lister(kube, "volumesnapshots", ns, SNAPSHOTS, LABEL_RUN),
+                f"volumesnapshots in {where}",
+                run_objects,
+            ),
+            Reflector(
+                lister(kube, "jobs", ns, ("batch", "v1"), LABEL_RUN),
+                f"jobs in {where}",
+                run_objects,
+            ),
+        ]
+    return found

@@ -1,0 +1,241 @@
+"""`patchwarden plan`: the JSON contract, the reasons, and errors on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patchwarden.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+FROM = "2027-01-01T00:00:00Z"
+
+
+def run(capsys: pytest.CaptureFixture[str], path: Path, *extra: str) -> tuple[int, str, str]:
+    code = main(["plan", "-f", str(path), *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def plan_of(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, count: int = 5
+) -> dict[str, Any]:
+    path = tmp_path / "input.yaml"
+    path.write_text(text)
+    code, out, err = run(capsys, path, "--from", FROM, "--count", str(count), "-o", "json")
+    assert code == 0, err
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def examples_text() -> str:
+    return "\n---\n".join(p.read_text() for p in sorted(EXAMPLES.glob("*.yaml")))
+
+
+def by_name(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in result["systems"]}
+
+
+def test_plan_answers_for_every_example(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    systems = by_name(plan_of(capsys, tmp_path, examples_text(), count=6))
+    assert set(systems) == {"shop-db", "crm-cache", "files", "build-vm", "legacy-erp", "mail"}
+
+    iaas = systems["build-vm"]
+    assert iaas["responsibility"] == {"planning": "Customer", "execution": "Customer"}
+    assert not iaas["eligible"] and iaas["windows"] == []
+
+    erp = systems["legacy-erp"]
+    assert not erp["eligible"] and "administrative" in erp["reason"]
+    assert erp["windows"] and not any(w["update"] for w in erp["windows"])
+
+    basic = systems["crm-cache"]
+    assert basic["responsibility"] == {"planning": "Customer", "execution": "Provider"}
+    updates = [w for w in basic["windows"] if w["update"]]
+    assert len(updates) == 1 and "HD-20417" in updates[0]["why"]
+    assert updates[0]["start"] >= "2027-01-12T00:00:00Z"  # the request's notBefore
+    assert all("no update request" in w["why"] for w in basic["windows"] if not w["update"])
+    assert (
+        basic["requests"][0]["accepted"] and basic["requests"][0]["window"] == updates[0]["start"]
+    )
+
+    saas = systems["files"]
+    assert saas["responsibility"] == {"planning": "Provider", "execution": "Provider"}
+    assert all(w["update"] for w in saas["windows"])
+
+    advanced = systems["shop-db"]
+    quarter = [w for w in advanced["windows"] if w["update"]]
+    assert len(quarter) == 1 and "2027-Q1" in quarter[0]["why"]
+    assert "freeze 'year-end'" in advanced["windows"][0]["why"]  # Sunday 3 Jan runs into the freeze
+    assert quarter[0]["start"] == advanced["windows"][1]["start"]
+    assert all("outside cadence" in w["why"] for w in advanced["windows"][2:])
+
+
+def test_plan_json_contract(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    text = (EXAMPLES / "paas-advanced.yaml").read_text().replace("  namespace: shop\n", "")
+    [system] = plan_of(capsys, tmp_path, text, count=2)["systems"]
+    assert system["namespace"] == "default"
+    assert set(system) >= {
+        "namespace",
+        "name",
+        "serviceModel",
+        "package",
+        "responsibility",
+        "eligible",
+        "reason",
+        "windows",
+    }
+    for window in system["windows"]:
+        assert set(window) >= {"start", "end", "update", "why"}
+        assert window["start"].endswith("Z") and window["end"].endswith("Z")
+    assert system["windows"][0]["start"] == "2027-01-03T22:00:00Z"  # Sunday 23:00 CET
+
+
+def test_freeze_and_cutoff_reasons(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    text = """
+apiVersion: patchwarden.io/v1alpha1
+kind: ManagedSystem
+metadata: {name: s, namespace: n}
+spec:
+  customer: c
+  serviceModel: SaaS
+  workload: {kind: Deployment, name: app}
+  updates: {expectedDuration: 90m}
+  maintenance:
+    windows:
+      - {name: long, cron: "0 1 * * 1", duration: 4h}
+      - {name: short, cron: "0 1 * * 3", duration: 1h}
+    freezes:
+      - {name: jan, once: "2027-01-01T00:00:00Z", end: "2027-01-05T00:00:00Z"}
+"""
+    windows = plan_of(capsys, tmp_path, text, count=3)["systems"][0]["windows"]
+    assert [(w["name"], w["update"]) for w in windows] == [
+        ("long", False),
+        ("short", False),
+        ("long", True),
+    ]
+    assert "freeze 'jan'" in windows[0]["why"]
+    assert "cutoff" in windows[1]["why"]
+
+
+def test_plan_serves_requests_one_run_per_window_as_the_operator_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Two accepted requests: the operator's start decision serves the older one in the
+    first window and the other in the next (one run per window); a notBefore inside a
+    window moves its run there, not to the next one."""
+    text = """
+apiVersion: patchwarden.io/v1alpha1
+kind: ManagedSystem
+metadata: {name: s, namespace: n}
+spec:
+  customer: c
+  serviceModel: PaaS
+  package: basic
+  workload: {kind: Deployment, name: app}
+  maintenance:
+    windows: [{name: weekly, cron: "0 1 * * 1", duration: 4h}]
+---
+apiVersion: patchwarden.io/v1alpha1
+kind: UpdateRequest
+metadata: {name: first, namespace: n}
+spec: {systemRef: {name: s}, ticket: T-1}
+---
+apiVersion: patchwarden.io/v1alpha1
+kind: UpdateRequest
+metadata: {name: second, namespace: n}
+spec: {systemRef: {name: s}, ticket: T-2}
+---
+apiVersion: patchwarden.io/v1alpha1
+kind: UpdateRequest
+metadata: {name: third, namespace: n}
+spec: {systemRef: {name: s}, ticket: T-3, notBefore: "2027-01-18T02:00:00Z"}
+"""
+    result = plan_of(capsys, tmp_path, text, count=4)["systems"][0]
+    assert [(w["start"], w["update"], w["why"]) for w in result["windows"]] == [
+        ("2027-01-04T01:00:00Z", True, "on request (T-1)"),
+        ("2027-01-11T01:00:00Z", True, "on request (T-2)"),
+        ("2027-01-18T01:00:00Z", True, "on request (T-3)"),
+        ("2027-01-25T01:00:00Z", False, "PaaS basic: no update request for this window"),
+    ]
+    assert {r["name"]: r["window"] for r in result["requests"]} == {
+        "first": "2027-01-04T01:00:00Z",
+        "second": "2027-01-11T01:00:00Z",
+        "third": "2027-01-18T01:00:00Z",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: Pod\nmetadata: {name: x}\n", "document 1 (Pod default/x): kind must be"),
+        (
+            "apiVersion: patchwarden.io/v1alpha1\nkind: ManagedSystem\nmetadata: {name: a}\n"
+            "spec: {customer: c, serviceModel: PaaS, workload: {kind: Deployment, name: w}}\n",
+            "document 1 (ManagedSystem default/a): spec.package: a PaaS system needs a package",
+        ),
+        (
+            "---\n---\napiVersion: patchwarden.io/v1alpha1\nkind: ManagedSystem\n"
+            "metadata: {name: b}\n"
+            "spec: {customer: c, serviceModel: SaaS, workload: {kind: Deployment, name: w},\n"
+            "  maintenance: {windows: [{name: w, cron: '61 * * * *', duration: 1h}]}}\n",
+            "document 2 (ManagedSystem default/b): spec.maintenance.windows[0].cron",
+        ),
+        ("- just\n- a list\n", "document 1: kind must be ManagedSystem or UpdateRequest, not None"),
+        (
+            "apiVersion: patchwarden.io/v1alpha1\nkind: ManagedSystem\nmetadata: {name: c}\n"
+            "spec: {customer: c, serviceModel: SaaS, workload: {kind: Deployment, name: w},\n"
+            "  maintenance: {timeZone: Mars/Olympus}}\n",
+            "spec.maintenance.timeZone: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        (
+            "apiVersion: patchwarden.io/v1alpha1\nkind: UpdateRequest\nmetadata: {name: r}\n"
+            "spec: {systemRef: {name: s}, ticket: T, colour: red}\n",
+            "spec.colour: Extra inputs are not permitted",
+        ),
+        ("a: [unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_document_and_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code, out, err = run(capsys, path)
+    assert code == 2
+    assert out == ""
+    assert message in err, err
+    assert str(path) in err
+
+
+def test_a_missing_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, tmp_path / "nope.yaml")
+    assert code == 2 and "cannot read" in err and "nope.yaml" in err
+
+
+def test_several_files_are_planned_together(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "plan",
+            "-f",
+            str(EXAMPLES / "paas-basic.yaml"),
+            "-f",
+            str(EXAMPLES / "update-request.yaml"),
+            "--from",
+            FROM,
+            "-o",
+            "json",
+        ]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    [system] = result["systems"]
+    assert system["requests"][0]["accepted"] is True
+
+
+def test_table_output_of_a_directory_names_each_system(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, EXAMPLES, "--from", FROM, "--count", "2")
+    assert code == 0
+    for name in ("shop/shop-db", "crm/crm-cache", "labs/build-vm", "nextcloud/files"):
+        assert name in out

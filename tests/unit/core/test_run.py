@@ -1,0 +1,465 @@
+"""The run state machine, branch by branch, on an injected clock and no cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from patchwarden.api.run import Phase, UpdateRunStatus
+from patchwarden.core import run as m
+from patchwarden.core.run import Observed, Read, RollbackStep, Wait
+
+NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
+STAMP = "2027-02-10T12:00:00Z"
+EARLIER = "2027-02-10T11:00:00Z"  # an hour before NOW
+TIMEOUTS = m.Timeouts(snapshot=timedelta(minutes=10), rollback=timedelta(minutes=15))
+
+RUN = m.Run.of(
+    {
+        "metadata": {"namespace": "ns", "name": "run", "uid": "u1", "generation": 1},
+        "spec": {
+            "systemRef": {"name": "app"},
+            "customer": "acme",
+            "trigger": "Schedule",
+            "classes": ["security"],
+            "window": {
+                "name": "w",
+                "start": "2027-02-10T11:00:00Z",
+                "end": "2027-02-10T14:00:00Z",
+                "cutoff": "2027-02-10T13:00:00Z",
+            },
+        },
+    }
+)
+
+
+def system(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "app", "namespace": "ns"},
+        "spec": {
+            "customer": "acme",
+            "serviceModel": "SaaS",
+            "workload": {"kind": "Deployment", "name": "app"},
+            "updates": {
+                "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
+                "runTimeout": "4h",
+                "verifyTimeout": "10m",
+            },
+            **spec,
+        },
+    }
+
+
+def workload(replicas: int = 1, ready: bool = True, image: str = "v2") -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "app", "generation": 2, "resourceVersion": "7"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {"spec": {"containers": [{"name": "a", "image": image}]}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas if ready else 0,
+        },
+    }
+
+
+CLAIM = {"metadata": {"name": "data"}, "spec": {"storageClassName": "std"}}
+RECORDED = {
+    "kind": "Deployment",
+    "name": "app",
+    "replicas": 2,
+    "template": {"spec": {"containers": [{"name": "a", "image": "v1"}]}},
+}
+SNAP = {"claim": "data", "snapshot": "run-data", "created": True, "readyToUse": True}
+
+
+def status(phase: Phase | None, since: str = STAMP, **fields: Any) -> UpdateRunStatus:
+    wire: dict[str, Any] = {"phaseStartTime": since, **fields}
+    if phase is not None:
+        wire["phase"] = phase.value
+    return UpdateRunStatus.model_validate(wire)
+
+
+def step(
+    st: UpdateRunStatus, now: datetime = NOW, timeouts: m.Timeouts = TIMEOUTS, **seen: Any
+) -> m.Transition:
+    seen.setdefault("system", system())
+    return m.advance(RUN, st, Observed(**seen), now, timeouts)
+
+
+def kinds(out: m.Transition) -> list[str]:
+    return [type(a).__name__ for a in out.actions]
+
+
+def condition(out: m.Transition, type_: str) -> str | None:
+    return next((c.status.value for c in out.status.conditions if c.type == type_), None)
+
+
+# ---- Pending -------------------------------------------------------------------------------
+def test_pending_starts_snapshotting_and_says_so() -> None:
+    out = step(status(None))
+    assert out.status.phase == Phase.SNAPSHOTTING and out.wait == Wait.NOW
+    assert out.status.start_time == STAMP and out.status.observed_generation == 1
+    assert m.Emit("Normal", "Started", "Schedule update in window w") in out.actions
+    assert condition(out, "Reconciling") == "True" and condition(out, "Stalled") == "False"
+
+
+@pytest.mark.parametrize(
+    ("seen_system", "now", "why"),
+    [
+        (None, NOW, "ManagedSystem app no longer exists"),
+        ({"metadata": {"name": "app"}, "spec": {"customer": "acme"}}, NOW, "cannot be used"),
+        (system(serviceModel="IaaS"), NOW, "no longer eligible"),
+        (system(), NOW + timedelta(hours=2), "cutoff passed"),
+    ],
+)
+def test_pending_fails_without_touching_anything(
+    seen_system: dict[str, Any] | None, now: datetime, why: str
+) -> None:
+    out = step(status(None), now=now, system=seen_system)
+    assert out.status.phase == Phase.FAILED and out.wait == Wait.DONE
+    assert why in (out.status.message or "")
+    assert kinds(out) == ["RunEnded", "Emit"], "nothing created, nothing changed"
+    assert condition(out, "Stalled") == "True" and condition(out, "Ready") == "False"
+    assert condition(out, "NeedsAttention") is None, "nothing changed: no person needed"
+
+
+# ---- Snapshotting ------------------------------------------------------------------------
+def test_snapshots_are_recorded_and_requested_in_one_step() -> None:
+    out = step(
+        status(Phase.SNAPSHOTTING, since=EARLIER),
+        system=system(volumes=["data"]),
+        workload=workload(),
+        claims={"data": CLAIM},
+        snapshot_class="std",
+    )
+    assert out.status.phase == Phase.SNAPSHOTTING and out.wait == Wait.WATCHED
+    (create,) = out.actions
+    assert isinstance(create, m.CreateSnapshot)
+    assert create.body["spec"]["volumeSnapshotClassName"] == "std"
+    record = out.status.snapshots[0]
+    assert (record.claim, record.snapshot, record.created) == ("data", "run-data", True)
+    assert record.claim_spec == {"storageClassName": "std"}
+    assert out.status.phase_start_time == STAMP, "the deadline counts from the request"
+
+
+def test_without_volumes_the_workloads_claims_are_snapshotted() -> None:
+    mounted = workload()
+    mounted["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}
+    ]
+    st = status(Phase.SNAPSHOTTING)
+    assert m.claims_to_read(st, None, mounted) == []
+    from patchwarden.api.system import ManagedSystemSpec
+
+    spec = ManagedSystemSpec.model_validate(system()["spec"])
+    assert m.claims_to_read(st, spec, mounted) == ["data"]
+
+
+def test_a_system_without_claims_goes_straight_to_recording() -> None:
+    out = step(status(Phase.SNAPSHOTTING), workload=workload(), snapshot_class="std")
+    assert out.status.phase == Phase.RECORDING and out.actions[0] == m.PhaseEnded(
+        Phase.SNAPSHOTTING, 0.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("seen", "why"),
+    [
+        ({"claims": {"data": CLAIM}}, "Deployment app not found; nothing was changed"),
+        (
+            {"workload": workload(), "claims": {"data": None}},
+            "PersistentVolumeClaim data not found",
+        ),
+        (
+            {"workload": workload(), "claims": {"data": CLAIM}},
+            "no VolumeSnapshotClass to take the required backups",
+        ),
+    ],
+)
+def test_snapshotting_fails_before_anything_changed(seen: dict[str, Any], why: str) -> None:
+    out = step(status(Phase.SNAPSHOTTING), system=system(volumes=["data"]), **seen)
+    assert out.status.phase == Phase.FAILED and why in (out.status.message or "")
+    assert not any(isinstance(a, m.CreateSnapshot) for a in out.actions)
+    assert condition(out, "NeedsAttention") is None
+
+
+def test_ready_snapshots_move_on_to_recording() -> None:
+    st = status(Phase.SNAPSHOTTING, snapshots=[{**SNAP, "readyToUse": False}])
+    out = step(st, snapshots={"run-data": {"status": {"readyToUse": True}}}, snapshot_class="std")
+    assert out.status.phase == Phase.RECORDING
+    assert out.status.message == "1 snapshots ready"
+
+
+def test_a_snapshot_that_is_not_ready_is_waited_for_until_its_deadline() -> None:
+    st = status(Phase.SNAPSHOTTING, since=EARLIER, snapshots=[{**SNAP, "readyToUse": False}])
+    seen = {"snapshots": {"run-data": {"status": {}}}, "snapshot_class": "std"}
+    waiting = step(st, timeouts=m.Timeouts(timedelta(hours=2), timedelta(minutes=15)), **seen)
+    assert waiting.status.phase == Phase.SNAPSHOTTING and waiting.wait == Wait.WATCHED
+    late = step(st, **seen)
+    assert late.status.phase == Phase.FAILED
+    assert late.status.message == (
+        "snapshots not ready within 600s: run-data; the workload was not touched"
+    )
+
+
+def test_a_snapshot_that_disappears_fails_the_run() -> None:
+    st = status(Phase.SNAPSHOTTING, snapshots=[{**SNAP, "readyToUse": False}])
+    out = step(st, snapshots={"run-data": None}, snapshot_class="std")
+    assert out.status.phase == Phase.FAILED
+    assert "VolumeSnapshot run-data disappeared" in (out.status.message or "")
+
+
+# ---- Recording and Updating --------------------------------------------------------------
+def test_recording_keeps_the_template_and_replicas() -> None:
+    out = step(status(Phase.RECORDING), workload=workload(replicas=3))
+    assert out.status.phase == Phase.UPDATING
+    assert out.status.recorded is not None and out.status.recorded.replicas == 3
+    assert out.status.recorded.template["spec"]["containers"][0]["image"] == "v2"
+    assert step(status(Phase.RECORDING)).status.phase == Phase.FAILED, "no workload"
+
+
+def test_the_job_is_created_once_with_a_deadline_inside_the_window() -> None:
+    out = step(status(Phase.UPDATING, recorded=RECORDED))
+    (create,) = out.actions
+    assert isinstance(create, m.CreateJob) and out.wait == Wait.WATCHED
+    assert create.body["metadata"]["name"] == "run-update"
+    # The run timeout is 4h, the window ends in 2h: the window wins.
+    assert create.body["spec"]["activeDeadlineSeconds"] == 7200
+    assert out.status.job is not None and out.status.job.created
+    again = step(out.status, job={"status": {}})
+    assert again.actions == [] and again.wait == Wait.WATCHED, "running: wait, create nothing"
+
+
+def test_a_job_that_completes_moves_on_to_verifying() -> None:
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    out = step(st, job=done)
+    assert out.status.phase == Phase.VERIFYING and out.status.job is not None
+    assert out.status.job.result == "Complete"
+
+
+def test_a_failed_job_records_how_it_ended_and_rolls_back() -> None:
+    failed = {
+        "status": {
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+        }
+    }
+    pod = {
+        "metadata": {"name": "p"},
+        "status": {
+            "containerStatuses": [
+                {"name": "u", "state": {"terminated": {"exitCode": 3, "message": "E: no"}}}
+            ]
+        },
+    }
+    assert m.job_failed(failed) and not m.job_failed({"status": {}})
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    out = step(st, job=failed, job_pods=(pod,))
+    assert out.status.phase == Phase.ROLLING_BACK
+    assert out.status.job is not None
+    assert out.status.job.termination == "container u exited with code 3 (Error):\nE: no"
+    assert out.status.failure == (
+        "the update Job run-update failed: BackoffLimitExceeded; "
+        "container u exited with code 3 (Error):"
+    )
+    assert out.status.restore is not None
+    assert out.status.restore.step == RollbackStep.SCALE_DOWN
+    assert m.Emit("Warning", "UpdateFailed", f"{out.status.failure}; rolling back") in out.actions
+
+
+def test_a_deleted_job_and_a_closed_window_fail_the_update() -> None:
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    assert "was deleted before it finished" in (step(st).status.failure or "")
+    late = step(status(Phase.UPDATING, recorded=RECORDED), now=NOW + timedelta(hours=3))
+    assert "the window ended before the update could start" in (late.status.failure or "")
+
+
+def test_without_rollback_a_failed_update_ends_failed_and_asks_for_a_person() -> None:
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    out = step(st, system=system(rollback={"enabled": False}))
+    assert out.status.phase == Phase.FAILED
+    assert condition(out, "NeedsAttention") == "True"
+
+
+# ---- Verifying ----------------------------------------------------------------------------
+def test_a_ready_workload_succeeds_and_prunes_old_snapshots() -> None:
+    out = step(status(Phase.VERIFYING, since=EARLIER), workload=workload())
+    assert out.status.phase == Phase.SUCCEEDED and out.wait == Wait.DONE
+    assert out.status.completion_time == STAMP
+    assert condition(out, "Ready") == "True" and condition(out, "Reconciling") == "False"
+    assert m.PruneSnapshots("app", 3) in out.actions
+    assert m.RunEnded("SaaS", "") in out.actions
+    assert m.PhaseEnded(Phase.VERIFYING, 3600.0) in out.actions
+
+
+def test_a_workload_not_ready_is_polled_then_rolled_back_after_the_verify_timeout() -> None:
+    st = status(Phase.VERIFYING, recorded=RECORDED)
+    assert step(st, workload=workload(ready=False)).wait == Wait.POLL
+    late = step(st, now=NOW + timedelta(minutes=11), workload=workload(ready=False))
+    assert late.status.phase == Phase.ROLLING_BACK
+    assert late.status.failure == "Deployment app not ready within 10m after the update"
+
+
+# ---- RollingBack ---------------------------------------------------------------------------
+def rolling(step_: RollbackStep, since: str = STAMP, **fields: Any) -> UpdateRunStatus:
+    return status(
+        Phase.ROLLING_BACK,
+        since=since,
+        recorded=RECORDED,
+        snapshots=[SNAP],
+        failure="the update Job run-update failed",
+        restore={"step": step_.value, **fields},
+    )
+
+
+def test_scale_down_waits_for_the_workloads_pods_then_deletes_the_jobs_pods() -> None:
+    out = step(rolling(RollbackStep.SCALE_DOWN), workload=workload(), workload_pods=2)
+    assert out.actions == [m.ScaleToZero("Deployment", "app")] and out.wait == Wait.POLL
+    pods = (
+        {"metadata": {"name": "job-a"}},
+        {"metadata": {"name": "job-b", "deletionTimestamp": STAMP}},
+    )
+    out = step(rolling(RollbackStep.SCALE_DOWN), workload=workload(replicas=0), job_pods=pods)
+    assert out.actions == [m.DeletePod("job-a")], "a pod already terminating is left alone"
+    out = step(rolling(RollbackStep.SCALE_DOWN), workload=workload(replicas=0))
+    assert out.status.restore is not None
+    assert out.status.restore.step == RollbackStep.RESTORE_CLAIMS and out.wait == Wait.NOW
+
+
+def test_pods_that_never_go_fail_the_rollback_and_ask_for_a_person() -> None:
+    st = rolling(RollbackStep.SCALE_DOWN, since=EARLIER)
+    out = step(st, workload=workload(replicas=0), workload_pods=1)
+    assert out.status.phase == Phase.FAILED
+    assert out.status.message == (
+        "the rollback failed: pods of Deployment app still present 900s after scaling to zero"
+    )
+    assert condition(out, "NeedsAttention") == "True"
+
+
+def test_claims_are_deleted_then_recreated_from_their_snapshots() -> None:
+    st = rolling(RollbackStep.RESTORE_CLAIMS)
+    seen = {"workload": workload(replicas=0), "snapshots": {"run-data": {}}}
+    out = step(st, claims={"data": CLAIM}, **seen)
+    assert out.actions == [m.DeleteClaim("data")] and out.wait == Wait.POLL
+    terminating = {**CLAIM, "metadata": {"name": "data", "deletionTimestamp": STAMP}}
+    assert step(st, claims={"data": terminating}, **seen).actions == []
+    out = step(st, claims={"data": None}, **seen)
+    (create,) = out.actions
+    assert isinstance(create, m.CreateClaim)
+    assert create.body["spec"]["dataSource"]["name"] == "run-data"
+    assert out.status.restore is not None and out.status.restore.claims == ["data"]
+    assert out.status.restore.step == RollbackStep.RESTORE_WORKLOAD
+
+
+def test_a_claim_already_restored_is_not_touched_again() -> None:
+    restored = {"metadata": {"name": "data"}, "spec": {"dataSource": {"name": "run-data"}}}
+    out = step(
+        rolling(RollbackStep.RESTORE_CLAIMS),
+        workload=workload(replicas=0),
+        snapshots={"run-data": {}},
+        claims={"data": restored},
+    )
+    assert out.actions == [] and out.status.restore is not None
+    assert out.status.restore.claims == ["data"]
+
+
+@pytest.mark.parametrize(
+    ("seen", "why"),
+    [
+        ({"snapshots": {"run-data": None}}, "VolumeSnapshot run-data is gone"),
+        (
+            {
+                "snapshots": {"run-data": {}},
+                "claims": {"data": {**CLAIM, "metadata": {"deletionTimestamp": EARLIER}}},
+            },
+            "claim data still terminating after 900s",
+        ),
+    ],
+)
+def test_a_claim_that_cannot_be_restored_fails_the_rollback(seen: dict[str, Any], why: str) -> None:
+    st = rolling(RollbackStep.RESTORE_CLAIMS, since=EARLIER)
+    out = step(st, workload=workload(replicas=0), **seen)
+    assert out.status.phase == Phase.FAILED and why in (out.status.message or "")
+    assert condition(out, "NeedsAttention") == "True"
+
+
+def test_the_workload_gets_its_recorded_template_and_replicas_back() -> None:
+    current = workload(replicas=0, image="v2-broken")
+    out = step(rolling(RollbackStep.RESTORE_WORKLOAD), workload=current)
+    (replace,) = out.actions
+    assert isinstance(replace, m.ReplaceWorkload)
+    assert replace.body["spec"]["template"] == RECORDED["template"]
+    assert replace.body["spec"]["replicas"] == 2
+    assert replace.body["metadata"]["resourceVersion"] == "7", "a concurrent write conflicts"
+    assert "status" not in replace.body
+    assert out.status.restore is not None and out.status.restore.step == RollbackStep.VERIFY
+
+
+def test_a_ready_restored_workload_ends_rolled_back() -> None:
+    out = step(rolling(RollbackStep.VERIFY, claims=["data"]), workload=workload(replicas=2))
+    assert out.status.phase == Phase.ROLLED_BACK and out.status.restore is not None
+    assert out.status.restore.completed
+    assert out.status.message == (
+        "the update Job run-update failed; restored 1 claims and the workload"
+    )
+    assert condition(out, "Ready") == "False" and condition(out, "Stalled") == "False"
+    late = step(
+        rolling(RollbackStep.VERIFY, since=EARLIER), workload=workload(replicas=2, ready=False)
+    )
+    assert late.status.phase == Phase.FAILED and "not ready 900s after the restore" in (
+        late.status.message or ""
+    )
+
+
+def test_a_workload_that_disappears_fails_the_rollback() -> None:
+    out = step(rolling(RollbackStep.RESTORE_WORKLOAD))
+    assert out.status.phase == Phase.FAILED
+    assert (
+        out.status.message == "the rollback failed: Deployment app disappeared during the rollback"
+    )
+
+
+# ---- ended, reads, helpers -------------------------------------------------------------------
+@pytest.mark.parametrize("phase", [Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED])
+def test_an_ended_run_does_nothing(phase: Phase) -> None:
+    out = step(status(phase))
+    assert out.actions == [] and out.wait == Wait.DONE and out.status == status(phase)
+
+
+@pytest.mark.parametrize(
+    ("st", "wanted"),
+    [
+        (status(None), set()),
+        (status(Phase.SNAPSHOTTING), {Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS}),
+        (status(Phase.SNAPSHOTTING, snapshots=[SNAP]), {Read.SNAPSHOTS, Read.SNAPSHOT_CLASS}),
+        (status(Phase.UPDATING), {Read.JOB}),
+        (rolling(RollbackStep.SCALE_DOWN), {Read.WORKLOAD, Read.WORKLOAD_PODS, Read.JOB_PODS}),
+        (rolling(RollbackStep.RESTORE_CLAIMS), {Read.WORKLOAD, Read.SNAPSHOTS, Read.CLAIMS}),
+        (rolling(RollbackStep.VERIFY), {Read.WORKLOAD}),
+    ],
+)
+def test_each_step_reads_only_what_it_needs(st: UpdateRunStatus, wanted: set[Read]) -> None:
+    assert m.reads(st) == wanted
+
+
+def test_prune_keeps_the_newest_runs_and_always_this_one() -> None:
+    def snap(name: str, run: str, created: str) -> dict[str, Any]:
+        labels = {"patchwarden.io/run": run}
+        return {"metadata": {"name": name, "labels": labels, "creationTimestamp": created}}
+
+    snaps = [
+        snap("a1", "a", "2027-01-01T00:00:00Z"),
+        snap("b1", "b", "2027-01-08T00:00:00Z"),
+        snap("c1", "c", "2027-01-15T00:00:00Z"),
+        snap("c2", "c", "2027-01-15T00:00:01Z"),
+    ]
+    assert m.prunable(snaps, "c", retain=2) == ["a1"]
+    assert m.prunable(snaps, "a", retain=1) == ["b1"], "this run's own are kept"

@@ -1,0 +1,145 @@
+"""Scheduling decisions and fleet limits (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from patchwarden.api import ManagedSystemSpec, Trigger
+from patchwarden.core.policy import assess
+from patchwarden.core.scheduler import Limits, decide_start, within_limits
+
+NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
+
+
+def spec(model: str = "SaaS", package: str | None = None, **maintenance: Any) -> ManagedSystemSpec:
+    data: dict[str, Any] = {
+        "customer": "acme",
+        "serviceModel": model,
+        "workload": {"kind": "Deployment", "name": "app"},
+        "updates": {"expectedDuration": "30m"},
+        "maintenance": maintenance
+        or {"windows": [{"name": "w", "once": "2027-02-10T11:00:00Z", "duration": "2h"}]},
+    }
+    if package:
+        data["package"] = package
+    return ManagedSystemSpec.model_validate(data)
+
+
+def decide(
+    s: ManagedSystemSpec,
+    requests: list[dict[str, Any]] = (),
+    runs: list[dict[str, Any]] = (),
+    now: datetime = NOW,
+) -> Any:  # type: ignore[assignment]
+    return decide_start("app", s, assess(s), now, list(requests), list(runs))
+
+
+def run(
+    name: str, phase: str, window_start: str = "2027-02-10T11:00:00Z", customer: str = "acme"
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"customer": customer, "window": {"start": window_start}},
+        "status": {"phase": phase},
+    }
+
+
+def request(state: str = "Accepted", not_before: str | None = None) -> dict[str, Any]:
+    spec_: dict[str, Any] = {
+        "systemRef": {"name": "app"},
+        "ticket": "HD-1",
+        "classes": ["security"],
+    }
+    if not_before:
+        spec_["notBefore"] = not_before
+    return {
+        "metadata": {"name": "r", "creationTimestamp": "2027-02-01T00:00:00Z"},
+        "spec": spec_,
+        "status": {"state": state},
+    }
+
+
+def test_saas_starts_in_an_open_window_with_a_name_per_window() -> None:
+    start = decide(spec())
+    assert start.trigger == Trigger.SCHEDULE and start.run == "app-202702101100"
+
+
+def test_nothing_starts_outside_a_window_or_after_the_cutoff() -> None:
+    assert decide(spec(), now=NOW - timedelta(hours=2)) is None
+    assert decide(spec(), now=NOW + timedelta(minutes=31)) is None  # cutoff 12:30
+
+
+def test_one_run_per_window_and_one_at_a_time() -> None:
+    assert decide(spec(), runs=[run("app-202702101100", "Failed")]) is None
+    assert (
+        decide(spec(), runs=[run("app-202702030000", "Updating", "2027-02-03T00:00:00Z")]) is None
+    )
+
+
+def test_basic_needs_an_accepted_request_that_is_due() -> None:
+    s = spec("PaaS", "basic")
+    assert decide(s) is None
+    assert decide(s, [request("Rejected")]) is None
+    assert decide(s, [request(not_before="2027-02-10T13:00:00Z")]) is None
+    start = decide(s, [request()])
+    assert start.trigger == Trigger.REQUEST and start.ticket == "HD-1" and start.request == "r"
+
+
+def test_advanced_cadence_is_served_once_per_quarter_unless_the_run_failed() -> None:
+    s = spec("PaaS", "advanced")
+    assert decide(s).trigger == Trigger.CADENCE
+    served = run("app-202701050000", "Succeeded", "2027-01-05T00:00:00Z")
+    assert decide(s, runs=[served]) is None
+    failed = run("app-202701050000", "RolledBack", "2027-01-05T00:00:00Z")
+    assert decide(s, runs=[failed]).trigger == Trigger.CADENCE
+    last_quarter = run("app-202612050000", "Succeeded", "2026-12-05T00:00:00Z")
+    assert decide(s, runs=[last_quarter]).trigger == Trigger.CADENCE
+
+
+def test_iaas_and_admin_access_never_start() -> None:
+    assert decide(spec("IaaS"), [request()]) is None
+    admin = ManagedSystemSpec.model_validate(
+        {**spec().model_dump(by_alias=True), "customerAdminAccess": True}
+    )
+    assert decide(admin, [request()]) is None
+
+
+def test_a_freeze_vetoes_the_open_window() -> None:
+    s = spec(
+        windows=[{"name": "w", "once": "2027-02-10T11:00:00Z", "duration": "2h"}],
+        freezes=[{"name": "f", "once": "2027-02-10T12:30:00Z", "end": "2027-02-11T00:00:00Z"}],
+    )
+    assert decide(s) is None
+
+
+LIMITS = Limits(max_concurrent=2, per_customer=1, max_errors=2)
+
+
+@pytest.mark.parametrize(
+    ("runs", "blocked"),
+    [
+        ([], None),
+        (
+            [run("a", "Updating", customer="x"), run("b", "Snapshotting", customer="y")],
+            "fleet-wide limit",
+        ),
+        ([run("a", "Updating")], "runs of customer acme"),
+        (
+            [run("a", "Failed", customer="x"), run("b", "RolledBack", customer="y")],
+            "no more runs start",
+        ),
+        (
+            [
+                run("a", "Failed", "2027-01-01T00:00:00Z"),
+                run("b", "Failed", "2027-01-01T00:00:00Z"),
+            ],
+            None,
+        ),
+    ],
+)
+def test_fleet_limits(runs: list[dict[str, Any]], blocked: str | None) -> None:
+    got = within_limits("acme", "2027-02-10T11:00:00Z", runs, LIMITS)
+    assert (got is None) if blocked is None else (got is not None and blocked in got)

@@ -1,0 +1,203 @@
+"""What status a system and a request get (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from patchwarden.core.status import (
+    SystemFacts,
+    last_run,
+    request_status,
+    requeue_after,
+    system_status,
+)
+
+NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    base = {
+        "customer": "acme",
+        "serviceModel": "SaaS",
+        "workload": {"kind": "Deployment", "name": "app"},
+        "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+        "maintenance": {"windows": [{"name": "w", "cron": "0 23 * * 0", "duration": "4h"}]},
+    }
+    return {"metadata": {"name": "s", "namespace": "ns", "generation": 3}, "spec": {**base, **spec}}
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_a_healthy_system_is_ready_with_its_next_window() -> None:
+    status, problems = system_status(body(), SystemFacts(snapshot_class="std"), NOW)
+    assert problems == []
+    assert status["observedGeneration"] == 3
+    assert status["nextWindow"]["start"] == "2027-02-14T23:00:00Z"
+    assert conditions(status)["Ready"] == ("True", "Reconciled")
+    assert conditions(status)["Stalled"] == ("False", "Reconciled")
+    assert all(c["observedGeneration"] == 3 for c in status["conditions"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "facts", "reason", "words"),
+    [
+        (
+            {"maintenance": {"timeZone": "Mars/Olympus"}},
+            SystemFacts(snapshot_class="std"),
+            "InvalidSpec",
+            "spec.maintenance.timeZone",
+        ),
+        (
+            {"maintenance": {"windows": [{"name": "w", "cron": "every day", "duration": "1h"}]}},
+            SystemFacts(snapshot_class="std"),
+            "InvalidSpec",
+            "spec.maintenance.windows[0].cron",
+        ),
+        (
+            {},
+            SystemFacts(workload_found=False, snapshot_class="std"),
+            "WorkloadNotFound",
+            "Deployment app",
+        ),
+        ({}, SystemFacts(snapshot_class=None), "SnapshotClassNotFound", "no VolumeSnapshotClass"),
+        (
+            {"updates": {}},
+            SystemFacts(snapshot_class="std"),
+            "NoUpdateTemplate",
+            "spec.updates.template",
+        ),
+        ({}, SystemFacts(missing_claims=["data"], snapshot_class="std"), "ClaimNotFound", "data"),
+    ],
+)
+def test_unusable_specs_stall_with_a_readable_message(
+    spec: dict[str, Any], facts: SystemFacts, reason: str, words: str
+) -> None:
+    status, problems = system_status(body(**spec), facts, NOW)
+    assert problems
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", reason)
+    assert words in stalled["message"]
+    assert conditions(status)["Ready"][0] == "False"
+
+
+def test_condition_transition_time_moves_only_on_change() -> None:
+    first, _ = system_status(body(), SystemFacts(snapshot_class="std"), NOW)
+    later = datetime(2027, 2, 10, 13, 0, tzinfo=UTC)
+    again, _ = system_status({**body(), "status": first}, SystemFacts(snapshot_class="std"), later)
+    assert [c["lastTransitionTime"] for c in again["conditions"]] == [
+        c["lastTransitionTime"] for c in first["conditions"]
+    ]
+    stalled, _ = system_status(
+        {**body(), "status": first}, SystemFacts(workload_found=False, snapshot_class="std"), later
+    )
+    assert (
+        next(c for c in stalled["conditions"] if c["type"] == "Stalled")["lastTransitionTime"]
+        == "2027-02-10T13:00:00Z"
+    )
+
+
+def test_requests_are_scheduled_or_rejected() -> None:
+    req = {
+        "metadata": {"name": "r", "generation": 1},
+        "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
+    }
+    accepted = request_status(req, body(), None, NOW)
+    assert accepted["state"] == "Accepted"
+    assert accepted["scheduledWindow"]["start"] == "2027-02-14T23:00:00Z"
+    missing = request_status(req, None, None, NOW)
+    assert missing["state"] == "Rejected" and "'s'" in missing["message"]
+    iaas = request_status(req, body(serviceModel="IaaS"), None, NOW)
+    assert iaas["state"] == "Rejected" and "IaaS" in iaas["message"]
+    served = request_status(
+        {**req, "status": {"state": "Completed", "message": "done"}}, None, None, NOW
+    )
+    assert served == {"state": "Completed", "message": "done"}
+
+
+def summary(name: str, phase: str, completed: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase, "message": f"{phase.lower()} it is"}
+    if completed:
+        status["completionTime"] = completed
+    return {"metadata": {"namespace": "ns", "name": name}, "spec": {}, "status": status}
+
+
+def test_a_request_follows_the_run_that_serves_it() -> None:
+    req = {
+        "metadata": {"name": "r", "generation": 1},
+        "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
+        "status": {"state": "Accepted", "conditions": [{"type": "Accepted"}]},
+    }
+    created = request_status(req, body(), summary("s-1", "Pending"), NOW)
+    assert (created["state"], created["message"]) == ("Running", "update run s-1 created")
+    running = request_status(req, body(), summary("s-1", "Updating"), NOW)
+    assert running["message"] == "update run s-1 started" and running["runRef"] == {"name": "s-1"}
+    assert running["conditions"] == [{"type": "Accepted"}], "the decision stays as it was"
+    done = request_status(req, body(), summary("s-1", "RolledBack", "2027-02-10T13:00:00Z"), NOW)
+    assert done["state"] == "Completed"
+    assert done["message"] == "update run s-1: RolledBack: rolledback it is"
+
+
+def test_last_run_is_the_newest_ended_run_and_survives_its_runs_deletion() -> None:
+    runs = [
+        summary("s-1", "Succeeded", "2027-01-01T02:00:00Z"),
+        summary("s-2", "RolledBack", "2027-01-08T02:00:00Z"),
+        summary("s-3", "Updating"),
+    ]
+    derived = last_run({}, runs)
+    assert derived == {
+        "lastRun": {
+            "name": "s-2",
+            "result": "RolledBack",
+            "completionTime": "2027-01-08T02:00:00Z",
+        },
+        "lastSuccessfulUpdate": "2027-01-01T02:00:00Z",
+    }
+    assert last_run(derived, []) == derived, "history pruned: what was recorded stays"
+    assert last_run(derived, runs[:1]) == derived, "an older run does not go back in time"
+    facts = SystemFacts(runs=runs)
+    status, _ = system_status(body(), facts, NOW)
+    assert status["lastRun"]["name"] == "s-2"
+
+
+def test_a_window_longer_than_its_period_stalls() -> None:
+    spec = {"maintenance": {"windows": [{"name": "daily", "cron": "0 1 * * *", "duration": "25h"}]}}
+    status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+    assert conditions(status)["Stalled"] == ("True", "WindowLongerThanPeriod")
+    assert "daily" in problems[0]
+
+
+def test_a_freeze_over_every_window_stalls() -> None:
+    spec = {
+        "maintenance": {
+            "windows": [{"name": "w", "cron": "0 23 * * 0", "duration": "4h"}],
+            "freezes": [
+                {"name": "all", "once": "2027-01-01T00:00:00Z", "end": "2031-01-01T00:00:00Z"}
+            ],
+        }
+    }
+    status, _ = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+    assert conditions(status)["Stalled"] == ("True", "NoUsableWindow")
+
+
+def test_a_past_one_off_window_is_no_problem() -> None:
+    spec = {
+        "maintenance": {
+            "windows": [{"name": "w", "once": "2020-01-01T00:00:00Z", "duration": "1h"}]
+        }
+    }
+    status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+    assert problems == [] and "nextWindow" not in status
+
+
+def test_requeue_at_the_next_window_start_but_never_in_a_loop_inside_an_open_one() -> None:
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    at = lambda minutes: {"nextWindow": {"start": (now + timedelta(minutes=minutes)).isoformat()}}  # noqa: E731
+    assert requeue_after(at(10), now, 3600) == 600
+    assert requeue_after(at(120), now, 3600) == 3600
+    assert requeue_after(at(-5), now, 3600) == 3600, "open already: its events queue the system"
+    assert requeue_after({}, now, 60) == 60

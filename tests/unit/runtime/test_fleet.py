@@ -1,0 +1,39 @@
+"""The fleet registry and admission: who may start, who waits, who is woken."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from patchwarden.core.scheduler import Limits
+from patchwarden.runtime.fleet import Fleet
+
+
+def run(name: str, customer: str, phase: str | None) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": name},
+        "spec": {
+            "customer": customer,
+            "systemRef": {"name": "s"},
+            "window": {"start": "2026-11-29T22:00:00Z"},
+        },
+        "status": {"phase": phase} if phase else {},
+    }
+
+
+def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
+    app = Fleet(Limits(max_concurrent=2, per_customer=1, max_errors=3))
+    assert not app.observe_run(run("r1", "acme", "Updating"))[1]
+    assert not app.observe_run(run("r2", "globex", "Snapshotting"))[1]
+    start = "2026-11-29T22:00:00Z"
+    for name, customer in [("w1", "acme"), ("w2", "acme"), ("w3", "initech"), ("w4", "umbrella")]:
+        app.waiting[("ns", name)] = (customer, start)
+    assert app.to_wake() == [], "no free slot"
+    assert app.observe_run(run("r1", "acme", "Succeeded")) == (True, True), "a slot freed"
+    # One slot: w1 (acme, whose run just ended) is the oldest and fits.
+    assert app.to_wake() == [("ns", "w1")]
+    assert app.forget_run("ns", "r2") is not None, "a deleted active run frees its slot too"
+    # Two slots: w1 takes one; w2 would be acme's second run at once; w3 fits.
+    assert app.to_wake() == [("ns", "w1"), ("ns", "w3")]
+    app.stop_waiting("ns", "w1")
+    assert app.to_wake() == [("ns", "w2"), ("ns", "w3")]
+    assert app.observe_run(run("r1", "acme", "Succeeded")) == (False, False), "nothing new"

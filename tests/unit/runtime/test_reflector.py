@@ -1,0 +1,64 @@
+"""The reflector's bookkeeping (stream lines, list/watch events, 410 Gone), without a cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+
+from patchwarden.runtime.reflector import Gone, Known, lines
+
+
+def obj(name: str, version: str = "1", ns: str = "ns") -> dict[str, Any]:
+    return {"metadata": {"namespace": ns, "name": name, "resourceVersion": version}}
+
+
+def line(kind: str, body: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": body}).encode()
+
+
+def test_lines_are_whole_even_when_chunks_split_them() -> None:
+    chunks = [b'{"a":', b'1}\n{"b":2}\n{"c"', b":3}\n", b"\n", b'{"d":4}']
+    assert list(lines(chunks)) == [[b'{"a":1}', b'{"b":2}'], [b'{"c":3}'], [b'{"d":4}']]
+
+
+def test_a_list_reports_added_then_modified_and_a_relist_reports_what_went() -> None:
+    known = Known()
+    first = known.listed([obj("a"), obj("b")], "10", first_page=True)
+    assert [(k, b["metadata"]["name"]) for k, b in first] == [("ADDED", "a"), ("ADDED", "b")]
+    assert known.relisted() == []
+    # Listed again after a 410: "a" changed, "b" was deleted meanwhile, "c" is new.
+    again = known.listed([obj("a", "12")], "12", first_page=True)
+    again += known.listed([obj("c", "13")], "13", first_page=False)
+    again += known.relisted()
+    assert [(k, b["metadata"]["name"]) for k, b in again] == [
+        ("MODIFIED", "a"),
+        ("ADDED", "c"),
+        ("DELETED", "b"),
+    ]
+    assert again[-1][1]["metadata"]["namespace"] == "ns"
+    assert known.keys == {("ns", "a"), ("ns", "c")}
+    assert known.version == "13"
+
+
+def test_watch_events_keep_the_version_and_the_known_names() -> None:
+    known = Known()
+    assert known.event(line("ADDED", obj("a", "5"))) == ("ADDED", obj("a", "5"))
+    assert known.version == "5"
+    assert known.event(line("BOOKMARK", {"metadata": {"resourceVersion": "9"}})) is None
+    assert known.version == "9", "a bookmark moves the version on without an event"
+    kind, _ = known.event(line("DELETED", obj("a", "11"))) or ("", {})
+    assert kind == "DELETED"
+    assert known.keys == set()
+    assert known.version == "11"
+
+
+def test_a_410_in_the_stream_means_list_again_and_other_errors_raise() -> None:
+    known = Known()
+    with pytest.raises(Gone, match="too old"):
+        known.event(line("ERROR", {"code": 410, "message": "too old resource version: 1 (50)"}))
+    with pytest.raises(ApiException) as err:
+        known.event(line("ERROR", {"code": 500, "message": "internal error"}))
+    assert err.value.status == 500
