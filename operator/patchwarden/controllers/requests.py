@@ -17,13 +17,13 @@ from patchwarden.api.run import Phase
 from patchwarden.core.status import request_status
 from patchwarden.runtime import metrics
 from patchwarden.runtime.fleet import Fleet
-from patchwarden.runtime.kube import Kube
+from patchwarden.runtime.kube import KubeApi
 from patchwarden.runtime.writer import EventFn, StatusWriter
 
 
 @dataclass
 class Requests:
-    kube: Kube
+    kube: KubeApi
     emit: EventFn
     fleet: Fleet
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

@@ -22,7 +22,7 @@ from patchwarden.core.run import Read, Wait
 from patchwarden.core.settings import Settings
 from patchwarden.core.status import parse_system, resolve_snapshot_class
 from patchwarden.runtime import metrics
-from patchwarden.runtime.kube import Kube
+from patchwarden.runtime.kube import KubeApi
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ EventFn = Callable[[dict[str, Any], str, str, str], None]
 class Runner:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         settings: Settings,
         emit: EventFn,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -40,7 +40,7 @@ from patchwarden.core.status import (
 )
 from patchwarden.runtime import metrics
 from patchwarden.runtime.fleet import Fleet
-from patchwarden.runtime.kube import Kube
+from patchwarden.runtime.kube import KubeApi
 from patchwarden.runtime.writer import EventFn, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ RequestsFn = Callable[[str, str, dict[str, Any] | None, datetime], list[dict[str
 @dataclass
 class Systems:
     settings: Settings
-    kube: Kube
+    kube: KubeApi
     emit: EventFn
     fleet: Fleet
     requests: RequestsFn

@@ -118,23 +118,28 @@ def count_kube_request(verb: str, resource: str) -> None:
     KUBE_REQUESTS.labels(verb, resource).inc()
 
 
-class Fleet(Collector):
-    """Gauges that describe the whole fleet, computed when scraped."""
+class FleetCollector(Collector):
+    """Gauges that describe the whole fleet, computed when scraped from a copy taken under
+    ``lock`` (the workers change the maps while the scrape thread reads them)."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.systems: dict[tuple[str, str], tuple[str, str, str, bool]] = {}
         """(namespace, name) → (customer, service model, package, eligible)."""
         self.requests: dict[tuple[str, str], str] = {}
         """(namespace, name) → state."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self.lock:
+            known = list(self.systems.values())
+            states = list(self.requests.items())
         systems = GaugeMetricFamily(
             "patchwarden_systems",
             "Managed systems by service model, package and eligibility.",
             labels=["service_model", "package", "eligible"],
         )
         for (model, package, eligible), count in sorted(
-            Tally((m, p, str(e).lower()) for _, m, p, e in self.systems.values()).items()
+            Tally((m, p, str(e).lower()) for _, m, p, e in known).items()
         ):
             systems.add_metric([model, package, eligible], count)
         yield systems
@@ -143,14 +148,12 @@ class Fleet(Collector):
             "Update requests by namespace and state.",
             labels=["namespace", "state"],
         )
-        for (ns, state), count in sorted(
-            Tally((ns, s) for (ns, _), s in self.requests.items()).items()
-        ):
+        for (ns, state), count in sorted(Tally((ns, s) for (ns, _), s in states).items()):
             requests.add_metric([ns, state], count)
         yield requests
 
 
-FLEET = Fleet()
+FLEET = FleetCollector()
 REGISTRY.register(FLEET)
 
 
@@ -173,7 +176,8 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
         return
     package = spec.package.value if spec.package else ""
     model = spec.service_model.value
-    FLEET.systems[(ns, name)] = (spec.customer, model, package, bool(status.get("eligible")))
+    with FLEET.lock:
+        FLEET.systems[(ns, name)] = (spec.customer, model, package, bool(status.get("eligible")))
     wanted: dict[Series, float] = {}
     success = _ts(status.get("lastSuccessfulUpdate"))
     if success is not None:
@@ -194,17 +198,19 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
 
 
 def forget_system(ns: str, name: str) -> None:
-    FLEET.systems.pop((ns, name), None)
+    with FLEET.lock:
+        FLEET.systems.pop((ns, name), None)
     with _SERIES_LOCK:
         for metric, labels in _SERIES.pop((ns, name), set()):
             metric.remove(*labels)
 
 
 def observe_request(ns: str, name: str, state: str | None) -> None:
-    if state is None:
-        FLEET.requests.pop((ns, name), None)
-    else:
-        FLEET.requests[(ns, name)] = state
+    with FLEET.lock:
+        if state is None:
+            FLEET.requests.pop((ns, name), None)
+        else:
+            FLEET.requests[(ns, name)] = state
 
 
 def observe_phase(phase: str, seconds: float) -> None:

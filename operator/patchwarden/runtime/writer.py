@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patchwarden.core import conditions as c
-from patchwarden.runtime.kube import Kube
+from patchwarden.runtime.kube import KubeApi
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 """(object, type Normal|Warning, reason, message)."""
@@ -19,7 +19,7 @@ BAD_WHEN_FALSE = {c.ELIGIBLE, c.BACKUP_CONFIGURED, c.ACCEPTED}
 
 @dataclass
 class StatusWriter:
-    kube: Kube
+    kube: KubeApi
     emit: EventFn
 
     def write(self, plural: str, body: dict[str, Any], status: dict[str, Any]) -> None:

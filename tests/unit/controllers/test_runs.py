@@ -1,8 +1,9 @@
-"""The run state machine against an in-memory API: idempotent steps, conflicts retried."""
+"""The runs controller against the in-memory API: each step reads, acts and writes once;
+steps are idempotent; conflicts are retried; a run writes only its run. (The decisions
+themselves are tested branch by branch in tests/unit/core/test_run.py.)"""
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,20 +11,51 @@ from kubernetes.client.rest import ApiException
 
 from patchwarden.controllers.runs import Runner
 from patchwarden.core.settings import Settings
+from patchwarden_dev.fakekube import FakeKube
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
+NS = "ns"
 
 
-class FakeKube:
-    """Just enough of patchwarden.kube.Kube, in memory; ``conflicts`` makes the next
-    workload replacements fail with 409 as a concurrent writer would."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.snaps: dict[str, dict[str, Any]] = {}
-        self.claims = {"data": {"metadata": {"name": "data"}, "spec": {"storageClassName": "std"}}}
-        self.workload = {
+def setup() -> tuple[FakeKube, Runner]:
+    kube = FakeKube()
+    kube.put(
+        "managedsystems",
+        NS,
+        {
+            "metadata": {"name": "app"},
+            "spec": {
+                "customer": "acme",
+                "serviceModel": "SaaS",
+                "workload": {"kind": "Deployment", "name": "app"},
+                "volumes": ["data"],
+                "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+            },
+        },
+    )
+    kube.put(
+        "updateruns",
+        NS,
+        {
+            "metadata": {"name": "run", "uid": "u1"},
+            "spec": {
+                "systemRef": {"name": "app"},
+                "customer": "acme",
+                "trigger": "Schedule",
+                "classes": ["security"],
+                "window": {
+                    "name": "w",
+                    "start": "2027-02-10T11:00:00Z",
+                    "end": "2027-02-10T14:00:00Z",
+                    "cutoff": "2027-02-10T13:00:00Z",
+                },
+            },
+        },
+    )
+    kube.put(
+        "deployments",
+        NS,
+        {
             "kind": "Deployment",
             "metadata": {"name": "app", "generation": 1},
             "spec": {
@@ -40,121 +72,48 @@ class FakeKube:
                 "updatedReplicas": 1,
                 "availableReplicas": 1,
             },
-        }
-        self.conflicts = 0
-        self.creates: list[str] = []
-
-    def get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.objects.get((plural, name)))
-
-    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
-        self.objects[(plural, name)].setdefault("status", {}).update(copy.deepcopy(status))
-
-    def snapshot_classes(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "metadata": {
-                    "name": "std",
-                    "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"},
-                }
+        },
+    )
+    kube.put(
+        "persistentvolumeclaims",
+        NS,
+        {"metadata": {"name": "data"}, "spec": {"storageClassName": "std"}},
+    )
+    kube.put(
+        "volumesnapshotclasses",
+        "",
+        {
+            "metadata": {
+                "name": "std",
+                "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"},
             }
-        ]
-
-    def get_snapshot(self, ns: str, name: str) -> dict[str, Any] | None:
-        return self.snaps.get(name)
-
-    def create_snapshot(self, ns: str, body: dict[str, Any]) -> None:
-        self.creates.append("snapshot")
-        self.snaps[body["metadata"]["name"]] = {**body, "status": {"readyToUse": True}}
-
-    def list_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]:
-        return [
-            {**s, "metadata": {**s["metadata"], "creationTimestamp": "2027-01-01T00:00:00Z"}}
-            for s in self.snaps.values()
-        ]
-
-    def delete_snapshot(self, ns: str, name: str) -> None:
-        self.snaps.pop(name, None)
-
-    def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.workload)
-
-    def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
-        if self.conflicts:
-            self.conflicts -= 1
-            raise ApiException(status=409, reason="Conflict")
-        self.workload["spec"] = copy.deepcopy(body["spec"])
-
-    def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
-        self.workload["spec"]["replicas"] = replicas
-
-    def pods(self, ns: str, match_labels: dict[str, str]) -> list[dict[str, Any]]:
-        return []
-
-    def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.claims.get(name))
-
-    def delete_claim(self, ns: str, name: str) -> None:
-        self.claims.pop(name, None)
-
-    def create_claim(self, ns: str, body: dict[str, Any]) -> None:
-        self.claims[body["metadata"]["name"]] = body
-
-    def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.jobs.get(name))
-
-    def create_job(self, ns: str, body: dict[str, Any]) -> None:
-        self.creates.append("job")
-        self.jobs[body["metadata"]["name"]] = body
-
-
-def setup(template_annotations: dict[str, str] | None = None) -> tuple[FakeKube, Runner]:
-    kube = FakeKube()
-    kube.objects[("managedsystems", "app")] = {
-        "metadata": {"name": "app", "namespace": "ns"},
-        "spec": {
-            "customer": "acme",
-            "serviceModel": "SaaS",
-            "workload": {"kind": "Deployment", "name": "app"},
-            "volumes": ["data"],
-            "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
         },
-    }
-    kube.objects[("updateruns", "run")] = {
-        "metadata": {"name": "run", "namespace": "ns", "uid": "u1"},
-        "spec": {
-            "systemRef": {"name": "app"},
-            "customer": "acme",
-            "trigger": "Schedule",
-            "classes": ["security"],
-            "window": {
-                "name": "w",
-                "start": "2027-02-10T11:00:00Z",
-                "end": "2027-02-10T14:00:00Z",
-                "cutoff": "2027-02-10T13:00:00Z",
-            },
-        },
-    }
+    )
     settings = Settings(run_poll_seconds=1, priority=1)
-    return kube, Runner(kube, settings, lambda *_: None, now=lambda: NOW)  # type: ignore[arg-type]
+    return kube, Runner(kube, settings, lambda *_: None, now=lambda: NOW)
+
+
+def run_of(kube: FakeKube) -> dict[str, Any]:
+    return kube.stored("updateruns", NS, "run")
 
 
 def drive(kube: FakeKube, runner: Runner, steps: int = 30, on_phase: Any = None) -> str:
     for _ in range(steps):
-        run = kube.get("updateruns", "ns", "run")
+        run = kube.get("updateruns", NS, "run")
         assert run is not None
         if on_phase:
             on_phase((run.get("status") or {}).get("phase"))
         if runner.step(run) is None:
             break
-    return str(kube.objects[("updateruns", "run")]["status"]["phase"])
+    return str(run_of(kube)["status"]["phase"])
 
 
 def finish_job(kube: FakeKube, result: str) -> None:
-    for job in kube.jobs.values():
-        job["status"] = {
-            "conditions": [{"type": result, "status": "True", "reason": "x", "message": "y"}]
-        }
+    for (plural, _, _), job in kube.objects.items():
+        if plural == "jobs":
+            job["status"] = {
+                "conditions": [{"type": result, "status": "True", "reason": "x", "message": "y"}]
+            }
 
 
 def test_a_successful_run_creates_one_snapshot_and_one_job_however_often_it_steps() -> None:
@@ -163,25 +122,27 @@ def test_a_successful_run_creates_one_snapshot_and_one_job_however_often_it_step
         kube, runner, on_phase=lambda p: finish_job(kube, "Complete") if p == "Updating" else None
     )
     assert phase == "Succeeded"
-    assert kube.creates == ["snapshot", "job"]
-    status = kube.objects[("updateruns", "run")]["status"]
+    assert kube.created() == ["create volumesnapshots/run-data", "create jobs/run-update"]
+    status = run_of(kube)["status"]
     assert status["recorded"]["template"]["spec"]["containers"][0]["image"] == "v1"
     assert status["completionTime"] == "2027-02-10T12:00:00Z"
-    assert "status" not in kube.objects[("managedsystems", "app")], "a run writes only its run"
+    writes = {c.split("/")[0] + "/" + c.split("/")[1] for c in kube.calls if c.startswith("patch")}
+    assert writes == {"patch updateruns/status"}, "a run writes only its run"
 
 
 def test_a_conflict_while_restoring_the_workload_is_retried_and_nothing_is_lost() -> None:
     kube, runner = setup()
+    workload = kube.stored("deployments", NS, "app")
 
     def fail_and_break(phase: str | None) -> None:
         if phase == "Updating":
-            kube.workload["spec"]["template"]["spec"]["containers"][0]["image"] = "v2-broken"
+            workload["spec"]["template"]["spec"]["containers"][0]["image"] = "v2-broken"
             finish_job(kube, "Failed")
 
     kube.conflicts = 2
     errors = 0
     for _ in range(40):
-        run = kube.get("updateruns", "ns", "run")
+        run = kube.get("updateruns", NS, "run")
         assert run is not None
         fail_and_break((run.get("status") or {}).get("phase"))
         try:
@@ -190,11 +151,12 @@ def test_a_conflict_while_restoring_the_workload_is_retried_and_nothing_is_lost(
         except ApiException as exc:  # the operator's daemon logs it and steps again
             assert exc.status == 409
             errors += 1
-    status = kube.objects[("updateruns", "run")]["status"]
+    status = run_of(kube)["status"]
     assert errors == 2
     assert status["phase"] == "RolledBack", status
-    assert kube.workload["spec"]["template"]["spec"]["containers"][0]["image"] == "v1"
-    assert kube.claims["data"]["spec"]["dataSource"]["name"] == status["snapshots"][0]["snapshot"]
+    assert workload["spec"]["template"]["spec"]["containers"][0]["image"] == "v1"
+    claim = kube.stored("persistentvolumeclaims", NS, "data")
+    assert claim["spec"]["dataSource"]["name"] == status["snapshots"][0]["snapshot"]
     assert status["restore"] == {"step": "Verify", "claims": ["data"], "completed": True}
 
 
@@ -202,14 +164,13 @@ def test_a_run_past_its_cutoff_never_starts() -> None:
     kube, runner = setup()
     runner.now = lambda: NOW + timedelta(hours=2)  # 14:00, cutoff 13:00
     assert drive(kube, runner) == "Failed"
-    assert kube.creates == []
-    assert "cutoff" in kube.objects[("updateruns", "run")]["status"]["message"]
+    assert kube.created() == []
+    assert "cutoff" in run_of(kube)["status"]["message"]
 
 
 def test_the_snapshot_deadline_counts_from_their_creation_not_from_a_late_restart() -> None:
     kube, runner = setup()
-    late = kube.objects[("updateruns", "run")]
-    late["status"] = {
+    run_of(kube)["status"] = {
         "phase": "Snapshotting",
         "phaseStartTime": "2027-02-10T11:00:00Z",  # an hour ago
         "snapshots": [
@@ -222,53 +183,42 @@ def test_the_snapshot_deadline_counts_from_their_creation_not_from_a_late_restar
             }
         ],
     }
-    kube.snaps.clear()
-    kube.create_snapshot = lambda ns, body: kube.snaps.update(  # type: ignore[method-assign]
-        {body["metadata"]["name"]: {**body, "status": {}}}
-    )  # not ready yet
-    runner.step(kube.get("updateruns", "ns", "run"))  # type: ignore[arg-type]
-    status = kube.objects[("updateruns", "run")]["status"]
+    kube.snapshots_ready = False
+    runner.step(kube.get("updateruns", NS, "run") or {})
+    status = run_of(kube)["status"]
     assert status["phase"] == "Snapshotting", status.get("message")
     assert status["phaseStartTime"] == "2027-02-10T12:00:00Z"
 
 
 def test_snapshots_are_recorded_and_created_in_one_step_with_one_write() -> None:
     kube, runner = setup()
-    kube.objects[("updateruns", "run")]["status"] = {
-        "phase": "Snapshotting",
-        "phaseStartTime": "2027-02-10T12:00:00Z",
-    }
-    writes: list[dict[str, Any]] = []
-    patch = kube.patch_status
-    kube.patch_status = lambda p, ns, n, s: (writes.append(s), patch(p, ns, n, s))  # type: ignore[method-assign, func-returns-value]
-    runner.step(kube.get("updateruns", "ns", "run"))  # type: ignore[arg-type]
-    assert kube.creates == ["snapshot"]
-    assert len(writes) == 1, "the records and their creation go in one status write"
-    assert writes[0]["snapshots"][0] | {"claimSpec": None} == {
+    run_of(kube)["status"] = {"phase": "Snapshotting", "phaseStartTime": "2027-02-10T12:00:00Z"}
+    runner.step(kube.get("updateruns", NS, "run") or {})
+    assert kube.created() == ["create volumesnapshots/run-data"]
+    assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
+    record = run_of(kube)["status"]["snapshots"][0]
+    assert record == {
         "claim": "data",
         "snapshot": "run-data",
         "created": True,
         "readyToUse": False,
-        "claimSpec": None,
+        "claimSpec": {"storageClassName": "std"},
     }
-    assert writes[0]["snapshots"][0]["claimSpec"] == {"storageClassName": "std"}
 
 
 def test_the_system_comes_from_the_cache_when_there_is_one() -> None:
     kube, runner = setup()
-    system = kube.get("managedsystems", "ns", "app")
-    reads: list[str] = []
-    get = kube.get
-    kube.get = lambda plural, ns, name: (reads.append(plural), get(plural, ns, name))[1]  # type: ignore[method-assign]
-    runner.cached_system = lambda ns, name: system if (ns, name) == ("ns", "app") else None
+    system = kube.get("managedsystems", NS, "app")
+    runner.cached_system = lambda ns, name: system if (ns, name) == (NS, "app") else None
+    kube.calls.clear()
     phase = drive(
         kube, runner, on_phase=lambda p: finish_job(kube, "Complete") if p == "Updating" else None
     )
     assert phase == "Succeeded"
-    assert "managedsystems" not in reads
+    assert "get managedsystems/app" not in kube.calls
     runner.cached_system = lambda ns, name: None  # not cached (yet): read from the API
-    assert runner.system("ns", "app") is not None
-    assert reads[-1] == "managedsystems", "not cached (yet): the API's copy"
+    assert runner.system(NS, "app") is not None
+    assert kube.calls[-1] == "get managedsystems/app"
 
 
 def test_a_failed_job_records_how_its_container_ended_and_its_pods_go_before_the_claims() -> None:
@@ -276,41 +226,34 @@ def test_a_failed_job_records_how_its_container_ended_and_its_pods_go_before_the
     deletion would wait for ever. The rollback deletes the Job's pods first, after the
     run has recorded how the container ended (its log tail, via the termination message)."""
     kube, runner = setup()
-    job_pod = {
-        "metadata": {"name": "run-update-x", "labels": {"patchwarden.io/run": "run"}},
-        "status": {
-            "containerStatuses": [
-                {
-                    "name": "u",
-                    "state": {
-                        "terminated": {
-                            "exitCode": 3,
-                            "reason": "Error",
-                            "message": "apt: E: broken packages\n" + "x" * 5000,
-                        }
-                    },
-                }
-            ]
+    kube.put(
+        "pods",
+        NS,
+        {
+            "metadata": {"name": "run-update-x", "labels": {"patchwarden.io/run": "run"}},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "u",
+                        "state": {
+                            "terminated": {
+                                "exitCode": 3,
+                                "reason": "Error",
+                                "message": "apt: E: broken packages\n" + "x" * 5000,
+                            }
+                        },
+                    }
+                ]
+            },
         },
-    }
-    pods = {"run-update-x": job_pod}
-    deleted: list[str] = []
-    kube.pods = lambda ns, labels: (  # type: ignore[method-assign]
-        list(pods.values()) if labels == {"patchwarden.io/run": "run"} else []
     )
-
-    def delete_pod(ns: str, name: str) -> None:
-        deleted.append(name)
-        assert "data" in kube.claims, "the Job's pod must go before the claim is deleted"
-        pods.pop(name)
-
-    kube.delete_pod = delete_pod  # type: ignore[attr-defined]
     phase = drive(
         kube, runner, on_phase=lambda p: finish_job(kube, "Failed") if p == "Updating" else None
     )
-    status = kube.objects[("updateruns", "run")]["status"]
+    status = run_of(kube)["status"]
     assert phase == "RolledBack", status
-    assert deleted == ["run-update-x"]
+    deletions = [c for c in kube.calls if c.startswith("delete ")]
+    assert deletions == ["delete pods/run-update-x", "delete persistentvolumeclaims/data"]
     termination = status["job"]["termination"]
     assert termination.startswith("container u exited with code 3 (Error):\n")
     assert len(termination) < 1100

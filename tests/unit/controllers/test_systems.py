@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from patchwarden.controllers.systems import Systems
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
 from patchwarden.runtime.fleet import Fleet
+from patchwarden_dev.fakekube import FakeKube
 
 LIMITS = Limits(10, 2, 3)
 
@@ -37,3 +39,61 @@ def test_one_list_per_namespace_answers_yes_and_a_no_is_confirmed_by_a_get() -> 
     assert not app._exists("Deployment", "ns", "gone")
     assert asked[2:] == ["get newer-than-the-list", "get gone"]
     assert app._exists("Deployment", "other", "web") and asked[-1] == "list Deployment other"
+
+
+NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
+OPEN = {"windows": [{"name": "now", "once": "2027-02-10T11:55:00Z", "duration": "2h"}]}
+
+
+def saas(kube: FakeKube, name: str, customer: str = "acme") -> dict[str, Any]:
+    kube.put("deployments", "ns", {"metadata": {"name": name}, "spec": {}})
+    return kube.put(
+        "managedsystems",
+        "ns",
+        {
+            "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
+            "spec": {
+                "customer": customer,
+                "serviceModel": "SaaS",
+                "workload": {"kind": "Deployment", "name": name},
+                "maintenance": OPEN,
+                "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+                "backup": {"required": False},
+            },
+        },
+    )
+
+
+def systems(kube: FakeKube, limits: Limits = LIMITS) -> Systems:
+    return Systems(Settings(), kube, lambda *_: None, Fleet(limits), lambda *_: [], lambda: NOW)
+
+
+def test_a_due_system_starts_its_run_and_the_registry_counts_it_at_once() -> None:
+    kube = FakeKube()
+    controller = systems(kube, Limits(max_concurrent=1, per_customer=1, max_errors=3))
+    first, second = saas(kube, "a"), saas(kube, "b", customer="globex")
+    controller.reconcile(first)
+    assert kube.created() == ["create updateruns/a-202702101155"]
+    assert kube.stored("managedsystems", "ns", "a")["status"]["conditions"]
+    assert controller.reconcile(second) == Settings().resync_seconds, "waits for a slot"
+    assert list(controller.fleet.waiting) == [("ns", "b")]
+    assert kube.created() == ["create updateruns/a-202702101155"], "the limit held"
+
+
+def test_last_run_is_derived_from_the_runs_not_written_by_them() -> None:
+    kube = FakeKube()
+    controller = systems(kube)
+    body = saas(kube, "a")
+    controller.reconcile(body)
+    run = kube.stored("updateruns", "ns", "a-202702101155")
+    run["status"] = {"phase": "Succeeded", "completionTime": "2027-02-10T12:30:00Z"}
+    assert controller.fleet.observe_run(run) == (True, True)
+    controller.reconcile(body)
+    status = kube.stored("managedsystems", "ns", "a")["status"]
+    assert status["lastRun"] == {
+        "name": "a-202702101155",
+        "result": "Succeeded",
+        "completionTime": "2027-02-10T12:30:00Z",
+    }
+    assert status["lastSuccessfulUpdate"] == "2027-02-10T12:30:00Z"
+    assert kube.created() == ["create updateruns/a-202702101155"], "one run per window"

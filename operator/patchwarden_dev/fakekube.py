@@ -1,0 +1,173 @@
+"""An in-memory :class:`~patchwarden.runtime.kube.KubeApi` for unit tests of the controllers.
+
+Objects live in one map by (plural, namespace, name), as the API server would
+return them; every call is recorded in ``calls`` ("verb plural/name"). It is typed
+against the same Protocol as the real wrapper (the assignment at the bottom makes
+mypy check it), so a method the controllers start calling must appear in both.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from patchwarden.core.times import utc_text
+from patchwarden.runtime.kube import KubeApi
+
+WORKLOADS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+Key = tuple[str, str, str]
+
+
+def merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge patch (RFC 7386): maps merge, anything else replaces, None deletes."""
+    out = copy.deepcopy(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.snapshots_ready = True
+        """A snapshot created here is ready at once (False: it stays not ready)."""
+        self.conflicts = 0
+        """The next this many workload replacements fail with 409, as a concurrent writer's."""
+
+    # ---- helpers for tests -----------------------------------------------------------
+    def put(self, plural: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(body)
+        stored.setdefault("metadata", {}).setdefault("namespace", ns)
+        self.objects[(plural, ns, stored["metadata"]["name"])] = stored
+        return stored
+
+    def stored(self, plural: str, ns: str, name: str) -> dict[str, Any]:
+        """The object itself (not a copy), for a test to change or inspect."""
+        return self.objects[(plural, ns, name)]
+
+    def created(self) -> list[str]:
+        return [c for c in self.calls if c.startswith("create ")]
+
+    def _call(self, verb: str, plural: str, name: str = "") -> None:
+        self.calls.append(f"{verb} {plural}/{name}" if name else f"{verb} {plural}")
+
+    def _get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
+        self._call("get", plural, name)
+        found = self.objects.get((plural, ns, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def _create(self, plural: str, ns: str, body: dict[str, Any]) -> bool:
+        self._call("create", plural, body["metadata"]["name"])
+        if (plural, ns, body["metadata"]["name"]) in self.objects:
+            return False
+        stored = self.put(plural, ns, body)
+        # As the API server does: creation order is visible in creationTimestamp.
+        created = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=len(self.calls))
+        stored["metadata"].setdefault("creationTimestamp", utc_text(created))
+        return True
+
+    def _delete(self, plural: str, ns: str, name: str) -> None:
+        self._call("delete", plural, name)
+        self.objects.pop((plural, ns, name), None)
+
+    def _list(self, plural: str, ns: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (p, n, _), o in self.objects.items() if (p, n) == (plural, ns)]
+
+    # ---- KubeApi -----------------------------------------------------------------------
+    def get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get(plural, ns, name)
+
+    def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool:
+        return self._create(plural, ns, body)
+
+    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
+        self._call("patch", f"{plural}/status", name)
+        key = (plural, ns, name)
+        if key not in self.objects:
+            raise ApiException(status=404, reason="Not Found")
+        self.objects[key] = merge(self.objects[key], {"status": status})
+
+    def delete(self, plural: str, ns: str, name: str) -> None:
+        self._delete(plural, ns, name)
+
+    def snapshot_classes(self) -> list[dict[str, Any]]:
+        self._call("list", "volumesnapshotclasses")
+        return self._list("volumesnapshotclasses", "")
+
+    def get_snapshot(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get("volumesnapshots", ns, name)
+
+    def create_snapshot(self, ns: str, body: dict[str, Any]) -> None:
+        ready = {"status": {"readyToUse": True}} if self.snapshots_ready else {}
+        self._create("volumesnapshots", ns, {**body, **ready})
+
+    def list_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        self._call("list", "volumesnapshots")
+        key, _, value = selector.partition("=")
+        return [
+            s
+            for s in self._list("volumesnapshots", ns)
+            if (s["metadata"].get("labels") or {}).get(key) == value
+        ]
+
+    def delete_snapshot(self, ns: str, name: str) -> None:
+        self._delete("volumesnapshots", ns, name)
+
+    def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get(WORKLOADS[kind], ns, name)
+
+    def names(self, kind: str, ns: str) -> list[str]:
+        plural = WORKLOADS.get(kind, "persistentvolumeclaims")
+        self._call("list", plural)
+        return [o["metadata"]["name"] for o in self._list(plural, ns)]
+
+    def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
+        self._call("replace", WORKLOADS[kind], body["metadata"]["name"])
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ApiException(status=409, reason="Conflict")
+        stored = self.stored(WORKLOADS[kind], ns, body["metadata"]["name"])
+        stored["spec"] = copy.deepcopy(body["spec"])
+
+    def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
+        self._call("scale", WORKLOADS[kind], name)
+        self.stored(WORKLOADS[kind], ns, name)["spec"]["replicas"] = replicas
+
+    def pods(self, ns: str, match_labels: dict[str, str]) -> list[dict[str, Any]]:
+        self._call("list", "pods")
+        return [
+            p
+            for p in self._list("pods", ns)
+            if match_labels.items() <= (p["metadata"].get("labels") or {}).items()
+        ]
+
+    def delete_pod(self, ns: str, name: str) -> None:
+        self._delete("pods", ns, name)
+
+    def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get("persistentvolumeclaims", ns, name)
+
+    def delete_claim(self, ns: str, name: str) -> None:
+        self._delete("persistentvolumeclaims", ns, name)
+
+    def create_claim(self, ns: str, body: dict[str, Any]) -> None:
+        self._create("persistentvolumeclaims", ns, body)
+
+    def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get("jobs", ns, name)
+
+    def create_job(self, ns: str, body: dict[str, Any]) -> None:
+        self._create("jobs", ns, body)
+
+
+_checked: KubeApi = FakeKube()
+"""mypy: the fake satisfies the same Protocol as :class:`patchwarden.runtime.kube.Kube`."""
