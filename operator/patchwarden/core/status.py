@@ -48,7 +48,7 @@ def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
 
 @dataclass
 class SystemFacts:
-    """What the I/O layer found in the cluster for one system."""
+    """What the systems controller found in the cluster (and the fleet registry) for one system."""
 
     workload_found: bool = True
     missing_claims: list[str] = field(default_factory=list)
