@@ -60,6 +60,8 @@ class App:
     fleet: Fleet
     systems: Systems
     requests: Requests
+    systems_cache: dict[tuple[str, str], dict[str, Any]] | None = None
+    """The work queue's watch-fed ManagedSystems (the runs read them instead of a GET)."""
 
     def runner(self, watched_wait: float | None = None) -> Runner:
         cache = self.systems_cache
@@ -74,9 +76,6 @@ class App:
             cached_system=cached,
             watched_wait=watched_wait,
         )
-
-    systems_cache: dict[tuple[str, str], dict[str, Any]] | None = None
-    """The work queue's watch-fed ManagedSystems (the runs read them instead of a GET)."""
 
 
 def make_app(ours: Settings) -> App:
@@ -224,20 +223,21 @@ def _app(memo: Any) -> App:
 @kopf.on.event(GROUP, VERSION, "updateruns")
 async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Keep the fleet registry (the limits, lastRun and the requests' states read it) in
-    step with the cluster: a run that moved queues its system; a run in progress that
-    ended or went wakes the systems waiting for its slot."""
+    step with the cluster: a run that is new, started or ended queues its system (its
+    lastRun, its request's state); a run in progress that ended or went wakes the systems
+    waiting for its slot."""
     app, controller = _app(memo), _controller(memo)
     ns, name = body.metadata.namespace or "", body.metadata.name or ""
     if kwargs.get("type") == "DELETED":
         gone = app.fleet.forget_run(ns, name)
-        changed = freed = (
+        news = freed = (
             gone is not None and (gone.get("status") or {}).get("phase") not in TERMINAL
         )
     elif body.get("spec"):
-        changed, freed = app.fleet.observe_run(dict(body))
+        news, freed = app.fleet.observe_run(dict(body))
     else:
         return
-    if changed:
+    if news:
         controller.poke(ns, body.spec["systemRef"]["name"])
     if freed:
         for key in app.fleet.to_wake():

@@ -28,6 +28,15 @@ def _active(run: dict[str, Any]) -> bool:
     return (run.get("status") or {}).get("phase") not in TERMINAL
 
 
+def _stage(run: dict[str, Any]) -> tuple[str, str | None]:
+    """Pending, in progress or ended (with how): a move between these is news for the
+    run's system and request; a step inside "in progress" is not."""
+    phase = (run.get("status") or {}).get("phase") or Phase.PENDING.value
+    if phase == Phase.PENDING.value:
+        return ("Pending", None)
+    return ("Ended", phase) if phase in TERMINAL else ("InProgress", None)
+
+
 def run_summary(body: dict[str, Any]) -> dict[str, Any]:
     meta, status = body["metadata"], body.get("status") or {}
     return {
@@ -51,14 +60,15 @@ class Fleet:
 
     # ---- runs ---------------------------------------------------------------------------
     def observe_run(self, body: dict[str, Any]) -> tuple[bool, bool]:
-        """Record a run; (changed: its phase or completion moved, freed: an active run ended)."""
+        """Record a run; (news: it is new, started or ended — what its system's status and
+        its request's state derive from; freed: an active run ended)."""
         summary = run_summary(body)
         key = (summary["metadata"]["namespace"], summary["metadata"]["name"])
         with self.lock:
             old = self.runs.get(key)
             self.runs[key] = summary
-        changed = old is None or old["status"] != summary["status"]
-        return changed, old is not None and _active(old) and not _active(summary)
+        news = old is None or _stage(old) != _stage(summary)
+        return news, old is not None and _active(old) and not _active(summary)
 
     def forget_run(self, ns: str, name: str) -> dict[str, Any] | None:
         """Forget a deleted run; returns what was known of it."""

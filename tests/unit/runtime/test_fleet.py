@@ -37,3 +37,14 @@ def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
     app.stop_waiting("ns", "w1")
     assert app.to_wake() == [("ns", "w2"), ("ns", "w3")]
     assert app.observe_run(run("r1", "acme", "Succeeded")) == (False, False), "nothing new"
+
+
+def test_only_a_new_started_or_ended_run_is_news_for_its_system() -> None:
+    fleet = Fleet(Limits(max_concurrent=2, per_customer=1, max_errors=3))
+    moves = [
+        fleet.observe_run(run("r1", "acme", phase))[0]
+        for phase in (None, "Pending", "Snapshotting", "Recording", "Updating", "RollingBack")
+    ]
+    assert moves == [True, False, True, False, False, False]
+    assert fleet.observe_run(run("r1", "acme", "RolledBack")) == (True, True)
+    assert fleet.observe_run(run("r1", "acme", "RolledBack")) == (False, False)
