@@ -230,9 +230,7 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     ns, name = body.metadata.namespace or "", body.metadata.name or ""
     if kwargs.get("type") == "DELETED":
         gone = app.fleet.forget_run(ns, name)
-        news = freed = (
-            gone is not None and (gone.get("status") or {}).get("phase") not in TERMINAL
-        )
+        news = freed = gone is not None and (gone.get("status") or {}).get("phase") not in TERMINAL
     elif body.get("spec"):
         news, freed = app.fleet.observe_run(dict(body))
     else:

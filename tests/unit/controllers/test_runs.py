@@ -4,7 +4,7 @@ themselves are tested branch by branch in tests/unit/core/test_run.py.)"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -12,8 +12,8 @@ from kubernetes.client.rest import ApiException
 from patchwarden.controllers.runs import Runner
 from patchwarden.core.settings import Settings
 from patchwarden_dev.fakekube import FakeKube
+from tests.unit.runs import NOW, RUN_SPEC
 
-NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 NS = "ns"
 
 
@@ -38,18 +38,7 @@ def setup() -> tuple[FakeKube, Runner]:
         NS,
         {
             "metadata": {"name": "run", "uid": "u1"},
-            "spec": {
-                "systemRef": {"name": "app"},
-                "customer": "acme",
-                "trigger": "Schedule",
-                "classes": ["security"],
-                "window": {
-                    "name": "w",
-                    "start": "2027-02-10T11:00:00Z",
-                    "end": "2027-02-10T14:00:00Z",
-                    "cutoff": "2027-02-10T13:00:00Z",
-                },
-            },
+            "spec": RUN_SPEC,
         },
     )
     kube.put(

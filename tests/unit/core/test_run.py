@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,8 +10,8 @@ import pytest
 from patchwarden.api.run import Phase, UpdateRunStatus
 from patchwarden.core import run as m
 from patchwarden.core.run import Observed, Read, RollbackStep, Wait
+from tests.unit.runs import NOW, RUN_SPEC
 
-NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 STAMP = "2027-02-10T12:00:00Z"
 EARLIER = "2027-02-10T11:00:00Z"  # an hour before NOW
 TIMEOUTS = m.Timeouts(snapshot=timedelta(minutes=10), rollback=timedelta(minutes=15))
@@ -19,18 +19,7 @@ TIMEOUTS = m.Timeouts(snapshot=timedelta(minutes=10), rollback=timedelta(minutes
 RUN = m.Run.of(
     {
         "metadata": {"namespace": "ns", "name": "run", "uid": "u1", "generation": 1},
-        "spec": {
-            "systemRef": {"name": "app"},
-            "customer": "acme",
-            "trigger": "Schedule",
-            "classes": ["security"],
-            "window": {
-                "name": "w",
-                "start": "2027-02-10T11:00:00Z",
-                "end": "2027-02-10T14:00:00Z",
-                "cutoff": "2027-02-10T13:00:00Z",
-            },
-        },
+        "spec": RUN_SPEC,
     }
 )
 
