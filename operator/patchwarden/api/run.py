@@ -35,6 +35,13 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
+class RollbackStep(StrEnum):
+    SCALE_DOWN = "ScaleDown"
+    RESTORE_CLAIMS = "RestoreClaims"
+    RESTORE_WORKLOAD = "RestoreWorkload"
+    VERIFY = "Verify"
+
+
 class UpdateRunSpec(Model):
     """Why this run happens and in which window; written once by the operator."""
 
@@ -83,8 +90,8 @@ class WorkloadRecord(Model):
 
 
 class RestoreRecord(Model):
-    step: str | None = None
-    """ScaleDown, RestoreClaims, RestoreWorkload or Verify."""
+    step: RollbackStep | None = None
+    """The step the rollback is at."""
     claims: list[str] = Field(default_factory=list)
     """Claims recreated from their snapshots so far."""
     completed: bool = False

@@ -26,6 +26,7 @@ from patchwarden.api.run import (
     JobRecord,
     Phase,
     RestoreRecord,
+    RollbackStep,
     SnapshotRecord,
     UpdateRunSpec,
     UpdateRunStatus,
@@ -42,13 +43,6 @@ ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 """The phases after which the workload may have changed: a failure there rolls back."""
 TERMINATION_LIMIT = 1024
 """Characters of a failed update container's termination message kept in the run."""
-
-
-class RollbackStep(StrEnum):
-    SCALE_DOWN = "ScaleDown"
-    RESTORE_CLAIMS = "RestoreClaims"
-    RESTORE_WORKLOAD = "RestoreWorkload"
-    VERIFY = "Verify"
 
 
 class Wait(StrEnum):
@@ -525,7 +519,7 @@ def _fail(step: _Step, phase: Phase, why: str) -> None:
     spec = _spec_or_none(step.seen.system)
     if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
         step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))
-        status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN.value)
+        status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN)
         status.failure = why
         step.enter(Phase.ROLLING_BACK, f"{why}; rolling back")
         return
@@ -556,7 +550,7 @@ def _rolling_back(step: _Step) -> None:
     workload = seen.workload
     if workload is None:
         raise Abort(f"{kind} {name} disappeared during the rollback")
-    match RollbackStep(restore.step or RollbackStep.SCALE_DOWN):
+    match restore.step or RollbackStep.SCALE_DOWN:
         case RollbackStep.SCALE_DOWN:
             if workload["spec"].get("replicas", 1) != 0:
                 step.act(ScaleToZero(kind, name))
@@ -578,7 +572,7 @@ def _rolling_back(step: _Step) -> None:
                     raise Abort(f"the update Job's pods still present after {seconds}")
                 step.out.wait = Wait.POLL
                 return
-            restore.step = RollbackStep.RESTORE_CLAIMS.value
+            restore.step = RollbackStep.RESTORE_CLAIMS
             step.restart_clock()
         case RollbackStep.RESTORE_CLAIMS:
             for record in status.snapshots:
@@ -606,7 +600,7 @@ def _rolling_back(step: _Step) -> None:
                 original = {"metadata": {"name": claim}, "spec": record.claim_spec}
                 step.act(CreateClaim(builders.restored_claim(original, record.snapshot)))
                 restore.claims.append(claim)
-            restore.step = RollbackStep.RESTORE_WORKLOAD.value
+            restore.step = RollbackStep.RESTORE_WORKLOAD
             step.restart_clock()
         case RollbackStep.RESTORE_WORKLOAD:
             body = {k: v for k, v in workload.items() if k != "status"}
@@ -616,7 +610,7 @@ def _rolling_back(step: _Step) -> None:
                 "replicas": recorded.replicas,
             }
             step.act(ReplaceWorkload(kind, body))
-            restore.step = RollbackStep.VERIFY.value
+            restore.step = RollbackStep.VERIFY
             step.restart_clock()
             step.out.wait = Wait.POLL
         case RollbackStep.VERIFY:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from patchwarden.api.run import Phase, UpdateRunStatus
+from patchwarden.api.run import Phase, RollbackStep, UpdateRunStatus
 from patchwarden.core import run as m
-from patchwarden.core.run import Observed, Read, RollbackStep, Wait
+from patchwarden.core.run import Observed, Read, Wait
 from tests.unit.runs import NOW, RUN_SPEC
 
 STAMP = "2027-02-10T12:00:00Z"
