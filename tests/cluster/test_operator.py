@@ -156,17 +156,31 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
         namespace,
         system("db", "SaaS", job={**FAIL, "devcluster.patchwarden.io/duration": "4s"}),
     )
+    before = apps.read_namespaced_deployment("app", namespace).to_dict()
     updating = wait_run(cluster, namespace, "db", {"Updating"})
-    # What a real update would do: change the workload while the Job runs.
+    # What a real update would do: change the workload while the Job runs — its image,
+    # an env variable, the strategy, minReadySeconds, a label and the replica count.
     apps.patch_namespaced_deployment(
         "app",
         namespace,
         {
+            "metadata": {"labels": {"updated-by": "job"}},
             "spec": {
+                "replicas": 2,
+                "minReadySeconds": 7,
+                "strategy": {"type": "Recreate", "rollingUpdate": None},
                 "template": {
-                    "spec": {"containers": [{"name": "app", "image": "example.com/app:2.0-broken"}]}
-                }
-            }
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": "example.com/app:2.0-broken",
+                                "env": [{"name": "FEATURE", "value": "on"}],
+                            }
+                        ]
+                    }
+                },
+            },
         },
     )
     run = wait_run(cluster, namespace, "db", ENDED)
@@ -182,6 +196,9 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
     deploy = apps.read_namespaced_deployment("app", namespace)
     assert deploy.spec.template.spec.containers[0].image == "example.com/app:1.0"
     assert deploy.spec.replicas == 1
+    restored = deploy.to_dict()
+    assert restored["spec"] == before["spec"], "every field of the spec is as before"
+    assert restored["metadata"]["labels"] == before["metadata"]["labels"]
     wait_for(
         lambda: apps.read_namespaced_deployment("app", namespace).status.available_replicas == 1,
         timeout=30,

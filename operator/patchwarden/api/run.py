@@ -87,6 +87,16 @@ class WorkloadRecord(Model):
     template: dict[str, Any] = Field(
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
+    spec: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """The workload's whole spec: a rollback restores exactly this (runs recorded before
+    it existed restore the template and replicas only)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """The workload object's labels, restored with the spec."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """The workload object's annotations, restored with the spec (but the ones its
+    controller keeps, such as ``deployment.kubernetes.io/revision``)."""
 
 
 class RestoreRecord(Model):

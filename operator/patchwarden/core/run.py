@@ -13,6 +13,7 @@ object and never makes a second Job or snapshot. Every wait has a deadline.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +42,8 @@ from patchwarden.core.times import parse_time, utc_text
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
 ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 """The phases after which the workload may have changed: a failure there rolls back."""
+CONTROLLER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
+"""Annotations of a workload its controller keeps: neither recorded nor restored."""
 TERMINATION_LIMIT = 1024
 """Characters of a failed update container's termination message kept in the run."""
 
@@ -435,11 +438,19 @@ def _recording(step: _Step) -> None:
     workload = step.seen.workload
     if workload is None:
         raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
+    meta = workload["metadata"]
     step.status.recorded = WorkloadRecord(
         kind=spec.workload.kind,
         name=spec.workload.name,
         replicas=workload["spec"].get("replicas", 1),
-        template=dict(workload["spec"]["template"]),
+        template=copy.deepcopy(dict(workload["spec"]["template"])),
+        spec=copy.deepcopy(dict(workload["spec"])),
+        labels=dict(meta.get("labels") or {}),
+        annotations={
+            k: v
+            for k, v in (meta.get("annotations") or {}).items()
+            if k not in CONTROLLER_ANNOTATIONS
+        },
     )
     step.enter(Phase.UPDATING, "running the update Job")
 
@@ -603,13 +614,7 @@ def _rolling_back(step: _Step) -> None:
             restore.step = RollbackStep.RESTORE_WORKLOAD
             step.restart_clock()
         case RollbackStep.RESTORE_WORKLOAD:
-            body = {k: v for k, v in workload.items() if k != "status"}
-            body["spec"] = {
-                **workload["spec"],
-                "template": recorded.template,
-                "replicas": recorded.replicas,
-            }
-            step.act(ReplaceWorkload(kind, body))
+            step.act(ReplaceWorkload(kind, restored_workload(workload, recorded)))
             restore.step = RollbackStep.VERIFY
             step.restart_clock()
             step.out.wait = Wait.POLL
@@ -628,6 +633,27 @@ def _rolling_back(step: _Step) -> None:
 
 
 # ---- pure helpers -------------------------------------------------------------------------
+def restored_workload(current: Mapping[str, Any], recorded: WorkloadRecord) -> dict[str, Any]:
+    """The workload as recorded before the update, on the current object (its
+    resourceVersion: a concurrent write conflicts and is retried): the whole spec, the
+    labels and the annotations (but the ones its controller keeps). A record made before
+    whole specs were recorded restores the template and replicas only."""
+    body = {k: copy.deepcopy(v) for k, v in current.items() if k != "status"}
+    if recorded.spec is None:
+        body["spec"] = {
+            **body["spec"],
+            "template": recorded.template,
+            "replicas": recorded.replicas,
+        }
+        return body
+    body["spec"] = copy.deepcopy(recorded.spec)
+    meta = body["metadata"]
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k in CONTROLLER_ANNOTATIONS}
+    meta["labels"] = dict(recorded.labels)
+    meta["annotations"] = {**recorded.annotations, **kept}
+    return body
+
+
 def workload_ready(workload: Mapping[str, Any]) -> bool:
     """The rollout is complete and every replica is ready."""
     spec, status = workload.get("spec", {}), workload.get("status", {}) or {}

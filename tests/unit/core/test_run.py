@@ -380,7 +380,7 @@ def test_a_claim_that_cannot_be_restored_fails_the_rollback(seen: dict[str, Any]
     assert condition(out, "NeedsAttention") == "True"
 
 
-def test_the_workload_gets_its_recorded_template_and_replicas_back() -> None:
+def test_a_run_recorded_without_the_whole_spec_restores_template_and_replicas() -> None:
     current = workload(replicas=0, image="v2-broken")
     out = step(rolling(RollbackStep.RESTORE_WORKLOAD), workload=current)
     (replace,) = out.actions
@@ -390,6 +390,49 @@ def test_the_workload_gets_its_recorded_template_and_replicas_back() -> None:
     assert replace.body["metadata"]["resourceVersion"] == "7", "a concurrent write conflicts"
     assert "status" not in replace.body
     assert out.status.restore is not None and out.status.restore.step == RollbackStep.VERIFY
+
+
+def test_recording_keeps_the_whole_spec_labels_and_annotations() -> None:
+    current = workload(replicas=3)
+    current["metadata"]["labels"] = {"tier": "db"}
+    current["metadata"]["annotations"] = {
+        "owner": "team-a",
+        "deployment.kubernetes.io/revision": "4",
+    }
+    current["spec"]["minReadySeconds"] = 5
+    out = step(status(Phase.RECORDING), workload=current)
+    recorded = out.status.recorded
+    assert recorded is not None and recorded.spec == current["spec"]
+    assert recorded.labels == {"tier": "db"}
+    assert recorded.annotations == {"owner": "team-a"}, "the controller's own is not ours"
+
+
+def test_the_rollback_restores_the_whole_spec_labels_and_annotations() -> None:
+    before = workload(replicas=2, image="v1")
+    before["spec"]["minReadySeconds"] = 5
+    before["spec"]["strategy"] = {"type": "Recreate"}
+    recorded = {
+        **RECORDED,
+        "spec": before["spec"],
+        "labels": {"tier": "db"},
+        "annotations": {"owner": "team-a"},
+    }
+    # What the update changed: image, env, strategy, minReadySeconds, a label, replicas.
+    after = workload(replicas=0, image="v2-broken")
+    after["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    after["spec"]["strategy"] = {"type": "RollingUpdate"}
+    after["metadata"]["labels"] = {"tier": "db", "updated": "yes"}
+    after["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "5"}
+    st = status(Phase.ROLLING_BACK, recorded=recorded, restore={"step": "RestoreWorkload"})
+    (replace,) = step(st, workload=after).actions
+    assert isinstance(replace, m.ReplaceWorkload)
+    assert replace.body["spec"] == before["spec"]
+    assert replace.body["metadata"]["labels"] == {"tier": "db"}
+    assert replace.body["metadata"]["annotations"] == {
+        "owner": "team-a",
+        "deployment.kubernetes.io/revision": "5",
+    }
+    assert replace.body["metadata"]["resourceVersion"] == "7"
 
 
 def test_a_ready_restored_workload_ends_rolled_back() -> None:
