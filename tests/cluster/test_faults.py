@@ -65,7 +65,12 @@ def no_duplicates(
     runs = items(cluster, ns, "UpdateRun")
     assert len(runs) == 1, [r["metadata"]["name"] for r in runs]
     assert len(batch.list_namespaced_job(ns).items) <= 1
-    assert len(snapshots(custom, ns)) == claims
+    found = snapshots(custom, ns)
+    failed_state = [s for s in found if s["metadata"]["labels"].get("patchwarden.io/state")]
+    assert len(found) - len(failed_state) == claims, "one backup per claim"
+    # A rollback keeps each claim as the failed update left it: at most one such per claim.
+    kept = [s["spec"]["source"]["persistentVolumeClaimName"] for s in failed_state]
+    assert len(kept) == len(set(kept)) <= claims, kept
 
 
 @pytest.mark.parametrize(

@@ -188,6 +188,14 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
     assert run["metadata"]["name"] == updating["metadata"]["name"]
     assert "the update Job" in run["status"]["message"] and "failed" in run["status"]["message"]
     assert run["status"]["restore"]["claims"] == ["app-data-0"]
+    # Nothing the failed update wrote is lost: the claim as it left it, snapshotted first.
+    (kept,) = run["status"]["restore"]["failedState"]
+    assert kept["claim"] == "app-data-0" and kept["readyToUse"]
+    snapshot = client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots", kept["snapshot"]
+    )
+    assert snapshot["metadata"]["labels"]["patchwarden.io/state"] == "failed"
+    assert snapshot["spec"]["source"] == {"persistentVolumeClaimName": "app-data-0"}
 
     claim = core.read_namespaced_persistent_volume_claim("app-data-0", namespace)
     assert claim.spec.data_source.kind == "VolumeSnapshot"

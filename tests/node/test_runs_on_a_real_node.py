@@ -18,6 +18,7 @@ from tests.node.workloads import (
     busybox,
     checksum,
     provisioned_claim,
+    read_payload,
     ready_pod,
     statefulset,
     update_system,
@@ -83,6 +84,13 @@ def test_a_failed_update_gives_the_data_back_byte_for_byte(
     assert after_pod.metadata.uid != before_pod.metadata.uid
     assert after_pod.spec.containers[0].image == image
     assert checksum(cluster, ns, "db-0") == original
+    # Nothing was lost: before the claim was replaced, it was snapshotted as the failed
+    # update left it; that snapshot is real and holds the update's bytes.
+    [kept] = status["restore"]["failedState"]
+    assert kept["claim"] == "data-db-0" and kept["readyToUse"]
+    assert snapshot_content(cluster, ns, kept["snapshot"])["status"]["readyToUse"] is True
+    provisioned_claim(cluster, ns, "failed-state", "64Mi", snapshot=kept["snapshot"])
+    assert read_payload(cluster, ns, "failed-state") == "corrupted\n"
 
 
 def test_a_successful_update_really_runs_and_its_log_is_readable(

@@ -137,3 +137,36 @@ def provisioned_claim(
         timeout=120,
         what=f"claim {name} to be provisioned" + (f" from {snapshot}" if snapshot else ""),
     )
+
+
+def read_payload(cluster: Cluster, ns: str, claim: str, command: str = "head -c 64") -> str:
+    """What ``command`` prints of :data:`PAYLOAD` on ``claim``, read by a pod of its own."""
+    core = client.CoreV1Api(cluster.api)
+    name = f"read-{claim}"
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "securityContext": {**USER, "fsGroup": 1000},
+                "containers": [
+                    {
+                        "name": "read",
+                        "image": busybox(),
+                        "imagePullPolicy": "Never",
+                        "command": ["sh", "-c", f"{command} {PAYLOAD}"],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+            },
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod(name, ns).status.phase == "Succeeded",
+        timeout=120,
+        what=f"pod {name} to read claim {claim}",
+    )
+    return cluster.kubectl("logs", "-n", ns, name)

@@ -104,6 +104,9 @@ class RestoreRecord(Model):
     """The step the rollback is at."""
     claims: list[str] = Field(default_factory=list)
     """Claims recreated from their snapshots so far."""
+    failed_state: list[SnapshotRecord] = Field(default_factory=list)
+    """Snapshots of the claims as the failed update left them, each taken (and ready)
+    before its claim is deleted: nothing the update wrote is lost."""
     completed: bool = False
 
 

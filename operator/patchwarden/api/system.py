@@ -285,6 +285,12 @@ class Backup(Model):
 class Rollback(Model):
     enabled: StrictBool = True
     """Restore the snapshots and the recorded workload when an update fails."""
+    keep_failed_state: Duration = "168h"
+    """How long the failed-state snapshots are kept at least: before a rollback replaces a
+    claim, the claim is snapshotted as the failed update left it (label
+    ``patchwarden.io/state=failed``), so nothing written since the backup is lost. They are
+    never pruned by ``backup.retain``; the first successful run after this time deletes
+    them."""
 
 
 def _only_paas(s: ManagedSystemSpec) -> bool:

@@ -112,8 +112,9 @@ class Runner:
                 claims[claim] = self.kube.get_claim(ns, claim)
         snapshots: dict[str, Any] = {}
         if Read.SNAPSHOTS in wanted:
-            for record in status.snapshots:
-                if record.created:
+            failed_state = status.restore.failed_state if status.restore else []
+            for record in [*status.snapshots, *failed_state]:
+                if record.created and not (record in failed_state and record.ready_to_use):
                     snapshots[record.snapshot] = self.kube.get_snapshot(ns, record.snapshot)
         snapshot_class = None
         if Read.SNAPSHOT_CLASS in wanted and spec is not None:
@@ -160,10 +161,10 @@ class Runner:
                 self.kube.create_claim(ns, claim)
             case machine.ReplaceWorkload(kind, workload):
                 self.kube.replace_workload(kind, ns, workload)
-            case machine.PruneSnapshots(system, retain):
+            case machine.PruneSnapshots(system, retain, failed_state_before):
                 selector = f"{builders.LABEL_SYSTEM}={builders.label_value(system)}"
                 listed = self.kube.list_snapshots(ns, selector)
-                for name in machine.prunable(listed, run.name, retain):
+                for name in machine.prunable(listed, run.name, retain, failed_state_before):
                     self.kube.delete_snapshot(ns, name)
             case machine.Emit(type_, reason, message):
                 self.emit(body, type_, reason, message)

@@ -15,6 +15,8 @@ from patchwarden.api.system import ManagedSystemSpec, WindowRef
 LABEL_SYSTEM = "patchwarden.io/system"
 LABEL_RUN = "patchwarden.io/run"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_STATE = "patchwarden.io/state"
+FAILED_STATE = "failed"
 SNAPSHOT_API = "snapshot.storage.k8s.io"
 
 
@@ -95,22 +97,27 @@ def update_run(
     }
 
 
+def failed_state_name(run: str, claim: str) -> str:
+    return short_name(run, claim, "failed", limit=253)
+
+
 def volume_snapshot(
-    *, run: str, system: str, claim: str, snapshot_class: str | None
+    *, run: str, system: str, claim: str, snapshot_class: str | None, failed_state: bool = False
 ) -> dict[str, Any]:
+    """A pre-update snapshot of ``claim``; with ``failed_state``, the snapshot of the claim
+    as a failed update left it, taken before a rollback replaces the claim."""
     spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": claim}}
     if snapshot_class:
         spec["volumeSnapshotClassName"] = snapshot_class
+    labels = {LABEL_SYSTEM: label_value(system), LABEL_RUN: run, LABEL_MANAGED_BY: "patchwarden"}
+    if failed_state:
+        labels[LABEL_STATE] = FAILED_STATE
     return {
         "apiVersion": f"{SNAPSHOT_API}/v1",
         "kind": "VolumeSnapshot",
         "metadata": {
-            "name": snapshot_name(run, claim),
-            "labels": {
-                LABEL_SYSTEM: label_value(system),
-                LABEL_RUN: run,
-                LABEL_MANAGED_BY: "patchwarden",
-            },
+            "name": failed_state_name(run, claim) if failed_state else snapshot_name(run, claim),
+            "labels": labels,
             # Not owned by the run: snapshots must outlive it (retention decides).
         },
         "spec": spec,

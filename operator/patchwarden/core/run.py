@@ -108,11 +108,13 @@ class ReplaceWorkload:
 
 @dataclass(frozen=True)
 class PruneSnapshots:
-    """Delete the snapshots of the system's older runs beyond the newest ``retain``
-    (:func:`prunable` chooses them from the list the controller reads)."""
+    """Delete the snapshots of the system's older runs beyond the newest ``retain``, and
+    failed-state snapshots made before ``failed_state_before`` (:func:`prunable` chooses
+    them from the list the controller reads)."""
 
     system: str
     retain: int
+    failed_state_before: str
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
         case Phase.ROLLING_BACK if restore == RollbackStep.SCALE_DOWN:
             return frozenset({Read.WORKLOAD, Read.WORKLOAD_PODS, Read.JOB_PODS})
         case Phase.ROLLING_BACK if restore == RollbackStep.RESTORE_CLAIMS:
-            return frozenset({Read.WORKLOAD, Read.SNAPSHOTS, Read.CLAIMS})
+            return frozenset({Read.WORKLOAD, Read.SNAPSHOTS, Read.CLAIMS, Read.SNAPSHOT_CLASS})
         case Phase.ROLLING_BACK:
             return frozenset({Read.WORKLOAD})
         case _:
@@ -506,7 +508,8 @@ def _verifying(step: _Step) -> None:
     system, spec = step.system()
     workload = step.seen.workload
     if workload is not None and workload_ready(workload):
-        step.act(PruneSnapshots(system, spec.backup.retain))
+        keep = parse_duration(spec.rollback.keep_failed_state)
+        step.act(PruneSnapshots(system, spec.backup.retain, utc_text(step.now - keep)))
         step.end(
             Phase.SUCCEEDED,
             "the update succeeded and the workload is ready",
@@ -602,6 +605,8 @@ def _rolling_back(step: _Step) -> None:
                     continue
                 if existing is not None:
                     if not existing["metadata"].get("deletionTimestamp"):
+                        if not _failed_state_kept(step, claim):
+                            return  # never delete the only copy of what the update wrote
                         step.act(DeleteClaim(claim))
                         step.restart_clock()
                     if step.waited() > limit:
@@ -630,6 +635,55 @@ def _rolling_back(step: _Step) -> None:
             if step.waited() > limit:
                 raise Abort(f"{kind} {name} not ready {seconds} after the restore")
             step.out.wait = Wait.POLL
+
+
+def _failed_state_kept(step: _Step, claim: str) -> bool:
+    """Whether the claim's failed-state snapshot is ready (taking it first if need be): only
+    then may the rollback delete the claim. One that cannot be taken, or is not ready within
+    the rollback timeout, fails the rollback with the claim left as it is."""
+    restore, seen = step.status.restore, step.seen
+    assert restore is not None
+    limit = step.timeouts.rollback
+    record = next((r for r in restore.failed_state if r.claim == claim), None)
+    if record is None:
+        if seen.snapshot_class is None:
+            raise Abort(
+                f"no VolumeSnapshotClass to keep claim {claim} as the failed update left it; "
+                "the claim was not deleted"
+            )
+        body = builders.volume_snapshot(
+            run=step.run.name,
+            system=step.run.spec.system_ref.name,
+            claim=claim,
+            snapshot_class=seen.snapshot_class,
+            failed_state=True,
+        )
+        step.act(CreateSnapshot(body))
+        restore.failed_state.append(
+            SnapshotRecord(claim=claim, snapshot=body["metadata"]["name"], created=True)
+        )
+        step.restart_clock()
+        step.out.wait = Wait.WATCHED
+        return False
+    if record.ready_to_use:
+        return True
+    if record.snapshot in seen.snapshots:
+        snapshot = seen.snapshots[record.snapshot]
+        if snapshot is None:
+            raise Abort(
+                f"VolumeSnapshot {record.snapshot} of claim {claim} as the failed update left "
+                "it disappeared; the claim was not deleted"
+            )
+        record.ready_to_use = bool((snapshot.get("status") or {}).get("readyToUse"))
+        if record.ready_to_use:
+            return True
+    if step.waited() > limit:
+        raise Abort(
+            f"VolumeSnapshot {record.snapshot} of claim {claim} as the failed update left it "
+            f"not ready within {limit.total_seconds():.0f}s; the claim was not deleted"
+        )
+    step.out.wait = Wait.WATCHED
+    return False
 
 
 # ---- pure helpers -------------------------------------------------------------------------
@@ -706,12 +760,20 @@ def termination(pods: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def prunable(snapshots: Sequence[Mapping[str, Any]], run: str, retain: int) -> list[str]:
-    """The snapshots to delete so that the newest ``retain`` runs keep theirs (``run``,
-    the one that just succeeded, always keeps its own)."""
+def prunable(
+    snapshots: Sequence[Mapping[str, Any]], run: str, retain: int, failed_state_before: str
+) -> list[str]:
+    """The snapshots to delete: backups beyond the newest ``retain`` runs' (``run``, the one
+    that just succeeded, always keeps its own), and failed-state snapshots created before
+    ``failed_state_before`` (never by ``retain``)."""
     by_run: dict[str, list[Mapping[str, Any]]] = {}
+    expired: list[str] = []
     for snap in snapshots:
         labels = snap["metadata"].get("labels") or {}
+        if labels.get(builders.LABEL_STATE) == builders.FAILED_STATE:
+            if parse_time(snap["metadata"]["creationTimestamp"]) < parse_time(failed_state_before):
+                expired.append(str(snap["metadata"]["name"]))
+            continue
         by_run.setdefault(labels.get(builders.LABEL_RUN, ""), []).append(snap)
     newest_first = sorted(
         by_run,
@@ -719,9 +781,10 @@ def prunable(snapshots: Sequence[Mapping[str, Any]], run: str, retain: int) -> l
         reverse=True,
     )
     keep = {run, *newest_first[:retain]}
-    return [
+    backups = [
         str(snap["metadata"]["name"])
         for other in newest_first
         if other not in keep
         for snap in by_run[other]
     ]
+    return backups + expired

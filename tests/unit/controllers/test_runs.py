@@ -146,7 +146,22 @@ def test_a_conflict_while_restoring_the_workload_is_retried_and_nothing_is_lost(
     assert workload["spec"]["template"]["spec"]["containers"][0]["image"] == "v1"
     claim = kube.stored("persistentvolumeclaims", NS, "data")
     assert claim["spec"]["dataSource"]["name"] == status["snapshots"][0]["snapshot"]
-    assert status["restore"] == {"step": "Verify", "claims": ["data"], "completed": True}
+    assert status["restore"] == {
+        "step": "Verify",
+        "claims": ["data"],
+        "failedState": [
+            {
+                "claim": "data",
+                "snapshot": "run-data-failed",
+                "created": True,
+                "readyToUse": True,
+                "claimSpec": {},
+            }
+        ],
+        "completed": True,
+    }
+    failed_state = kube.stored("volumesnapshots", NS, "run-data-failed")
+    assert failed_state["spec"]["source"] == {"persistentVolumeClaimName": "data"}
 
 
 def test_a_run_past_its_cutoff_never_starts() -> None:

@@ -284,7 +284,7 @@ def test_a_ready_workload_succeeds_and_prunes_old_snapshots() -> None:
     assert out.status.phase == Phase.SUCCEEDED and out.wait == Wait.DONE
     assert out.status.completion_time == STAMP
     assert condition(out, "Ready") == "True" and condition(out, "Reconciling") == "False"
-    assert m.PruneSnapshots("app", 3) in out.actions
+    assert m.PruneSnapshots("app", 3, "2027-02-03T12:00:00Z") in out.actions, "7 days kept"
     assert m.RunEnded("SaaS", "") in out.actions
     assert m.PhaseEnded(Phase.VERIFYING, 3600.0) in out.actions
 
@@ -333,19 +333,81 @@ def test_pods_that_never_go_fail_the_rollback_and_ask_for_a_person() -> None:
     assert condition(out, "NeedsAttention") == "True"
 
 
-def test_claims_are_deleted_then_recreated_from_their_snapshots() -> None:
-    st = rolling(RollbackStep.RESTORE_CLAIMS)
+FAILED_STATE = {"claim": "data", "snapshot": "run-data-failed", "created": True}
+
+
+def test_a_claim_is_kept_as_the_update_left_it_then_recreated_from_its_backup() -> None:
+    st = rolling(RollbackStep.RESTORE_CLAIMS, since=EARLIER)
     seen = {"workload": workload(replicas=0), "snapshots": {"run-data": {}}}
-    out = step(st, claims={"data": CLAIM}, **seen)
-    assert out.actions == [m.DeleteClaim("data")] and out.wait == Wait.POLL
-    terminating = {**CLAIM, "metadata": {"name": "data", "deletionTimestamp": STAMP}}
-    assert step(st, claims={"data": terminating}, **seen).actions == []
-    out = step(st, claims={"data": None}, **seen)
+    # First the failed-state snapshot of the claim; the claim stays.
+    out = step(st, claims={"data": CLAIM}, snapshot_class="std", **seen)
     (create,) = out.actions
-    assert isinstance(create, m.CreateClaim)
-    assert create.body["spec"]["dataSource"]["name"] == "run-data"
+    assert isinstance(create, m.CreateSnapshot) and out.wait == Wait.WATCHED
+    assert create.body["metadata"]["name"] == "run-data-failed"
+    assert create.body["metadata"]["labels"]["patchwarden.io/state"] == "failed"
+    assert create.body["spec"] == {
+        "source": {"persistentVolumeClaimName": "data"},
+        "volumeSnapshotClassName": "std",
+    }
+    assert out.status.restore is not None
+    assert [r.snapshot for r in out.status.restore.failed_state] == ["run-data-failed"]
+    assert out.status.phase_start_time == STAMP, "its deadline starts now"
+    # Not ready yet: wait, delete nothing.
+    waiting = step(
+        out.status,
+        claims={"data": CLAIM},
+        snapshot_class="std",
+        workload=workload(replicas=0),
+        snapshots={"run-data": {}, "run-data-failed": {"status": {}}},
+    )
+    assert waiting.actions == [] and waiting.wait == Wait.WATCHED
+    # Ready: now the claim may go.
+    ready = {"run-data": {}, "run-data-failed": {"status": {"readyToUse": True}}}
+    out = step(
+        out.status,
+        claims={"data": CLAIM},
+        workload=workload(replicas=0),
+        snapshots=ready,
+    )
+    assert out.actions == [m.DeleteClaim("data")] and out.wait == Wait.POLL
+    assert out.status.restore is not None and out.status.restore.failed_state[0].ready_to_use
+    terminating = {**CLAIM, "metadata": {"name": "data", "deletionTimestamp": STAMP}}
+    assert step(out.status, claims={"data": terminating}, **seen).actions == []
+    out = step(out.status, claims={"data": None}, **seen)
+    (restore,) = out.actions
+    assert isinstance(restore, m.CreateClaim)
+    assert restore.body["spec"]["dataSource"]["name"] == "run-data"
     assert out.status.restore is not None and out.status.restore.claims == ["data"]
     assert out.status.restore.step == RollbackStep.RESTORE_WORKLOAD
+
+
+@pytest.mark.parametrize(
+    ("failed_state", "seen", "why"),
+    [
+        ([], {}, "no VolumeSnapshotClass to keep claim data as the failed update left it"),
+        (
+            [FAILED_STATE],
+            {"snapshots": {"run-data": {}, "run-data-failed": None}},
+            "VolumeSnapshot run-data-failed of claim data as the failed update left it disappeared",
+        ),
+        (
+            [FAILED_STATE],
+            {"snapshots": {"run-data": {}, "run-data-failed": {"status": {}}}},
+            "VolumeSnapshot run-data-failed of claim data as the failed update left it "
+            "not ready within 900s",
+        ),
+    ],
+)
+def test_a_claim_whose_failed_state_cannot_be_kept_is_never_deleted(
+    failed_state: list[dict[str, Any]], seen: dict[str, Any], why: str
+) -> None:
+    st = rolling(RollbackStep.RESTORE_CLAIMS, since=EARLIER, failedState=failed_state)
+    seen.setdefault("snapshots", {"run-data": {}})
+    out = step(st, workload=workload(replicas=0), claims={"data": CLAIM}, **seen)
+    assert out.status.phase == Phase.FAILED
+    assert out.status.message == f"the rollback failed: {why}; the claim was not deleted"
+    assert condition(out, "NeedsAttention") == "True"
+    assert not any(isinstance(a, m.DeleteClaim) for a in out.actions)
 
 
 def test_a_claim_already_restored_is_not_touched_again() -> None:
@@ -474,7 +536,10 @@ def test_an_ended_run_does_nothing(phase: Phase) -> None:
         (status(Phase.SNAPSHOTTING, snapshots=[SNAP]), {Read.SNAPSHOTS, Read.SNAPSHOT_CLASS}),
         (status(Phase.UPDATING), {Read.JOB}),
         (rolling(RollbackStep.SCALE_DOWN), {Read.WORKLOAD, Read.WORKLOAD_PODS, Read.JOB_PODS}),
-        (rolling(RollbackStep.RESTORE_CLAIMS), {Read.WORKLOAD, Read.SNAPSHOTS, Read.CLAIMS}),
+        (
+            rolling(RollbackStep.RESTORE_CLAIMS),
+            {Read.WORKLOAD, Read.SNAPSHOTS, Read.CLAIMS, Read.SNAPSHOT_CLASS},
+        ),
         (rolling(RollbackStep.VERIFY), {Read.WORKLOAD}),
     ],
 )
@@ -482,16 +547,25 @@ def test_each_step_reads_only_what_it_needs(st: UpdateRunStatus, wanted: set[Rea
     assert m.reads(st) == wanted
 
 
-def test_prune_keeps_the_newest_runs_and_always_this_one() -> None:
-    def snap(name: str, run: str, created: str) -> dict[str, Any]:
+def test_prune_keeps_the_newest_runs_and_always_this_one_and_failed_states_for_a_while() -> None:
+    def snap(name: str, run: str, created: str, failed: bool = False) -> dict[str, Any]:
         labels = {"patchwarden.io/run": run}
+        if failed:
+            labels["patchwarden.io/state"] = "failed"
         return {"metadata": {"name": name, "labels": labels, "creationTimestamp": created}}
 
     snaps = [
         snap("a1", "a", "2027-01-01T00:00:00Z"),
+        snap("a1-failed", "a", "2027-01-01T01:00:00Z", failed=True),
         snap("b1", "b", "2027-01-08T00:00:00Z"),
+        snap("b1-failed", "b", "2027-01-08T01:00:00Z", failed=True),
         snap("c1", "c", "2027-01-15T00:00:00Z"),
         snap("c2", "c", "2027-01-15T00:00:01Z"),
     ]
-    assert m.prunable(snaps, "c", retain=2) == ["a1"]
-    assert m.prunable(snaps, "a", retain=1) == ["b1"], "this run's own are kept"
+    week = "2027-01-05T00:00:00Z"
+    assert m.prunable(snaps, "c", retain=2, failed_state_before=week) == ["a1", "a1-failed"]
+    assert m.prunable(snaps, "a", retain=1, failed_state_before=week) == ["b1", "a1-failed"]
+    never = "2000-01-01T00:00:00Z"
+    assert m.prunable(snaps, "c", retain=1, failed_state_before=never) == ["b1", "a1"], (
+        "retain never takes a failed-state snapshot"
+    )
