@@ -216,6 +216,59 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
     assert msys["status"]["lastRun"]["result"] == "RolledBack"
 
 
+def test_without_a_snapshot_class_an_optional_backup_is_skipped_and_said_so(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    """backup.required: false, and the class it names does not exist: the run takes no
+    snapshot (one without a class would never be ready), and its rollback restores the
+    workload's spec only — the run and its Event say so; the claim is left alone."""
+    workload(core, apps, namespace)
+    body = system(
+        "db",
+        "SaaS",
+        job={**FAIL, "devcluster.patchwarden.io/duration": "2s"},
+        backup={"required": False, "volumeSnapshotClassName": "none-such"},
+    )
+    create(cluster, namespace, body)
+    wait_run(cluster, namespace, "db", {"Updating"})
+    apps.patch_namespaced_deployment(
+        "app", namespace, {"spec": {"template": {"metadata": {"labels": {"v": "2"}}}}}
+    )
+    run = wait_run(cluster, namespace, "db", ENDED)
+    assert phase(run) == "RolledBack", run["status"]
+    status = run["status"]
+    assert status["backupSkipped"] == "no VolumeSnapshotClass and backup.required is false"
+    assert status.get("snapshots", []) == []
+    assert status["message"].endswith(
+        "restored the workload's spec only, not its data "
+        "(no VolumeSnapshotClass and backup.required is false)"
+    )
+    snapshots = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", namespace, "volumesnapshots"
+    )["items"]
+    assert snapshots == []
+    claim = core.read_namespaced_persistent_volume_claim("app-data-0", namespace)
+    assert claim.spec.data_source is None, "the claim was not replaced"
+    deploy = apps.read_namespaced_deployment("app", namespace)
+    assert "v" not in (deploy.spec.template.metadata.labels or {})
+
+    def reasons() -> set[str]:
+        events = core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={run['metadata']['name']}"
+        )
+        return {e.reason for e in events.items}
+
+    wait_for(
+        lambda: {"BackupSkipped", "RolledBack"} <= reasons(),
+        timeout=15,
+        what="the run's BackupSkipped and RolledBack Events",
+    )
+
+
 def test_a_snapshot_that_never_becomes_ready_fails_without_touching_the_workload(
     cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
 ) -> None:

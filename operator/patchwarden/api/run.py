@@ -121,6 +121,9 @@ class UpdateRunStatus(Model):
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
+    backup_skipped: str | None = None
+    """Why the run took no snapshots (``backup.required: false`` and no VolumeSnapshotClass):
+    a rollback then restores the workload's spec only, not its data."""
     job: JobRecord | None = None
     recorded: WorkloadRecord | None = None
     restore: RestoreRecord | None = None

@@ -42,6 +42,7 @@ from patchwarden.core.times import parse_time, utc_text
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
 ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 """The phases after which the workload may have changed: a failure there rolls back."""
+BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"
 CONTROLLER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
 """Annotations of a workload its controller keeps: neither recorded nor restored."""
 TERMINATION_LIMIT = 1024
@@ -385,6 +386,12 @@ def _pending(step: _Step) -> None:
 def _snapshotting(step: _Step) -> None:
     system, spec = step.system()
     status, seen = step.status, step.seen
+    if not status.snapshots and seen.snapshot_class is None and not spec.backup.required:
+        # A snapshot without a class is never made ready by a real cluster: take none.
+        status.backup_skipped = BACKUP_SKIPPED
+        step.act(Emit("Warning", "BackupSkipped", f"{BACKUP_SKIPPED}; the update runs anyway"))
+        step.enter(Phase.RECORDING, f"no snapshots taken: {BACKUP_SKIPPED}")
+        return
     if not status.snapshots:
         if seen.workload is None:
             raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
@@ -627,10 +634,12 @@ def _rolling_back(step: _Step) -> None:
             if workload_ready(workload) and workload["spec"].get("replicas") == recorded.replicas:
                 restore.completed = True
                 why = status.failure or "the update failed"
-                step.end(
-                    Phase.ROLLED_BACK,
-                    f"{why}; restored {len(restore.claims)} claims and the workload",
+                restored = (
+                    f"restored the workload's spec only, not its data ({status.backup_skipped})"
+                    if status.backup_skipped
+                    else f"restored {len(restore.claims)} claims and the workload"
                 )
+                step.end(Phase.ROLLED_BACK, f"{why}; {restored}")
                 return
             if step.waited() > limit:
                 raise Abort(f"{kind} {name} not ready {seconds} after the restore")

@@ -180,6 +180,26 @@ def test_snapshotting_fails_before_anything_changed(seen: dict[str, Any], why: s
     assert condition(out, "NeedsAttention") is None
 
 
+def test_without_a_class_and_not_required_the_run_goes_on_without_snapshots() -> None:
+    out = step(
+        status(Phase.SNAPSHOTTING),
+        system=system(volumes=["data"], backup={"required": False}),
+        workload=workload(),
+        claims={"data": CLAIM},
+    )
+    assert out.status.phase == Phase.RECORDING and out.status.snapshots == []
+    assert out.status.backup_skipped == "no VolumeSnapshotClass and backup.required is false"
+    assert not any(isinstance(a, m.CreateSnapshot) for a in out.actions)
+    assert (
+        m.Emit(
+            "Warning",
+            "BackupSkipped",
+            "no VolumeSnapshotClass and backup.required is false; the update runs anyway",
+        )
+        in out.actions
+    )
+
+
 def test_ready_snapshots_move_on_to_recording() -> None:
     st = status(Phase.SNAPSHOTTING, snapshots=[{**SNAP, "readyToUse": False}])
     out = step(st, snapshots={"run-data": {"status": {"readyToUse": True}}}, snapshot_class="std")
@@ -511,6 +531,24 @@ def test_a_ready_restored_workload_ends_rolled_back() -> None:
     assert late.status.phase == Phase.FAILED and "not ready 900s after the restore" in (
         late.status.message or ""
     )
+
+
+def test_a_rollback_without_snapshots_says_it_restored_the_spec_only() -> None:
+    st = status(
+        Phase.ROLLING_BACK,
+        recorded=RECORDED,
+        failure="the update Job run-update failed",
+        backupSkipped="no VolumeSnapshotClass and backup.required is false",
+        restore={"step": "Verify"},
+    )
+    out = step(st, workload=workload(replicas=2))
+    assert out.status.phase == Phase.ROLLED_BACK
+    message = (
+        "the update Job run-update failed; restored the workload's spec only, not its data "
+        "(no VolumeSnapshotClass and backup.required is false)"
+    )
+    assert out.status.message == message
+    assert m.Emit("Warning", "RolledBack", message) in out.actions, "the Event says so too"
 
 
 def test_a_workload_that_disappears_fails_the_rollback() -> None:
