@@ -160,7 +160,9 @@ REGISTRY.register(FLEET)
 _ts = timestamp
 
 
-Series = tuple[Gauge, tuple[str, ...]]
+Series = tuple[Gauge | Counter, tuple[str, ...]]
+RESULTS = ("Succeeded", "RolledBack", "Failed")
+ROLLBACK_RESULTS = ("RolledBack", "Failed")
 _SERIES: dict[tuple[str, str], set[Series]] = {}
 """(namespace, name) → the per-system series set for it, so that refreshing or forgetting
 one system touches only its own series (not a scan of every system's)."""
@@ -178,7 +180,7 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
     model = spec.service_model.value
     with FLEET.lock:
         FLEET.systems[(ns, name)] = (spec.customer, model, package, bool(status.get("eligible")))
-    wanted: dict[Series, float] = {}
+    wanted: dict[tuple[Gauge, tuple[str, ...]], float] = {}
     success = _ts(status.get("lastSuccessfulUpdate"))
     if success is not None:
         wanted[(LAST_SUCCESS, (ns, name, spec.customer, model, package))] = success
@@ -189,12 +191,18 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
         if component.end_of_life is not None:
             eol = datetime.combine(component.end_of_life, time.min, tzinfo=UTC).timestamp()
             wanted[(END_OF_LIFE, (ns, name, component.name, component.version))] = eol
+    # Every result series exists from the moment the system is seen, at 0: a counter that
+    # first appears at 1 gives increase() nothing to see, and the first failure no alert.
+    counters: set[Series] = {(UPDATE_RUNS, (ns, name, model, package, r)) for r in RESULTS}
+    counters |= {(ROLLBACKS, (ns, name, r)) for r in ROLLBACK_RESULTS}
     with _SERIES_LOCK:
-        for metric, labels in _SERIES.get((ns, name), set()) - wanted.keys():
+        for metric, labels in _SERIES.get((ns, name), set()) - wanted.keys() - counters:
             metric.remove(*labels)
-        for (metric, labels), value in wanted.items():
-            metric.labels(*labels).set(value)
-        _SERIES[(ns, name)] = set(wanted)
+        for (gauge, labels), value in wanted.items():
+            gauge.labels(*labels).set(value)
+        for counter, labels in counters:
+            counter.labels(*labels)  # created at 0 if new; its count is kept otherwise
+        _SERIES[(ns, name)] = set(wanted) | counters
 
 
 def forget_system(ns: str, name: str) -> None:

@@ -70,3 +70,29 @@ def test_series_follow_the_system_and_go_with_it() -> None:
     assert lines("a") == []
     assert lines("b"), "another system's series stay"
     metrics.forget_system("metrics-ns", "b")
+
+
+def test_every_result_series_exists_at_zero_from_the_first_look() -> None:
+    """A counter that first appears at 1 gives increase() nothing: the first failure of a
+    system would raise no alert. Its series are there, at 0, as soon as it is seen."""
+    observe(body("z", [], None))
+    counters = sorted(
+        line
+        for line in lines("z")
+        if line.startswith(("patchwarden_update_runs_total", "patchwarden_rollbacks_total"))
+    )
+    assert counters == [
+        'patchwarden_rollbacks_total{namespace="metrics-ns",result="Failed",system="z"} 0.0',
+        'patchwarden_rollbacks_total{namespace="metrics-ns",result="RolledBack",system="z"} 0.0',
+        'patchwarden_update_runs_total{namespace="metrics-ns",package="",result="Failed",'
+        'service_model="SaaS",system="z"} 0.0',
+        'patchwarden_update_runs_total{namespace="metrics-ns",package="",result="RolledBack",'
+        'service_model="SaaS",system="z"} 0.0',
+        'patchwarden_update_runs_total{namespace="metrics-ns",package="",result="Succeeded",'
+        'service_model="SaaS",system="z"} 0.0',
+    ]
+    metrics.UPDATE_RUNS.labels("metrics-ns", "z", "SaaS", "", "RolledBack").inc()
+    observe(body("z", [], None))
+    assert any('result="RolledBack"' in x and x.endswith(" 1.0") for x in lines("z")), "kept"
+    metrics.forget_system("metrics-ns", "z")
+    assert lines("z") == []
