@@ -212,8 +212,17 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
         timeout=30,
         what="the restored workload to be available",
     )
-    msys = get(cluster, namespace, "ManagedSystem", "db")
+    msys = wait_for(
+        lambda: (
+            (m := get(cluster, namespace, "ManagedSystem", "db"))["status"].get("lastRun") and m
+        ),
+        timeout=30,
+        what="lastRun on the system",
+    )
     assert msys["status"]["lastRun"]["result"] == "RolledBack"
+    last = next(c for c in msys["status"]["conditions"] if c["type"] == "LastUpdateSucceeded")
+    assert (last["status"], last["reason"]) == ("False", "RolledBack"), last
+    assert run["metadata"]["name"] in last["message"]
 
 
 def test_without_a_snapshot_class_an_optional_backup_is_skipped_and_said_so(

@@ -18,6 +18,7 @@ BACKUP_CONFIGURED = "BackupConfigured"
 UPDATES_HALTED = "UpdatesHalted"
 ACCEPTED = "Accepted"
 NEEDS_ATTENTION = "NeedsAttention"
+LAST_UPDATE_SUCCEEDED = "LastUpdateSucceeded"
 
 # Reasons
 RECONCILED = "Reconciled"

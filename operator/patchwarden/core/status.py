@@ -161,6 +161,15 @@ def system_status(
         c.MAX_ERRORS_REACHED if facts.halted else c.WITHIN_ERROR_BUDGET,
         facts.halted or "",
     )
+    last = status.get("lastRun")
+    if last:
+        # The outcome of the newest run that ended, alertable and in `kubectl describe`.
+        cond(
+            c.LAST_UPDATE_SUCCEEDED,
+            last["result"] == "Succeeded",
+            last["result"],
+            f"update run {last['name']} ended {last['result']} at {last.get('completionTime')}",
+        )
     status["conditions"] = conds
     return status, [m for _, m in problems]
 

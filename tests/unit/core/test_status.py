@@ -162,6 +162,12 @@ def test_last_run_is_the_newest_ended_run_and_survives_its_runs_deletion() -> No
     facts = SystemFacts(runs=runs)
     status, _ = system_status(body(), facts, NOW)
     assert status["lastRun"]["name"] == "s-2"
+    assert conditions(status)["LastUpdateSucceeded"] == ("False", "RolledBack")
+    succeeded = summary("s-4", "Succeeded", "2027-01-15T02:00:00Z")
+    status, _ = system_status(body(), SystemFacts(runs=[*runs, succeeded]), NOW)
+    assert conditions(status)["LastUpdateSucceeded"] == ("True", "Succeeded")
+    fresh, _ = system_status(body(), SystemFacts(), NOW)
+    assert "LastUpdateSucceeded" not in conditions(fresh), "no run ended yet: no claim either way"
 
 
 def test_a_window_longer_than_its_period_stalls() -> None:
