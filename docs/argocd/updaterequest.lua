@@ -2,9 +2,9 @@
 local hs = {}
 local state = obj.status and obj.status.state or nil
 local message = obj.status and obj.status.message or ""
-if state == "Rejected" then
+if state == "Rejected" or state == "RolledBack" or state == "Failed" then
   hs.status = "Degraded"
-elseif state == "Accepted" or state == "Completed" then
+elseif state == "Accepted" or state == "Succeeded" or state == "Completed" then
   hs.status = "Healthy"
 elseif state == "Running" then
   hs.status = "Progressing"

@@ -385,13 +385,55 @@ def test_basic_runs_only_on_request(
     request = wait_for(
         lambda: (
             (r := get(cluster, namespace, "UpdateRequest", "hd-7"))["status"]["state"]
-            == "Completed"
+            == "Succeeded"
             and r
         ),
         timeout=30,
-        what="the request to complete",
+        what="the request to end Succeeded",
     )
     assert request["status"]["runRef"]["name"] == run["metadata"]["name"]
+    assert request["status"]["attempts"] == 1
+
+
+def test_a_request_whose_run_rolled_back_is_accepted_again_for_a_later_window(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    workload(core, apps, namespace)
+    create(cluster, namespace, system("cache", "PaaS", "basic", job=FAIL))
+    create(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "patchwarden.io/v1alpha1",
+            "kind": "UpdateRequest",
+            "metadata": {"name": "hd-8"},
+            "spec": {"systemRef": {"name": "cache"}, "ticket": "HD-8"},
+        },
+    )
+    run = wait_run(cluster, namespace, "cache", ENDED)
+    assert phase(run) == "RolledBack", run["status"]
+    name = run["metadata"]["name"]
+    request = wait_for(
+        lambda: (
+            (r := get(cluster, namespace, "UpdateRequest", "hd-8"))["status"].get("attempts") and r
+        ),
+        timeout=30,
+        what="the request to see its run end",
+    )
+    status = request["status"]
+    # The one-off window has no later occurrence: accepted again, but for no window yet.
+    assert status["state"] == "Accepted", status
+    assert status["message"].startswith(f"update run {name} rolled back; retry 1 of 1"), status
+    assert (status["runRef"], status["attempts"]) == ({"name": name}, 1)
+    holds_for(
+        lambda: len(runs_of(cluster, namespace, "cache")) == 1,
+        duration=3,
+        what="no second run in the window whose run rolled back",
+    )
 
 
 def test_advanced_runs_on_its_cadence_once_per_period(

@@ -81,7 +81,10 @@ def test_managed_system_health(obj: dict[str, Any], expected: str) -> None:
         ("Pending", "Progressing"),
         ("Accepted", "Healthy"),
         ("Running", "Progressing"),
-        ("Completed", "Healthy"),
+        ("Succeeded", "Healthy"),
+        ("Completed", "Healthy"),  # written by earlier versions
+        ("RolledBack", "Degraded"),
+        ("Failed", "Degraded"),
         ("Rejected", "Degraded"),
     ],
 )

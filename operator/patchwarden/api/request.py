@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, StrictInt
 
 from patchwarden.api.common import (
     Condition,
@@ -33,6 +33,9 @@ class UpdateRequestSpec(Model):
     not_before: AwareDatetime | None = None
     """No run starts before this instant."""
     reason: str | None = Field(default=None, max_length=1024)
+    retries: StrictInt = Field(default=1, ge=0, le=5)
+    """How often an update run of this request that rolled back is tried again, each in
+    the next usable window after it; then the request ends RolledBack."""
 
 
 class RequestState(StrEnum):
@@ -40,7 +43,23 @@ class RequestState(StrEnum):
     ACCEPTED = "Accepted"
     REJECTED = "Rejected"
     RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
     COMPLETED = "Completed"
+    """Written by earlier versions for any ended run; no longer written."""
+
+
+SERVED = frozenset(
+    {
+        RequestState.RUNNING,
+        RequestState.SUCCEEDED,
+        RequestState.ROLLED_BACK,
+        RequestState.FAILED,
+        RequestState.COMPLETED,
+    }
+)
+"""States of a request a run has served (or serves)."""
 
 
 class UpdateRequestStatus(Model):
@@ -51,6 +70,9 @@ class UpdateRequestStatus(Model):
     """Why the request was accepted or rejected, for the customer to read."""
     scheduled_window: WindowRef | None = None
     run_ref: LocalObjectReference | None = None
+    """The newest run started for this request."""
+    attempts: int | None = None
+    """Runs started for this request so far."""
 
 
 class UpdateRequest(Model):

@@ -32,8 +32,8 @@ class Requests:
         self, body: dict[str, Any], system: dict[str, Any] | None, now: datetime | None = None
     ) -> None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        run = self.fleet.run_of_request(ns, name)
-        status = request_status(body, system, run, now or self.now())
+        runs = self.fleet.runs_of_request(ns, name)
+        status = request_status(body, system, runs, now or self.now())
         StatusWriter(self.kube, self.emit).write("updaterequests", body, status)
         metrics.observe_request(ns, name, status.get("state"))
 
@@ -57,8 +57,8 @@ class Requests:
         """A request deleted before its run started cancels that run."""
         ns = body["metadata"]["namespace"]
         ref = (body.get("status") or {}).get("runRef")
-        known = self.fleet.run_of_request(ns, body["metadata"]["name"])
-        name = (ref or {}).get("name") or (known or {}).get("metadata", {}).get("name")
+        known = self.fleet.runs_of_request(ns, body["metadata"]["name"])
+        name = (ref or {}).get("name") or (known[-1]["metadata"]["name"] if known else None)
         if not name:
             return
         run = self.kube.get("updateruns", ns, name)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from patchwarden.api.common import describe_errors, parse_duration
-from patchwarden.api.request import RequestState, UpdateRequestSpec
+from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
 from patchwarden.core.policy import assess, decide_request
@@ -177,21 +177,31 @@ def system_status(
 def request_status(
     body: dict[str, Any],
     system: dict[str, Any] | None,
-    run: dict[str, Any] | None,
+    runs: list[dict[str, Any]],
     now: datetime,
 ) -> dict[str, Any]:
     """Accepted (scheduled for a window) or rejected, with a reason a customer can read;
-    once a run serves it (``run``: the run whose requestRef names it), Running, then
-    Completed with the run's result."""
+    once a run serves it (``runs``: those whose requestRef names it), Running, then the
+    newest run's result: Succeeded, Failed, or RolledBack — after which it is accepted
+    again for the next usable window while ``spec.retries`` allows."""
     old: dict[str, Any] = dict(body.get("status") or {})
-    if run is not None:
-        return {**old, **served(run)}
-    if old.get("state") in {RequestState.RUNNING, RequestState.COMPLETED}:
-        return old  # served by a run that is gone since: keep what it said
+    request = UpdateRequestSpec.model_validate(body["spec"])
+    retry: dict[str, Any] | None = None
+    if runs:
+        ordered = sorted(runs, key=lambda r: r["spec"]["window"]["start"])
+        newest = ordered[-1]
+        phase = (newest.get("status") or {}).get("phase")
+        rolled_back = sum(
+            1 for r in ordered if (r.get("status") or {}).get("phase") == "RolledBack"
+        )
+        if phase != "RolledBack" or rolled_back > request.retries:
+            return {**old, **served(newest), "attempts": len(ordered)}
+        retry = newest  # decided again below, for a window after the one that rolled back
+    elif old.get("state") in SERVED:
+        return old  # served by runs that are gone since: keep what it said
     generation = body.get("metadata", {}).get("generation")
     stamp = utc_text(now)
     status: dict[str, Any] = {"observedGeneration": generation}
-    request = UpdateRequestSpec.model_validate(body["spec"])
     spec, invalid = parse_system(system["spec"]) if system else (None, None)
     if system is not None and spec is None:
         state, ok, reason = RequestState.PENDING, False, "SystemInvalid"
@@ -202,12 +212,24 @@ def request_status(
         ok, reason, message = decision.accepted, state.value, decision.reason
         if decision.accepted and spec is not None:
             earliest = max(now, request.not_before or now)
+            if retry is not None:  # not in the window whose run rolled back
+                earliest = max(earliest, parse_time(retry["spec"]["window"]["end"]))
             occ = next_usable(spec, earliest)
             if occ is None:
                 message += "; no usable window is planned yet"
             else:
                 status["scheduledWindow"] = window_ref(occ).wire()
                 message = f"accepted: scheduled for window {occ.window} at {utc_text(occ.start)}"
+            if retry is not None:
+                rolled = sum(
+                    1 for r in runs if (r.get("status") or {}).get("phase") == "RolledBack"
+                )
+                message = (
+                    f"update run {retry['metadata']['name']} rolled back; retry {rolled} of "
+                    f"{request.retries}: " + message.removeprefix("accepted: ")
+                )
+                status["runRef"] = {"name": retry["metadata"]["name"]}
+                status["attempts"] = len(runs)
     status["state"] = state.value
     status["message"] = message
     status["conditions"] = c.set_condition(
@@ -254,7 +276,7 @@ def served(run: dict[str, Any]) -> dict[str, Any]:
     phase = status.get("phase") or "Pending"
     if phase in {"Succeeded", "RolledBack", "Failed"}:
         state, message = (
-            RequestState.COMPLETED,
+            RequestState(phase),
             f"update run {name}: {phase}: {status.get('message', '')}",
         )
     elif phase == "Pending":

@@ -87,15 +87,16 @@ class Fleet:
         with self.lock:
             return list(self.runs.values())
 
-    def run_of_request(self, ns: str, request: str) -> dict[str, Any] | None:
-        """The newest run started for the request (one, unless it was deleted and redone)."""
+    def runs_of_request(self, ns: str, request: str) -> list[dict[str, Any]]:
+        """The runs started for the request (more than one when one rolled back and was
+        retried), oldest window first."""
         with self.lock:
             found = [
                 r
                 for (r_ns, _), r in self.runs.items()
                 if r_ns == ns and (r["spec"].get("requestRef") or {}).get("name") == request
             ]
-        return max(found, key=lambda r: r["spec"]["window"]["start"], default=None)
+        return sorted(found, key=lambda r: r["spec"]["window"]["start"])
 
     # ---- requests -----------------------------------------------------------------------
     def observe_request(self, body: dict[str, Any]) -> None:

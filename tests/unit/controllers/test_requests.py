@@ -67,7 +67,7 @@ def test_a_request_is_accepted_then_follows_its_run() -> None:
     assert state(kube) == ("Running", "update run db-1 started")
     fleet.observe_run(run("Succeeded", message="done", completionTime="2027-02-15T00:10:00Z"))
     requests.reconcile_for_system(NS, "db", SYSTEM, NOW)
-    assert state(kube) == ("Completed", "update run db-1: Succeeded: done")
+    assert state(kube) == ("Succeeded", "update run db-1: Succeeded: done")
     writes = {c.rsplit("/", 1)[0] for c in kube.calls if c.startswith("patch")}
     assert writes == {"patch updaterequests/status"}
 

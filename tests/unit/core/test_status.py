@@ -14,6 +14,7 @@ from patchwarden.core.status import (
     requeue_after,
     system_status,
 )
+from patchwarden.core.times import parse_time, utc_text
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 
@@ -119,27 +120,54 @@ def test_requests_are_scheduled_or_rejected() -> None:
     assert served == {"state": "Completed", "message": "done"}
 
 
-def summary(name: str, phase: str, completed: str | None = None) -> dict[str, Any]:
+def summary(
+    name: str, phase: str, completed: str | None = None, window: str = "2027-02-07T23:00:00Z"
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "message": f"{phase.lower()} it is"}
     if completed:
         status["completionTime"] = completed
-    return {"metadata": {"namespace": "ns", "name": name}, "spec": {}, "status": status}
+    end = utc_text(parse_time(window) + timedelta(hours=4))
+    spec = {"window": {"name": "w", "start": window, "end": end}}
+    return {"metadata": {"namespace": "ns", "name": name}, "spec": spec, "status": status}
+
+
+REQUEST = {
+    "metadata": {"name": "r", "generation": 1},
+    "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
+    "status": {"state": "Accepted", "conditions": [{"type": "Accepted"}]},
+}
 
 
 def test_a_request_follows_the_run_that_serves_it() -> None:
-    req = {
-        "metadata": {"name": "r", "generation": 1},
-        "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
-        "status": {"state": "Accepted", "conditions": [{"type": "Accepted"}]},
-    }
-    created = request_status(req, body(), summary("s-1", "Pending"), NOW)
+    created = request_status(REQUEST, body(), [summary("s-1", "Pending")], NOW)
     assert (created["state"], created["message"]) == ("Running", "update run s-1 created")
-    running = request_status(req, body(), summary("s-1", "Updating"), NOW)
+    running = request_status(REQUEST, body(), [summary("s-1", "Updating")], NOW)
     assert running["message"] == "update run s-1 started" and running["runRef"] == {"name": "s-1"}
     assert running["conditions"] == [{"type": "Accepted"}], "the decision stays as it was"
-    done = request_status(req, body(), summary("s-1", "RolledBack", "2027-02-10T13:00:00Z"), NOW)
-    assert done["state"] == "Completed"
-    assert done["message"] == "update run s-1: RolledBack: rolledback it is"
+    for phase in ("Succeeded", "Failed"):
+        done = request_status(REQUEST, body(), [summary("s-1", phase, "2027-02-08T01:00:00Z")], NOW)
+        assert (done["state"], done["attempts"]) == (phase, 1)
+        assert done["message"] == f"update run s-1: {phase}: {phase.lower()} it is"
+
+
+def test_a_request_whose_run_rolled_back_is_retried_in_a_later_window_then_ends() -> None:
+    first = summary("s-1", "RolledBack", "2027-02-08T01:00:00Z")
+    retry = request_status(REQUEST, body(), [first], NOW)
+    assert retry["state"] == "Accepted" and retry["attempts"] == 1
+    assert retry["scheduledWindow"]["start"] == "2027-02-14T23:00:00Z", "after the failed one"
+    assert retry["message"] == (
+        "update run s-1 rolled back; retry 1 of 1: scheduled for window w at 2027-02-14T23:00:00Z"
+    )
+    assert retry["runRef"] == {"name": "s-1"}
+    again = summary("s-2", "RolledBack", "2027-02-15T01:00:00Z", window="2027-02-14T23:00:00Z")
+    final = request_status(REQUEST, body(), [first, again], NOW)
+    assert (final["state"], final["attempts"], final["runRef"]) == (
+        "RolledBack",
+        2,
+        {"name": "s-2"},
+    )
+    never = {**REQUEST, "spec": {**REQUEST["spec"], "retries": 0}}
+    assert request_status(never, body(), [first], NOW)["state"] == "RolledBack"
 
 
 def test_last_run_is_the_newest_ended_run_and_survives_its_runs_deletion() -> None:
