@@ -436,6 +436,69 @@ def test_a_request_whose_run_rolled_back_is_accepted_again_for_a_later_window(
     )
 
 
+def test_ended_runs_beyond_the_history_limits_are_pruned(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    """Runs made directly (a history, no operator needed to make them): the system keeps
+    the newest success and the newest failure, and its lastRun still names the newest."""
+    workload(core, apps, namespace)
+    custom = client.CustomObjectsApi(cluster.api)
+    history = [("w1", "Succeeded"), ("w2", "RolledBack"), ("w3", "Failed"), ("w4", "Succeeded")]
+    for day, (name, result) in enumerate(history, start=1):
+        window = {
+            "name": "w",
+            "start": f"2026-01-0{day}T01:00:00Z",
+            "end": f"2026-01-0{day}T05:00:00Z",
+            "cutoff": f"2026-01-0{day}T04:00:00Z",
+        }
+        custom.create_namespaced_custom_object(
+            "patchwarden.io",
+            "v1alpha1",
+            namespace,
+            "updateruns",
+            {
+                "apiVersion": "patchwarden.io/v1alpha1",
+                "kind": "UpdateRun",
+                "metadata": {"name": name},
+                "spec": {
+                    "systemRef": {"name": "hist"},
+                    "customer": "acme",
+                    "trigger": "Schedule",
+                    "classes": ["security"],
+                    "window": window,
+                },
+            },
+        )
+        custom.patch_namespaced_custom_object_status(
+            "patchwarden.io",
+            "v1alpha1",
+            namespace,
+            "updateruns",
+            name,
+            {"status": {"phase": result, "completionTime": f"2026-01-0{day}T03:00:00Z"}},
+        )
+    create(
+        cluster,
+        namespace,
+        system("hist", "PaaS", "basic", history={"successfulRuns": 1, "failedRuns": 1}),
+    )
+    wait_for(
+        lambda: (
+            sorted(r["metadata"]["name"] for r in runs_of(cluster, namespace, "hist"))
+            == ["w3", "w4"]
+        ),
+        timeout=30,
+        what="the history pruned to the newest success and the newest failure",
+    )
+    msys = get(cluster, namespace, "ManagedSystem", "hist")
+    assert msys["status"]["lastRun"]["name"] == "w4"
+    assert msys["status"]["lastSuccessfulUpdate"] == "2026-01-04T03:00:00Z"
+
+
 def test_advanced_runs_on_its_cadence_once_per_period(
     cluster: Cluster,
     namespace: str,

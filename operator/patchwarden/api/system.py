@@ -293,6 +293,15 @@ class Rollback(Model):
     them."""
 
 
+class History(Model):
+    """How many ended UpdateRuns of the system are kept (older ones are deleted, their Jobs
+    with them), as a CronJob keeps its Jobs. Snapshots follow ``backup`` and ``rollback``."""
+
+    successful_runs: StrictInt = Field(default=3, ge=0, le=100)
+    failed_runs: StrictInt = Field(default=10, ge=0, le=100)
+    """Runs that ended RolledBack or Failed."""
+
+
 def _only_paas(s: ManagedSystemSpec) -> bool:
     return s.service_model == ServiceModel.PAAS
 
@@ -316,6 +325,7 @@ class ManagedSystemSpec(Model):
     maintenance: Maintenance = Field(default_factory=Maintenance)
     backup: Backup = Field(default_factory=Backup)
     rollback: Rollback = Field(default_factory=Rollback)
+    history: History = Field(default_factory=History)
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

@@ -20,6 +20,7 @@ from typing import Any
 
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
+from patchwarden.core.history import to_prune
 from patchwarden.core.policy import assess
 from patchwarden.core.scheduler import (
     TERMINAL,
@@ -90,6 +91,10 @@ class Systems:
         facts = self.facts(ns, spec, mine, now)
         status, problems = system_status(body, facts, now)
         self.writer.write("managedsystems", body, status)
+        if spec is not None:
+            # lastRun is written above: a pruned run's outcome stays recorded.
+            for run in to_prune(mine, spec.history.successful_runs, spec.history.failed_runs):
+                self.kube.delete("updateruns", ns, run)
         metrics.observe_system(body, spec)
         requests = self.requests(ns, name, body, now)
         if problems or spec is None:
