@@ -214,6 +214,16 @@ def system(
     return body
 
 
+def update_request(name: str, system_name: str, ticket: str) -> dict[str, Any]:
+    """An UpdateRequest for ``system_name`` (security updates, no notBefore)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "UpdateRequest",
+        "metadata": {"name": name},
+        "spec": {"systemRef": {"name": system_name}, "ticket": ticket},
+    }
+
+
 def create(cluster: Cluster, ns: str, body: dict[str, Any]) -> dict[str, Any]:
     return client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(  # type: ignore[no-any-return]
         GROUP, VERSION, ns, PLURALS[body["kind"]], body

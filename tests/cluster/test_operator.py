@@ -23,6 +23,7 @@ from tests.operator_harness import (
     running_operator,
     runs_of,
     system,
+    update_request,
     wait_run,
     wait_stalled,
     workload,
@@ -307,16 +308,7 @@ def test_iaas_request_is_rejected_with_a_reason(
 ) -> None:
     workload(core, apps, namespace)
     create(cluster, namespace, system("vm", "IaaS"))
-    create(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "patchwarden.io/v1alpha1",
-            "kind": "UpdateRequest",
-            "metadata": {"name": "r1"},
-            "spec": {"systemRef": {"name": "vm"}, "ticket": "HD-1"},
-        },
-    )
+    create(cluster, namespace, update_request("r1", "vm", "HD-1"))
     request = wait_for(
         lambda: (
             (r := get(cluster, namespace, "UpdateRequest", "r1")).get("status", {}).get("state")
@@ -368,16 +360,7 @@ def test_basic_runs_only_on_request(
         duration=5,
         what="no run without a request",
     )
-    create(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "patchwarden.io/v1alpha1",
-            "kind": "UpdateRequest",
-            "metadata": {"name": "hd-7"},
-            "spec": {"systemRef": {"name": "cache"}, "ticket": "HD-7"},
-        },
-    )
+    create(cluster, namespace, update_request("hd-7", "cache", "HD-7"))
     run = wait_run(cluster, namespace, "cache", ENDED)
     assert phase(run) == "Succeeded"
     assert run["spec"]["trigger"] == "Request" and run["spec"]["ticket"] == "HD-7"
@@ -404,16 +387,7 @@ def test_a_request_whose_run_rolled_back_is_accepted_again_for_a_later_window(
 ) -> None:
     workload(core, apps, namespace)
     create(cluster, namespace, system("cache", "PaaS", "basic", job=FAIL))
-    create(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "patchwarden.io/v1alpha1",
-            "kind": "UpdateRequest",
-            "metadata": {"name": "hd-8"},
-            "spec": {"systemRef": {"name": "cache"}, "ticket": "HD-8"},
-        },
-    )
+    create(cluster, namespace, update_request("hd-8", "cache", "HD-8"))
     run = wait_run(cluster, namespace, "cache", ENDED)
     assert phase(run) == "RolledBack", run["status"]
     name = run["metadata"]["name"]

@@ -112,9 +112,11 @@ class Runner:
                 claims[claim] = self.kube.get_claim(ns, claim)
         snapshots: dict[str, Any] = {}
         if Read.SNAPSHOTS in wanted:
+            # The backups, and the failed-state snapshots not yet seen ready.
             failed_state = status.restore.failed_state if status.restore else []
-            for record in [*status.snapshots, *failed_state]:
-                if record.created and not (record in failed_state and record.ready_to_use):
+            unready = [r for r in failed_state if not r.ready_to_use]
+            for record in [*status.snapshots, *unready]:
+                if record.created:
                     snapshots[record.snapshot] = self.kube.get_snapshot(ns, record.snapshot)
         snapshot_class = None
         if Read.SNAPSHOT_CLASS in wanted and spec is not None:

@@ -20,9 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
-
-from patchwarden.api.common import Condition, describe_errors, parse_duration
+from patchwarden.api.common import Condition, parse_duration
 from patchwarden.api.run import (
     JobRecord,
     Phase,
@@ -37,6 +35,7 @@ from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import conditions as c
 from patchwarden.core.policy import assess
+from patchwarden.core.status import parse_system
 from patchwarden.core.times import parse_time, utc_text
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
@@ -288,12 +287,9 @@ class _Step:
         body = self.seen.system
         if body is None:
             raise Abort(f"ManagedSystem {self.run.spec.system_ref.name} no longer exists")
-        try:
-            spec = ManagedSystemSpec.model_validate(body.get("spec") or {})
-        except ValidationError as exc:
-            raise Abort(
-                f"the system's spec cannot be used: {'; '.join(describe_errors(exc, 'spec'))}"
-            ) from exc
+        spec, invalid = parse_system(body.get("spec") or {})
+        if spec is None:
+            raise Abort(f"the system's spec cannot be used: {invalid}")
         return str(body["metadata"]["name"]), spec
 
     def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
@@ -334,12 +330,7 @@ class _Step:
 
 
 def _spec_or_none(system: Mapping[str, Any] | None) -> ManagedSystemSpec | None:
-    if system is None:
-        return None
-    try:
-        return ManagedSystemSpec.model_validate(system.get("spec") or {})
-    except ValidationError:
-        return None
+    return parse_system(system.get("spec") or {})[0] if system is not None else None
 
 
 def advance(

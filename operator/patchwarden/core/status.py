@@ -187,13 +187,11 @@ def request_status(
     old: dict[str, Any] = dict(body.get("status") or {})
     request = UpdateRequestSpec.model_validate(body["spec"])
     retry: dict[str, Any] | None = None
+    rolled_back = sum(1 for r in runs if (r.get("status") or {}).get("phase") == "RolledBack")
     if runs:
         ordered = sorted(runs, key=lambda r: r["spec"]["window"]["start"])
         newest = ordered[-1]
         phase = (newest.get("status") or {}).get("phase")
-        rolled_back = sum(
-            1 for r in ordered if (r.get("status") or {}).get("phase") == "RolledBack"
-        )
         if phase != "RolledBack" or rolled_back > request.retries:
             return {**old, **served(newest), "attempts": len(ordered)}
         retry = newest  # decided again below, for a window after the one that rolled back
@@ -221,11 +219,8 @@ def request_status(
                 status["scheduledWindow"] = window_ref(occ).wire()
                 message = f"accepted: scheduled for window {occ.window} at {utc_text(occ.start)}"
             if retry is not None:
-                rolled = sum(
-                    1 for r in runs if (r.get("status") or {}).get("phase") == "RolledBack"
-                )
                 message = (
-                    f"update run {retry['metadata']['name']} rolled back; retry {rolled} of "
+                    f"update run {retry['metadata']['name']} rolled back; retry {rolled_back} of "
                     f"{request.retries}: " + message.removeprefix("accepted: ")
                 )
                 status["runRef"] = {"name": retry["metadata"]["name"]}

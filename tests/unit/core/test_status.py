@@ -107,15 +107,15 @@ def test_requests_are_scheduled_or_rejected() -> None:
         "metadata": {"name": "r", "generation": 1},
         "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
     }
-    accepted = request_status(req, body(), None, NOW)
+    accepted = request_status(req, body(), [], NOW)
     assert accepted["state"] == "Accepted"
     assert accepted["scheduledWindow"]["start"] == "2027-02-14T23:00:00Z"
-    missing = request_status(req, None, None, NOW)
+    missing = request_status(req, None, [], NOW)
     assert missing["state"] == "Rejected" and "'s'" in missing["message"]
-    iaas = request_status(req, body(serviceModel="IaaS"), None, NOW)
+    iaas = request_status(req, body(serviceModel="IaaS"), [], NOW)
     assert iaas["state"] == "Rejected" and "IaaS" in iaas["message"]
     served = request_status(
-        {**req, "status": {"state": "Completed", "message": "done"}}, None, None, NOW
+        {**req, "status": {"state": "Completed", "message": "done"}}, None, [], NOW
     )
     assert served == {"state": "Completed", "message": "done"}
 
