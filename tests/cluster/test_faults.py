@@ -265,7 +265,7 @@ def test_a_claim_stuck_terminating_during_the_rollback_ends_failed_not_hanging(
     assert condition(run, "NeedsAttention")["status"] == "True"  # type: ignore[index]
 
 
-def test_a_window_that_ends_mid_run_stops_the_job_and_rolls_back(
+def test_a_job_still_running_at_the_rollback_reserve_is_stopped_and_rolled_back(
     cluster: Cluster, namespace: str, tmp_path: Path, kube: Any
 ) -> None:
     core, apps, batch, _ = kube
@@ -275,11 +275,13 @@ def test_a_window_that_ends_mid_run_stops_the_job_and_rolls_back(
             "db", "SaaS", window="40s", job={"devcluster.patchwarden.io/duration": "120s"}
         )
         body["spec"]["updates"]["expectedDuration"] = "10s"
+        body["spec"]["rollback"] = {"reserve": "10s"}
         create(cluster, namespace, body)
         run = wait_run(cluster, namespace, "db", ENDED, timeout=150)
     assert phase(run) == "RolledBack", run["status"]
     job = batch.read_namespaced_job(run["status"]["job"]["name"], namespace)
-    assert job.spec.active_deadline_seconds <= 40
+    # The window (40 s, opened 5 s ago) less the reserve: the Job ends 10 s before it does.
+    assert job.spec.active_deadline_seconds <= 30
     assert any(c.reason == "DeadlineExceeded" for c in job.status.conditions or [])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +24,7 @@ from patchwarden.api.common import (
     ServiceModel,
     UpdateClass,
     conditions_field,
+    parse_duration,
 )
 
 
@@ -268,7 +269,8 @@ class Updates(Model):
     run_timeout: Duration = "1h"
     verify_timeout: Duration = "10m"
     expected_duration: Duration = "30m"
-    """No run starts later than a window's end minus this (the cutoff)."""
+    """No run starts later than a window's end minus this and ``rollback.reserve`` (the
+    cutoff)."""
 
 
 class Backup(Model):
@@ -285,6 +287,10 @@ class Backup(Model):
 class Rollback(Model):
     enabled: StrictBool = True
     """Restore the snapshots and the recorded workload when an update fails."""
+    reserve: Duration = "15m"
+    """Time kept free at the end of each window for a rollback: the update Job's deadline
+    ends this long before the window does, and the cutoff is this much earlier, so a
+    failed update is rolled back inside the window. Ignored when rollback is disabled."""
     keep_failed_state: Duration = "168h"
     """How long the failed-state snapshots are kept at least: before a rollback replaces a
     claim, the claim is snapshotted as the failed update left it (label
@@ -326,6 +332,15 @@ class ManagedSystemSpec(Model):
     backup: Backup = Field(default_factory=Backup)
     rollback: Rollback = Field(default_factory=Rollback)
     history: History = Field(default_factory=History)
+
+    def reserved(self) -> timedelta:
+        """The part of a window's end no run starts in: the expected duration of an update
+        and the time kept for its rollback (the cutoff is the window's end minus this)."""
+        return parse_duration(self.updates.expected_duration) + self.rollback_reserve()
+
+    def rollback_reserve(self) -> timedelta:
+        """How long before a window's end the update Job must have ended."""
+        return parse_duration(self.rollback.reserve) if self.rollback.enabled else timedelta()
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import ValidationError
 
-from patchwarden.api.common import describe_errors, parse_duration
+from patchwarden.api.common import describe_errors
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Trigger
 from patchwarden.api.system import Cadence, ManagedSystem, ManagedSystemSpec
@@ -135,7 +135,10 @@ class SystemPlan:
 def _why_not_usable(occ: Occurrence, expected: timedelta) -> str:
     if occ.frozen_by is not None:
         return f"frozen: freeze {occ.frozen_by!r} overlaps this window"
-    return f"cutoff: the window is shorter than the expected duration of an update ({expected})"
+    return (
+        "cutoff: the window is shorter than the expected duration of an update and the time "
+        f"reserved for its rollback ({expected})"
+    )
 
 
 def plan_system(
@@ -149,7 +152,7 @@ def plan_system(
     name = system.metadata["name"]
     assessment = assess(spec)
     result = SystemPlan(system, assessment)
-    expected = parse_duration(spec.updates.expected_duration)
+    expected = spec.reserved()
     for req in requests:
         decision = decide_request(spec, req.spec)
         result.requests.append(_Request(req, decision.accepted, decision.reason))

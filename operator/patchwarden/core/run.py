@@ -260,6 +260,11 @@ class Abort(Exception):
     """The current phase failed; the message says why, for the run's status."""
 
 
+class Unchanged(Abort):
+    """The current phase failed before it changed anything (no rollback needed, whatever the
+    phase)."""
+
+
 @dataclass
 class _Step:
     run: Run
@@ -356,6 +361,8 @@ def advance(
                 _verifying(step)
             case Phase.ROLLING_BACK:
                 _rolling_back(step)
+    except Unchanged as exc:
+        _fail(step, phase, str(exc), changed=False)
     except Abort as exc:
         _fail(step, phase, str(exc))
     return step.out
@@ -465,10 +472,14 @@ def _updating(step: _Step) -> None:
         if record.created:
             raise Abort(f"the update Job {job_name} was deleted before it finished")
         system, spec = step.system()
-        window_end = parse_time(run.spec.window.end)
-        if step.now >= window_end:
-            raise Abort("the window ended before the update could start; nothing was changed")
-        deadline = min(parse_duration(spec.updates.run_timeout), window_end - step.now)
+        # The Job must end this early, leaving the rest of the window for a rollback.
+        ends_by = parse_time(run.spec.window.end) - spec.rollback_reserve()
+        if step.now >= ends_by:
+            raise Unchanged(
+                "the window ends within rollback.reserve "
+                f"({spec.rollback.reserve}); the update was not started and nothing was changed"
+            )
+        deadline = min(parse_duration(spec.updates.run_timeout), ends_by - step.now)
         step.act(
             CreateJob(
                 builders.update_job(
@@ -523,11 +534,11 @@ def _verifying(step: _Step) -> None:
 
 
 # ---- failure and rollback ---------------------------------------------------------------
-def _fail(step: _Step, phase: Phase, why: str) -> None:
+def _fail(step: _Step, phase: Phase, why: str, changed: bool = True) -> None:
     """Roll back when the workload may have changed and the system allows it; else end
     Failed (asking for a person when the workload may have changed)."""
     status = step.status
-    may_have_changed = phase in ROLLS_BACK
+    may_have_changed = changed and phase in ROLLS_BACK
     spec = _spec_or_none(step.seen.system)
     if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
         step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))

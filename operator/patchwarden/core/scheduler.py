@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from patchwarden.api.common import parse_duration
 from patchwarden.api.request import RequestState
 from patchwarden.api.run import Phase, Trigger
 from patchwarden.api.system import Cadence, ManagedSystemSpec
@@ -39,7 +38,7 @@ class Start:
 
 def open_window(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
     """The usable window occurrence in which a run may start now, if any."""
-    expected = parse_duration(spec.updates.expected_duration)
+    expected = spec.reserved()
     for occ in occurrences(spec.maintenance, expected, now, now + timedelta(seconds=1)):
         if occ.latest_start(now) is not None:
             return occ

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from patchwarden.api.common import describe_errors, parse_duration
+from patchwarden.api.common import describe_errors
 from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
@@ -42,7 +42,7 @@ def parse_system(spec: dict[str, Any]) -> tuple[ManagedSystemSpec | None, str | 
 
 
 def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
-    expected = parse_duration(spec.updates.expected_duration)
+    expected = spec.reserved()
     return first_usable(next_windows(spec.maintenance, expected, now, LOOKAHEAD), now)
 
 
@@ -89,7 +89,7 @@ def system_status(
         status["eligible"] = assessment.eligible
         status["eligibilityReason"] = assessment.reason
         cond(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
-        expected = parse_duration(spec.updates.expected_duration)
+        expected = spec.reserved()
         upcoming = next_windows(spec.maintenance, expected, now, LOOKAHEAD)
         occ = first_usable(upcoming, now) if assessment.eligible else None
         if occ is not None:
@@ -103,7 +103,8 @@ def system_status(
                 (
                     c.NO_USABLE_WINDOW,
                     f"none of the next {len(upcoming)} windows is "
-                    "usable: each is frozen or shorter than updates.expectedDuration",
+                    "usable: each is frozen or shorter than updates.expectedDuration "
+                    "plus rollback.reserve",
                 )
             )
         kind, name = spec.workload.kind, spec.workload.name

@@ -14,7 +14,8 @@ so "23:00 for 4h" ends at 03:00 local the next day, whatever DST did in
 between; the elapsed length differs from the duration only on DST nights.
 Windows that cross midnight are ordinary intervals: nothing compares times of
 day. A freeze vetoes every window it overlaps, and no run starts after a
-window's cutoff (its end minus the expected duration of an update).
+window's cutoff (its end minus the expected duration of an update and the time
+reserved for a rollback).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class Occurrence:
     end: datetime
     window: str
     cutoff: datetime
-    """The latest instant a run may start: end minus the expected duration."""
+    """The latest instant a run may start: end minus the expected duration and the rollback
+    reserve."""
     frozen_by: str | None = None
 
     @property

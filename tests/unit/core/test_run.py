@@ -240,8 +240,22 @@ def test_the_job_is_created_once_with_a_deadline_inside_the_window() -> None:
     (create,) = out.actions
     assert isinstance(create, m.CreateJob) and out.wait == Wait.WATCHED
     assert create.body["metadata"]["name"] == "run-update"
-    # The run timeout is 4h, the window ends in 2h: the window wins.
-    assert create.body["spec"]["activeDeadlineSeconds"] == 7200
+    # The run timeout is 4h, the window ends in 2h, 15 minutes of which are kept for a
+    # rollback (rollback.reserve's default): the window wins.
+    assert create.body["spec"]["activeDeadlineSeconds"] == 7200 - 900
+    reserve = step(
+        status(Phase.UPDATING, recorded=RECORDED), system=system(rollback={"reserve": "1h"})
+    )
+    (create,) = reserve.actions
+    assert isinstance(create, m.CreateJob)
+    assert create.body["spec"]["activeDeadlineSeconds"] == 3600
+    off = step(
+        status(Phase.UPDATING, recorded=RECORDED),
+        system=system(rollback={"enabled": False, "reserve": "1h"}),
+    )
+    (create,) = off.actions
+    assert isinstance(create, m.CreateJob)
+    assert create.body["spec"]["activeDeadlineSeconds"] == 7200, "no rollback: nothing reserved"
     assert out.status.job is not None and out.status.job.created
     again = step(out.status, job={"status": {}})
     assert again.actions == [] and again.wait == Wait.WATCHED, "running: wait, create nothing"
@@ -287,8 +301,22 @@ def test_a_failed_job_records_how_it_ended_and_rolls_back() -> None:
 def test_a_deleted_job_and_a_closed_window_fail_the_update() -> None:
     st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
     assert "was deleted before it finished" in (step(st).status.failure or "")
-    late = step(status(Phase.UPDATING, recorded=RECORDED), now=NOW + timedelta(hours=3))
-    assert "the window ended before the update could start" in (late.status.failure or "")
+
+
+@pytest.mark.parametrize("now", [NOW + timedelta(minutes=110), NOW + timedelta(hours=3)])
+def test_a_job_not_started_before_the_rollback_reserve_fails_without_rolling_back(
+    now: datetime,
+) -> None:
+    """Within rollback.reserve of the window's end (or after it) no Job is started: the
+    workload is unchanged, so the run ends Failed without a rollback or a person's attention."""
+    late = step(status(Phase.UPDATING, recorded=RECORDED), now=now)
+    assert late.status.phase == Phase.FAILED
+    assert not any(isinstance(a, m.CreateJob) for a in late.actions)
+    assert late.status.message == (
+        "the window ends within rollback.reserve (15m); the update was not started and "
+        "nothing was changed"
+    )
+    assert condition(late, "NeedsAttention") is None
 
 
 def test_without_rollback_a_failed_update_ends_failed_and_asks_for_a_person() -> None:

@@ -69,7 +69,22 @@ def test_saas_starts_in_an_open_window_with_a_name_per_window() -> None:
 
 def test_nothing_starts_outside_a_window_or_after_the_cutoff() -> None:
     assert decide(spec(), now=NOW - timedelta(hours=2)) is None
-    assert decide(spec(), now=NOW + timedelta(minutes=31)) is None  # cutoff 12:30
+    assert decide(spec(), now=NOW + timedelta(minutes=31)) is None
+
+
+def test_the_cutoff_keeps_the_expected_duration_and_the_rollback_reserve_free() -> None:
+    """Window 11:00-13:00, 30 minutes expected and 15 reserved for a rollback: cutoff 12:15."""
+    assert decide(spec(), now=NOW + timedelta(minutes=15)) is not None
+    assert decide(spec(), now=NOW + timedelta(minutes=16)) is None
+    short = spec().model_copy(
+        update={"rollback": spec().rollback.model_copy(update={"reserve": "5m"})}
+    )
+    assert decide(short, now=NOW + timedelta(minutes=25)) is not None
+    off = spec().model_copy(
+        update={"rollback": spec().rollback.model_copy(update={"enabled": False})}
+    )
+    assert decide(off, now=NOW + timedelta(minutes=30)) is not None, "no rollback, no reserve"
+    assert decide(off, now=NOW + timedelta(minutes=31)) is None
 
 
 def test_one_run_per_window_and_one_at_a_time() -> None:
