@@ -226,6 +226,90 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
     assert run["metadata"]["name"] in last["message"]
 
 
+def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+) -> None:
+    """The claims of every ordinal are snapshotted, kept as the failed update left them and
+    recreated from their backups; the StatefulSet's spec is restored. Prints how long the
+    rollback took (docs/operator.md quotes it)."""
+    apps.create_namespaced_stateful_set(
+        namespace,
+        {
+            "metadata": {"name": "pg"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": "pg",
+                "selector": {"matchLabels": {"app": "pg"}},
+                "template": {
+                    "metadata": {"labels": {"app": "pg"}},
+                    "spec": {"containers": [{"name": "pg", "image": "example.com/pg:15.8"}]},
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}},
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    wait_for(
+        lambda: (
+            (apps.read_namespaced_stateful_set("pg", namespace).status.ready_replicas or 0) == 3
+        ),
+        timeout=60,
+        what="three ready replicas",
+    )
+    before = apps.read_namespaced_stateful_set("pg", namespace).to_dict()
+    body = system("pg", "SaaS", job={**FAIL, "devcluster.patchwarden.io/duration": "4s"})
+    body["spec"]["workload"] = {"kind": "StatefulSet", "name": "pg"}
+    create(cluster, namespace, body)
+    wait_run(cluster, namespace, "pg", {"Updating"})
+    apps.patch_namespaced_stateful_set(
+        "pg",
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "pg",
+                                "image": "example.com/pg:16.0",
+                                "env": [{"name": "PGDATA", "value": "/new"}],
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+    )
+    run = wait_run(cluster, namespace, "pg", ENDED, timeout=120)
+    assert phase(run) == "RolledBack", run["status"]
+    ordinals = [f"data-pg-{i}" for i in range(3)]
+    status = run["status"]
+    assert [s["claim"] for s in status["snapshots"]] == ordinals
+    assert sorted(status["restore"]["claims"]) == ordinals
+    assert sorted(r["claim"] for r in status["restore"]["failedState"]) == ordinals
+    for record in status["snapshots"]:
+        claim = core.read_namespaced_persistent_volume_claim(record["claim"], namespace)
+        assert claim.spec.data_source.name == record["snapshot"]
+    after = apps.read_namespaced_stateful_set("pg", namespace).to_dict()
+    assert after["spec"] == before["spec"]
+    took = datetime.fromisoformat(status["completionTime"]) - datetime.fromisoformat(
+        status["restore"]["startTime"]
+    )
+    assert f"restored 3 claims and the workload in {took.total_seconds():.0f}s" in status["message"]
+    print(f"\nrollback of a 3-replica StatefulSet: {took.total_seconds():.0f} s")
+
+
 def test_without_a_snapshot_class_an_optional_backup_is_skipped_and_said_so(
     cluster: Cluster,
     namespace: str,

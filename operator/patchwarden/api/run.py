@@ -102,6 +102,8 @@ class WorkloadRecord(Model):
 class RestoreRecord(Model):
     step: RollbackStep | None = None
     """The step the rollback is at."""
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the rollback began (its end is the run's completionTime)."""
     claims: list[str] = Field(default_factory=list)
     """Claims recreated from their snapshots so far."""
     failed_state: list[SnapshotRecord] = Field(default_factory=list)

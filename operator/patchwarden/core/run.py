@@ -542,7 +542,7 @@ def _fail(step: _Step, phase: Phase, why: str, changed: bool = True) -> None:
     spec = _spec_or_none(step.seen.system)
     if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
         step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))
-        status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN)
+        status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN, start_time=utc_text(step.now))
         status.failure = why
         step.enter(Phase.ROLLING_BACK, f"{why}; rolling back")
         return
@@ -641,6 +641,9 @@ def _rolling_back(step: _Step) -> None:
                     if status.backup_skipped
                     else f"restored {len(restore.claims)} claims and the workload"
                 )
+                if restore.start_time:
+                    took = (step.now - parse_time(restore.start_time)).total_seconds()
+                    restored += f" in {took:.0f}s"
                 step.end(Phase.ROLLED_BACK, f"{why}; {restored}")
                 return
             if step.waited() > limit:

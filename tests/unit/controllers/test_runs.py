@@ -148,6 +148,7 @@ def test_a_conflict_while_restoring_the_workload_is_retried_and_nothing_is_lost(
     assert claim["spec"]["dataSource"]["name"] == status["snapshots"][0]["snapshot"]
     assert status["restore"] == {
         "step": "Verify",
+        "startTime": status["restore"]["startTime"],
         "claims": ["data"],
         "failedState": [
             {

@@ -295,6 +295,7 @@ def test_a_failed_job_records_how_it_ended_and_rolls_back() -> None:
     )
     assert out.status.restore is not None
     assert out.status.restore.step == RollbackStep.SCALE_DOWN
+    assert out.status.restore.start_time == STAMP
     assert m.Emit("Warning", "UpdateFailed", f"{out.status.failure}; rolling back") in out.actions
 
 
@@ -546,11 +547,14 @@ def test_the_rollback_restores_the_whole_spec_labels_and_annotations() -> None:
 
 
 def test_a_ready_restored_workload_ends_rolled_back() -> None:
-    out = step(rolling(RollbackStep.VERIFY, claims=["data"]), workload=workload(replicas=2))
+    out = step(
+        rolling(RollbackStep.VERIFY, claims=["data"], startTime=EARLIER),
+        workload=workload(replicas=2),
+    )
     assert out.status.phase == Phase.ROLLED_BACK and out.status.restore is not None
     assert out.status.restore.completed
     assert out.status.message == (
-        "the update Job run-update failed; restored 1 claims and the workload"
+        "the update Job run-update failed; restored 1 claims and the workload in 3600s"
     )
     assert condition(out, "Ready") == "False" and condition(out, "Stalled") == "False"
     late = step(
