@@ -50,6 +50,8 @@ class Operator:
     namespace: str
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    clusterwide: bool = False
+    """Serve every namespace (as the chart does), not only ``namespace``."""
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -66,7 +68,13 @@ class Operator:
         }
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "patchwarden", "run", "-n", self.namespace],
+            [
+                sys.executable,
+                "-m",
+                "patchwarden",
+                "run",
+                *([] if self.clusterwide else ["-n", self.namespace]),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -92,9 +100,9 @@ class Operator:
 
 @contextmanager
 def running_operator(
-    cluster: Cluster, namespace: str, tmp_path: Path, **env: str
+    cluster: Cluster, namespace: str, tmp_path: Path, clusterwide: bool = False, **env: str
 ) -> Iterator[Operator]:
-    op = Operator(cluster, namespace, tmp_path / "operator.log", env)
+    op = Operator(cluster, namespace, tmp_path / "operator.log", env, clusterwide)
     op.start()
     try:
         yield op

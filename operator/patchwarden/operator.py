@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 KEY = "patchwarden"
 CONTROLLER = "controller"
 WAKEUPS = "run wake-ups"
+STEPPING = "run step locks"
+DELETION_STEPS = 10
+"""Steps a run being deleted takes in one call of its deletion handler before kopf calls it
+again (its progress is the run's status)."""
 WATCHED_WAIT_SECONDS = 15.0
 """A run waiting for its snapshots or Job looks again after this even if no watch event woke it."""
 
@@ -151,7 +155,7 @@ async def start_controller(memo: Any, **_: Any) -> None:
             controller.observe(kind, body)
             if kind == "DELETED":
                 meta = body["metadata"]
-                app.fleet.stop_waiting(meta.get("namespace") or "", meta["name"])
+                app.fleet.forget_system(meta.get("namespace") or "", meta["name"])
 
     app.systems_cache = controller.systems
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
@@ -229,6 +233,7 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     app, controller = _app(memo), _controller(memo)
     ns, name = body.metadata.namespace or "", body.metadata.name or ""
     if kwargs.get("type") == "DELETED":
+        _step_locks(memo).pop((ns, name), None)
         gone = app.fleet.forget_run(ns, name)
         news = freed = gone is not None and (gone.get("status") or {}).get("phase") not in TERMINAL
     elif body.get("spec"):
@@ -265,6 +270,7 @@ async def run_daemon(
     key, wake = (namespace, name), asyncio.Event()
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
     wakeups[key] = wake
+    lock = _step_locks(memo).setdefault(key, asyncio.Lock())
     try:
         run: dict[str, Any] | None = None
         while not stopped:
@@ -273,8 +279,11 @@ async def run_daemon(
                 run = await asyncio.to_thread(app.kube.get, "updateruns", namespace, name)
                 if run is None:
                     return
+            if run["metadata"].get("deletionTimestamp"):
+                return  # the deletion handler (run_deleted) takes the run to its end
             try:
-                delay = await asyncio.to_thread(runner.step, run)
+                async with lock:
+                    delay = await asyncio.to_thread(runner.step, run)
             except ApiException as exc:
                 log.warning(
                     "run %s/%s: API error %s, retrying: %s", namespace, name, exc.status, exc.reason
@@ -289,6 +298,48 @@ async def run_daemon(
     finally:
         if wakeups.get(key) is wake:
             del wakeups[key]
+
+
+@kopf.on.delete(
+    GROUP,
+    VERSION,
+    "updateruns",
+    id="stop",
+    when=lambda status, **_: status.get("phase") not in TERMINAL,
+)
+async def run_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """A run in progress that is deleted (by hand, or with its system in a foreground
+    deletion) is taken to its end first: rolled back if the workload may have changed,
+    else cancelled. kopf's finalizer holds the run until this returns; the daemon has
+    stopped (the lock waits for its step in flight)."""
+    app = _app(memo)
+    assert namespace is not None, "UpdateRuns are namespaced"
+    runner = app.runner(watched_wait=WATCHED_WAIT_SECONDS)
+    lock = _step_locks(memo).setdefault((namespace, name), asyncio.Lock())
+    for _step in range(DELETION_STEPS):
+        body = await asyncio.to_thread(app.kube.get, "updateruns", namespace, name)
+        if body is None:
+            return
+        try:
+            async with lock:
+                delay = await asyncio.to_thread(runner.step, body)
+        except ApiException as exc:
+            raise kopf.TemporaryError(
+                f"run {name}: API error {exc.status}: {exc.reason}",
+                delay=app.settings.run_poll_seconds,
+            ) from exc
+        if delay is None:
+            _controller(memo).poke(namespace, body["spec"]["systemRef"]["name"])
+            return
+        if delay:
+            raise kopf.TemporaryError(f"run {name} is stopping", delay=delay)
+    raise kopf.TemporaryError(f"run {name} is stopping", delay=0.1)
+
+
+def _step_locks(memo: Any) -> dict[tuple[str, str], asyncio.Lock]:
+    """One lock per run: its daemon and its deletion handler never step it at once."""
+    locks: dict[tuple[str, str], asyncio.Lock] = memo.setdefault(STEPPING, {})
+    return locks
 
 
 async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:

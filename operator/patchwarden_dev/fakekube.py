@@ -96,6 +96,20 @@ class FakeKube:
             raise ApiException(status=404, reason="Not Found")
         self.objects[key] = merge(self.objects[key], {"status": status})
 
+    def set_finalizer(self, plural: str, ns: str, name: str, finalizer: str, present: bool) -> None:
+        stored = self.objects.get((plural, ns, name))
+        if stored is None:
+            return
+        meta = stored["metadata"]
+        finalizers = [f for f in meta.get("finalizers") or [] if f != finalizer]
+        if present:
+            finalizers.append(finalizer)
+        if finalizers != (meta.get("finalizers") or []):
+            self._call("patch", plural, name)
+            meta["finalizers"] = finalizers
+        if not finalizers and meta.get("deletionTimestamp"):
+            del self.objects[(plural, ns, name)]  # the last finalizer gone: deleted
+
     def delete(self, plural: str, ns: str, name: str) -> None:
         self._delete(plural, ns, name)
 
@@ -167,6 +181,12 @@ class FakeKube:
 
     def create_job(self, ns: str, body: dict[str, Any]) -> None:
         self._create("jobs", ns, body)
+
+    def suspend_job(self, ns: str, name: str) -> None:
+        self._call("patch", "jobs", name)
+        job = self.objects.get(("jobs", ns, name))
+        if job is not None:
+            job.setdefault("spec", {})["suspend"] = True
 
 
 _checked: KubeApi = FakeKube()

@@ -19,12 +19,14 @@ from tests.helpers import holds_for, wait_for
 from tests.operator_harness import (
     condition,
     create,
+    get,
     items,
     phase,
     running_operator,
     runs_of,
     system,
     wait_run,
+    wait_stalled,
     workload,
 )
 
@@ -222,14 +224,37 @@ def test_a_snapshot_deleted_before_the_restore_fails_and_asks_for_a_person(
                 *SNAPSHOTS, namespace, "volumesnapshots", snap["metadata"]["name"]
             )
         run = wait_run(cluster, namespace, "db", ENDED)
-    assert phase(run) == "Failed", run["status"]
-    assert "is gone" in run["status"]["message"]
-    attention = condition(run, "NeedsAttention")
-    assert (
-        attention is not None
-        and attention["status"] == "True"
-        and "a person must" in attention["message"]
-    )
+        assert phase(run) == "Failed", run["status"]
+        assert "is gone" in run["status"]["message"]
+        attention = condition(run, "NeedsAttention")
+        assert (
+            attention is not None
+            and attention["status"] == "True"
+            and "a person must" in attention["message"]
+        )
+        # The system reads degraded (kstatus: Stalled; Argo CD: Degraded) and starts no
+        # update until a person says they dealt with it.
+        name = run["metadata"]["name"]
+        stalled = wait_stalled(cluster, namespace, "db")
+        assert stalled["reason"] == "RollbackFailed" and name in stalled["message"]
+        custom.patch_namespaced_custom_object(
+            "patchwarden.io",
+            "v1alpha1",
+            namespace,
+            "managedsystems",
+            "db",
+            {"metadata": {"annotations": {"patchwarden.io/acknowledged-run": name}}},
+        )
+        wait_for(
+            lambda: (
+                condition(get(cluster, namespace, "ManagedSystem", "db"), "Stalled")[  # type: ignore[index]
+                    "status"
+                ]
+                == "False"
+            ),
+            timeout=30,
+            what="the acknowledged system to be no longer stalled",
+        )
 
 
 @pytest.fixture

@@ -104,6 +104,7 @@ def test_update_request_health(state: str | None, expected: str) -> None:
         ("Succeeded", "Healthy"),
         ("RolledBack", "Degraded"),
         ("Failed", "Degraded"),
+        ("Cancelled", "Healthy"),
     ],
 )
 def test_update_run_health(phase: str | None, expected: str) -> None:

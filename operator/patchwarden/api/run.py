@@ -33,6 +33,9 @@ class Phase(StrEnum):
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    """Stopped before it changed the workload, because the run or its system is being
+    deleted."""
 
 
 class RollbackStep(StrEnum):

@@ -396,6 +396,10 @@ class LastRun(Model):
     name: str
     result: str
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    needs_attention: bool | None = None
+    """The run ended Failed leaving the workload as a person must check (its rollback
+    failed, or none was allowed): the system is Stalled and starts no run until the
+    annotation ``patchwarden.io/acknowledged-run`` names this run."""
 
 
 class ManagedSystemStatus(Model):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from patchwarden.api.run import UpdateRunStatus
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 """(object, type Normal|Warning, reason, message)."""
+
+
+def namespace_terminating(exc: ApiException) -> bool:
+    """The API server refused to create an object because its namespace is being deleted."""
+    return exc.status == 403 and "being terminated" in str(exc.body or "")
 
 
 class Runner:
@@ -63,8 +70,15 @@ class Runner:
             return None
         seen = self.observe(run, status)
         out = machine.advance(run, status, seen, self.now(), self.timeouts)
-        for action in out.actions:
-            self.apply(run, body, action)
+        try:
+            for action in out.actions:
+                self.apply(run, body, action)
+        except ApiException as exc:
+            if not namespace_terminating(exc):
+                raise
+            out = machine.namespace_deleted(run, status, seen, self.now(), self.timeouts)
+            for action in out.actions:  # an Event (refused there, and logged) and metrics
+                self.apply(run, body, action)
         if out.status != status:
             wire = out.status.wire()
             self.kube.patch_status("updateruns", run.namespace, run.name, wire)
@@ -153,6 +167,8 @@ class Runner:
                 self.kube.create_snapshot(ns, snapshot)
             case machine.CreateJob(job):
                 self.kube.create_job(ns, job)
+            case machine.StopJob(name):
+                self.kube.suspend_job(ns, name)
             case machine.ScaleToZero(kind, name):
                 self.kube.scale(kind, ns, name, 0)
             case machine.DeletePod(name):

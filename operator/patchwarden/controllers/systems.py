@@ -88,9 +88,17 @@ class Systems:
         now = self.now()
         spec, _ = parse_system(body.get("spec") or {})
         mine = self.fleet.runs_of(ns, name)
-        facts = self.facts(ns, spec, mine, now)
+        facts = self.facts(ns, name, spec, mine, now)
         status, problems = system_status(body, facts, now)
         self.writer.write("managedsystems", body, status)
+        if facts.active_run is None and builders.RUN_FINALIZER in meta.get("finalizers", ()):
+            # No run in progress: nothing holds a deletion any more.
+            self.kube.set_finalizer("managedsystems", ns, name, builders.RUN_FINALIZER, False)
+        if meta.get("deletionTimestamp"):
+            # Being deleted: its run (if any) stops or rolls back and its end queues the
+            # system again, to let the deletion complete; nothing new starts.
+            self.fleet.stop_waiting(ns, name)
+            return self.settings.resync_seconds
         if spec is not None:
             # lastRun is written above: a pruned run's outcome stays recorded.
             for run in to_prune(mine, spec.history.successful_runs, spec.history.failed_runs):
@@ -100,7 +108,8 @@ class Systems:
         if problems or spec is None:
             self.fleet.stop_waiting(ns, name)
             return self.settings.resync_seconds
-        start = decide_start(name, spec, assess(spec), now, requests, mine)
+        last = (status.get("lastRun") or {}).get("name")
+        start = decide_start(name, spec, assess(spec), now, requests, mine, last)
         if start is None or facts.halted is not None:
             self.fleet.stop_waiting(ns, name)  # no run due here: not waiting for a slot
         else:
@@ -120,13 +129,16 @@ class Systems:
     def facts(
         self,
         ns: str,
+        name: str,
         spec: ManagedSystemSpec | None,
         mine: list[dict[str, Any]],
         now: datetime,
     ) -> SystemFacts:
         active = (r for r in mine if (r.get("status") or {}).get("phase") not in TERMINAL)
         facts = SystemFacts(
-            active_run=next((r["metadata"]["name"] for r in active), None), runs=mine
+            active_run=next((r["metadata"]["name"] for r in active), None),
+            runs=mine,
+            deleted_run=self.fleet.deleted_run(ns, name),
         )
         if spec is None:
             return facts
@@ -165,6 +177,8 @@ class Systems:
             ticket=start.ticket,
         )
         manifest["metadata"]["namespace"] = ns
+        # Held while the run is in progress: a deletion of the system waits for its end.
+        self.kube.set_finalizer("managedsystems", ns, name, builders.RUN_FINALIZER, True)
         if not self.kube.create("updateruns", ns, manifest):
             return None
         self.emit(

@@ -14,6 +14,9 @@ from patchwarden.api.system import ManagedSystemSpec, WindowRef
 
 LABEL_SYSTEM = "patchwarden.io/system"
 LABEL_RUN = "patchwarden.io/run"
+RUN_FINALIZER = "patchwarden.io/active-run"
+"""On a ManagedSystem while one of its runs is in progress: deleting the system waits until
+the run has rolled back or stopped."""
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_STATE = "patchwarden.io/state"
 FAILED_STATE = "failed"

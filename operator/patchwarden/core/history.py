@@ -9,7 +9,8 @@ from patchwarden.api.run import Phase
 
 def to_prune(runs: list[dict[str, Any]], successful: int, failed: int) -> list[str]:
     """Names of the system's ended runs beyond the newest ``successful`` that succeeded and
-    the newest ``failed`` that rolled back or failed. A run in progress is never pruned."""
+    the newest ``failed`` that rolled back, failed or were cancelled. A run in progress is
+    never pruned."""
     ended = [r for r in runs if (r.get("status") or {}).get("completionTime")]
     newest_first = sorted(ended, key=lambda r: r["status"]["completionTime"], reverse=True)
     kept = {Phase.SUCCEEDED.value: successful, Phase.ROLLED_BACK.value: failed}

@@ -38,7 +38,7 @@ from patchwarden.core.policy import assess
 from patchwarden.core.status import parse_system
 from patchwarden.core.times import parse_time, utc_text
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED})
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.CANCELLED})
 ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 """The phases after which the workload may have changed: a failure there rolls back."""
 BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"
@@ -77,6 +77,13 @@ class CreateSnapshot:
 @dataclass(frozen=True)
 class CreateJob:
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StopJob:
+    """Suspend the update Job: its controller stops its pods, the Job stays for the record."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class RunEnded:
 Action = (
     CreateSnapshot
     | CreateJob
+    | StopJob
     | ScaleToZero
     | DeletePod
     | DeleteClaim
@@ -165,6 +173,8 @@ class Run:
     uid: str
     generation: int | None
     spec: UpdateRunSpec
+    deleting: bool = False
+    """The run is being deleted (its finalizer holds it until it has ended)."""
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Run:
@@ -175,6 +185,7 @@ class Run:
             meta.get("uid", ""),
             meta.get("generation"),
             UpdateRunSpec.model_validate(body["spec"]),
+            bool(meta.get("deletionTimestamp")),
         )
 
 
@@ -330,7 +341,11 @@ class _Step:
                 spec.service_model.value if spec else "",
                 spec.package.value if spec and spec.package else "",
             ),
-            Emit("Normal" if succeeded else "Warning", phase.value, summary or message),
+            Emit(
+                "Normal" if phase in {Phase.SUCCEEDED, Phase.CANCELLED} else "Warning",
+                phase.value,
+                summary or message,
+            ),
         )
 
 
@@ -348,6 +363,13 @@ def advance(
         step.out.wait = Wait.DONE
         return step.out
     try:
+        stopping = _stopping(run, seen.system)
+        if stopping and phase != Phase.ROLLING_BACK:
+            job_started = status.job is not None and status.job.created
+            if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not job_started):
+                _cancel(step, stopping)
+                return step.out
+            raise Abort(stopping)  # the workload may have changed: roll it back first
         match phase:
             case Phase.PENDING:
                 _pending(step)
@@ -366,6 +388,39 @@ def advance(
     except Abort as exc:
         _fail(step, phase, str(exc))
     return step.out
+
+
+def namespace_deleted(
+    run: Run, status: UpdateRunStatus, seen: Observed, now: datetime, timeouts: Timeouts
+) -> Transition:
+    """The run's namespace is being deleted (the API server refuses to create anything in
+    it): Kubernetes deletes the workload, its claims and the snapshots with it, so there is
+    nothing to roll back into. The run ends Failed at once and lets the namespace go."""
+    step = _Step(run, seen, now, timeouts, Transition(status.model_copy(deep=True)))
+    phase = (status.phase or Phase.PENDING).value
+    step.end(
+        Phase.FAILED,
+        f"namespace {run.namespace} is being deleted, and with it the workload, its claims "
+        f"and snapshots: the run stopped in {phase}",
+    )
+    return step.out
+
+
+def _stopping(run: Run, system: Mapping[str, Any] | None) -> str | None:
+    """Why the run must stop now, if it must: it, or its system, is being deleted."""
+    if run.deleting:
+        return f"the UpdateRun {run.name} is being deleted"
+    if system is not None and system["metadata"].get("deletionTimestamp"):
+        return f"ManagedSystem {run.spec.system_ref.name} is being deleted"
+    return None
+
+
+def _cancel(step: _Step, why: str) -> None:
+    step.end(
+        Phase.CANCELLED,
+        f"{why}; stopped before the update, the workload was not changed",
+        f"{why}; the run stopped before changing anything",
+    )
 
 
 def _pending(step: _Step) -> None:
@@ -540,6 +595,9 @@ def _fail(step: _Step, phase: Phase, why: str, changed: bool = True) -> None:
     status = step.status
     may_have_changed = changed and phase in ROLLS_BACK
     spec = _spec_or_none(step.seen.system)
+    job = status.job
+    if phase == Phase.UPDATING and job is not None and job.created and job.result is None:
+        step.act(StopJob(job.name))  # still running (a rollback or a stop must not race it)
     if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
         step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))
         status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN, start_time=utc_text(step.now))

@@ -22,8 +22,16 @@ from patchwarden.core.policy import Assessment
 from patchwarden.core.times import parse_time
 from patchwarden.core.windows import Occurrence, cadence_period, occurrences
 
-TERMINAL = {Phase.SUCCEEDED.value, Phase.ROLLED_BACK.value, Phase.FAILED.value}
+TERMINAL = {
+    Phase.SUCCEEDED.value,
+    Phase.ROLLED_BACK.value,
+    Phase.FAILED.value,
+    Phase.CANCELLED.value,
+}
 FAILED = {Phase.ROLLED_BACK.value, Phase.FAILED.value}
+"""Runs that count against a window's error budget (a cancelled run does not)."""
+NOT_SERVED = FAILED | {Phase.CANCELLED.value}
+"""Runs after which a cadence period is still due."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +60,13 @@ def decide_start(
     now: datetime,
     requests: list[dict[str, Any]],
     runs: list[dict[str, Any]],
+    last_run: str | None = None,
 ) -> Start | None:
     """The run this system should start now, ignoring fleet limits; None if none is due.
 
-    ``requests`` and ``runs`` are this system's UpdateRequests and UpdateRuns as stored.
+    ``requests`` and ``runs`` are this system's UpdateRequests and UpdateRuns as stored;
+    ``last_run`` is the name in the system's ``status.lastRun`` (it stays when the run is
+    deleted: a window whose run was deleted, by hand or mid-update, gets no second run).
     """
     if not assessment.eligible:
         return None
@@ -63,8 +74,8 @@ def decide_start(
     if occ is None:
         return None
     name = run_name(system, occ.start)
-    if any(r["metadata"]["name"] == name for r in runs):
-        return None  # this window occurrence already has its run
+    if name == last_run or any(r["metadata"]["name"] == name for r in runs):
+        return None  # this window occurrence already has (or had) its run
     if any((r.get("status") or {}).get("phase") not in TERMINAL for r in runs):
         return None  # one run at a time per system
     due = sorted(
@@ -96,7 +107,7 @@ def decide_start(
         for r in runs:
             phase = (r.get("status") or {}).get("phase")
             started = parse_time(r["spec"]["window"]["start"])
-            if phase not in FAILED and cadence_period(cadence, tz, started) == period:
+            if phase not in NOT_SERVED and cadence_period(cadence, tz, started) == period:
                 return None  # this period is served
         return Start(Trigger.CADENCE, occ, name, classes=classes)
     return None

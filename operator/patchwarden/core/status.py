@@ -59,6 +59,30 @@ class SystemFacts:
     """Why no more runs start in the current window (MaxErrors), if so."""
     runs: list[dict[str, Any]] = field(default_factory=list)
     """The system's runs (summaries: spec, phase, message, completionTime)."""
+    deleted_run: dict[str, Any] | None = None
+    """Its newest ended run deleted since (by hand, or by the history limits), which
+    ``lastRun`` must still name if nothing newer ended: its window gets no second run."""
+
+
+ACKNOWLEDGED = "patchwarden.io/acknowledged-run"
+"""Annotation on a ManagedSystem: the run whose failed rollback a person has dealt with."""
+
+
+def needs_attention(body: dict[str, Any], last: dict[str, Any] | None) -> str | None:
+    """Why the system waits for a person, if it does: its last run failed leaving the
+    workload changed (its rollback failed, or none was allowed), and nobody has said yet
+    that they dealt with it."""
+    if not last or not last.get("needsAttention"):
+        return None
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    if annotations.get(ACKNOWLEDGED) == last["name"]:
+        return None
+    name = body.get("metadata", {}).get("name", "")
+    return (
+        f"update run {last['name']} failed and left the workload as a person must check "
+        "(its rollback did not complete); no update starts until then: "
+        f"kubectl annotate managedsystem {name} {ACKNOWLEDGED}={last['name']}"
+    )
 
 
 def system_status(
@@ -74,7 +98,8 @@ def system_status(
         nonlocal conds
         conds = c.set_condition(conds, type_, ok, reason, message, generation=generation, now=stamp)
 
-    status: dict[str, Any] = last_run(old, facts.runs)
+    known = facts.runs if facts.deleted_run is None else [*facts.runs, facts.deleted_run]
+    status: dict[str, Any] = last_run(old, known)
     status["observedGeneration"] = generation
     spec, invalid = parse_system(body.get("spec") or {})
     problems: list[tuple[str, str]] = []
@@ -142,6 +167,9 @@ def system_status(
                 problems.append(
                     (c.SNAPSHOT_CLASS_NOT_FOUND, message + " (backup.required is true)")
                 )
+    attention = needs_attention(body, status.get("lastRun"))
+    if attention:
+        problems.insert(0, (c.ROLLBACK_FAILED, attention))
     if problems:
         reason, _ = problems[0]
         message = "; ".join(m for _, m in problems)
@@ -270,9 +298,10 @@ def served(run: dict[str, Any]) -> dict[str, Any]:
     name = run["metadata"]["name"]
     status = run.get("status") or {}
     phase = status.get("phase") or "Pending"
-    if phase in {"Succeeded", "RolledBack", "Failed"}:
+    if phase in {"Succeeded", "RolledBack", "Failed", "Cancelled"}:
+        # A cancelled run (its system deleted) fails the request: it was not served.
         state, message = (
-            RequestState(phase),
+            RequestState.FAILED if phase == "Cancelled" else RequestState(phase),
             f"update run {name}: {phase}: {status.get('message', '')}",
         )
     elif phase == "Pending":
@@ -296,6 +325,8 @@ def last_run(old: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "result": newest["status"]["phase"],
                 "completionTime": newest["status"]["completionTime"],
             }
+            if newest["status"].get("needsAttention"):
+                out["lastRun"]["needsAttention"] = True
     successes = [
         r["status"]["completionTime"] for r in ended if r["status"].get("phase") == "Succeeded"
     ]

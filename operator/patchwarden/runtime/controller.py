@@ -25,6 +25,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from patchwarden.core.status import ACKNOWLEDGED
 from patchwarden.runtime import metrics
 from patchwarden.runtime.queue import DelayQueue
 
@@ -37,6 +38,19 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``body`` worth caching: without ``metadata.managedFields``."""
     meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
     return {**body, "metadata": meta}
+
+
+def _news(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """A change the system's reconcile must see: its spec (``generation``), its deletion,
+    or a person acknowledging a failed rollback (an annotation: no new generation)."""
+    if old.get("generation") != new.get("generation"):
+        return True
+    if bool(old.get("deletionTimestamp")) != bool(new.get("deletionTimestamp")):
+        return True
+    return bool(
+        (old.get("annotations") or {}).get(ACKNOWLEDGED)
+        != (new.get("annotations") or {}).get(ACKNOWLEDGED)
+    )
 
 
 @dataclass
@@ -66,7 +80,7 @@ class SystemController:
             return
         old = self.systems.get(key)
         self.systems[key] = slim(body)
-        if old is None or old["metadata"].get("generation") != meta.get("generation"):
+        if old is None or _news(old["metadata"], meta):
             self.queue.add(key)
 
     def poke(self, namespace: str | None, name: str) -> None:

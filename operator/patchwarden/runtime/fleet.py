@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patchwarden.api.run import Phase
+from patchwarden.core.conditions import NEEDS_ATTENTION
 from patchwarden.core.scheduler import TERMINAL, Limits, within_limits
 from patchwarden.runtime.controller import slim
 
@@ -39,10 +40,16 @@ def _stage(run: dict[str, Any]) -> tuple[str, str | None]:
 
 def run_summary(body: dict[str, Any]) -> dict[str, Any]:
     meta, status = body["metadata"], body.get("status") or {}
+    summary = {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None}
+    if any(
+        x.get("type") == NEEDS_ATTENTION and x.get("status") == "True"
+        for x in status.get("conditions") or []
+    ):
+        summary["needsAttention"] = True
     return {
         "metadata": {"namespace": meta["namespace"], "name": meta["name"]},
         "spec": body["spec"],
-        "status": {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None},
+        "status": summary,
     }
 
 
@@ -52,6 +59,9 @@ class Fleet:
     lock: threading.Lock = field(default_factory=threading.Lock)
     runs: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRun this process knows (summaries), by (namespace, name)."""
+    deleted: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Each system's newest ended run that was deleted, by the system's (namespace, name):
+    until the system's status names it, it is known only here."""
     requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRequest this process knows, by (namespace, name)."""
     waiting: dict[Key, tuple[str, str]] = field(default_factory=dict)
@@ -71,9 +81,28 @@ class Fleet:
         return news, old is not None and _active(old) and not _active(summary)
 
     def forget_run(self, ns: str, name: str) -> dict[str, Any] | None:
-        """Forget a deleted run; returns what was known of it."""
+        """Forget a deleted run (remembering it as its system's newest deleted run if it had
+        ended); returns what was known of it."""
         with self.lock:
-            return self.runs.pop((ns, name), None)
+            gone = self.runs.pop((ns, name), None)
+            ended = ((gone or {}).get("status") or {}).get("completionTime")
+            if gone is not None and ended:
+                system = (ns, gone["spec"]["systemRef"]["name"])
+                newest = (self.deleted.get(system) or {}).get("status", {}).get("completionTime")
+                if newest is None or ended > newest:
+                    self.deleted[system] = gone
+            return gone
+
+    def deleted_run(self, ns: str, system: str) -> dict[str, Any] | None:
+        with self.lock:
+            return self.deleted.get((ns, system))
+
+    def forget_system(self, ns: str, name: str) -> None:
+        """A deleted system waits for nothing and leaves no memory of its runs (a new
+        system of the same name starts afresh)."""
+        with self.lock:
+            self.deleted.pop((ns, name), None)
+            self.waiting.pop((ns, name), None)
 
     def runs_of(self, ns: str, system: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -143,7 +172,7 @@ class Fleet:
         return None
 
     def stop_waiting(self, ns: str, name: str) -> None:
-        """The system no longer waits for a slot (it is gone, or no run is due)."""
+        """The system no longer waits for a slot (no run is due)."""
         with self.lock:
             self.waiting.pop((ns, name), None)
 

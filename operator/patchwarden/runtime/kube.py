@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from patchwarden.api.common import GROUP, VERSION
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
+FINALIZER_ATTEMPTS = 5
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
@@ -28,6 +29,9 @@ class KubeApi(Protocol):
     def get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None: ...
     def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool: ...
     def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None: ...
+    def set_finalizer(
+        self, plural: str, ns: str, name: str, finalizer: str, present: bool
+    ) -> None: ...
     def delete(self, plural: str, ns: str, name: str) -> None: ...
     def snapshot_classes(self) -> list[dict[str, Any]]: ...
     def get_snapshot(self, ns: str, name: str) -> dict[str, Any] | None: ...
@@ -45,6 +49,7 @@ class KubeApi(Protocol):
     def create_claim(self, ns: str, body: dict[str, Any]) -> None: ...
     def get_job(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, ns: str, body: dict[str, Any]) -> None: ...
+    def suspend_job(self, ns: str, name: str) -> None: ...
 
 
 def api_client(connections: int) -> client.ApiClient:
@@ -165,6 +170,33 @@ class Kube:
             GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
         )
         response.read()  # the answer (the whole object) is read, for the connection, not parsed
+
+    def set_finalizer(self, plural: str, ns: str, name: str, finalizer: str, present: bool) -> None:
+        """Add (``present``) or remove ``finalizer``, keeping every other one: the list is
+        read and written back at the same resourceVersion, again on a conflict."""
+        for _ in range(FINALIZER_ATTEMPTS):
+            body = self.get(plural, ns, name)
+            if body is None:
+                return
+            meta = body["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if (finalizer in finalizers) == present:
+                return
+            finalizers = (
+                [*finalizers, finalizer] if present else [f for f in finalizers if f != finalizer]
+            )
+            patch = {
+                "metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}
+            }
+            try:
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, plural, name, patch, _preload_content=False
+                ).read()
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"{plural}/{name}: finalizers changed {FINALIZER_ATTEMPTS} times")
 
     def delete(self, plural: str, ns: str, name: str) -> None:
         try:
@@ -304,6 +336,14 @@ class Kube:
             self.batch.create_namespaced_job(ns, body)
         except ApiException as exc:
             if exc.status != 409:
+                raise
+
+    def suspend_job(self, ns: str, name: str) -> None:
+        """Suspend the Job (its controller deletes its running pods); one gone is fine."""
+        try:
+            self.batch.patch_namespaced_job(name, ns, {"spec": {"suspend": True}})
+        except ApiException as exc:
+            if not _missing(exc):
                 raise
 
 

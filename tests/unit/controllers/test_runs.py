@@ -263,3 +263,30 @@ def test_a_failed_job_records_how_its_container_ended_and_its_pods_go_before_the
     assert termination.startswith("container u exited with code 3 (Error):\n")
     assert len(termination) < 1100
     assert "container u exited with code 3" in status["failure"]
+
+
+def test_a_run_in_a_namespace_being_deleted_ends_instead_of_retrying_for_ever() -> None:
+    """The API server refuses to create anything in a terminating namespace; the run ends
+    (and so lets its finalizers, and the namespace, go)."""
+    kube, runner = setup()
+
+    def refused(ns: str, body: dict[str, Any]) -> None:
+        raise _terminating(ns)
+
+    kube.create_snapshot = refused  # type: ignore[method-assign]
+    assert drive(kube, runner) == "Failed"
+    status = run_of(kube)["status"]
+    assert status["message"] == (
+        "namespace ns is being deleted, and with it the workload, its claims and snapshots: "
+        "the run stopped in Snapshotting"
+    )
+    assert kube.created() == []
+
+
+def _terminating(ns: str) -> ApiException:
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = (
+        f'{{"message": "volumesnapshots \\"run-data\\" is forbidden: unable to create new '
+        f'content in namespace {ns} because it is being terminated"}}'
+    )
+    return exc

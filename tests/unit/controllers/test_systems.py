@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
 from patchwarden.controllers.systems import Systems
+from patchwarden.core.builders import RUN_FINALIZER
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
 from patchwarden.runtime.fleet import Fleet
@@ -97,3 +99,32 @@ def test_last_run_is_derived_from_the_runs_not_written_by_them() -> None:
     }
     assert status["lastSuccessfulUpdate"] == "2027-02-10T12:30:00Z"
     assert kube.created() == ["create updateruns/a-202702101155"], "one run per window"
+
+
+def test_a_system_holds_its_deletion_only_while_a_run_is_in_progress() -> None:
+    kube = FakeKube()
+    controller = systems(kube)
+    body = saas(kube, "a")
+    controller.reconcile(body)
+    stored = kube.stored("managedsystems", "ns", "a")
+    assert stored["metadata"]["finalizers"] == [RUN_FINALIZER], "added with its run"
+    # Deleted while the run is in progress: held, nothing new starts.
+    stored["metadata"]["deletionTimestamp"] = "2027-02-10T12:01:00Z"
+    controller.reconcile(copy.deepcopy(stored))
+    assert kube.stored("managedsystems", "ns", "a")["metadata"]["finalizers"] == [RUN_FINALIZER]
+    # The run ends (here: stopped because its system is being deleted): the deletion completes.
+    run = kube.stored("updateruns", "ns", "a-202702101155")
+    run["status"] = {"phase": "Cancelled", "completionTime": "2027-02-10T12:01:02Z"}
+    controller.fleet.observe_run(run)
+    controller.reconcile(copy.deepcopy(kube.stored("managedsystems", "ns", "a")))
+    assert ("managedsystems", "ns", "a") not in kube.objects
+    assert kube.created() == ["create updateruns/a-202702101155"]
+
+
+def test_a_system_without_a_run_in_progress_has_no_finalizer() -> None:
+    kube = FakeKube()
+    controller = systems(kube)
+    body = saas(kube, "a")
+    body["spec"]["maintenance"] = {"windows": []}
+    controller.reconcile(body)
+    assert "finalizers" not in kube.stored("managedsystems", "ns", "a")["metadata"]

@@ -639,3 +639,93 @@ def test_prune_keeps_the_newest_runs_and_always_this_one_and_failed_states_for_a
     assert m.prunable(snaps, "c", retain=1, failed_state_before=never) == ["b1", "a1"], (
         "retain never takes a failed-state snapshot"
     )
+
+
+# ---- a run or its system deleted mid-run ---------------------------------------------------
+def deleting_system() -> dict[str, Any]:
+    body = system()
+    body["metadata"]["deletionTimestamp"] = STAMP
+    return body
+
+
+DELETED_RUN = m.Run.of(
+    {
+        "metadata": {
+            "namespace": "ns",
+            "name": "run",
+            "uid": "u1",
+            "generation": 1,
+            "deletionTimestamp": STAMP,
+        },
+        "spec": RUN_SPEC,
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "st",
+    [
+        status(None),
+        status(Phase.SNAPSHOTTING, snapshots=[{**SNAP, "readyToUse": False}]),
+        status(Phase.RECORDING, snapshots=[SNAP]),
+        status(Phase.UPDATING, recorded=RECORDED),  # its Job not created yet
+    ],
+    ids=["Pending", "Snapshotting", "Recording", "Updating before its Job"],
+)
+def test_a_run_whose_system_is_deleted_before_the_update_is_cancelled(
+    st: UpdateRunStatus,
+) -> None:
+    out = step(st, system=deleting_system())
+    assert out.status.phase == Phase.CANCELLED and out.wait == Wait.DONE
+    assert out.status.message == (
+        "ManagedSystem app is being deleted; stopped before the update, the workload was "
+        "not changed"
+    )
+    assert not any(
+        isinstance(a, (m.CreateJob, m.CreateSnapshot, m.ScaleToZero)) for a in out.actions
+    )
+    assert condition(out, "NeedsAttention") is None and condition(out, "Stalled") == "False"
+    assert (
+        m.Emit(
+            "Normal",
+            "Cancelled",
+            "ManagedSystem app is being deleted; the run stopped before changing anything",
+        )
+        in out.actions
+    )
+
+
+def test_a_deleted_run_mid_update_stops_its_job_and_rolls_back() -> None:
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    out = m.advance(DELETED_RUN, st, Observed(system=system(), job={"status": {}}), NOW, TIMEOUTS)
+    assert out.status.phase == Phase.ROLLING_BACK
+    assert out.actions[0] == m.StopJob("run-update"), "the Job is stopped before the rollback"
+    assert out.status.failure == "the UpdateRun run is being deleted"
+    # The rollback itself goes on while the deletion waits for it.
+    again = m.advance(
+        DELETED_RUN,
+        out.status,
+        Observed(system=system(), workload=workload(replicas=0)),
+        NOW,
+        TIMEOUTS,
+    )
+    assert again.status.phase == Phase.ROLLING_BACK
+    assert again.status.restore is not None
+    assert again.status.restore.step == RollbackStep.RESTORE_CLAIMS
+
+
+def test_a_system_deleted_while_verifying_rolls_back_and_without_rollback_asks_for_a_person() -> (
+    None
+):
+    st = status(
+        Phase.VERIFYING,
+        recorded=RECORDED,
+        job={"name": "run-update", "created": True, "result": "Complete"},
+    )
+    out = step(st, system=deleting_system(), workload=workload())
+    assert out.status.phase == Phase.ROLLING_BACK
+    assert not any(isinstance(a, m.StopJob) for a in out.actions), "the Job has ended"
+    body = deleting_system()
+    body["spec"]["rollback"] = {"enabled": False}
+    off = step(st, system=body, workload=workload())
+    assert off.status.phase == Phase.FAILED and condition(off, "NeedsAttention") == "True"

@@ -87,6 +87,14 @@ def test_the_cutoff_keeps_the_expected_duration_and_the_rollback_reserve_free() 
     assert decide(off, now=NOW + timedelta(minutes=31)) is None
 
 
+def test_a_window_whose_run_was_deleted_gets_no_second_run() -> None:
+    """The run is gone (deleted by hand), but the system's lastRun still names it."""
+    assert decide(spec()) is not None
+    s = spec()
+    assert decide_start("app", s, assess(s), NOW, [], [], "app-202702101100") is None
+    assert decide_start("app", s, assess(s), NOW, [], [], "app-202702031100") is not None
+
+
 def test_one_run_per_window_and_one_at_a_time() -> None:
     assert decide(spec(), runs=[run("app-202702101100", "Failed")]) is None
     assert (
@@ -110,6 +118,8 @@ def test_advanced_cadence_is_served_once_per_quarter_unless_the_run_failed() -> 
     assert decide(s, runs=[served]) is None
     failed = run("app-202701050000", "RolledBack", "2027-01-05T00:00:00Z")
     assert decide(s, runs=[failed]).trigger == Trigger.CADENCE
+    cancelled = run("app-202701050000", "Cancelled", "2027-01-05T00:00:00Z")
+    assert decide(s, runs=[cancelled]).trigger == Trigger.CADENCE, "a cancelled run served nothing"
     last_quarter = run("app-202612050000", "Succeeded", "2026-12-05T00:00:00Z")
     assert decide(s, runs=[last_quarter]).trigger == Trigger.CADENCE
 

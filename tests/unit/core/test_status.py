@@ -196,6 +196,19 @@ def test_last_run_is_the_newest_ended_run_and_survives_its_runs_deletion() -> No
     assert conditions(status)["LastUpdateSucceeded"] == ("True", "Succeeded")
     fresh, _ = system_status(body(), SystemFacts(), NOW)
     assert "LastUpdateSucceeded" not in conditions(fresh), "no run ended yet: no claim either way"
+    cancelled = summary("s-5", "Cancelled", "2027-01-16T02:00:00Z")
+    status, _ = system_status(body(), SystemFacts(runs=[*runs, succeeded, cancelled]), NOW)
+    assert status["lastRun"]["result"] == "Cancelled"
+    assert conditions(status)["LastUpdateSucceeded"] == ("False", "Cancelled")
+
+
+def test_a_request_whose_run_was_cancelled_fails() -> None:
+    run = summary("s-1", "Cancelled", "2027-02-08T01:00:00Z")
+    done = request_status(REQUEST, body(), [run], NOW)
+    assert (done["state"], done["message"]) == (
+        "Failed",
+        "update run s-1: Cancelled: cancelled it is",
+    )
 
 
 def test_a_window_longer_than_its_period_stalls() -> None:
@@ -235,3 +248,27 @@ def test_requeue_at_the_next_window_start_but_never_in_a_loop_inside_an_open_one
     assert requeue_after(at(120), now, 3600) == 3600
     assert requeue_after(at(-5), now, 3600) == 3600, "open already: its events queue the system"
     assert requeue_after({}, now, 60) == 60
+
+
+def test_a_failed_rollback_stalls_the_system_until_a_person_acknowledges_it() -> None:
+    failed = summary("s-2", "Failed", "2027-01-08T02:00:00Z")
+    failed["status"]["needsAttention"] = True
+    status, problems = system_status(body(), SystemFacts(runs=[failed], snapshot_class="std"), NOW)
+    assert status["lastRun"]["needsAttention"] is True
+    assert conditions(status)["Stalled"] == ("True", "RollbackFailed")
+    assert conditions(status)["Ready"] == ("False", "RollbackFailed")
+    assert problems[0] == (
+        "update run s-2 failed and left the workload as a person must check (its rollback "
+        "did not complete); no update starts until then: kubectl annotate managedsystem s "
+        "patchwarden.io/acknowledged-run=s-2"
+    )
+    seen = body()
+    seen["metadata"]["annotations"] = {"patchwarden.io/acknowledged-run": "s-2"}
+    status, problems = system_status(seen, SystemFacts(runs=[failed], snapshot_class="std"), NOW)
+    assert problems == [] and conditions(status)["Stalled"][0] == "False"
+    assert conditions(status)["LastUpdateSucceeded"] == ("False", "Failed"), "still the truth"
+    other = summary("s-3", "Failed", "2027-01-09T02:00:00Z")
+    status, problems = system_status(
+        seen, SystemFacts(runs=[failed, other], snapshot_class="std"), NOW
+    )
+    assert problems == [], "a Failed run that changed nothing needs nobody"

@@ -36,6 +36,17 @@ def test_the_cache_queues_new_and_changed_systems_but_not_status_only_changes() 
         c.observe("MODIFIED", system("a", 2))  # a spec change
         assert c.queue.due() == A
         c.queue.done(A, None)
+        acknowledged = system("a", 2)
+        acknowledged["metadata"]["annotations"] = {"patchwarden.io/acknowledged-run": "a-1"}
+        c.observe("MODIFIED", acknowledged)  # a person dealt with a failed rollback
+        assert c.queue.due() == A
+        c.queue.done(A, None)
+        deleting = system("a", 2)
+        deleting["metadata"]["annotations"] = {"patchwarden.io/acknowledged-run": "a-1"}
+        deleting["metadata"]["deletionTimestamp"] = "2027-01-01T00:00:00Z"
+        c.observe("MODIFIED", deleting)
+        assert c.queue.due() == A
+        c.queue.done(A, None)
         c.observe("DELETED", system("a", 2))
         assert A not in c.systems
         c.poke("ns", "a")  # a run of a deleted system ends: nothing to do

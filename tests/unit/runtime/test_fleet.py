@@ -48,3 +48,23 @@ def test_only_a_new_started_or_ended_run_is_news_for_its_system() -> None:
     assert moves == [True, False, True, False, False, False]
     assert fleet.observe_run(run("r1", "acme", "RolledBack")) == (True, True)
     assert fleet.observe_run(run("r1", "acme", "RolledBack")) == (False, False)
+
+
+def test_a_deleted_ended_run_is_remembered_for_its_system_until_the_system_goes() -> None:
+    fleet = Fleet(Limits(max_concurrent=2, per_customer=1, max_errors=3))
+    ended = run("r1", "acme", "RolledBack")
+    ended["status"]["completionTime"] = "2026-11-29T23:00:00Z"
+    fleet.observe_run(ended)
+    fleet.observe_run(run("r2", "acme", "Updating"))
+    fleet.forget_run("ns", "r2")
+    assert fleet.deleted_run("ns", "s") is None, "a run that never ended leaves nothing"
+    fleet.forget_run("ns", "r1")
+    remembered = fleet.deleted_run("ns", "s")
+    assert remembered is not None and remembered["metadata"]["name"] == "r1"
+    older = run("r0", "acme", "Succeeded")
+    older["status"]["completionTime"] = "2026-11-22T23:00:00Z"
+    fleet.observe_run(older)
+    fleet.forget_run("ns", "r0")  # pruned history: older than what is remembered
+    assert fleet.deleted_run("ns", "s") == remembered
+    fleet.forget_system("ns", "s")
+    assert fleet.deleted_run("ns", "s") is None
