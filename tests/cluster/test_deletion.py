@@ -7,7 +7,6 @@ that has not is cancelled, and only then does the system go.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,25 +30,7 @@ from tests.operator_harness import (
 BROKEN = "example.com/app:2.0-broken"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds(cluster: Cluster) -> None:
-    cluster.install_crds()
-
-
-@pytest.fixture
-def core(cluster: Cluster) -> client.CoreV1Api:
-    return client.CoreV1Api(cluster.api)
-
-
-@pytest.fixture
-def apps(cluster: Cluster) -> client.AppsV1Api:
-    return client.AppsV1Api(cluster.api)
-
-
-@pytest.fixture
-def operator(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Operator]:
-    with running_operator(cluster, namespace, tmp_path) as op:
-        yield op
+pytestmark = pytest.mark.usefixtures("crds")
 
 
 def gone(cluster: Cluster, ns: str, kind: str, name: str) -> bool:

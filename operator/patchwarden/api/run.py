@@ -126,6 +126,9 @@ class UpdateRunStatus(Model):
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
+    stopped_replicas: int | None = None
+    """The workload's replicas before it was stopped for the snapshots
+    (``backup.consistency: Stopped``); it is scaled back to them once they are ready."""
     backup_skipped: str | None = None
     """Why the run took no snapshots (``backup.required: false`` and no VolumeSnapshotClass):
     a rollback then restores the workload's spec only, not its data."""

@@ -273,6 +273,11 @@ class Updates(Model):
     cutoff)."""
 
 
+class Consistency(StrEnum):
+    CRASH = "Crash"
+    STOPPED = "Stopped"
+
+
 class Backup(Model):
     volume_snapshot_class_name: str | None = Field(
         default=None, pattern=DNS_SUBDOMAIN, max_length=253
@@ -282,6 +287,11 @@ class Backup(Model):
     """Snapshots of this many runs are kept (never those of the newest successful run)."""
     required: StrictBool = True
     """Refuse to update when no snapshot can be taken."""
+    consistency: Consistency = Consistency.CRASH
+    """``Crash``: snapshot the claims while the workload runs (what a power cut would leave;
+    enough for one claim of a crash-safe database). ``Stopped``: scale the workload to zero
+    first and back once the snapshots are ready, so that several claims (a database's data
+    and WAL) are captured at rest together; the downtime counts inside the window."""
 
 
 class Rollback(Model):
@@ -396,6 +406,8 @@ class LastRun(Model):
     name: str
     result: str
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    message: str | None = Field(default=None, max_length=1024)
+    """The run's last message: why it ended so (shortened to 1 KiB)."""
     needs_attention: bool | None = None
     """The run ended Failed leaving the workload as a person must check (its rollback
     failed, or none was allowed): the system is Stalled and starts no run until the

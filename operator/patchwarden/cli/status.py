@@ -16,6 +16,7 @@ COLUMNS = [
     "lastRun",
     "result",
     "ready",
+    "stalled",
 ]
 
 
@@ -28,6 +29,14 @@ def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ready = next(
             (c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), "Unknown"
         )
+        stalled = next(
+            (
+                c["reason"]
+                for c in status.get("conditions", [])
+                if c["type"] == "Stalled" and c["status"] == "True"
+            ),
+            "",
+        )
         out.append(
             {
                 "namespace": item["metadata"]["namespace"],
@@ -39,6 +48,7 @@ def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "lastRun": last.get("name"),
                 "result": last.get("result"),
                 "ready": ready,
+                "stalled": stalled,
             }
         )
     return sorted(out, key=lambda r: (r["namespace"], r["name"]))

@@ -143,6 +143,9 @@ class Runner:
         job_pods: list[dict[str, Any]] = []
         if Read.JOB_PODS in wanted or machine.job_failed(job):
             job_pods = self.kube.pods(ns, {builders.LABEL_RUN: run.name})
+        namespace_pods: list[dict[str, Any]] = []
+        if Read.NAMESPACE_PODS in wanted and workload is not None:
+            namespace_pods = self.kube.pods(ns, {})
         workload_pods = 0
         if Read.WORKLOAD_PODS in wanted and workload is not None:
             workload_pods = len(
@@ -157,6 +160,7 @@ class Runner:
             job=job,
             workload_pods=workload_pods,
             job_pods=tuple(job_pods),
+            namespace_pods=tuple(namespace_pods),
         )
 
     # ---- act ---------------------------------------------------------------------------
@@ -171,6 +175,8 @@ class Runner:
                 self.kube.suspend_job(ns, name)
             case machine.ScaleToZero(kind, name):
                 self.kube.scale(kind, ns, name, 0)
+            case machine.ScaleBack(kind, name, replicas):
+                self.kube.scale(kind, ns, name, replicas)
             case machine.DeletePod(name):
                 self.kube.delete_pod(ns, name)
             case machine.DeleteClaim(name):

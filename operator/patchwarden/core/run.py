@@ -31,7 +31,7 @@ from patchwarden.api.run import (
     UpdateRunStatus,
     WorkloadRecord,
 )
-from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.api.system import Consistency, ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import conditions as c
 from patchwarden.core.policy import assess
@@ -90,6 +90,15 @@ class StopJob:
 class ScaleToZero:
     kind: str
     name: str
+
+
+@dataclass(frozen=True)
+class ScaleBack:
+    """Scale the workload back to the replicas it had before it was stopped."""
+
+    kind: str
+    name: str
+    replicas: int
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,7 @@ Action = (
     | CreateJob
     | StopJob
     | ScaleToZero
+    | ScaleBack
     | DeletePod
     | DeleteClaim
     | CreateClaim
@@ -206,6 +216,8 @@ class Observed:
     """Pods matching the workload's selector (a rollback waits for none)."""
     job_pods: tuple[Mapping[str, Any], ...] = ()
     """The update Job's pods (labelled with the run)."""
+    namespace_pods: tuple[Mapping[str, Any], ...] = ()
+    """Every pod of the namespace (read once, before the run starts: who mounts its claims)."""
 
 
 class Read(StrEnum):
@@ -216,6 +228,7 @@ class Read(StrEnum):
     JOB = "job"
     WORKLOAD_PODS = "workloadPods"
     JOB_PODS = "jobPods"
+    NAMESPACE_PODS = "namespacePods"
 
 
 def reads(status: UpdateRunStatus) -> frozenset[Read]:
@@ -223,6 +236,11 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
     phase = status.phase or Phase.PENDING
     restore = status.restore.step if status.restore else None
     match phase:
+        case Phase.PENDING:
+            return frozenset({Read.WORKLOAD, Read.NAMESPACE_PODS})
+        case Phase.SNAPSHOTTING if not status.snapshots and status.stopped_replicas is not None:
+            # Stopped for consistent snapshots: they are taken once its pods are gone.
+            return frozenset({Read.WORKLOAD, Read.WORKLOAD_PODS, Read.CLAIMS, Read.SNAPSHOT_CLASS})
         case Phase.SNAPSHOTTING if not status.snapshots:
             return frozenset({Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS})
         case Phase.SNAPSHOTTING:
@@ -416,9 +434,10 @@ def _stopping(run: Run, system: Mapping[str, Any] | None) -> str | None:
 
 
 def _cancel(step: _Step, why: str) -> None:
+    restarted = _restart(step, _spec_or_none(step.seen.system))
     step.end(
         Phase.CANCELLED,
-        f"{why}; stopped before the update, the workload was not changed",
+        f"{why}; stopped before the update, the workload was not changed{restarted}",
         f"{why}; the run stopped before changing anything",
     )
 
@@ -430,6 +449,18 @@ def _pending(step: _Step) -> None:
         raise Abort(f"the system is no longer eligible: {assessment.reason}")
     if step.now > parse_time(step.run.spec.window.cutoff):
         raise Abort("the window's cutoff passed before the run could start; nothing was changed")
+    workload = step.seen.workload
+    if workload is not None:
+        shared = foreign_users(
+            claims_to_read(step.status, spec, workload), workload, step.seen.namespace_pods
+        )
+        if shared:
+            claim, pod = shared[0]
+            raise Unchanged(
+                f"claim {claim} is also used by pod {pod}, outside {spec.workload.kind} "
+                f"{spec.workload.name}: a rollback could not replace it safely (shared claims "
+                "cannot be restored while another pod mounts them); nothing was changed"
+            )
     step.status.start_time = utc_text(step.now)
     window = step.run.spec.window.name
     step.act(Emit("Normal", "Started", f"{step.run.spec.trigger.value} update in window {window}"))
@@ -448,6 +479,8 @@ def _snapshotting(step: _Step) -> None:
     if not status.snapshots:
         if seen.workload is None:
             raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
+        if spec.backup.consistency == Consistency.STOPPED and not _stopped(step, spec):
+            return  # its pods are still stopping
         for claim in claims_to_read(status, spec, seen.workload):
             body = seen.claims.get(claim)
             if body is None:
@@ -484,7 +517,8 @@ def _snapshotting(step: _Step) -> None:
             raise Abort(f"VolumeSnapshot {record.snapshot} disappeared before it was ready")
         record.ready_to_use = bool((existing.get("status") or {}).get("readyToUse"))
     if all(r.ready_to_use for r in status.snapshots):
-        step.enter(Phase.RECORDING, f"{len(status.snapshots)} snapshots ready")
+        restarted = _restart(step, spec)
+        step.enter(Phase.RECORDING, f"{len(status.snapshots)} snapshots ready{restarted}")
         return
     if step.waited() > step.timeouts.snapshot:
         waiting = [r.snapshot for r in status.snapshots if not r.ready_to_use]
@@ -493,6 +527,40 @@ def _snapshotting(step: _Step) -> None:
             f"{', '.join(waiting)}; the workload was not touched"
         )
     step.out.wait = Wait.WATCHED
+
+
+def _stopped(step: _Step, spec: ManagedSystemSpec) -> bool:
+    """Whether the workload is stopped for consistent snapshots (stopping it first)."""
+    status, workload = step.status, step.seen.workload
+    assert workload is not None
+    kind, name = spec.workload.kind, spec.workload.name
+    if status.stopped_replicas is None:
+        status.stopped_replicas = int(workload["spec"].get("replicas", 1))
+        step.act(ScaleToZero(kind, name))
+        step.restart_clock()
+        status.message = f"stopping {kind} {name} for consistent snapshots"
+        return False
+    if step.seen.workload_pods:
+        if step.waited() > step.timeouts.snapshot:
+            raise Abort(
+                f"pods of {kind} {name} still present "
+                f"{step.timeouts.snapshot.total_seconds():.0f}s after stopping it for the "
+                "snapshots"
+            )
+        step.out.wait = Wait.POLL
+        return False
+    return True
+
+
+def _restart(step: _Step, spec: ManagedSystemSpec | None) -> str:
+    """Scale a workload stopped for the snapshots back (once); says so for the message."""
+    replicas = step.status.stopped_replicas
+    if replicas is None or spec is None or replicas == 0:
+        return ""
+    kind, name = spec.workload.kind, spec.workload.name
+    step.act(ScaleBack(kind, name, replicas))
+    step.status.stopped_replicas = 0  # scaled back: never again
+    return f"; {kind} {name} scaled back to {replicas} replicas"
 
 
 def _recording(step: _Step) -> None:
@@ -607,7 +675,8 @@ def _fail(step: _Step, phase: Phase, why: str, changed: bool = True) -> None:
     if phase == Phase.ROLLING_BACK:
         _end_failed(step, f"the rollback failed: {why}", needs_person=True)
     else:
-        _end_failed(step, why, needs_person=may_have_changed)
+        restarted = _restart(step, spec) if phase == Phase.SNAPSHOTTING else ""
+        _end_failed(step, why + restarted, needs_person=may_have_changed)
 
 
 def _end_failed(step: _Step, why: str, needs_person: bool) -> None:
@@ -759,6 +828,29 @@ def _failed_state_kept(step: _Step, claim: str) -> bool:
 
 
 # ---- pure helpers -------------------------------------------------------------------------
+def foreign_users(
+    claims: Sequence[str], workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """(claim, pod) for each pod that mounts one of ``claims`` but is not the workload's (its
+    labels do not match the workload's selector) nor an update Job's: a rollback would have
+    to delete a claim such a pod keeps in use."""
+    wanted = set(claims)
+    selector = (workload.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+    found = []
+    for pod in pods:
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        if meta.get("deletionTimestamp") or builders.LABEL_RUN in labels:
+            continue
+        if selector and all(labels.get(k) == v for k, v in selector.items()):
+            continue
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim in wanted:
+                found.append((str(claim), str(meta["name"])))
+    return sorted(found)
+
+
 def restored_workload(current: Mapping[str, Any], recorded: WorkloadRecord) -> dict[str, Any]:
     """The workload as recorded before the update, on the current object (its
     resourceVersion: a concurrent write conflicts and is retried): the whole spec, the

@@ -64,6 +64,8 @@ class SystemFacts:
     ``lastRun`` must still name if nothing newer ended: its window gets no second run."""
 
 
+LAST_MESSAGE = 1024
+"""Characters of the last run's message kept in the system's ``lastRun``."""
 ACKNOWLEDGED = "patchwarden.io/acknowledged-run"
 """Annotation on a ManagedSystem: the run whose failed rollback a person has dealt with."""
 
@@ -197,7 +199,12 @@ def system_status(
             c.LAST_UPDATE_SUCCEEDED,
             last["result"] == "Succeeded",
             last["result"],
-            f"update run {last['name']} ended {last['result']} at {last.get('completionTime')}",
+            f"update run {last['name']} ended {last['result']} at {last.get('completionTime')}"
+            + (
+                f": {last['message']}"
+                if last.get("message") and last["result"] != "Succeeded"
+                else ""
+            ),
         )
     status["conditions"] = conds
     return status, [m for _, m in problems]
@@ -325,6 +332,8 @@ def last_run(old: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "result": newest["status"]["phase"],
                 "completionTime": newest["status"]["completionTime"],
             }
+            if newest["status"].get("message"):
+                out["lastRun"]["message"] = newest["status"]["message"][:LAST_MESSAGE]
             if newest["status"].get("needsAttention"):
                 out["lastRun"]["needsAttention"] = True
     successes = [

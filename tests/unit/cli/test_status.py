@@ -14,8 +14,11 @@ def test_rows_are_sorted_and_flattened() -> None:
             "status": {
                 "eligible": True,
                 "nextWindow": {"start": "2027-01-01T00:00:00Z"},
-                "lastRun": {"name": "y-1", "result": "RolledBack"},
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "lastRun": {"name": "y-1", "result": "Failed", "needsAttention": True},
+                "conditions": [
+                    {"type": "Ready", "status": "False"},
+                    {"type": "Stalled", "status": "True", "reason": "RollbackFailed"},
+                ],
             },
         },
     ]
@@ -29,7 +32,9 @@ def test_rows_are_sorted_and_flattened() -> None:
         "eligible": True,
         "nextWindow": "2027-01-01T00:00:00Z",
         "lastRun": "y-1",
-        "result": "RolledBack",
-        "ready": "True",
+        "result": "Failed",
+        "ready": "False",
+        "stalled": "RollbackFailed",
     }
     assert got[1]["ready"] == "Unknown" and got[1]["eligible"] is None
+    assert got[1]["stalled"] == ""

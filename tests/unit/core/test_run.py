@@ -120,6 +120,39 @@ def test_pending_fails_without_touching_anything(
     assert condition(out, "NeedsAttention") is None, "nothing changed: no person needed"
 
 
+def pod(name: str, claim: str, **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]},
+    }
+
+
+def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_step() -> None:
+    """A shared claim (an RWX volume a backup pod or a second app mounts) cannot be deleted
+    and recreated while that pod uses it: found before anything is done, not halfway
+    through a rollback."""
+    with_claim = workload()
+    with_claim["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}
+    ]
+    pods = (
+        pod("app-1", "data", app="app"),  # the workload's own
+        pod("run-update-x", "data", **{"patchwarden.io/run": "run"}),  # an update Job's
+        pod("unrelated", "other"),
+        pod("backup-7", "data", app="backup"),
+    )
+    out = step(status(None), workload=with_claim, namespace_pods=pods)
+    assert out.status.phase == Phase.FAILED
+    assert out.status.message == (
+        "claim data is also used by pod backup-7, outside Deployment app: a rollback could "
+        "not replace it safely (shared claims cannot be restored while another pod mounts "
+        "them); nothing was changed"
+    )
+    assert kinds(out) == ["RunEnded", "Emit"] and condition(out, "NeedsAttention") is None
+    alone = step(status(None), workload=with_claim, namespace_pods=pods[:3])
+    assert alone.status.phase == Phase.SNAPSHOTTING
+
+
 # ---- Snapshotting ------------------------------------------------------------------------
 def test_snapshots_are_recorded_and_requested_in_one_step() -> None:
     out = step(
@@ -137,6 +170,55 @@ def test_snapshots_are_recorded_and_requested_in_one_step() -> None:
     assert (record.claim, record.snapshot, record.created) == ("data", "run-data", True)
     assert record.claim_spec == {"storageClassName": "std"}
     assert out.status.phase_start_time == STAMP, "the deadline counts from the request"
+
+
+def test_stopped_consistency_stops_the_workload_snapshots_it_at_rest_then_starts_it() -> None:
+    stopped = system(volumes=["data"], backup={"consistency": "Stopped"})
+    seen: dict[str, Any] = {
+        "system": stopped,
+        "claims": {"data": CLAIM},
+        "snapshot_class": "std",
+    }
+    first = step(status(Phase.SNAPSHOTTING), workload=workload(replicas=3), **seen)
+    assert first.actions == [m.ScaleToZero("Deployment", "app")]
+    assert first.status.stopped_replicas == 3 and not first.status.snapshots
+    assert m.reads(first.status) == {
+        Read.WORKLOAD,
+        Read.WORKLOAD_PODS,
+        Read.CLAIMS,
+        Read.SNAPSHOT_CLASS,
+    }
+    stopping = step(first.status, workload=workload(replicas=0), workload_pods=2, **seen)
+    assert stopping.actions == [] and stopping.wait == Wait.POLL, "no snapshot while pods run"
+    at_rest = step(first.status, workload=workload(replicas=0), **seen)
+    (create,) = at_rest.actions
+    assert isinstance(create, m.CreateSnapshot)
+    ready = at_rest.status.model_copy(deep=True)
+    ready.snapshots[0].ready_to_use = True
+    started = step(ready, **seen)
+    assert started.status.phase == Phase.RECORDING
+    assert m.ScaleBack("Deployment", "app", 3) in started.actions
+    assert started.status.message == ("1 snapshots ready; Deployment app scaled back to 3 replicas")
+
+
+def test_a_stopped_workload_is_started_again_when_its_snapshots_fail_or_it_is_deleted() -> None:
+    stopped = system(volumes=["data"], backup={"consistency": "Stopped"})
+    st = status(
+        Phase.SNAPSHOTTING,
+        since=EARLIER,
+        stoppedReplicas=2,
+        snapshots=[{**SNAP, "readyToUse": False}],
+    )
+    late = step(st, system=stopped, snapshots={"run-data": {"status": {}}}, snapshot_class="std")
+    assert late.status.phase == Phase.FAILED
+    assert m.ScaleBack("Deployment", "app", 2) in late.actions
+    assert (late.status.message or "").endswith("; Deployment app scaled back to 2 replicas")
+    assert condition(late, "NeedsAttention") is None
+    deleting = system(volumes=["data"], backup={"consistency": "Stopped"})
+    deleting["metadata"]["deletionTimestamp"] = STAMP
+    gone = step(st, system=deleting)
+    assert gone.status.phase == Phase.CANCELLED
+    assert m.ScaleBack("Deployment", "app", 2) in gone.actions
 
 
 def test_without_volumes_the_workloads_claims_are_snapshotted() -> None:
@@ -601,7 +683,7 @@ def test_an_ended_run_does_nothing(phase: Phase) -> None:
 @pytest.mark.parametrize(
     ("st", "wanted"),
     [
-        (status(None), set()),
+        (status(None), {Read.WORKLOAD, Read.NAMESPACE_PODS}),
         (status(Phase.SNAPSHOTTING), {Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS}),
         (status(Phase.SNAPSHOTTING, snapshots=[SNAP]), {Read.SNAPSHOTS, Read.SNAPSHOT_CLASS}),
         (status(Phase.UPDATING), {Read.JOB}),

@@ -182,6 +182,7 @@ def test_last_run_is_the_newest_ended_run_and_survives_its_runs_deletion() -> No
             "name": "s-2",
             "result": "RolledBack",
             "completionTime": "2027-01-08T02:00:00Z",
+            "message": "rolledback it is",
         },
         "lastSuccessfulUpdate": "2027-01-01T02:00:00Z",
     }
@@ -191,6 +192,10 @@ def test_last_run_is_the_newest_ended_run_and_survives_its_runs_deletion() -> No
     status, _ = system_status(body(), facts, NOW)
     assert status["lastRun"]["name"] == "s-2"
     assert conditions(status)["LastUpdateSucceeded"] == ("False", "RolledBack")
+    last = next(x for x in status["conditions"] if x["type"] == "LastUpdateSucceeded")
+    assert last["message"] == (
+        "update run s-2 ended RolledBack at 2027-01-08T02:00:00Z: rolledback it is"
+    ), "why it ended so, on the system"
     succeeded = summary("s-4", "Succeeded", "2027-01-15T02:00:00Z")
     status, _ = system_status(body(), SystemFacts(runs=[*runs, succeeded]), NOW)
     assert conditions(status)["LastUpdateSucceeded"] == ("True", "Succeeded")
