@@ -58,6 +58,13 @@ def start_update(cluster: Cluster, ns: str, apps: client.AppsV1Api) -> str:
     workload's image. Returns the run's name."""
     create(cluster, ns, system("db", "SaaS", job={"devcluster.patchwarden.io/duration": "60s"}))
     run = wait_run(cluster, ns, "db", {"Updating"})
+    # Its Job exists (entering Updating comes a step before the Job is created: a run
+    # deleted in between is cancelled, not rolled back — nothing changed yet).
+    wait_for(
+        lambda: client.BatchV1Api(cluster.api).list_namespaced_job(ns).items,
+        timeout=30,
+        what="the update Job",
+    )
     apps.patch_namespaced_deployment(
         "app",
         ns,

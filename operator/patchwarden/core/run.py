@@ -385,6 +385,10 @@ def advance(
         if stopping and phase != Phase.ROLLING_BACK:
             job_started = status.job is not None and status.job.created
             if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not job_started):
+                if phase == Phase.UPDATING:
+                    # Not recorded as created, but a step cut short after creating it (the
+                    # operator killed before its status write) may have: stop it if so.
+                    step.act(StopJob(builders.job_name(run.name)))
                 _cancel(step, stopping)
                 return step.out
             raise Abort(stopping)  # the workload may have changed: roll it back first
