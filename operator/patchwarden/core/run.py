@@ -835,9 +835,9 @@ def _failed_state_kept(step: _Step, claim: str) -> bool:
 def foreign_users(
     claims: Sequence[str], workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
 ) -> list[tuple[str, str]]:
-    """(claim, pod) for each pod that mounts one of ``claims`` but is not the workload's (its
-    labels do not match the workload's selector) nor an update Job's: a rollback would have
-    to delete a claim such a pod keeps in use."""
+    """(claim, pod) for each pod that mounts one of ``claims`` but is not the workload's
+    (neither matching its selector's labels nor owned by it or its ReplicaSets) nor an update
+    Job's: a rollback would have to delete a claim such a pod keeps in use."""
     wanted = set(claims)
     selector = (workload.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
     found = []
@@ -848,11 +848,27 @@ def foreign_users(
             continue
         if selector and all(labels.get(k) == v for k, v in selector.items()):
             continue
+        if not selector and _owned_by(meta, workload):
+            continue
         for volume in (pod.get("spec") or {}).get("volumes") or []:
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
             if claim in wanted:
                 found.append((str(claim), str(meta["name"])))
     return sorted(found)
+
+
+def _owned_by(pod_meta: Mapping[str, Any], workload: Mapping[str, Any]) -> bool:
+    """The pod is the StatefulSet's, or one of the Deployment's ReplicaSets' (named
+    ``<deployment>-<hash>``): for selectors written with matchExpressions only."""
+    name = workload.get("metadata", {}).get("name", "")
+    for owner in pod_meta.get("ownerReferences") or []:
+        kind, owner_name = owner.get("kind"), str(owner.get("name", ""))
+        if kind == workload.get("kind") == "StatefulSet" and owner_name == name:
+            return True
+        hash_ = owner_name.removeprefix(f"{name}-")
+        if kind == "ReplicaSet" and hash_ != owner_name and hash_.isalnum():
+            return True
+    return False
 
 
 def restored_workload(current: Mapping[str, Any], recorded: WorkloadRecord) -> dict[str, Any]:

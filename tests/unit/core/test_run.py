@@ -151,6 +151,19 @@ def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_
     assert kinds(out) == ["RunEnded", "Emit"] and condition(out, "NeedsAttention") is None
     alone = step(status(None), workload=with_claim, namespace_pods=pods[:3])
     assert alone.status.phase == Phase.SNAPSHOTTING
+    # A selector of matchExpressions only: the workload's pods are known by their owner.
+    by_expression = workload()
+    by_expression["spec"]["selector"] = {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["app"]}]
+    }
+    owned = pod("app-5d8f-x", "data", app="app")
+    owned["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "app-5d8f"}]
+    sibling = pod("app-backup-77f9-y", "data", app="app-backup")
+    sibling["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "app-backup-77f9"}]
+    assert m.foreign_users(["data"], by_expression, [owned, sibling, pods[3]]) == [
+        ("data", "app-backup-77f9-y"),
+        ("data", "backup-7"),
+    ]
 
 
 # ---- Snapshotting ------------------------------------------------------------------------
