@@ -55,9 +55,15 @@ def test_defaults_are_applied_by_the_api_server(cluster: Cluster, namespace: str
     obj = yaml.safe_load((REPO / "examples" / "iaas.yaml").read_text())
     obj["metadata"]["namespace"] = namespace
     obj["spec"]["backup"] = {}
+    obj["spec"]["rollback"] = {}
     stored = create(cluster, namespace, obj)
     assert stored["spec"]["customerAdminAccess"] is False
-    assert stored["spec"]["backup"] == {"retain": 3, "required": True}
+    assert stored["spec"]["backup"] == {"retain": 3, "required": True, "consistency": "Crash"}
+    assert stored["spec"]["rollback"] == {
+        "enabled": True,
+        "reserve": "15m",
+        "keepFailedState": "168h",
+    }
 
 
 @pytest.mark.usefixtures("crds")
