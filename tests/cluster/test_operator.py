@@ -534,7 +534,9 @@ def test_a_request_whose_run_rolled_back_is_accepted_again_for_a_later_window(
     name = run["metadata"]["name"]
     request = wait_for(
         lambda: (
-            (r := get(cluster, namespace, "UpdateRequest", "hd-8"))["status"].get("attempts") and r
+            (r := get(cluster, namespace, "UpdateRequest", "hd-8"))["status"].get("attempts")
+            and r["status"].get("state") != "Running"  # its run has ended
+            and r
         ),
         timeout=30,
         what="the request to see its run end",
