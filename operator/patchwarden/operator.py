@@ -30,11 +30,12 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from patchwarden.api.common import GROUP, VERSION
+from patchwarden.api.run import TERMINAL
 from patchwarden.controllers.requests import Requests
 from patchwarden.controllers.runs import Runner
 from patchwarden.controllers.systems import Systems
 from patchwarden.core.builders import LABEL_RUN
-from patchwarden.core.scheduler import TERMINAL, Limits
+from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
 from patchwarden.runtime import metrics, peering
 from patchwarden.runtime.controller import SystemController

@@ -38,6 +38,10 @@ class Phase(StrEnum):
     deleted."""
 
 
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.CANCELLED})
+"""The phases a run ends in (as StrEnum members they also match the plain strings)."""
+
+
 class RollbackStep(StrEnum):
     SCALE_DOWN = "ScaleDown"
     RESTORE_CLAIMS = "RestoreClaims"

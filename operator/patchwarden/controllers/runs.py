@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from patchwarden.api.run import UpdateRunStatus
+from patchwarden.api.run import TERMINAL, UpdateRunStatus
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import run as machine
@@ -66,7 +66,7 @@ class Runner:
         ``body`` is updated with the status written."""
         run = machine.Run.of(body)
         status = UpdateRunStatus.model_validate(body.get("status") or {})
-        if status.phase in machine.TERMINAL:
+        if status.phase in TERMINAL:
             return None
         seen = self.observe(run, status)
         out = machine.advance(run, status, seen, self.now(), self.timeouts)

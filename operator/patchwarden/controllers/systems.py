@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core.history import to_prune
 from patchwarden.core.policy import assess
 from patchwarden.core.scheduler import (
-    TERMINAL,
     Start,
     decide_start,
     failures_in_window,

@@ -22,6 +22,7 @@ from typing import Any
 
 from patchwarden.api.common import Condition, parse_duration
 from patchwarden.api.run import (
+    TERMINAL,
     JobRecord,
     Phase,
     RestoreRecord,
@@ -38,7 +39,6 @@ from patchwarden.core.policy import assess
 from patchwarden.core.status import parse_system
 from patchwarden.core.times import parse_time, utc_text
 
-TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.FAILED, Phase.CANCELLED})
 ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 """The phases after which the workload may have changed: a failure there rolls back."""
 BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"

@@ -15,19 +15,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from patchwarden.api.request import RequestState
-from patchwarden.api.run import Phase, Trigger
+from patchwarden.api.run import TERMINAL, Phase, Trigger
 from patchwarden.api.system import Cadence, ManagedSystemSpec
 from patchwarden.core.builders import run_name
 from patchwarden.core.policy import Assessment
 from patchwarden.core.times import parse_time
 from patchwarden.core.windows import Occurrence, cadence_period, occurrences
 
-TERMINAL = {
-    Phase.SUCCEEDED.value,
-    Phase.ROLLED_BACK.value,
-    Phase.FAILED.value,
-    Phase.CANCELLED.value,
-}
 FAILED = {Phase.ROLLED_BACK.value, Phase.FAILED.value}
 """Runs that count against a window's error budget (a cancelled run does not)."""
 NOT_SERVED = FAILED | {Phase.CANCELLED.value}

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from patchwarden.api.common import describe_errors
 from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
+from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
 from patchwarden.core.policy import assess, decide_request
@@ -305,7 +306,7 @@ def served(run: dict[str, Any]) -> dict[str, Any]:
     name = run["metadata"]["name"]
     status = run.get("status") or {}
     phase = status.get("phase") or "Pending"
-    if phase in {"Succeeded", "RolledBack", "Failed", "Cancelled"}:
+    if phase in TERMINAL:
         # A cancelled run (its system deleted) fails the request: it was not served.
         state, message = (
             RequestState.FAILED if phase == "Cancelled" else RequestState(phase),

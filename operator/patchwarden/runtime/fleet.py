@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from patchwarden.api.run import Phase
-from patchwarden.core.conditions import NEEDS_ATTENTION
-from patchwarden.core.scheduler import TERMINAL, Limits, within_limits
+from patchwarden.api.run import TERMINAL, Phase
+from patchwarden.core.conditions import NEEDS_ATTENTION, is_true
+from patchwarden.core.scheduler import Limits, within_limits
 from patchwarden.runtime.controller import slim
 
 Key = tuple[str, str]
@@ -41,10 +41,7 @@ def _stage(run: dict[str, Any]) -> tuple[str, str | None]:
 def run_summary(body: dict[str, Any]) -> dict[str, Any]:
     meta, status = body["metadata"], body.get("status") or {}
     summary = {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None}
-    if any(
-        x.get("type") == NEEDS_ATTENTION and x.get("status") == "True"
-        for x in status.get("conditions") or []
-    ):
+    if is_true(status.get("conditions") or [], NEEDS_ATTENTION):
         summary["needsAttention"] = True
     return {
         "metadata": {"namespace": meta["namespace"], "name": meta["name"]},
