@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from patchwarden.api.catalog import ReleaseCatalogSpec
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.api.request import UpdateRequestSpec, UpdateRequestStatus
 from patchwarden.api.run import UpdateRunSpec, UpdateRunStatus
@@ -90,8 +91,9 @@ class Kind:
     plural: str
     short_names: list[str]
     spec: type[BaseModel]
-    status: type[BaseModel]
+    status: type[BaseModel] | None
     columns: list[dict[str, str]] = field(default_factory=list)
+    scope: str = "Namespaced"
 
     @property
     def name(self) -> str:
@@ -152,9 +154,19 @@ KINDS = [
             _col("Trigger", ".spec.trigger"),
             _col("Phase", ".status.phase"),
             _col("Window", ".spec.window.start"),
+            _col("Changes", ".status.summary"),
             _col("Message", ".status.message", priority=1),
             _AGE,
         ],
+    ),
+    Kind(
+        "ReleaseCatalog",
+        "releasecatalogs",
+        ["rcat"],
+        ReleaseCatalogSpec,
+        None,
+        [_col("Components", ".spec.components[*].name", priority=1), _AGE],
+        scope="Cluster",
     ),
 ]
 
@@ -162,13 +174,23 @@ KINDS = [
 def crd(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec_schema = model_schema(kind.spec)
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": spec_schema,
+    }
+    version: dict[str, Any] = {"name": VERSION, "served": True, "storage": True}
+    if kind.status is not None:
+        properties["status"] = model_schema(kind.status)
+        version["subresources"] = {"status": {}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": kind.name},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",
@@ -179,23 +201,14 @@ def crd(kind: Kind) -> dict[str, Any]:
             },
             "versions": [
                 {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
+                    **version,
                     "additionalPrinterColumns": kind.columns,
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": spec_schema.get("description", ""),
                             "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": model_schema(kind.status),
-                            },
+                            "properties": properties,
                         }
                     },
                 }
@@ -243,7 +256,7 @@ PEERING = [
 
 
 def all_crds() -> list[dict[str, Any]]:
-    """Every CRD patchwarden needs: its three kinds and kopf's peering."""
+    """Every CRD patchwarden needs: its four kinds and kopf's peering."""
     return [crd(k) for k in KINDS] + PEERING
 
 

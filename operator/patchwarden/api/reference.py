@@ -69,13 +69,15 @@ def render() -> str:
             f"## {kind.kind}",
             "",
             f"`kubectl get {kind.plural}` (short name "
-            f"`{kind.short_names[0]}`, category `patchwarden`). "
+            f"`{kind.short_names[0]}`, category `patchwarden`"
+            + (", cluster-scoped). " if kind.scope == "Cluster" else "). ")
             + (schema["properties"]["spec"].get("description") or ""),
             "",
             "| field | type | required | default | description |",
             "|---|---|---|---|---|",
         ]
         for part in ("spec", "status"):
-            lines += _rows(schema["properties"][part], part, part == "spec")
+            if part in schema["properties"]:
+                lines += _rows(schema["properties"][part], part, part == "spec")
         lines.append("")
     return "\n".join(lines)

@@ -49,6 +49,40 @@ class RollbackStep(StrEnum):
     VERIFY = "Verify"
 
 
+class Target(Model):
+    """One component to update in this run, chosen from the ReleaseCatalogs when the run was
+    created: its newest acceptable, approved release of a class the trigger allows."""
+
+    component: str
+    container: str | None = None
+    """The workload's container whose image the operator sets; absent: the update Job
+    updates the component (its ``version`` was written by hand)."""
+    from_version: str = Field(alias="from")
+    to_version: str = Field(alias="to")
+    from_image: str | None = None
+    image: str | None = None
+    """The release's image (the one set on the container)."""
+    classes: list[UpdateClass] = Field(default_factory=list)
+    advisories: list[str] = Field(default_factory=list)
+    """Advisories of every release between the installed one and the target."""
+
+
+class Change(Model):
+    """What the run changed in one component."""
+
+    component: str
+    container: str | None = None
+    from_version: str | None = Field(default=None, alias="from")
+    to_version: str | None = Field(default=None, alias="to")
+    from_image: str | None = None
+    to_image: str | None = None
+    classes: list[str] = Field(default_factory=list)
+    advisories: list[str] = Field(default_factory=list)
+    source: str = "catalog"
+    """``catalog`` (an image the operator set) or ``job`` (reported by the update Job's
+    termination message)."""
+
+
 class UpdateRunSpec(Model):
     """Why this run happens and in which window; written once by the operator."""
 
@@ -62,6 +96,8 @@ class UpdateRunSpec(Model):
     )
     components: list[str] = Field(default_factory=list, max_length=256)
     """Names of the components in scope of this run."""
+    targets: list[Target] = Field(default_factory=list, max_length=256)
+    """What this run installs (empty: what the update Job does is all)."""
     window: WindowRef
 
 
@@ -137,6 +173,12 @@ class UpdateRunStatus(Model):
     """Why the run took no snapshots (``backup.required: false`` and no VolumeSnapshotClass):
     a rollback then restores the workload's spec only, not its data."""
     job: JobRecord | None = None
+    images_set: bool | None = None
+    """The targets' images are set on the workload (its rollout is awaited next)."""
+    changes: list[Change] = Field(default_factory=list, max_length=512)
+    """What the run changed: the images it set and what the update Job reported."""
+    summary: str | None = Field(default=None, max_length=256)
+    """One line of the changes, e.g. ``postgres 16.3→16.4, pgbouncer 1.22→1.23``."""
     recorded: WorkloadRecord | None = None
     restore: RestoreRecord | None = None
 

@@ -233,16 +233,43 @@ class Layer(StrEnum):
     APPLICATION = "application"
 
 
+TRACK_PATTERN = (
+    r"^(any|major|minor|(>=|<=|>|<|==|!=) ?[0-9][A-Za-z0-9.+~:-]*"
+    r"(, ?(>=|<=|>|<|==|!=) ?[0-9][A-Za-z0-9.+~:-]*)*)$"
+)
+
+
 class Component(Model):
-    """A piece of software on the system."""
+    """A piece of software on the system: bound to a container of the workload (its
+    installed version is read from the container's image and the ReleaseCatalogs), or
+    described by hand (``version``)."""
 
     name: str = Field(min_length=1, max_length=128)
-    version: str = Field(min_length=1, max_length=128)
+    """Also the component's name in the ReleaseCatalogs."""
+    version: str | None = Field(default=None, min_length=1, max_length=128)
+    """The installed version, for a component without a container (a VM's package that
+    the update Job updates); read from the workload when ``container`` is given."""
+    container: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    """The container of the workload that runs this component: the operator reads its
+    image and sets the target release's image on it."""
+    track: str = Field(default="major", max_length=256, pattern=TRACK_PATTERN)
+    """Which newer releases are acceptable: ``major`` (same major version as installed,
+    the default: no major upgrade happens by itself), ``minor`` (same major.minor),
+    ``any``, or constraints such as ``>=15, <17`` in the catalog's version order."""
     installed_by: InstalledBy
     source: Source
     layer: Layer = Layer.OS
     end_of_life: date | None = None
-    """The vendor's end of support for this version."""
+    """The vendor's end of support for this version (when no catalog release says it)."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.version) != has(self.container)",
+            "give the installed version or the container that runs the component, not both",
+            ".version",
+            lambda c: (c.version is None) != (c.container is None),
+        ),
+    )
 
 
 class Workload(Model):
@@ -265,9 +292,20 @@ class Updates(Model):
     template: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
-    """The update Job's pod template (a core/v1 PodTemplateSpec)."""
+    """The update Job's pod template (a core/v1 PodTemplateSpec), run after the target
+    images are set: it receives the targets in ``PATCHWARDEN_TARGETS`` (JSON). Optional
+    when every component is bound to a container."""
+    catalogs: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] | None = Field(
+        default=None, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """The ReleaseCatalogs whose releases this system's components may take; default: all."""
+    approve_after: Duration | None = None
+    """A release becomes a target only this long after it was ``released`` (like AWS SSM's
+    approve-after days), e.g. ``168h``; default: at once."""
     run_timeout: Duration = "1h"
     verify_timeout: Duration = "10m"
+    """How long the workload may take to be ready after the update (and to complete the
+    rollout of new images)."""
     expected_duration: Duration = "30m"
     """No run starts later than a window's end minus this and ``rollback.reserve`` (the
     cutoff)."""
@@ -414,6 +452,38 @@ class LastRun(Model):
     annotation ``patchwarden.io/acknowledged-run`` names this run."""
 
 
+class ComponentStatus(Model):
+    """What is installed of one component and what it could be updated to."""
+
+    name: str
+    container: str | None = None
+    in_scope: bool = True
+    """Whether the provider updates it under the system's contract (PaaS: provider-installed
+    OS and middleware from standard repositories)."""
+    installed: str | None = None
+    """The installed version; absent when it cannot be told (see message)."""
+    image: str | None = None
+    """The container's image now."""
+    security: str | None = None
+    """The newest acceptable, approved release with security fixes newer than installed."""
+    feature: str | None = None
+    """The newest acceptable, approved release with features newer than installed."""
+    behind_since: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """Since when an approved, acceptable newer release exists."""
+    end_of_life: str | None = Field(default=None, json_schema_extra={"format": "date"})
+    """End of life of the installed release."""
+    message: str | None = Field(default=None, max_length=1024)
+
+
+class SkippedWindow(Model):
+    """The newest window occurrence in which no run started because nothing was to install."""
+
+    name: str
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    request: str | None = None
+    """The UpdateRequest the run would have served (it then ends Succeeded)."""
+
+
 class ManagedSystemStatus(Model):
     observed_generation: int | None = None
     conditions: list[Condition] = conditions_field()
@@ -425,6 +495,10 @@ class ManagedSystemStatus(Model):
     last_successful_update: str | None = Field(
         default=None, json_schema_extra={"format": "date-time"}
     )
+    components: list[ComponentStatus] = Field(default_factory=list, max_length=256)
+    pending_updates: str | None = None
+    """Components with an update pending, by class, e.g. ``security 1, feature 2``."""
+    skipped_window: SkippedWindow | None = None
 
 
 class ManagedSystem(Model):

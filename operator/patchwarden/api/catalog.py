@@ -1,0 +1,128 @@
+"""ReleaseCatalog: the provider's tested releases of the standard components it installs."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, AwareDatetime, Field
+
+from patchwarden.api.common import DNS_SUBDOMAIN, Model, Rule, UpdateClass
+
+SEMVER_PATTERN = (
+    r"^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?([+][0-9A-Za-z-]+([.][0-9A-Za-z-]+)*)?$"
+)
+"""Semantic Versioning 2.0.0 (written without backslashes: it is also a CEL string)."""
+DEBIAN_VERSION = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"
+"""dpkg's syntax: ``[epoch:]upstream[-revision]``, the upstream part starting with a digit."""
+DIGEST = r"@sha256:[a-f0-9]{64}$"
+
+
+def _map_by(key: str) -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+class VersionScheme(StrEnum):
+    DEBIAN = "Debian"
+    """dpkg's order (``deb-version(7)``): numbers compare as numbers (15.8 < 15.10), ``~``
+    sorts before anything (2.0~rc1 < 2.0), an epoch (``1:``) outranks the rest; fits
+    dotted versions and Debian packages (1.24.0-1+deb12u2)."""
+    SEMVER = "SemVer"
+    """Semantic Versioning 2.0.0: pre-releases sort before their release (1.0.0-rc.1 <
+    1.0.0), build metadata is ignored."""
+
+
+class Release(Model):
+    """One tested release of a component."""
+
+    version: str = Field(min_length=1, max_length=64, pattern=DEBIAN_VERSION)
+    """The version in the component's ``versionScheme`` (both start with a digit)."""
+    image: str = Field(min_length=1, max_length=512, pattern=r"^[^\s@]+(@sha256:[a-f0-9]{64})?$")
+    """The OCI image reference the operator sets on the component's container, by tag or
+    pinned by digest (``registry/repo@sha256:…`` or ``repo:tag@sha256:…``)."""
+    classes: list[UpdateClass] = Field(
+        min_length=1, max_length=2, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """What the release brings: ``security`` fixes, ``feature`` changes, or both."""
+    released: AwareDatetime
+    """When the provider released it (``updates.approveAfter`` counts from here)."""
+    end_of_life: date | None = None
+    """The last day the release is supported; it is never a target after that."""
+    advisories: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """Free-text references of what it fixes, e.g. CVE-2024-10979 or DSA-5812-1."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.endOfLife) || self.endOfLife + duration('24h') > self.released",
+            "endOfLife must not be before the release",
+            ".endOfLife",
+            lambda r: r.end_of_life is None or r.end_of_life >= r.released.date(),
+        ),
+    )
+
+
+def _unique_versions(releases: list[Release]) -> list[Release]:
+    seen = [r.version for r in releases]
+    dupes = sorted({v for v in seen if seen.count(v) > 1})
+    if dupes:
+        raise ValueError(f"versions must be unique; repeated: {', '.join(dupes)}")
+    return releases
+
+
+def _versions_fit(component: CatalogComponent) -> bool:
+    pattern = SEMVER_PATTERN if component.version_scheme == VersionScheme.SEMVER else DEBIAN_VERSION
+    return all(re.fullmatch(pattern, r.version) for r in component.releases)
+
+
+class CatalogComponent(Model):
+    """A component and its releases (in any order: the version scheme orders them)."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=DNS_SUBDOMAIN)
+    """Matched by name against the components of ManagedSystems."""
+    version_scheme: VersionScheme = VersionScheme.DEBIAN
+    releases: Annotated[list[Release], AfterValidator(_unique_versions)] = Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra=_map_by("version"),
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            f"self.versionScheme != 'SemVer' || "
+            f"self.releases.all(r, r.version.matches('{SEMVER_PATTERN}'))",
+            "with versionScheme SemVer every version must be MAJOR.MINOR.PATCH[-pre][+build]",
+            ".releases",
+            _versions_fit,
+        ),
+    )
+
+
+def _unique_components(items: list[CatalogComponent]) -> list[CatalogComponent]:
+    names = [c.name for c in items]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"component names must be unique; repeated: {', '.join(dupes)}")
+    return items
+
+
+class ReleaseCatalogSpec(Model):
+    """The provider's tested releases of the standard components it installs (cluster-wide:
+    ManagedSystems of every namespace read it)."""
+
+    components: Annotated[list[CatalogComponent], AfterValidator(_unique_components)] = Field(
+        default_factory=list,
+        max_length=128,
+        json_schema_extra=_map_by("name"),
+    )
+
+
+class ReleaseCatalog(Model):
+    api_version: Literal["patchwarden.io/v1alpha1"] = "patchwarden.io/v1alpha1"
+    kind: Literal["ReleaseCatalog"] = "ReleaseCatalog"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ReleaseCatalogSpec

@@ -1,0 +1,366 @@
+"""What is installed, what is newer, and what a run installs: pure functions of the
+ReleaseCatalogs, a system's components and its workload.
+
+Version order (``docs/catalog.md``): a catalog component's ``versionScheme`` chooses it.
+``Debian`` is dpkg's algorithm (``debian.debian_support.Version`` from python-debian, the
+Debian project's own library); ``SemVer`` is Semantic Versioning 2.0.0 (the ``semver``
+package). Tracks (``major``, ``minor``, constraints) compare in the same order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+import semver
+from debian.debian_support import Version as DebianVersion
+from pydantic import ValidationError
+
+from patchwarden.api.catalog import Release, ReleaseCatalogSpec, VersionScheme
+from patchwarden.api.common import describe_errors, parse_duration
+from patchwarden.api.run import Target
+from patchwarden.api.system import Component, ManagedSystemSpec
+from patchwarden.core.policy import in_scope
+from patchwarden.core.times import utc_text
+
+_CLAUSE = re.compile(r"(>=|<=|>|<|==|!=) ?([^,\s]+)")
+
+
+def version_key(version: str, scheme: VersionScheme) -> Any:
+    """A sort key of ``version`` in ``scheme``; ValueError when it does not parse."""
+    if scheme == VersionScheme.SEMVER:
+        return semver.Version.parse(version)
+    return DebianVersion(version)
+
+
+def series(version: str, scheme: VersionScheme, depth: int) -> tuple[str, ...]:
+    """The first ``depth`` numeric parts of a version (with its epoch): ``15.8`` → ``('',
+    '15')`` at depth 1; releases of one track share it."""
+    if scheme == VersionScheme.SEMVER:
+        parsed = semver.Version.parse(version)
+        return ("", *(str(p) for p in (parsed.major, parsed.minor)[:depth]))
+    epoch, _, rest = version.rpartition(":")
+    upstream = rest.split("-", 1)[0] if "-" in rest else rest
+    parts = re.split(r"[.+~]", upstream)
+    numbers = [re.match(r"[0-9]*", p).group(0) for p in parts[:depth]]  # type: ignore[union-attr]
+    return (epoch, *numbers)
+
+
+def in_track(track: str, installed: str, candidate: str, scheme: VersionScheme) -> bool:
+    """Whether ``candidate`` is acceptable for a component at ``installed`` on ``track``."""
+    if track == "any":
+        return True
+    if track in ("major", "minor"):
+        depth = 1 if track == "major" else 2
+        return series(candidate, scheme, depth) == series(installed, scheme, depth)
+    key = version_key(candidate, scheme)
+    for op, bound in _CLAUSE.findall(track):
+        other = version_key(bound, scheme)
+        ok = {
+            ">=": key >= other,
+            "<=": key <= other,
+            ">": key > other,
+            "<": key < other,
+            "==": key == other,
+            "!=": key != other,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+# ---- image references --------------------------------------------------------------------
+def split_image(ref: str) -> tuple[str, str | None, str | None]:
+    """(repository, tag, digest) of an OCI reference; no tag and no digest means ``latest``."""
+    name, _, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+    if tag is None and not digest:
+        tag = "latest"
+    return name, tag, digest or None
+
+
+# ---- the catalogs, indexed once -----------------------------------------------------------
+@dataclass(frozen=True)
+class Known:
+    """A release of a component, from one catalog."""
+
+    component: str
+    catalog: str
+    scheme: VersionScheme
+    release: Release
+
+    @property
+    def version(self) -> str:
+        return self.release.version
+
+    @cached_property
+    def key(self) -> Any:
+        return version_key(self.release.version, self.scheme)
+
+
+@dataclass
+class Line:
+    """Every release of one component across the catalogs, oldest first, and its images."""
+
+    scheme: VersionScheme
+    releases: list[Known] = field(default_factory=list)
+    by_tag: dict[tuple[str, str], Known] = field(default_factory=dict)
+    by_digest: dict[tuple[str, str], Known] = field(default_factory=dict)
+
+    def add(self, known: Known) -> None:
+        if any(k.version == known.version for k in self.releases):
+            return  # the first catalog (by name) that lists a version wins
+        self.releases.append(known)
+        repo, tag, digest = split_image(known.release.image)
+        if digest:
+            self.by_digest.setdefault((repo, digest), known)
+        if tag:
+            self.by_tag.setdefault((repo, tag), known)
+
+    def find(self, image: str) -> Known | None:
+        """The release running as ``image``: by digest when the reference has one, else by
+        repository and tag (a digest-pinned release matches only its digest)."""
+        repo, tag, digest = split_image(image)
+        if digest and (repo, digest) in self.by_digest:
+            return self.by_digest[(repo, digest)]
+        if tag is not None:
+            known = self.by_tag.get((repo, tag))
+            if known is not None and (not split_image(known.release.image)[2] or not digest):
+                return known
+        return None
+
+
+@dataclass
+class Catalogs:
+    """The ReleaseCatalogs of the cluster, by name; ``index`` merges the ones a system
+    uses (cached per selection)."""
+
+    specs: dict[str, ReleaseCatalogSpec]
+    invalid: dict[str, str] = field(default_factory=dict)
+    """Catalogs that cannot be used, and why (their releases are ignored)."""
+    _lines: dict[tuple[str, ...] | None, dict[str, Line]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, bodies: Iterable[Mapping[str, Any]]) -> Catalogs:
+        specs: dict[str, ReleaseCatalogSpec] = {}
+        invalid: dict[str, str] = {}
+        for body in bodies:
+            name = str(body["metadata"]["name"])
+            try:
+                specs[name] = ReleaseCatalogSpec.model_validate(body.get("spec") or {})
+            except ValidationError as exc:
+                invalid[name] = "; ".join(describe_errors(exc, "spec"))
+        return cls(specs, invalid)
+
+    def lines(self, names: Sequence[str] | None) -> dict[str, Line]:
+        """Component name → its releases in the catalogs ``names`` (None: all)."""
+        selection = tuple(sorted(names)) if names is not None else None
+        cached = self._lines.get(selection)
+        if cached is not None:
+            return cached
+        lines: dict[str, Line] = {}
+        for catalog in sorted(self.specs):
+            if selection is not None and catalog not in selection:
+                continue
+            for comp in self.specs[catalog].components:
+                line = lines.setdefault(comp.name, Line(comp.version_scheme))
+                for release in comp.releases:
+                    line.add(Known(comp.name, catalog, line.scheme, release))
+        for line in lines.values():
+            line.releases.sort(key=lambda k: k.key)
+        self._lines[selection] = lines
+        return lines
+
+
+# ---- one system ---------------------------------------------------------------------------
+@dataclass
+class State:
+    """One component of a system: installed, newest acceptable releases, and why not known."""
+
+    component: Component
+    in_scope: bool
+    installed: str | None = None
+    image: str | None = None
+    installed_release: Known | None = None
+    security: Known | None = None
+    feature: Known | None = None
+    newer: list[Known] = field(default_factory=list)
+    """Approved, acceptable, supported releases newer than installed, oldest first."""
+    behind_since: datetime | None = None
+    end_of_life: date | None = None
+    problem: str | None = None
+    """Why the installed version is unknown (the component then gets no target)."""
+    stalls: bool = False
+    """The problem is in the spec or the workload (a missing container), not the catalog."""
+
+    def pending(self) -> list[str]:
+        return [c for c, k in (("security", self.security), ("feature", self.feature)) if k]
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.component.name, "inScope": self.in_scope}
+        for key, value in (
+            ("container", self.component.container),
+            ("installed", self.installed),
+            ("image", self.image),
+            ("security", self.security.version if self.security else None),
+            ("feature", self.feature.version if self.feature else None),
+            ("behindSince", utc_text(self.behind_since) if self.behind_since else None),
+            ("endOfLife", self.end_of_life.isoformat() if self.end_of_life else None),
+            ("message", self.problem),
+        ):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+def containers(workload: Mapping[str, Any] | None) -> dict[str, str]:
+    """Container name → image in the workload's pod template (init containers too)."""
+    pod = ((workload or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+    return {
+        str(c["name"]): str(c.get("image", ""))
+        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+    }
+
+
+def states(
+    spec: ManagedSystemSpec,
+    catalogs: Catalogs,
+    workload: Mapping[str, Any] | None,
+    now: datetime,
+) -> list[State]:
+    """Every component of the system: what is installed, what is newer and acceptable."""
+    lines = catalogs.lines(spec.updates.catalogs)
+    scope = set(in_scope(spec))
+    approve = parse_duration(spec.updates.approve_after) if spec.updates.approve_after else None
+    running = containers(workload) if workload is not None else None
+    out = []
+    for comp in spec.components:
+        state = State(comp, comp.name in scope, end_of_life=comp.end_of_life)
+        out.append(state)
+        line = lines.get(comp.name)
+        if comp.container is not None:
+            if running is None:
+                state.problem = f"{spec.workload.kind} {spec.workload.name} not found"
+                continue
+            if comp.container not in running:
+                state.problem = (
+                    f"container {comp.container} not found in {spec.workload.kind} "
+                    f"{spec.workload.name} (containers: {', '.join(sorted(running)) or 'none'})"
+                )
+                state.stalls = True
+                continue
+            state.image = running[comp.container]
+            if line is None:
+                state.problem = f"no ReleaseCatalog lists component {comp.name}"
+                continue
+            known = line.find(state.image)
+            if known is None:
+                state.problem = (
+                    f"image {state.image} is no release of {comp.name} in the catalogs: its "
+                    "version is unknown and it is not updated"
+                )
+                continue
+            state.installed_release = known
+            state.installed = known.version
+        else:
+            state.installed = comp.version
+            if line is None:
+                continue  # described by hand, with no catalog: the Job alone updates it
+        assert line is not None and state.installed is not None
+        _newer(state, line, comp, approve, now)
+    return out
+
+
+def _newer(
+    state: State, line: Line, comp: Component, approve: timedelta | None, now: datetime
+) -> None:
+    installed = state.installed
+    assert installed is not None
+    try:
+        floor = version_key(installed, line.scheme)
+    except ValueError:
+        state.problem = f"version {installed} does not follow the {line.scheme.value} scheme"
+        return
+    if state.installed_release is not None and state.installed_release.release.end_of_life:
+        state.end_of_life = state.installed_release.release.end_of_life
+    else:
+        same = next((k for k in line.releases if k.version == installed), None)
+        if same is not None and same.release.end_of_life:
+            state.end_of_life = same.release.end_of_life
+    today = now.date()
+    for known in line.releases:
+        release = known.release
+        if known.key <= floor:
+            continue
+        if release.end_of_life is not None and release.end_of_life < today:
+            continue  # never a target once its end of life has passed
+        approved = release.released + approve if approve else release.released
+        if approved > now:
+            continue
+        try:
+            if not in_track(comp.track, installed, release.version, line.scheme):
+                continue
+        except ValueError:
+            continue
+        state.newer.append(known)
+        if state.behind_since is None or approved < state.behind_since:
+            state.behind_since = approved
+        if "security" in release.classes:
+            state.security = known
+        if "feature" in release.classes:
+            state.feature = known
+
+
+def end_of_life_passed(state: State, today: date) -> bool:
+    """The installed release's end of life has passed and its track offers nothing newer."""
+    return bool(state.end_of_life and state.end_of_life < today and not state.newer)
+
+
+def targets(found: Sequence[State], classes: Iterable[str]) -> list[Target]:
+    """For each component in scope: its newest acceptable, approved release of one of
+    ``classes``, with the advisories of every release it brings."""
+    allowed = set(classes)
+    out = []
+    for state in found:
+        if not state.in_scope or state.installed is None:
+            continue
+        chosen = [k for k in state.newer if allowed & set(k.release.classes)]
+        if not chosen:
+            continue
+        to = chosen[-1]
+        brought = [k for k in state.newer if k.key <= to.key]
+        advisories = list(dict.fromkeys(a for k in brought for a in k.release.advisories))
+        out.append(
+            Target.model_validate(
+                {
+                    "component": state.component.name,
+                    "container": state.component.container,
+                    "from": state.installed,
+                    "to": to.version,
+                    "fromImage": state.image,
+                    "image": to.release.image,
+                    "classes": sorted({c for k in brought for c in k.release.classes} & allowed),
+                    "advisories": advisories,
+                }
+            )
+        )
+    return out
+
+
+def pending_counts(found: Sequence[State], classes: Iterable[str]) -> dict[str, int]:
+    """Components in scope with an update of one of the contract's ``classes`` pending."""
+    counts = dict.fromkeys(sorted(classes), 0)
+    for state in found:
+        if state.in_scope:
+            for cls in state.pending():
+                if cls in counts:
+                    counts[cls] += 1
+    return counts
