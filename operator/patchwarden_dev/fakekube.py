@@ -152,6 +152,20 @@ class FakeKube:
         stored = self.stored(WORKLOADS[kind], ns, body["metadata"]["name"])
         stored["spec"] = copy.deepcopy(body["spec"])
 
+    def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None:
+        self._call("apply", WORKLOADS[kind], name)
+        stored = self.stored(WORKLOADS[kind], ns, name)
+        pod = stored["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            if container["name"] in images:
+                container["image"] = images[container["name"]]
+        meta = stored["metadata"]
+        meta["generation"] = meta.get("generation", 1) + 1
+
+    def release_catalogs(self) -> list[dict[str, Any]]:
+        self._call("list", "releasecatalogs")
+        return [copy.deepcopy(o) for o in self._list("releasecatalogs", "")]
+
     def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
         self._call("scale", WORKLOADS[kind], name)
         self.stored(WORKLOADS[kind], ns, name)["spec"]["replicas"] = replicas

@@ -141,7 +141,7 @@ class Runner:
             )
         job = self.kube.get_job(ns, builders.job_name(run.name)) if Read.JOB in wanted else None
         job_pods: list[dict[str, Any]] = []
-        if Read.JOB_PODS in wanted or machine.job_failed(job):
+        if Read.JOB_PODS in wanted or machine.job_ended(job):
             job_pods = self.kube.pods(ns, {builders.LABEL_RUN: run.name})
         namespace_pods: list[dict[str, Any]] = []
         if Read.NAMESPACE_PODS in wanted and workload is not None:
@@ -169,6 +169,8 @@ class Runner:
         match action:
             case machine.CreateSnapshot(snapshot):
                 self.kube.create_snapshot(ns, snapshot)
+            case machine.SetImages(kind, name, images):
+                self.kube.apply_images(kind, ns, name, dict(images))
             case machine.CreateJob(job):
                 self.kube.create_job(ns, job)
             case machine.StopJob(name):

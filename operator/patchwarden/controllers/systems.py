@@ -23,6 +23,7 @@ from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core.history import to_prune
 from patchwarden.core.policy import assess
+from patchwarden.core.releases import Catalogs, states, targets
 from patchwarden.core.scheduler import (
     Start,
     decide_start,
@@ -62,6 +63,7 @@ class Systems:
     """Decides the system's requests (the requests controller) and returns them."""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
+    _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
     _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
     _names_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
 
@@ -110,6 +112,12 @@ class Systems:
             return self.settings.resync_seconds
         last = (status.get("lastRun") or {}).get("name")
         start = decide_start(name, spec, assess(spec), now, requests, mine, last)
+        chosen = targets(facts.components, start.classes) if start is not None else []
+        if not spec.updates.template:  # a component without a container needs the Job
+            chosen = [t for t in chosen if t.container]
+        if start is not None and not chosen and not spec.updates.template:
+            self._nothing_to_install(body, start)
+            start = None
         if start is None or facts.halted is not None:
             self.fleet.stop_waiting(ns, name)  # no run due here: not waiting for a slot
         else:
@@ -117,7 +125,7 @@ class Systems:
                 (ns, name),
                 spec.customer,
                 window_ref(start.occurrence).start,
-                lambda: self._create_run(body, spec, start),
+                lambda: self._create_run(body, spec, start, [t.wire() for t in chosen]),
             )
             if blocked:
                 log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
@@ -143,6 +151,15 @@ class Systems:
         if spec is None:
             return facts
         facts.workload_found = self._exists(spec.workload.kind, ns, spec.workload.name)
+        if spec.components:
+            # The installed versions are read from the workload's containers.
+            bound = any(x.container for x in spec.components)
+            workload = (
+                self.kube.get_workload(spec.workload.kind, ns, spec.workload.name)
+                if bound and facts.workload_found
+                else None
+            )
+            facts.components = states(spec, self._release_catalogs(), workload, now)
         facts.missing_claims = [
             v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
         ]
@@ -159,8 +176,30 @@ class Systems:
                 facts.halted = halted_message(opened, failed, self.settings.max_errors_per_window)
         return facts
 
+    def _nothing_to_install(self, body: dict[str, Any], start: Start) -> None:
+        """A window came and nothing is newer (and no Job does the update): no run, no
+        snapshot. Recorded in ``status.skippedWindow`` (a request it would have served
+        ends Succeeded) with one Event per window occurrence."""
+        skipped = {"name": start.occurrence.window, "start": window_ref(start.occurrence).start}
+        if start.request:
+            skipped["request"] = start.request
+        if (body.get("status") or {}).get("skippedWindow") == skipped:
+            return
+        self.writer.write("managedsystems", body, {"skippedWindow": skipped})
+        self.emit(
+            body,
+            "Normal",
+            "NothingToInstall",
+            f"window {skipped['name']} at {skipped['start']}: every component in scope runs its "
+            "newest acceptable release; no run started",
+        )
+
     def _create_run(
-        self, body: Mapping[str, Any], spec: ManagedSystemSpec, start: Start
+        self,
+        body: Mapping[str, Any],
+        spec: ManagedSystemSpec,
+        start: Start,
+        chosen: list[dict[str, Any]],
     ) -> dict[str, Any] | None:
         """Create the run (under the fleet's admission lock); None when it already existed."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -173,6 +212,7 @@ class Systems:
             window_start=start.occurrence.start,
             classes=list(start.classes),
             components=list(assess(spec).components),
+            targets=chosen,
             request=start.request,
             ticket=start.ticket,
         )
@@ -206,6 +246,25 @@ class Systems:
         if kind == "PersistentVolumeClaim":
             return self.kube.get_claim(ns, name) is not None
         return self.kube.get_workload(kind, ns, name) is not None
+
+    def _release_catalogs(self) -> Catalogs:
+        """The ReleaseCatalogs, listed at most every CLASSES_TTL seconds and indexed again
+        only when one of them changed."""
+        listed_at, versions, catalogs = self._catalogs
+        if time.monotonic() - listed_at > CLASSES_TTL:
+            bodies = self.kube.release_catalogs()
+            now_versions = tuple(
+                sorted(
+                    (b["metadata"]["name"], b["metadata"].get("resourceVersion", ""))
+                    for b in bodies
+                )
+            )
+            if now_versions != versions or not versions:
+                catalogs = Catalogs.of(bodies)
+                for name, why in catalogs.invalid.items():
+                    log.warning("ReleaseCatalog %s is ignored: %s", name, why)
+            self._catalogs = (time.monotonic(), now_versions, catalogs)
+        return catalogs
 
     def _snapshot_classes(self) -> list[dict[str, Any]]:
         """The cluster's VolumeSnapshotClasses, listed at most every CLASSES_TTL seconds."""

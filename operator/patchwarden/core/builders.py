@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import re
 from datetime import datetime
 from typing import Any
 
 from patchwarden.api.common import API_VERSION
-from patchwarden.api.run import Trigger
+from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 
 LABEL_SYSTEM = "patchwarden.io/system"
@@ -73,6 +74,7 @@ def update_run(
     window_start: datetime,
     classes: list[str],
     components: list[str],
+    targets: list[dict[str, Any]] | None = None,
     request: str | None = None,
     ticket: str | None = None,
 ) -> dict[str, Any]:
@@ -84,6 +86,8 @@ def update_run(
         "components": components,
         "window": window.wire(),
     }
+    if targets:
+        spec["targets"] = targets
     if request:
         spec["requestRef"] = {"name": request}
     if ticket:
@@ -136,8 +140,10 @@ def update_job(
     classes: list[str],
     ticket: str | None,
     deadline_seconds: int,
+    targets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The update Job: the system's pod template with patchwarden's labels and variables."""
+    """The update Job: the system's pod template with patchwarden's labels and variables
+    (docs/update-job.md)."""
     template = copy.deepcopy(spec.updates.template or {})
     meta = template.setdefault("metadata", {})
     labels = meta.setdefault("labels", {})
@@ -150,6 +156,7 @@ def update_job(
         {"name": "PATCHWARDEN_RUN", "value": run},
         {"name": "PATCHWARDEN_CLASSES", "value": ",".join(sorted(classes))},
         {"name": "PATCHWARDEN_TICKET", "value": ticket or ""},
+        {"name": "PATCHWARDEN_TARGETS", "value": json.dumps(targets or [], sort_keys=True)},
     ]
     for container in pod.get("containers", []):
         # A failed container's last log lines become its termination message, which
@@ -175,6 +182,19 @@ def update_job(
             "ttlSecondsAfterFinished": 7 * 24 * 3600,
             "template": template,
         },
+    }
+
+
+def target_variable(target: Target) -> dict[str, Any]:
+    """One target as the update Job reads it in ``PATCHWARDEN_TARGETS``."""
+    return {
+        "component": target.component,
+        "container": target.container,
+        "from": target.from_version,
+        "to": target.to_version,
+        "image": target.image,
+        "classes": [x.value for x in target.classes],
+        "advisories": target.advisories,
     }
 
 

@@ -19,6 +19,8 @@ UPDATES_HALTED = "UpdatesHalted"
 ACCEPTED = "Accepted"
 NEEDS_ATTENTION = "NeedsAttention"
 LAST_UPDATE_SUCCEEDED = "LastUpdateSucceeded"
+UP_TO_DATE = "UpToDate"
+END_OF_LIFE = "EndOfLife"
 
 # Reasons
 RECONCILED = "Reconciled"
@@ -35,6 +37,12 @@ RUN_IN_PROGRESS = "RunInProgress"
 MAX_ERRORS_REACHED = "MaxErrorsReached"
 WITHIN_ERROR_BUDGET = "WithinErrorBudget"
 ROLLBACK_FAILED = "RollbackFailed"
+NOTHING_PENDING = "NothingPending"
+UPDATES_PENDING = "UpdatesPending"
+VERSION_UNKNOWN = "VersionUnknown"
+CONTAINER_NOT_FOUND = "ContainerNotFound"
+END_OF_LIFE_PASSED = "EndOfLifePassed"
+SUPPORTED = "Supported"
 
 
 def set_condition(

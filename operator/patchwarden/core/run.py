@@ -14,6 +14,7 @@ object and never makes a second Job or snapshot. Every wait has a deadline.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from typing import Any
 from patchwarden.api.common import Condition, parse_duration
 from patchwarden.api.run import (
     TERMINAL,
+    Change,
     JobRecord,
     Phase,
     RestoreRecord,
@@ -77,6 +79,15 @@ class CreateSnapshot:
 @dataclass(frozen=True)
 class CreateJob:
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetImages:
+    """Set the target images on the workload's containers (server-side apply)."""
+
+    kind: str
+    name: str
+    images: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,7 @@ class RunEnded:
 
 Action = (
     CreateSnapshot
+    | SetImages
     | CreateJob
     | StopJob
     | ScaleToZero
@@ -247,8 +259,10 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset({Read.SNAPSHOTS, Read.SNAPSHOT_CLASS})
         case Phase.RECORDING | Phase.VERIFYING:
             return frozenset({Read.WORKLOAD})
+        case Phase.UPDATING if status.images_set and status.job is None:
+            return frozenset({Read.WORKLOAD})  # the rollout of the target images
         case Phase.UPDATING:
-            return frozenset({Read.JOB})  # and its pods once it failed (job_failed)
+            return frozenset({Read.JOB})  # and its pods once it ended (job_ended)
         case Phase.ROLLING_BACK if restore == RollbackStep.SCALE_DOWN:
             return frozenset({Read.WORKLOAD, Read.WORKLOAD_PODS, Read.JOB_PODS})
         case Phase.ROLLING_BACK if restore == RollbackStep.RESTORE_CLAIMS:
@@ -259,9 +273,10 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset()
 
 
-def job_failed(job: Mapping[str, Any] | None) -> bool:
-    """Whether the update Job failed: the step then also reads its pods (how they ended)."""
-    return job is not None and job_result(job) == "Failed"
+def job_ended(job: Mapping[str, Any] | None) -> bool:
+    """Whether the update Job ended: the step then also reads its pods (how they ended, and
+    the changes a successful one reports in its termination message)."""
+    return job is not None and job_result(job) is not None
 
 
 def claims_to_read(
@@ -586,26 +601,105 @@ def _recording(step: _Step) -> None:
             if k not in CONTROLLER_ANNOTATIONS
         },
     )
-    step.enter(Phase.UPDATING, "running the update Job")
+    images = _images(step.run.spec)
+    step.enter(
+        Phase.UPDATING,
+        f"setting {len(images)} images: {summary(_catalog_changes(step.run.spec))}"
+        if images
+        else "running the update Job",
+    )
+
+
+def _images(spec: UpdateRunSpec) -> dict[str, str]:
+    """Container → image of the run's targets bound to containers."""
+    return {t.container: t.image for t in spec.targets if t.container and t.image}
+
+
+def _catalog_changes(spec: UpdateRunSpec) -> list[Change]:
+    return [
+        Change.model_validate(
+            {
+                "component": t.component,
+                "container": t.container,
+                "from": t.from_version,
+                "to": t.to_version,
+                "fromImage": t.from_image,
+                "toImage": t.image,
+                "classes": [x.value for x in t.classes],
+                "advisories": t.advisories,
+                "source": "catalog",
+            }
+        )
+        for t in spec.targets
+        if t.container and t.image
+    ]
+
+
+def summary(changes: Sequence[Change]) -> str:
+    """``postgres 16.3→16.4, shop 1.0.0→1.1.0`` (at most 256 characters)."""
+    text = ", ".join(
+        f"{x.component} {x.from_version or '?'}→{x.to_version or '?'}" for x in changes
+    )
+    return text if len(text) <= 256 else text[:255] + "…"
+
+
+def _ends_by(step: _Step, spec: ManagedSystemSpec) -> datetime:
+    """When the update must have ended, leaving the rest of the window for a rollback; a
+    change that would start later is not started."""
+    ends_by = parse_time(step.run.spec.window.end) - spec.rollback_reserve()
+    if step.now >= ends_by:
+        raise Unchanged(
+            "the window ends within rollback.reserve "
+            f"({spec.rollback.reserve}); the update was not started and nothing was changed"
+        )
+    return ends_by
+
+
+def _set_images(step: _Step, images: dict[str, str]) -> bool:
+    """Set the target images and wait for their rollout; True once it is complete."""
+    status = step.status
+    _, spec = step.system()
+    kind, name = spec.workload.kind, spec.workload.name
+    if not status.images_set:
+        _ends_by(step, spec)
+        step.act(SetImages(kind, name, images))
+        status.images_set = True
+        status.changes = _catalog_changes(step.run.spec)
+        status.summary = summary(status.changes)
+        step.restart_clock()
+        step.out.wait = Wait.POLL
+        return False
+    workload = step.seen.workload
+    if workload is not None and workload_ready(workload):
+        return True
+    if step.waited() > parse_duration(spec.updates.verify_timeout):
+        raise Abort(
+            f"the rollout of {kind} {name} with the new images did not complete within "
+            f"{spec.updates.verify_timeout}"
+        )
+    step.out.wait = Wait.POLL
+    return False
 
 
 def _updating(step: _Step) -> None:
     status, seen, run = step.status, step.seen, step.run
+    images = _images(run.spec)
+    if images and status.job is None and not _set_images(step, images):
+        return
+    _, spec = step.system()
+    if not spec.updates.template:
+        step.enter(Phase.VERIFYING, f"images set ({status.summary}); waiting for the workload")
+        return
     job_name = builders.job_name(run.name)
     if status.job is None:
         status.job = JobRecord(name=job_name)
+        step.restart_clock()
     record = status.job
     if seen.job is None:
         if record.created:
             raise Abort(f"the update Job {job_name} was deleted before it finished")
         system, spec = step.system()
-        # The Job must end this early, leaving the rest of the window for a rollback.
-        ends_by = parse_time(run.spec.window.end) - spec.rollback_reserve()
-        if step.now >= ends_by:
-            raise Unchanged(
-                "the window ends within rollback.reserve "
-                f"({spec.rollback.reserve}); the update was not started and nothing was changed"
-            )
+        ends_by = _ends_by(step, spec)
         deadline = min(parse_duration(spec.updates.run_timeout), ends_by - step.now)
         step.act(
             CreateJob(
@@ -617,6 +711,7 @@ def _updating(step: _Step) -> None:
                     classes=[x.value for x in run.spec.classes],
                     ticket=run.spec.ticket,
                     deadline_seconds=int(deadline.total_seconds()),
+                    targets=[builders.target_variable(t) for t in run.spec.targets],
                 )
             )
         )
@@ -637,7 +732,13 @@ def _updating(step: _Step) -> None:
             f"the update Job {job_name} failed: {job_message(seen.job)}"
             + (f"; {ended.splitlines()[0]}" if ended else "")
         )
-    step.enter(Phase.VERIFYING, "waiting for the workload to be ready again")
+    reported, problem = job_changes(seen.job_pods)
+    status.changes = [*status.changes, *reported]
+    status.summary = summary(status.changes) or None
+    step.enter(
+        Phase.VERIFYING,
+        "waiting for the workload to be ready again" + (f" ({problem})" if problem else ""),
+    )
 
 
 def _verifying(step: _Step) -> None:
@@ -942,6 +1043,31 @@ def termination(pods: Sequence[Mapping[str, Any]]) -> str | None:
                     text += ":\n" + message[-TERMINATION_LIMIT:]
                 return text
     return None
+
+
+def job_changes(pods: Sequence[Mapping[str, Any]]) -> tuple[list[Change], str | None]:
+    """The changes a successful update Job reports in its termination message (JSON:
+    ``{"changes": [{"component": …, "from": …, "to": …, "classes": […], "advisories": […]}]}``,
+    docs/update-job.md), and what was wrong with a message that does not follow it."""
+    for pod in pods:
+        for state in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (state.get("state") or {}).get("terminated") or {}
+            message = (ended.get("message") or "").strip()
+            if not ended or ended.get("exitCode", 0) != 0 or not message.startswith("{"):
+                continue
+            try:
+                reported = json.loads(message).get("changes") or []
+                changes = [
+                    Change.model_validate({**item, "source": "job"}) for item in reported[:256]
+                ]
+            except (ValueError, AttributeError, TypeError) as exc:
+                first = str(exc).splitlines()[0][:200]
+                return [], (
+                    f"container {state.get('name')}'s termination message is not the documented "
+                    f"changes JSON ({first}); its changes are not recorded"
+                )
+            return changes, None
+    return [], None
 
 
 def prunable(

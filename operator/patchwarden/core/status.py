@@ -18,7 +18,8 @@ from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
 from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
-from patchwarden.core.policy import assess, decide_request
+from patchwarden.core.policy import Assessment, assess, decide_request
+from patchwarden.core.releases import State, end_of_life_passed, pending_counts
 from patchwarden.core.times import parse_time, utc_text
 from patchwarden.core.windows import Occurrence, first_usable, next_windows, overlapping
 
@@ -63,6 +64,8 @@ class SystemFacts:
     deleted_run: dict[str, Any] | None = None
     """Its newest ended run deleted since (by hand, or by the history limits), which
     ``lastRun`` must still name if nothing newer ended: its window gets no second run."""
+    components: list[State] = field(default_factory=list)
+    """Each component's installed version and newer releases (``core/releases.py``)."""
 
 
 LAST_MESSAGE = 1024
@@ -145,10 +148,20 @@ def system_status(
                     f"PersistentVolumeClaims not found: {', '.join(facts.missing_claims)}",
                 )
             )
-        if assessment.eligible and not spec.updates.template:
+        bound = any(x.container for x in spec.components)
+        if assessment.eligible and not spec.updates.template and not bound:
             problems.append(
-                (c.NO_UPDATE_TEMPLATE, "spec.updates.template is required to run updates")
+                (
+                    c.NO_UPDATE_TEMPLATE,
+                    "spec.updates.template is required to run updates (unless components are "
+                    "bound to containers of the workload)",
+                )
             )
+        for i, state in enumerate(facts.components):
+            if state.stalls:
+                problems.append((c.CONTAINER_NOT_FOUND, f"spec.components[{i}]: {state.problem}"))
+        if facts.components:
+            _components(status, facts.components, assessment, now, cond)
         if not spec.backup.required:
             cond(c.BACKUP_CONFIGURED, True, c.BACKUP_NOT_REQUIRED, "backups are not required")
         elif facts.snapshot_class:
@@ -211,6 +224,62 @@ def system_status(
     return status, [m for _, m in problems]
 
 
+def _components(
+    status: dict[str, Any],
+    found: list[State],
+    assessment: Assessment,
+    now: datetime,
+    cond: Any,
+) -> None:
+    """The components' status, ``pendingUpdates``, and the UpToDate and EndOfLife conditions."""
+    status["components"] = [s.wire() for s in found]
+    classes = sorted(x.value for x in assessment.classes) or ["security", "feature"]
+    counts = pending_counts(found, classes)
+    status["pendingUpdates"] = ", ".join(f"{k} {v}" for k, v in counts.items())
+    behind = [s for s in found if s.in_scope and set(s.pending()) & set(classes)]
+    unknown = [s for s in found if s.in_scope and s.installed is None and s.problem]
+    if behind:
+        parts = []
+        for s in behind:
+            newest = s.security if "security" in classes and s.security else s.feature
+            since = utc_text(s.behind_since) if s.behind_since else "?"
+            assert newest is not None
+            parts.append(f"{s.component.name} {s.installed}→{newest.version} (since {since})")
+        total = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        cond(
+            c.UP_TO_DATE, False, c.UPDATES_PENDING, f"updates pending: {total}: " + "; ".join(parts)
+        )
+    elif unknown:
+        cond(
+            c.UP_TO_DATE,
+            False,
+            c.VERSION_UNKNOWN,
+            "; ".join(f"{s.component.name}: {s.problem}" for s in unknown),
+        )
+    else:
+        in_scope = sum(1 for s in found if s.in_scope)
+        cond(
+            c.UP_TO_DATE,
+            True,
+            c.NOTHING_PENDING,
+            f"all {in_scope} components in scope run their newest acceptable, approved release",
+        )
+    ended = [s for s in found if end_of_life_passed(s, now.date())]
+    if ended:
+        cond(
+            c.END_OF_LIFE,
+            True,
+            c.END_OF_LIFE_PASSED,
+            "; ".join(
+                f"{s.component.name} {s.installed} reached its end of life on {s.end_of_life} "
+                "and its track offers no newer release"
+                for s in ended
+            ),
+        )
+    else:
+        cond(c.END_OF_LIFE, False, c.SUPPORTED, "")
+
+
 def request_status(
     body: dict[str, Any],
     system: dict[str, Any] | None,
@@ -234,6 +303,15 @@ def request_status(
         retry = newest  # decided again below, for a window after the one that rolled back
     elif old.get("state") in SERVED:
         return old  # served by runs that are gone since: keep what it said
+    skipped = ((system or {}).get("status") or {}).get("skippedWindow") or {}
+    if not runs and skipped.get("request") == body["metadata"]["name"]:
+        # Nothing was newer when its window came: served without a run.
+        return {
+            **old,
+            "state": RequestState.SUCCEEDED.value,
+            "message": f"nothing to install: system {request.system_ref.name} was up to date "
+            f"in window {skipped['name']} at {skipped['start']}; no run was needed",
+        }
     generation = body.get("metadata", {}).get("generation")
     stamp = utc_text(now)
     status: dict[str, Any] = {"observedGeneration": generation}

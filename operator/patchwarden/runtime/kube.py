@@ -18,6 +18,8 @@ from kubernetes.client.rest import ApiException
 from patchwarden.api.common import GROUP, VERSION
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
+FIELD_MANAGER = "patchwarden"
+"""The server-side-apply field manager of the images the operator sets (docs/gitops.md)."""
 FINALIZER_ATTEMPTS = 5
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
@@ -50,6 +52,8 @@ class KubeApi(Protocol):
     def get_job(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, ns: str, body: dict[str, Any]) -> None: ...
     def suspend_job(self, ns: str, name: str) -> None: ...
+    def release_catalogs(self) -> list[dict[str, Any]]: ...
+    def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None: ...
 
 
 def api_client(connections: int) -> client.ApiClient:
@@ -271,7 +275,45 @@ class Kube:
             if not _missing(exc):
                 raise
 
+    def release_catalogs(self) -> list[dict[str, Any]]:
+        try:
+            listed = self.custom.list_cluster_custom_object(GROUP, VERSION, "releasecatalogs")
+        except ApiException as exc:
+            if _missing(exc):  # the CRD of an older install: no catalogs
+                return []
+            raise
+        return list(listed["items"])
+
     # ---- workloads, pods, claims, jobs -------------------------------------------------
+    def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None:
+        """Set the containers' images by server-side apply as :data:`FIELD_MANAGER` (taking
+        the fields over from whoever owned them, such as a GitOps controller)."""
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": c, "image": i} for c, i in sorted(images.items())]
+                    }
+                }
+            },
+        }
+        patch = (
+            self.apps.patch_namespaced_deployment
+            if kind == "Deployment"
+            else self.apps.patch_namespaced_stateful_set
+        )
+        patch(
+            name,
+            ns,
+            body,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
     def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         read = (
             self.apps.read_namespaced_deployment

@@ -13,7 +13,7 @@ from patchwarden.runtime.kube import KubeApi
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 """(object, type Normal|Warning, reason, message)."""
 
-BAD_WHEN_TRUE = {c.STALLED, c.UPDATES_HALTED}
+BAD_WHEN_TRUE = {c.STALLED, c.UPDATES_HALTED, c.END_OF_LIFE}
 BAD_WHEN_FALSE = {c.ELIGIBLE, c.BACKUP_CONFIGURED, c.ACCEPTED, c.LAST_UPDATE_SUCCEEDED}
 
 

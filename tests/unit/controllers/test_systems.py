@@ -128,3 +128,125 @@ def test_a_system_without_a_run_in_progress_has_no_finalizer() -> None:
     body["spec"]["maintenance"] = {"windows": []}
     controller.reconcile(body)
     assert "finalizers" not in kube.stored("managedsystems", "ns", "a")["metadata"]
+
+
+CATALOG = {
+    "metadata": {"name": "tested", "resourceVersion": "1"},
+    "spec": {
+        "components": [
+            {
+                "name": "postgres",
+                "releases": [
+                    {
+                        "version": v,
+                        "image": f"pg:{v}",
+                        "classes": c,
+                        "released": "2027-01-01T00:00:00Z",
+                    }
+                    for v, c in (
+                        ("16.3", ["security"]),
+                        ("16.4", ["security"]),
+                        ("16.5", ["feature"]),
+                    )
+                ],
+            }
+        ]
+    },
+}
+
+
+def bound(kube: FakeKube, image: str, model: str = "PaaS") -> dict[str, Any]:
+    """A system whose postgres runs in container db of its Deployment, with no Job template."""
+    kube.put(
+        "deployments",
+        "ns",
+        {
+            "metadata": {"name": "db", "generation": 1},
+            "spec": {"template": {"spec": {"containers": [{"name": "db", "image": image}]}}},
+        },
+    )
+    kube.put("releasecatalogs", "", CATALOG)
+    return kube.put(
+        "managedsystems",
+        "ns",
+        {
+            "metadata": {"name": "db", "uid": "uid-db", "generation": 1},
+            "spec": {
+                "customer": "acme",
+                "serviceModel": model,
+                **({"package": "advanced"} if model == "PaaS" else {}),
+                "workload": {"kind": "Deployment", "name": "db"},
+                "maintenance": OPEN,
+                "components": [
+                    {
+                        "name": "postgres",
+                        "container": "db",
+                        "installedBy": "provider",
+                        "source": "standard-repository",
+                        "layer": "middleware",
+                    }
+                ],
+                "backup": {"required": False},
+            },
+        },
+    )
+
+
+def test_a_system_behind_starts_a_run_with_its_targets_and_says_what_is_pending() -> None:
+    kube = FakeKube()
+    body = bound(kube, "pg:16.3")
+    systems(kube).reconcile(body)
+    status = kube.stored("managedsystems", "ns", "db")["status"]
+    assert status["components"] == [
+        {
+            "name": "postgres",
+            "inScope": True,
+            "container": "db",
+            "installed": "16.3",
+            "image": "pg:16.3",
+            "security": "16.4",
+            "feature": "16.5",
+            "behindSince": "2027-01-01T00:00:00Z",
+        }
+    ]
+    assert status["pendingUpdates"] == "security 1"  # PaaS: features are not in its contract
+    up = next(c for c in status["conditions"] if c["type"] == "UpToDate")
+    assert (up["status"], up["reason"]) == ("False", "UpdatesPending")
+    assert "postgres 16.3→16.4" in up["message"]
+    run = kube.stored("updateruns", "ns", "db-202702101155")
+    assert [(t["to"], t["image"]) for t in run["spec"]["targets"]] == [("16.4", "pg:16.4")]
+
+
+def test_an_up_to_date_system_starts_no_run_and_says_so_once() -> None:
+    kube = FakeKube()
+    events: list[str] = []
+    body = bound(kube, "pg:16.5", model="SaaS")
+    controller = Systems(
+        Settings(),
+        kube,
+        lambda _b, _t, reason, _m: events.append(reason),
+        Fleet(LIMITS),
+        lambda *_: [],
+        lambda: NOW,
+    )
+    controller.reconcile(body)
+    controller.reconcile(kube.stored("managedsystems", "ns", "db"))
+    assert not [c for c in kube.created() if "updateruns" in c], "no run, no snapshot"
+    status = kube.stored("managedsystems", "ns", "db")["status"]
+    assert status["skippedWindow"] == {"name": "now", "start": "2027-02-10T11:55:00Z"}
+    assert events.count("NothingToInstall") == 1
+    up = next(c for c in status["conditions"] if c["type"] == "UpToDate")
+    assert (up["status"], up["reason"]) == ("True", "NothingPending")
+
+
+def test_a_container_the_workload_lacks_stalls_the_system_naming_the_field() -> None:
+    kube = FakeKube()
+    body = bound(kube, "pg:16.3")
+    body["spec"]["components"][0]["container"] = "postgres"
+    kube.put("managedsystems", "ns", body)
+    systems(kube).reconcile(body)
+    status = kube.stored("managedsystems", "ns", "db")["status"]
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "ContainerNotFound"
+    assert "spec.components[0]: container postgres not found in Deployment db" in stalled["message"]
+    assert not [c for c in kube.created() if "updateruns" in c]

@@ -58,6 +58,7 @@ def test_update_job_carries_owner_labels_env_and_deadline() -> None:
         classes=["security", "feature"],
         ticket="HD-1",
         deadline_seconds=1800,
+        targets=[{"component": "postgres", "container": "db", "from": "16.3", "to": "16.4"}],
     )
     assert job["metadata"]["name"] == "r1-update"
     assert job["metadata"]["ownerReferences"][0] == {
@@ -78,6 +79,8 @@ def test_update_job_carries_owner_labels_env_and_deadline() -> None:
         "PATCHWARDEN_SYSTEM": "app",
         "PATCHWARDEN_RUN": "r1",
         "PATCHWARDEN_CLASSES": "feature,security",
+        "PATCHWARDEN_TARGETS": '[{"component": "postgres", "container": "db", "from": "16.3", '
+        '"to": "16.4"}]',
     }  # the template's own value wins
     assert pod["spec"]["restartPolicy"] == "Never"
     assert spec().updates.template["spec"]["containers"][0]["env"] == [  # type: ignore[index]

@@ -378,7 +378,7 @@ def test_a_failed_job_records_how_it_ended_and_rolls_back() -> None:
             ]
         },
     }
-    assert m.job_failed(failed) and not m.job_failed({"status": {}})
+    assert m.job_ended(failed) and not m.job_ended({"status": {}})
     st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
     out = step(st, job=failed, job_pods=(pod,))
     assert out.status.phase == Phase.ROLLING_BACK
@@ -826,3 +826,87 @@ def test_a_system_deleted_while_verifying_rolls_back_and_without_rollback_asks_f
     body["spec"]["rollback"] = {"enabled": False}
     off = step(st, system=body, workload=workload())
     assert off.status.phase == Phase.FAILED and condition(off, "NeedsAttention") == "True"
+
+
+# ---- targets: images the operator sets itself ------------------------------------------
+TARGET = {
+    "component": "postgres",
+    "container": "a",
+    "from": "16.3",
+    "to": "16.4",
+    "fromImage": "pg:16.3",
+    "image": "pg:16.4",
+    "classes": ["security"],
+    "advisories": ["CVE-2024-10979"],
+}
+IMAGE_RUN = m.Run.of(
+    {
+        "metadata": {"namespace": "ns", "name": "run", "uid": "u1", "generation": 1},
+        "spec": {**RUN_SPEC, "targets": [TARGET]},
+    }
+)
+
+
+def image_step(st: UpdateRunStatus, **seen: Any) -> m.Transition:
+    seen.setdefault("system", system())
+    now = seen.pop("now", NOW)
+    return m.advance(IMAGE_RUN, st, Observed(**seen), now, TIMEOUTS)
+
+
+def test_targets_are_set_as_images_then_the_rollout_is_awaited_before_the_job() -> None:
+    out = image_step(status(Phase.UPDATING, recorded=RECORDED))
+    assert out.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
+    assert out.status.images_set and out.wait == Wait.POLL
+    (change,) = out.status.changes
+    assert (change.from_version, change.to_version, change.to_image) == ("16.3", "16.4", "pg:16.4")
+    assert change.advisories == ["CVE-2024-10979"] and change.source == "catalog"
+    assert out.status.summary == "postgres 16.3→16.4"
+    assert m.reads(out.status) == frozenset({Read.WORKLOAD})
+    rolling = image_step(out.status, workload=workload(ready=False))
+    assert rolling.actions == [] and rolling.wait == Wait.POLL
+    rolled = image_step(out.status, workload=workload())
+    (create,) = rolled.actions
+    assert isinstance(create, m.CreateJob)
+    env = {
+        e["name"]: e["value"]
+        for e in create.body["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert '"to": "16.4"' in env["PATCHWARDEN_TARGETS"]
+    late = image_step(out.status, workload=workload(ready=False), now=NOW + timedelta(minutes=11))
+    assert late.status.phase == Phase.ROLLING_BACK
+    assert "rollout of Deployment app with the new images did not complete" in (
+        late.status.failure or ""
+    )
+
+
+def test_without_a_job_template_the_run_verifies_once_the_images_are_set() -> None:
+    bare = system(updates={"verifyTimeout": "10m"})
+    out = image_step(status(Phase.UPDATING, recorded=RECORDED), system=bare)
+    done = image_step(out.status, system=bare, workload=workload())
+    assert done.status.phase == Phase.VERIFYING and kinds(done) == ["PhaseEnded"]
+    assert done.status.job is None
+
+
+def test_a_successful_job_adds_the_changes_of_its_termination_message() -> None:
+    done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    report = '{"changes": [{"component": "openssl", "from": "3.0.14-1", "to": "3.0.15-1"}]}'
+
+    def pod(message: str) -> dict[str, Any]:
+        terminated = {"exitCode": 0, "message": message}
+        return {
+            "metadata": {"name": "p"},
+            "status": {"containerStatuses": [{"name": "u", "state": {"terminated": terminated}}]},
+        }
+
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    out = step(st, job=done, job_pods=(pod(report),))
+    assert out.status.phase == Phase.VERIFYING
+    assert [(c.component, c.to_version, c.source) for c in out.status.changes] == [
+        ("openssl", "3.0.15-1", "job")
+    ]
+    assert out.status.summary == "openssl 3.0.14-1→3.0.15-1"
+    bad = step(st, job=done, job_pods=(pod('{"changes": [{"from": 1}]}'),))
+    assert bad.status.phase == Phase.VERIFYING and not bad.status.changes
+    assert "is not the documented changes JSON" in (bad.status.message or "")
+    plain = step(st, job=done, job_pods=(pod("all done"),))
+    assert plain.status.changes == [] and "JSON" not in (plain.status.message or "")

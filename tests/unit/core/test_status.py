@@ -277,3 +277,18 @@ def test_a_failed_rollback_stalls_the_system_until_a_person_acknowledges_it() ->
         seen, SystemFacts(runs=[failed, other], snapshot_class="std"), NOW
     )
     assert problems == [], "a Failed run that changed nothing needs nobody"
+
+
+def test_a_request_whose_window_had_nothing_to_install_succeeds_without_a_run() -> None:
+    system = body()
+    system["status"] = {
+        "skippedWindow": {"name": "w", "start": "2027-02-14T23:00:00Z", "request": "r"}
+    }
+    done = request_status(REQUEST, system, [], NOW)
+    assert done["state"] == "Succeeded"
+    assert done["message"] == (
+        "nothing to install: system s was up to date in window w at 2027-02-14T23:00:00Z; "
+        "no run was needed"
+    )
+    other = {**REQUEST, "metadata": {"name": "other", "generation": 1}}
+    assert request_status(other, system, [], NOW)["state"] == "Accepted"
