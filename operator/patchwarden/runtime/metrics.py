@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from aiohttp import web
@@ -107,6 +107,20 @@ KUBE_REQUESTS = Counter(
     ["verb", "resource"],
     registry=REGISTRY,
 )
+PENDING_UPDATES = Gauge(
+    "patchwarden_pending_updates",
+    "Components in scope of the system's contract with a newer acceptable, approved release "
+    "of this class.",
+    ["namespace", "system", "class"],
+    registry=REGISTRY,
+)
+BEHIND_SINCE = Gauge(
+    "patchwarden_component_behind_since_timestamp_seconds",
+    "Unix time since when a newer acceptable, approved release of the component exists; "
+    "days behind: (time() - this) / 86400.",
+    ["namespace", "system", "component"],
+    registry=REGISTRY,
+)
 WORK_QUEUE_BACKLOG = Gauge(
     "patchwarden_work_queue_backlog",
     "ManagedSystems due for a reconcile that no worker has taken yet.",
@@ -187,10 +201,23 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
     start = _ts((status.get("nextWindow") or {}).get("start"))
     if start is not None:
         wanted[(NEXT_WINDOW, (ns, name))] = start
+    found = {c["name"]: c for c in status.get("components") or []}
     for component in spec.components:
-        if component.end_of_life is not None:
-            eol = datetime.combine(component.end_of_life, time.min, tzinfo=UTC).timestamp()
-            wanted[(END_OF_LIFE, (ns, name, component.name, component.version))] = eol
+        seen = found.get(component.name, {})
+        version = seen.get("installed") or component.version or ""
+        end = seen.get("endOfLife") or component.end_of_life
+        if end is not None:
+            day = date.fromisoformat(end) if isinstance(end, str) else end
+            eol = datetime.combine(day, time.min, tzinfo=UTC).timestamp()
+            wanted[(END_OF_LIFE, (ns, name, component.name, version))] = eol
+        behind = _ts(seen.get("behindSince"))
+        if behind is not None and seen.get("inScope", True):
+            wanted[(BEHIND_SINCE, (ns, name, component.name))] = behind
+    pending = status.get("pendingUpdates")
+    if pending:  # "security 1, feature 0": the contract's classes, each with its count
+        for part in pending.split(", "):
+            cls, _, count = part.partition(" ")
+            wanted[(PENDING_UPDATES, (ns, name, cls))] = float(count or 0)
     # Every result series exists from the moment the system is seen, at 0: a counter that
     # first appears at 1 gives increase() nothing to see, and the first failure no alert.
     counters: set[Series] = {(UPDATE_RUNS, (ns, name, model, package, r)) for r in RESULTS}

@@ -1,0 +1,252 @@
+"""Release catalogs on the real API server: targets read from the workload, applied by the
+operator as images, recorded in the run; an up-to-date system starts no run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from patchwarden.api.common import GROUP, VERSION
+from tests.conftest import Cluster
+from tests.helpers import holds_for, wait_for
+from tests.operator_harness import (
+    Operator,
+    condition,
+    create,
+    get,
+    now_plus,
+    phase,
+    runs_of,
+    system,
+    update_request,
+    wait_run,
+    workload,
+)
+
+pytestmark = pytest.mark.usefixtures("crds")
+ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
+LONG_AGO = "2026-01-05T00:00:00Z"
+
+
+def release(
+    version: str, classes: list[str], released: str = LONG_AGO, **more: Any
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "image": f"example.com/pg:{version}",
+        "classes": classes,
+        "released": released,
+        **more,
+    }
+
+
+@pytest.fixture
+def catalog(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """A ReleaseCatalog of postgres (cluster-scoped: named after the test's namespace, which
+    the systems of the test name in updates.catalogs)."""
+    api = client.CustomObjectsApi(cluster.api)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReleaseCatalog",
+        "metadata": {"name": namespace},
+        "spec": {
+            "components": [
+                {
+                    "name": "postgres",
+                    "releases": [
+                        release("16.3", ["security"]),
+                        release("16.4", ["security"], advisories=["CVE-2024-10979"]),
+                        release("16.5", ["feature"]),
+                        # Released now: younger than the systems' approval delay.
+                        release("16.6", ["security"], released=now_plus(-60)),
+                        release("17.0", ["security", "feature"]),
+                    ],
+                }
+            ]
+        },
+    }
+    api.create_cluster_custom_object(GROUP, VERSION, "releasecatalogs", body)
+    yield namespace
+    api.delete_cluster_custom_object(GROUP, VERSION, "releasecatalogs", namespace)
+
+
+def bound_system(
+    name: str, model: str, catalog: str, job: bool = False, **spec: Any
+) -> dict[str, Any]:
+    body = system(name, model, "basic" if model == "PaaS" else None, **spec)
+    updates = body["spec"]["updates"]
+    if not job:
+        del updates["template"]
+    updates["catalogs"] = [catalog]
+    updates["approveAfter"] = "24h"
+    body["spec"]["components"] = [
+        {
+            "name": "postgres",
+            "container": "db",
+            "installedBy": "provider",
+            "source": "standard-repository",
+            "layer": "middleware",
+        }
+    ]
+    body["spec"]["backup"] = {"required": False}
+    return body
+
+
+def database(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str, image: str) -> None:
+    """Deployment ``app``: postgres in container db, an exporter beside it."""
+    workload(core, apps, ns, claims=0, container={"name": "db", "image": image})
+    apps.patch_namespaced_deployment(
+        "app",
+        ns,
+        [
+            {
+                "op": "add",
+                "path": "/spec/template/spec/containers/-",
+                "value": {"name": "exporter", "image": "example.com/exporter:0.15"},
+            }
+        ],
+    )
+
+
+def images(apps: client.AppsV1Api, ns: str) -> dict[str, str]:
+    dep = apps.read_namespaced_deployment("app", ns)
+    return {c.name: c.image for c in dep.spec.template.spec.containers}
+
+
+def test_a_paas_system_behind_on_security_is_updated_on_request_to_exactly_that_image(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    catalog: str,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    database(core, apps, namespace, "example.com/pg:16.3")
+    create(cluster, namespace, bound_system("db", "PaaS", catalog))
+    msys = wait_for(
+        lambda: (
+            (m := get(cluster, namespace, "ManagedSystem", "db"))
+            .get("status", {})
+            .get("components")
+            and m
+        ),
+        timeout=30,
+        what="the components' status",
+    )
+    (pg,) = msys["status"]["components"]
+    # 16.5 is a feature release, 16.6 younger than approveAfter, 17.0 another major version.
+    assert (pg["installed"], pg["security"], pg["feature"]) == ("16.3", "16.4", "16.5")
+    assert msys["status"]["pendingUpdates"] == "security 1"
+    up = condition(msys, "UpToDate")
+    assert up is not None and (up["status"], up["reason"]) == ("False", "UpdatesPending")
+    assert runs_of(cluster, namespace, "db") == [], "PaaS basic: nothing without a request"
+
+    create(cluster, namespace, update_request("cve", "db", "HD-4711"))
+    run = wait_run(cluster, namespace, "db", ENDED)
+    assert phase(run) == "Succeeded", run["status"]
+    (target,) = run["spec"]["targets"]
+    assert (target["from"], target["to"], target["image"]) == (
+        "16.3",
+        "16.4",
+        "example.com/pg:16.4",
+    )
+    (change,) = run["status"]["changes"]
+    assert (
+        change["fromImage"] == "example.com/pg:16.3" and change["toImage"] == "example.com/pg:16.4"
+    )
+    assert change["advisories"] == ["CVE-2024-10979"] and change["classes"] == ["security"]
+    assert run["status"]["summary"] == "postgres 16.3→16.4"
+    assert "job" not in run["status"], "no Job template: the image is the update"
+    assert images(apps, namespace) == {
+        "db": "example.com/pg:16.4",
+        "exporter": "example.com/exporter:0.15",  # no other container changes
+    }
+    # GitOps: the image field belongs to the operator's own server-side-apply manager.
+    dep = apps.read_namespaced_deployment("app", namespace)
+    owners = {
+        m.manager: m.operation
+        for m in dep.metadata.managed_fields
+        if "f:image"
+        in (m.fields_v1 or {})
+        .get("f:spec", {})
+        .get("f:template", {})
+        .get("f:spec", {})
+        .get("f:containers", {})
+        .get('k:{"name":"db"}', {})
+    }
+    assert owners == {"patchwarden": "Apply"}, dep.metadata.managed_fields
+    out = cluster.kubectl("get", "urun", "-n", namespace)
+    assert "postgres 16.3→16.4" in out
+    after = wait_for(
+        lambda: (
+            (m := get(cluster, namespace, "ManagedSystem", "db"))["status"]["components"][0].get(
+                "installed"
+            )
+            == "16.4"
+            and m
+        ),
+        timeout=90,
+        what="the system to read 16.4 from its container",
+    )
+    assert condition(after, "UpToDate")["status"] == "True"  # type: ignore[index]
+    request = get(cluster, namespace, "UpdateRequest", "cve")
+    assert request["status"]["state"] == "Succeeded"
+
+
+def test_a_saas_system_gets_security_and_feature_targets_and_its_job_receives_them(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    catalog: str,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    database(core, apps, namespace, "example.com/pg:16.3")
+    create(cluster, namespace, bound_system("shop", "SaaS", catalog, job=True))
+    run = wait_run(cluster, namespace, "shop", ENDED)
+    assert phase(run) == "Succeeded", run["status"]
+    (target,) = run["spec"]["targets"]
+    assert target["to"] == "16.5" and target["classes"] == ["feature", "security"]
+    assert images(apps, namespace)["db"] == "example.com/pg:16.5"
+    job = client.BatchV1Api(cluster.api).read_namespaced_job(
+        run["status"]["job"]["name"], namespace
+    )
+    env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
+    assert '"from": "16.3"' in env["PATCHWARDEN_TARGETS"]
+    assert '"to": "16.5"' in env["PATCHWARDEN_TARGETS"]
+    assert '"container": "db"' in env["PATCHWARDEN_TARGETS"]
+
+
+def test_a_system_already_up_to_date_starts_no_run_in_its_window(
+    cluster: Cluster,
+    namespace: str,
+    operator: Operator,
+    catalog: str,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    database(core, apps, namespace, "example.com/pg:16.5")
+    create(cluster, namespace, bound_system("current", "SaaS", catalog))
+    msys = wait_for(
+        lambda: (
+            (m := get(cluster, namespace, "ManagedSystem", "current"))
+            .get("status", {})
+            .get("skippedWindow")
+            and m
+        ),
+        timeout=30,
+        what="the window to be skipped",
+    )
+    assert msys["status"]["skippedWindow"]["name"] == "now"
+    assert condition(msys, "UpToDate")["reason"] == "NothingPending"  # type: ignore[index]
+    holds_for(lambda: runs_of(cluster, namespace, "current") == [], duration=5, what="no run")
+    reasons = [
+        e.reason
+        for e in core.list_namespaced_event(namespace).items
+        if e.involved_object.name == "current"
+    ]
+    assert reasons.count("NothingToInstall") == 1
+    assert images(apps, namespace)["db"] == "example.com/pg:16.5"
