@@ -111,21 +111,19 @@ def _read_inputs(paths: list[Path]) -> list[tuple[str, str]]:
 
 def run_plan(args: argparse.Namespace) -> int:
     from patchwarden.cli.render import plan_table
-    from patchwarden.core.plan import PlanInputError, as_json, load, plan
+    from patchwarden.core.plan import Inputs, PlanInputError, as_json, load, plan
 
     try:
-        systems, requests = [], []
+        inputs = Inputs()
         for source, text in _read_inputs(args.filename):
-            found = load(text, source)
-            systems += found[0]
-            requests += found[1]
+            inputs.add(load(text, source))
     except OSError as exc:
         print(f"patchwarden plan: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except PlanInputError as exc:
         print(f"patchwarden plan: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    plans, orphans = plan(systems, requests, args.start or datetime.now(UTC), args.count)
+    plans, orphans = plan(inputs, args.start or datetime.now(UTC), args.count)
     if args.output == "json":
         json.dump(as_json(plans, orphans), sys.stdout, indent=2)
         print()

@@ -32,6 +32,13 @@ def plan_table(
             table.add_column(column)
         for occ, update, why in p.windows:
             shown = "not eligible (below)" if why == p.assessment.reason else why
+            installs = p.installs.get(occ.start, [])
+            if update and installs is None:
+                shown += "; installs: unknown (workload not in the input)"
+            elif update and installs:
+                shown += "; installs " + ", ".join(
+                    f"{t['component']} {t['from']}→{t['to']}" for t in installs
+                )
             table.add_row(
                 occ.window,
                 _utc(occ.start),
@@ -42,6 +49,8 @@ def plan_table(
         if not p.windows:
             table.add_row("—", "", "", "[dim]no[/]", "no maintenance window in the next 3 years")
         console.print(table)
+        for warning in p.warnings:
+            console.print(f"  [yellow]warning[/]: {warning}")
         for r in p.requests:
             console.print(
                 f"  request {r.request.metadata['name']} ({r.request.spec.ticket}): {r.reason}"

@@ -1,12 +1,14 @@
 """``patchwarden plan``: what would happen to each system, offline.
 
-Reads ManagedSystems and UpdateRequests from YAML, and answers for each system
-its next windows, whether an update would run in each, and why. The JSON form
+Reads ManagedSystems, UpdateRequests, ReleaseCatalogs and the systems' workloads
+(Deployments, StatefulSets) from YAML, and answers for each system its next windows,
+whether an update would run in each, why, and what it would install. The JSON form
 is a contract documented in docs/plan.md.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,11 +17,13 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import ValidationError
 
-from patchwarden.api.common import describe_errors
+from patchwarden.api.catalog import ReleaseCatalog
+from patchwarden.api.common import GROUP, describe_errors
 from patchwarden.api.request import RequestState, UpdateRequest
-from patchwarden.api.run import Trigger
+from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import Cadence, ManagedSystem, ManagedSystemSpec
 from patchwarden.core.policy import Assessment, assess, decide_request
+from patchwarden.core.releases import Catalogs, end_of_life_passed, states, targets
 from patchwarden.core.scheduler import decide_start
 from patchwarden.core.times import utc_text
 from patchwarden.core.windows import Occurrence, cadence_period, next_windows
@@ -36,40 +40,72 @@ def _describe(doc: Any) -> str:
     return f" ({doc.get('kind')} {meta.get('namespace', 'default')}/{meta.get('name', '?')})"
 
 
-def load(text: str, source: str = "input") -> tuple[list[ManagedSystem], list[UpdateRequest]]:
+WORKLOADS = ("Deployment", "StatefulSet")
+MODELS: dict[str, type[ManagedSystem] | type[UpdateRequest] | type[ReleaseCatalog]] = {
+    "ManagedSystem": ManagedSystem,
+    "UpdateRequest": UpdateRequest,
+    "ReleaseCatalog": ReleaseCatalog,
+}
+
+
+@dataclass
+class Inputs:
+    """What ``plan`` reads: the systems, the requests, the catalogs, and the workloads
+    (for the versions their containers run); other Kubernetes objects are ignored."""
+
+    systems: list[ManagedSystem] = field(default_factory=list)
+    requests: list[UpdateRequest] = field(default_factory=list)
+    catalogs: list[dict[str, Any]] = field(default_factory=list)
+    workloads: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    """(namespace, kind, name) → the workload."""
+
+    def add(self, other: Inputs) -> None:
+        self.systems += other.systems
+        self.requests += other.requests
+        self.catalogs += other.catalogs
+        self.workloads.update(other.workloads)
+
+
+def load(text: str, source: str = "input") -> Inputs:
     """Parse and validate every YAML document; the first problem raises PlanInputError."""
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
         raise PlanInputError(f"{source}: not valid YAML: {exc}") from exc
-    systems: list[ManagedSystem] = []
-    requests: list[UpdateRequest] = []
+    found = Inputs()
     for index, doc in enumerate(docs, start=1):
         if doc is None:
             continue
         where = f"{source}: document {index}{_describe(doc)}"
         kind = doc.get("kind") if isinstance(doc, dict) else None
-        kinds: dict[str, type[ManagedSystem] | type[UpdateRequest]] = {
-            "ManagedSystem": ManagedSystem,
-            "UpdateRequest": UpdateRequest,
-        }
-        model = kinds.get(str(kind))
+        api_version = str(doc.get("apiVersion", "")) if isinstance(doc, dict) else ""
+        model = MODELS.get(str(kind))
         if model is None:
+            if api_version and not api_version.startswith(f"{GROUP}/"):
+                if kind in WORKLOADS:
+                    meta = doc.get("metadata") or {}
+                    key = (meta.get("namespace", "default"), str(kind), meta.get("name", ""))
+                    found.workloads[key] = {**doc, "kind": kind}
+                continue  # a Namespace, a claim …: applied with the examples, not planned
             raise PlanInputError(
-                f"{where}: kind must be ManagedSystem or UpdateRequest, not {kind!r}"
+                f"{where}: kind must be ManagedSystem, UpdateRequest or ReleaseCatalog (or a "
+                f"Kubernetes object with its apiVersion, which is skipped), not {kind!r}"
             )
         try:
-            obj: ManagedSystem | UpdateRequest = model.model_validate(doc)
+            obj = model.model_validate(doc)
         except ValidationError as exc:
             raise PlanInputError(f"{where}: {describe_errors(exc)[0]}") from exc
         if not obj.metadata.get("name"):
             raise PlanInputError(f"{where}: metadata.name is required")
+        if isinstance(obj, ReleaseCatalog):
+            found.catalogs.append(obj.model_dump(by_alias=True, mode="json"))
+            continue
         obj.metadata.setdefault("namespace", "default")
         if isinstance(obj, ManagedSystem):
-            systems.append(obj)
+            found.systems.append(obj)
         else:
-            requests.append(obj)
-    return systems, requests
+            found.requests.append(obj)
+    return found
 
 
 def _key(obj: ManagedSystem | UpdateRequest) -> tuple[str, str]:
@@ -93,6 +129,10 @@ class SystemPlan:
     assessment: Assessment
     windows: list[tuple[Occurrence, bool, str]] = field(default_factory=list)
     requests: list[_Request] = field(default_factory=list)
+    installs: dict[datetime, list[dict[str, Any]] | None] = field(default_factory=dict)
+    """Window start → the targets a run there would install (None: not known offline,
+    the workload is not in the input)."""
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         spec = self.system.spec
@@ -116,9 +156,11 @@ class SystemPlan:
                     "cutoff": _utc(o.cutoff),
                     "update": update,
                     "why": why,
+                    "targets": self.installs.get(o.start, []),
                 }
                 for o, update, why in self.windows
             ],
+            "warnings": self.warnings,
             "requests": [
                 {
                     "name": r.request.metadata["name"],
@@ -142,7 +184,12 @@ def _why_not_usable(occ: Occurrence, expected: timedelta) -> str:
 
 
 def plan_system(
-    system: ManagedSystem, requests: list[UpdateRequest], start: datetime, count: int
+    system: ManagedSystem,
+    requests: list[UpdateRequest],
+    start: datetime,
+    count: int,
+    catalogs: Catalogs | None = None,
+    workload: dict[str, Any] | None = None,
 ) -> SystemPlan:
     """The system's next ``count`` windows and what the operator would do in each: the same
     start decision (:func:`patchwarden.core.scheduler.decide_start`) on the runs it would
@@ -159,6 +206,22 @@ def plan_system(
     runs: list[dict[str, Any]] = []  # the runs the operator would have made, ended
     served: dict[str, Occurrence] = {}  # cadence period → the window that served it
     tz = ZoneInfo(spec.maintenance.time_zone)
+    catalogs = catalogs or Catalogs({})
+    installed = spec
+    bound = any(c.container for c in spec.components)
+    known = workload is not None or not bound
+    if spec.components and known:
+        for state in states(spec, catalogs, workload, start):
+            if end_of_life_passed(state, start.date()):
+                result.warnings.append(
+                    f"{state.component.name} {state.installed} is past its end of life "
+                    f"({state.end_of_life}) and its track offers no newer release"
+                )
+    elif bound:
+        result.warnings.append(
+            f"{spec.workload.kind} {spec.workload.name} is not in the input: the versions its "
+            "containers run, and so what each window installs, are unknown"
+        )
     for occ in next_windows(spec.maintenance, expected, start, count):
         begins = occ.latest_start(start)
         if not assessment.eligible:
@@ -186,6 +249,21 @@ def plan_system(
         if chosen is None:
             result.windows.append((occ, False, _why_no_run(spec, assessment, tz, begins, served)))
             continue
+        if known and spec.components:
+            found = states(installed, catalogs, workload, begins)
+            chosen_targets = targets(found, chosen.classes)
+            if not spec.updates.template:
+                chosen_targets = [t for t in chosen_targets if t.container]
+            result.installs[occ.start] = [t.wire() for t in chosen_targets]
+            if not chosen_targets and not spec.updates.template:
+                result.windows.append(
+                    (occ, False, "up to date: nothing newer to install, no run starts")
+                )
+                continue
+            # Later windows start from what this one installed.
+            installed, workload = _installed(installed, workload, chosen_targets)
+        elif bound:
+            result.installs[occ.start] = None
         runs.append(
             {
                 "metadata": {"name": chosen.run},
@@ -205,6 +283,26 @@ def plan_system(
             why = f"cadence: first usable window of {period.label}"
         result.windows.append((occ, True, why))
     return result
+
+
+def _installed(
+    spec: ManagedSystemSpec, workload: dict[str, Any] | None, done: list[Target]
+) -> tuple[ManagedSystemSpec, dict[str, Any] | None]:
+    """The system and its workload as they would be after a run installed ``done``."""
+    images = {t.container: t.image for t in done if t.container and t.image}
+    versions = {t.component: t.to_version for t in done if not t.container}
+    if workload is not None and images:
+        workload = copy.deepcopy(workload)
+        pod = workload["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            container["image"] = images.get(container["name"], container["image"])
+    if versions:
+        components = [
+            c.model_copy(update={"version": versions[c.name]}) if c.name in versions else c
+            for c in spec.components
+        ]
+        spec = spec.model_copy(update={"components": components})
+    return spec, workload
 
 
 def _as_stored(requests: list[_Request]) -> list[dict[str, Any]]:
@@ -237,20 +335,25 @@ def _why_no_run(
     return "PaaS basic: no update request for this window"
 
 
-def plan(
-    systems: list[ManagedSystem], requests: list[UpdateRequest], start: datetime, count: int
-) -> tuple[list[SystemPlan], list[_Request]]:
+def plan(inputs: Inputs, start: datetime, count: int) -> tuple[list[SystemPlan], list[_Request]]:
     """Plans for every system (sorted), plus the requests that name no known system."""
-    by_key = {_key(s): s for s in systems}
+    by_key = {_key(s): s for s in inputs.systems}
     grouped: dict[tuple[str, str], list[UpdateRequest]] = {}
+    catalogs = Catalogs.of(inputs.catalogs)
     orphans = []
-    for req in requests:
+    for req in inputs.requests:
         key = (req.metadata["namespace"], req.spec.system_ref.name)
         if key in by_key:
             grouped.setdefault(key, []).append(req)
         else:
             orphans.append(_Request(req, False, decide_request(None, req.spec).reason))
-    plans = [plan_system(by_key[k], grouped.get(k, []), start, count) for k in sorted(by_key)]
+    plans = []
+    for key in sorted(by_key):
+        spec = by_key[key].spec
+        workload = inputs.workloads.get((key[0], spec.workload.kind, spec.workload.name))
+        plans.append(
+            plan_system(by_key[key], grouped.get(key, []), start, count, catalogs, workload)
+        )
     return plans, orphans
 
 

@@ -63,13 +63,70 @@ def test_plan_answers_for_every_example(capsys: pytest.CaptureFixture[str], tmp_
     saas = systems["files"]
     assert saas["responsibility"] == {"planning": "Provider", "execution": "Provider"}
     assert all(w["update"] for w in saas["windows"])
+    # SemVer: neither the pre-release nor the next major version; later windows start from it.
+    installs = [
+        [(t["component"], t["from"], t["to"]) for t in w["targets"]] for w in saas["windows"]
+    ]
+    assert installs[0] == [("nextcloud", "32.0.1", "32.0.2")] and installs[1:] == [[]] * 5
+
+    assert [(t["component"], t["to"], t["image"]) for t in updates[0]["targets"]] == [
+        ("redis", "7.2.6", "registry.example.com/library/redis:7.2.6")  # track minor: not 7.4
+    ]
 
     advanced = systems["shop-db"]
     quarter = [w for w in advanced["windows"] if w["update"]]
     assert len(quarter) == 1 and "2027-Q1" in quarter[0]["why"]
     assert "freeze 'year-end'" in advanced["windows"][0]["why"]  # Sunday 3 Jan runs into the freeze
     assert quarter[0]["start"] == advanced["windows"][1]["start"]
+    assert sorted((t["component"], t["from"], t["to"]) for t in quarter[0]["targets"]) == [
+        ("debian", "12.7", "12.8"),  # no container: the Job receives it
+        ("postgresql", "15.8", "15.10"),  # dpkg order: 15.10 is newer than 15.8
+    ]
+    assert iaas["warnings"] == [
+        "centos 7 is past its end of life (2024-06-30) and its track offers no newer release"
+    ]
     assert all("outside cadence" in w["why"] for w in advanced["windows"][2:])
+
+
+def test_a_system_with_nothing_newer_and_no_job_runs_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    catalog = (EXAMPLES / "02-release-catalog.yaml").read_text()
+    system = """
+apiVersion: patchwarden.io/v1alpha1
+kind: ManagedSystem
+metadata: {name: cache, namespace: crm}
+spec:
+  customer: c
+  serviceModel: SaaS
+  workload: {kind: Deployment, name: redis}
+  components:
+    - {name: redis, container: redis, track: minor, installedBy: provider,
+       source: standard-repository}
+  maintenance: {windows: [{name: nightly, cron: "0 1 * * *", duration: 2h}]}
+"""
+    workload = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis, namespace: crm}
+spec:
+  template: {spec: {containers: [{name: redis, image: registry.example.com/library/redis:IMAGE}]}}
+"""
+    current = plan_of(
+        capsys, tmp_path, "---".join([catalog, system, workload.replace("IMAGE", "7.2.6")])
+    )
+    (cache,) = current["systems"]
+    assert not any(w["update"] for w in cache["windows"])
+    assert cache["windows"][0]["why"] == "up to date: nothing newer to install, no run starts"
+    behind = plan_of(
+        capsys, tmp_path, "---".join([catalog, system, workload.replace("IMAGE", "7.2.5")])
+    )
+    first, second = behind["systems"][0]["windows"][:2]
+    assert first["update"] and [t["to"] for t in first["targets"]] == ["7.2.6"]
+    assert not second["update"], "the next night starts from 7.2.6: nothing newer"
+    unknown = plan_of(capsys, tmp_path, "---".join([catalog, system]))
+    assert "is not in the input" in unknown["systems"][0]["warnings"][0]
+    assert unknown["systems"][0]["windows"][0]["targets"] is None
 
 
 def test_plan_json_contract(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -182,7 +239,10 @@ spec: {systemRef: {name: s}, ticket: T-3, notBefore: "2027-01-18T02:00:00Z"}
             "  maintenance: {windows: [{name: w, cron: '61 * * * *', duration: 1h}]}}\n",
             "document 2 (ManagedSystem default/b): spec.maintenance.windows[0].cron",
         ),
-        ("- just\n- a list\n", "document 1: kind must be ManagedSystem or UpdateRequest, not None"),
+        (
+            "- just\n- a list\n",
+            "document 1: kind must be ManagedSystem, UpdateRequest or ReleaseCatalog",
+        ),
         (
             "apiVersion: patchwarden.io/v1alpha1\nkind: ManagedSystem\nmetadata: {name: c}\n"
             "spec: {customer: c, serviceModel: SaaS, workload: {kind: Deployment, name: w},\n"
