@@ -39,6 +39,28 @@ SYSTEM: dict[str, Any] = {
     },
 }
 
+CATALOG: dict[str, Any] = {
+    "apiVersion": "patchwarden.io/v1alpha1",
+    "kind": "ReleaseCatalog",
+    "metadata": {"name": "cat"},
+    "spec": {
+        "components": [
+            {
+                "name": "postgresql",
+                "releases": [
+                    {
+                        "version": "15.8",
+                        "image": "example.com/pg:15.8",
+                        "classes": ["security"],
+                        "released": "2024-08-08T00:00:00Z",
+                    }
+                ],
+            }
+        ]
+    },
+}
+"""Cluster-scoped: the API server checks it with a dry run."""
+
 REQUEST: dict[str, Any] = {
     "apiVersion": "patchwarden.io/v1alpha1",
     "kind": "UpdateRequest",
@@ -314,6 +336,88 @@ CATALOGUE += [
 ]
 
 
+BOUND = {"name": "postgresql", "installedBy": "provider", "source": "standard-repository"}
+R0 = "components.0.releases.0"
+CATALOGUE += [
+    Bad(
+        "component with version and container",
+        SYSTEM,
+        _set("components.0", {**BOUND, "version": "15.8", "container": "db"}),
+        "spec.components[0].version",
+    ),
+    Bad(
+        "component with neither version nor container",
+        SYSTEM,
+        _set("components.0", BOUND),
+        "spec.components[0].version",
+    ),
+    Bad(
+        "container name not a DNS label",
+        SYSTEM,
+        _set("components.0", {**BOUND, "container": "DB_1"}),
+        "spec.components[0].container",
+    ),
+    Bad(
+        "unknown track",
+        SYSTEM,
+        _set("components.0", {**BOUND, "container": "db", "track": "newest"}),
+        "spec.components[0].track",
+    ),
+    Bad(
+        "catalog name", SYSTEM, _set("updates", {"catalogs": ["Tested!"]}), "spec.updates.catalogs"
+    ),
+    Bad(
+        "approveAfter in days",
+        SYSTEM,
+        _set("updates", {"approveAfter": "7d"}),
+        "spec.updates.approveAfter",
+    ),
+    Bad(
+        "repeated release version",
+        CATALOG,
+        lambda s: s["components"][0]["releases"].append(dict(s["components"][0]["releases"][0])),
+        "spec.components[0].releases",
+    ),
+    Bad("empty image", CATALOG, _set(f"{R0}.image", ""), "spec.components[0].releases[0].image"),
+    Bad(
+        "image with a broken digest",
+        CATALOG,
+        _set(f"{R0}.image", "example.com/pg@sha256:abc"),
+        "spec.components[0].releases[0].image",
+    ),
+    Bad(
+        "release without classes",
+        CATALOG,
+        _set(f"{R0}.classes", []),
+        "spec.components[0].releases[0].classes",
+    ),
+    Bad(
+        "version not starting with a digit",
+        CATALOG,
+        _set(f"{R0}.version", "v15.8"),
+        "spec.components[0].releases[0].version",
+    ),
+    Bad(
+        "SemVer scheme with a Debian version",
+        CATALOG,
+        _set("components.0.versionScheme", "SemVer"),
+        "spec.components[0].releases",
+    ),
+    Bad(
+        "end of life before the release",
+        CATALOG,
+        _set(f"{R0}.endOfLife", "2024-01-01"),
+        "spec.components[0].releases[0].endOfLife",
+    ),
+    Bad(
+        "repeated component",
+        CATALOG,
+        lambda s: s["components"].append(dict(s["components"][0])),
+        "spec.components",
+    ),
+]
+
+
 @dataclass(frozen=True)
 class Unusable:
     """Accepted by the API server (no schema can tell) but not usable: the operator
@@ -399,6 +503,12 @@ UNUSABLE = [
         _set("backup", {"volumeSnapshotClassName": "gone"}),
         "SnapshotClassNotFound",
         "gone",
+    ),
+    Unusable(
+        "component bound to a container the workload lacks",
+        _set("components", [{**BOUND, "container": "nope"}]),
+        "ContainerNotFound",
+        "spec.components[0]: container nope not found in Deployment app",
     ),
     Unusable(
         "no update template",

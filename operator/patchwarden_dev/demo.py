@@ -1,10 +1,11 @@
 """`make demo` (`python -m patchwarden_dev.demo`): the examples, run for real, window open now.
 
-Applies every ManagedSystem and UpdateRequest of ``examples/`` into a fresh
-namespace, with a workload (and its claims) for each, a one-off window open
-now instead of their windows, and the update of one SaaS system made to fail;
-starts the operator; shows the runs progressing; and ends with a table. It
-exits 0 only when every outcome is the one the responsibility model prescribes.
+Applies the ManagedSystems, UpdateRequests, workloads and claims of ``examples/``
+into a fresh namespace (and its ReleaseCatalogs), with a one-off window open now
+instead of their windows, and the update of one SaaS system made to fail; starts
+the operator; shows the runs progressing; and ends with a table of outcomes and
+what each run changed (from → to). It exits 0 only when every outcome is the one
+the responsibility model prescribes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ EXPECTED = {
     FAILING_SYSTEM: ("RolledBack", "SaaS, its update Job fails: restored from snapshots"),
 }
 PLURALS = {"ManagedSystem": "managedsystems", "UpdateRequest": "updaterequests"}
+OBJECTS = {"Deployment", "StatefulSet", "PersistentVolumeClaim", "ReleaseCatalog"}
+"""Applied with the systems: their workloads and claims, and the catalogs (cluster-wide)."""
 
 
 @dataclass
@@ -53,20 +56,34 @@ class Row:
     duration: str = ""
     snapshots: int = 0
     rolled_back: bool = False
+    changes: str = ""
 
 
 def load_examples(directory: Path) -> list[dict[str, Any]]:
     docs = []
     for path in sorted(directory.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") in PLURALS]
+        docs += [
+            d
+            for d in yaml.safe_load_all(path.read_text())
+            if d and d.get("kind") in {*PLURALS, *OBJECTS}
+        ]
     return docs
 
 
-def prepare(doc: dict[str, Any], ns: str, now: datetime) -> dict[str, Any]:
-    """The example as the demo applies it: in ``ns``, with a window open now."""
+def prepare(
+    doc: dict[str, Any], ns: str, now: datetime, catalogs: list[str] | None = None
+) -> dict[str, Any]:
+    """The example as the demo applies it: in ``ns``, with a window open now, using the
+    examples' ``catalogs`` (renamed ``<ns>-<name>``: cluster-scoped, they must not replace
+    a catalog of the cluster)."""
     doc = yaml.safe_load(yaml.safe_dump(doc))
+    if doc["kind"] == "ReleaseCatalog":
+        doc["metadata"]["name"] = f"{ns}-{doc['metadata']['name']}"
+        return doc
     doc["metadata"]["namespace"] = ns
     spec = doc["spec"]
+    if doc["kind"] in OBJECTS:
+        return doc
     if doc["kind"] == "UpdateRequest":
         spec.pop("notBefore", None)
         return doc
@@ -76,59 +93,13 @@ def prepare(doc: dict[str, Any], ns: str, now: datetime) -> dict[str, Any]:
     maintenance.pop("freezes", None)
     updates = spec.setdefault("updates", {})
     updates.update(expectedDuration="5m", verifyTimeout="1m")
+    named = updates.get("catalogs") or catalogs or []
+    updates["catalogs"] = [f"{ns}-{c}" for c in named]
     if doc["metadata"]["name"] == FAILING_SYSTEM:
         updates.setdefault("template", {}).setdefault("metadata", {})["annotations"] = (
             FAIL_ANNOTATION
         )
     return doc
-
-
-def workload_for(system: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """A small Deployment or StatefulSet with one claim, as the system names it."""
-    kind, name = system["spec"]["workload"]["kind"], system["spec"]["workload"]["name"]
-    labels = {"app": name}
-    pod: dict[str, Any] = {
-        "metadata": {"labels": labels},
-        "spec": {
-            "containers": [
-                {
-                    "name": name,
-                    "image": f"registry.example.com/{name}:1.0",
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                }
-            ]
-        },
-    }
-    claim = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
-    if kind == "StatefulSet":
-        return [
-            (
-                "StatefulSet",
-                {
-                    "metadata": {"name": name},
-                    "spec": {
-                        "replicas": 1,
-                        "serviceName": name,
-                        "selector": {"matchLabels": labels},
-                        "template": pod,
-                        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim}],
-                    },
-                },
-            )
-        ]
-    pod["spec"]["volumes"] = [
-        {"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}}
-    ]
-    return [
-        ("PersistentVolumeClaim", {"metadata": {"name": f"{name}-data"}, "spec": claim}),
-        (
-            "Deployment",
-            {
-                "metadata": {"name": name},
-                "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": pod},
-            },
-        ),
-    ]
 
 
 class Demo:
@@ -167,25 +138,25 @@ class Demo:
         self.core.create_namespace({"metadata": {"name": self.ns}})
         rows = {}
         for doc in docs:
-            if doc["kind"] != "ManagedSystem":
-                continue
-            for kind, body in workload_for(doc):
-                if kind == "PersistentVolumeClaim":
-                    self.core.create_namespaced_persistent_volume_claim(self.ns, body)
-                elif kind == "Deployment":
-                    self.apps.create_namespaced_deployment(self.ns, body)
-                else:
-                    self.apps.create_namespaced_stateful_set(self.ns, body)
-            spec = doc["spec"]
-            rows[doc["metadata"]["name"]] = Row(
-                doc["metadata"]["name"],
-                spec["serviceModel"],
-                spec.get("package", "—"),
-            )
+            match doc["kind"]:
+                case "PersistentVolumeClaim":
+                    self.core.create_namespaced_persistent_volume_claim(self.ns, doc)
+                case "Deployment":
+                    self.apps.create_namespaced_deployment(self.ns, doc)
+                case "StatefulSet":
+                    self.apps.create_namespaced_stateful_set(self.ns, doc)
+                case "ReleaseCatalog":
+                    self.custom.create_cluster_custom_object(GROUP, VERSION, "releasecatalogs", doc)
+                case "ManagedSystem":
+                    spec = doc["spec"]
+                    rows[doc["metadata"]["name"]] = Row(
+                        doc["metadata"]["name"], spec["serviceModel"], spec.get("package", "—")
+                    )
         for doc in docs:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, self.ns, PLURALS[doc["kind"]], doc
-            )
+            if doc["kind"] in PLURALS:
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.ns, PLURALS[doc["kind"]], doc
+                )
         return rows
 
     def watch(self, rows: dict[str, Row]) -> None:
@@ -218,6 +189,7 @@ class Demo:
         row.outcome = status.get("phase") or "Pending"
         row.snapshots = len(status.get("snapshots") or [])
         row.rolled_back = bool((status.get("restore") or {}).get("completed"))
+        row.changes = status.get("summary") or ""
         if status.get("startTime") and status.get("completionTime"):
             took = datetime.fromisoformat(
                 status["completionTime"].replace("Z", "+00:00")
@@ -234,6 +206,7 @@ class Demo:
             "duration",
             "snapshots",
             "rolled back",
+            "changed (from → to)",
             "prescribed by the contract",
             "ok",
         ):
@@ -251,6 +224,7 @@ class Demo:
                 row.duration,
                 str(row.snapshots),
                 "yes" if row.rolled_back else "no",
+                row.changes or "—",
                 f"{prescribed} ({why})",
                 "[green]yes[/]" if ok else "[red]NO[/]",
             )
@@ -274,6 +248,13 @@ class Demo:
                     {"metadata": {"finalizers": None}},
                 )
         self.core.delete_namespace(self.ns)
+        for catalog in self.custom.list_cluster_custom_object(GROUP, VERSION, "releasecatalogs")[
+            "items"
+        ]:
+            if catalog["metadata"]["name"].startswith(f"{self.ns}-"):
+                self.custom.delete_cluster_custom_object(
+                    GROUP, VERSION, "releasecatalogs", catalog["metadata"]["name"]
+                )
 
 
 def run_demo(examples: Path, timeout: float = 180.0, keep: bool = False) -> int:
@@ -287,7 +268,8 @@ def run_demo(examples: Path, timeout: float = 180.0, keep: bool = False) -> int:
         return 2
     demo.install_crds()
     now = datetime.now(UTC)
-    rows = demo.apply([prepare(d, demo.ns, now) for d in docs])
+    catalogs = [d["metadata"]["name"] for d in docs if d["kind"] == "ReleaseCatalog"]
+    rows = demo.apply([prepare(d, demo.ns, now, catalogs) for d in docs])
     console.print(
         f"namespace {demo.ns}: {len(rows)} systems; the update of {FAILING_SYSTEM} is made to fail"
     )

@@ -44,7 +44,17 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 @pytest.mark.usefixtures("crds")
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_is_accepted(cluster: Cluster, namespace: str, path: Path) -> None:
+    """Each patchwarden object of the examples, by the CRDs' schemas and rules (the
+    namespaces and workloads beside them are applied in test_examples.py)."""
     for doc in yaml.safe_load_all(path.read_text()):
+        if doc["kind"] == "ReleaseCatalog":  # cluster-scoped: validated, not stored
+            stored = client.CustomObjectsApi(cluster.api).create_cluster_custom_object(
+                "patchwarden.io", "v1alpha1", "releasecatalogs", doc, dry_run="All"
+            )
+            assert stored["spec"]["components"][0]["releases"]
+            continue
+        if doc["kind"] not in PLURALS:
+            continue
         doc["metadata"]["namespace"] = namespace
         stored = create(cluster, namespace, doc)
         assert stored["spec"]["serviceModel" if doc["kind"] == "ManagedSystem" else "ticket"]
@@ -72,7 +82,12 @@ def test_invalid_objects_are_rejected_naming_the_field(
     cluster: Cluster, namespace: str, bad: Bad
 ) -> None:
     with pytest.raises(ApiException) as caught:
-        create(cluster, namespace, bad.object())
+        if bad.base["kind"] == "ReleaseCatalog":
+            client.CustomObjectsApi(cluster.api).create_cluster_custom_object(
+                "patchwarden.io", "v1alpha1", "releasecatalogs", bad.object(), dry_run="All"
+            )
+        else:
+            create(cluster, namespace, bad.object())
     assert caught.value.status in (400, 422), caught.value.body  # 400: strict unknown field
     assert bad.field in caught.value.body, caught.value.body
 

@@ -7,16 +7,20 @@ import pytest
 from pydantic import ValidationError
 
 from patchwarden.api import ManagedSystem, UpdateRequest
-from tests.catalogue import CATALOGUE, REQUEST, SYSTEM, Bad
+from patchwarden.api.catalog import ReleaseCatalog
+from tests.catalogue import CATALOG, CATALOGUE, REQUEST, SYSTEM, Bad
 
 
 def test_the_catalogue_bases_are_valid() -> None:
     ManagedSystem.model_validate(SYSTEM)
     UpdateRequest.model_validate(REQUEST)
+    ReleaseCatalog.model_validate(CATALOG)
 
 
 @pytest.mark.parametrize("bad", [b for b in CATALOGUE if b.offline], ids=lambda b: b.name)
 def test_offline_validation_rejects(bad: Bad) -> None:
-    model = ManagedSystem if bad.base is SYSTEM else UpdateRequest
+    model = {"ManagedSystem": ManagedSystem, "UpdateRequest": UpdateRequest}.get(
+        bad.base["kind"], ReleaseCatalog
+    )
     with pytest.raises(ValidationError):
         model.model_validate(bad.object())
