@@ -27,6 +27,13 @@ pods, so Jobs complete). Three parts:
    runs again waiting, as a run must, for each snapshot to be ready and each Job
    to complete (``raw_storm_runs``: the simplest client that does the runs).
    Writes per second, and the operator's time against each raw time.
+4. **targets** (``--targets N``, no cluster needed) — resolving what a run would
+   install: a ReleaseCatalog of 50 components x 20 releases (40 in dpkg order, 10
+   SemVer, some digest-pinned) indexed once, then for N systems with 5 components
+   bound to containers each, the installed versions read from their images and
+   the targets chosen (``core/releases.py: states, targets`` — the code the
+   systems controller runs per reconcile). Against the same work without the
+   index (the catalog parsed and ordered again per system, on a sample).
 
 Prints a table and writes bench/results.json (inputs, figures, machine,
 versions). Each part starts its own operator process with a fresh peering
@@ -62,12 +69,12 @@ from kubernetes import client, config
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "operator"))
 
-from patchwarden.core import builders  # noqa: E402
 from patchwarden.api.run import Trigger  # noqa: E402
 from patchwarden.api.system import ManagedSystemSpec, WindowRef  # noqa: E402
-from patchwarden_dev.devcluster import DevCluster, release_finalizers, resolve_tools  # noqa: E402
+from patchwarden.core import builders  # noqa: E402
 from patchwarden.runtime.kube import SNAPSHOTS, Kube  # noqa: E402
 from patchwarden.runtime.reflector import Reflector, lister  # noqa: E402
+from patchwarden_dev.devcluster import DevCluster, release_finalizers, resolve_tools  # noqa: E402
 
 GROUP, VERSION = "patchwarden.io", "v1alpha1"
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
@@ -788,6 +795,98 @@ def raw_storm(
     }
 
 
+# ---- targets ---------------------------------------------------------------------------
+def catalog_body(components: int, releases: int) -> dict[str, Any]:
+    comps = []
+    for c in range(components):
+        semver = c % 5 == 4
+        rels = []
+        for r in range(releases):
+            major, minor = 10 + r // 10, r % 10
+            version = f"{major}.{minor}.0" if semver else f"{major}.{minor}-1+deb12u{r % 3}"
+            image = f"registry.example.com/c{c}:{version.replace('+', '_')}"
+            if r % 7 == 0:
+                image = f"registry.example.com/c{c}@sha256:{(c * 100 + r):064x}"
+            rels.append(
+                {
+                    "version": version,
+                    "image": image,
+                    "classes": ["security"] if r % 2 else ["security", "feature"],
+                    "released": f"2026-{1 + r % 12:02d}-01T00:00:00Z",
+                    "advisories": [f"CVE-2026-{c:03d}{r:02d}"],
+                }
+            )
+        comps.append(
+            {"name": f"c{c}", "versionScheme": "SemVer" if semver else "Debian", "releases": rels}
+        )
+    return {"metadata": {"name": "bench", "resourceVersion": "1"}, "spec": {"components": comps}}
+
+
+def targets_part(args: argparse.Namespace) -> dict[str, Any]:
+    import resource
+
+    from patchwarden.api.system import ManagedSystemSpec
+    from patchwarden.core.releases import Catalogs, states, targets
+
+    body = catalog_body(50, 20)
+    releases = [c["releases"] for c in body["spec"]["components"]]
+    systems = []
+    for i in range(args.targets):
+        picked = [(i * 7 + k * 11) % 50 for k in range(5)]
+        spec = ManagedSystemSpec.model_validate(
+            {
+                "customer": f"c{i % 100}",
+                "serviceModel": "SaaS",
+                "workload": {"kind": "Deployment", "name": f"w{i}"},
+                "updates": {"approveAfter": "72h"},
+                "components": [
+                    {
+                        "name": f"c{c}",
+                        "container": f"k{c}",
+                        "track": ("major", "minor", "any")[i % 3],
+                        "installedBy": "provider",
+                        "source": "standard-repository",
+                    }
+                    for c in picked
+                ],
+            }
+        )
+        containers = [
+            {"name": f"k{c}", "image": releases[c][(i + c) % 20]["image"]} for c in picked
+        ]
+        workload = {"spec": {"template": {"spec": {"containers": containers}}}}
+        systems.append((spec, workload))
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    started = time.perf_counter()
+    catalogs = Catalogs.of([body])
+    catalogs.lines(None)
+    indexed = time.perf_counter() - started
+    started = time.perf_counter()
+    chosen = 0
+    for spec, workload in systems:
+        chosen += len(targets(states(spec, catalogs, workload, now), ["security", "feature"]))
+    resolved = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    sample = systems[: max(1, min(200, len(systems)))]
+    started = time.perf_counter()
+    for spec, workload in sample:
+        fresh = Catalogs.of([body])  # no index shared between systems
+        targets(states(spec, fresh, workload, now), ["security", "feature"])
+    unindexed = (time.perf_counter() - started) / len(sample)
+    return {
+        "catalog": "50 components x 20 releases",
+        "systems": len(systems),
+        "components_per_system": 5,
+        "index_build_ms": round(indexed * 1000, 1),
+        "resolve_seconds": round(resolved, 2),
+        "per_system_us": round(resolved / len(systems) * 1e6, 1),
+        "targets_chosen": chosen,
+        "process_peak_rss_mb": round(peak / 2**20, 1),
+        "unindexed_per_system_ms": round(unindexed * 1000, 1),
+        "unindexed_seconds_for_all": round(unindexed * len(systems), 1),
+    }
+
+
 # ---- main ------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -800,6 +899,9 @@ def main() -> int:
     parser.add_argument("--storm-lead", type=float, default=45, help="s until the window opens")
     parser.add_argument("--skip-sync", action="store_true")
     parser.add_argument("--skip-storm", action="store_true")
+    parser.add_argument(
+        "--targets", type=int, default=0, help="systems for the target-resolution part (0: skip)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="per part, seconds")
     parser.add_argument(
         "--profile",
@@ -808,6 +910,13 @@ def main() -> int:
     )
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
     args = parser.parse_args()
+    if args.targets:
+        part = {"targets": targets_part(args)}
+        show(part)
+        if args.skip_sync and args.skip_storm:
+            args.output.write_text(json.dumps(part, indent=2) + "\n")
+            print(f"written: {args.output}")
+            return 0
 
     dev = DevCluster(state_dir=REPO / ".cluster", tools_dir=resolve_tools(REPO))
     dev.up()
@@ -855,7 +964,7 @@ def main() -> int:
 
 
 def show(results: dict[str, Any]) -> None:
-    for part in ("storm", "raw_storm_runs", "raw_storm", "fleet_sync"):
+    for part in ("targets", "storm", "raw_storm_runs", "raw_storm", "fleet_sync"):
         if part not in results:
             continue
         print(f"\n{part}")

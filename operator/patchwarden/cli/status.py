@@ -15,6 +15,7 @@ COLUMNS = [
     "nextWindow",
     "lastRun",
     "result",
+    "pending",
     "ready",
     "stalled",
 ]
@@ -47,6 +48,7 @@ def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "nextWindow": (status.get("nextWindow") or {}).get("start"),
                 "lastRun": last.get("name"),
                 "result": last.get("result"),
+                "pending": status.get("pendingUpdates"),
                 "ready": ready,
                 "stalled": stalled,
             }

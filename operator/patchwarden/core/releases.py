@@ -10,10 +10,11 @@ package). Tracks (``major``, ``minor``, constraints) compare in the same order.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import semver
@@ -21,7 +22,7 @@ from debian.debian_support import Version as DebianVersion
 from pydantic import ValidationError
 
 from patchwarden.api.catalog import Release, ReleaseCatalogSpec, VersionScheme
-from patchwarden.api.common import describe_errors, parse_duration
+from patchwarden.api.common import UpdateClass, describe_errors, parse_duration
 from patchwarden.api.run import Target
 from patchwarden.api.system import Component, ManagedSystemSpec
 from patchwarden.core.policy import in_scope
@@ -30,13 +31,16 @@ from patchwarden.core.times import utc_text
 _CLAUSE = re.compile(r"(>=|<=|>|<|==|!=) ?([^,\s]+)")
 
 
+@lru_cache(maxsize=65536)
 def version_key(version: str, scheme: VersionScheme) -> Any:
-    """A sort key of ``version`` in ``scheme``; ValueError when it does not parse."""
+    """A sort key of ``version`` in ``scheme``; ValueError when it does not parse (cached:
+    the same few hundred versions are compared for every system)."""
     if scheme == VersionScheme.SEMVER:
         return semver.Version.parse(version)
     return DebianVersion(version)
 
 
+@lru_cache(maxsize=65536)
 def series(version: str, scheme: VersionScheme, depth: int) -> tuple[str, ...]:
     """The first ``depth`` numeric parts of a version (with its epoch): ``15.8`` → ``('',
     '15')`` at depth 1; releases of one track share it."""
@@ -115,15 +119,32 @@ class Line:
     by_tag: dict[tuple[str, str], Known] = field(default_factory=dict)
     by_digest: dict[tuple[str, str], Known] = field(default_factory=dict)
 
+    index: dict[str, int] = field(default_factory=dict)
+    """Version → its position in ``releases`` (once sorted)."""
+
     def add(self, known: Known) -> None:
-        if any(k.version == known.version for k in self.releases):
+        if known.version in self.index:
             return  # the first catalog (by name) that lists a version wins
+        self.index[known.version] = -1
         self.releases.append(known)
         repo, tag, digest = split_image(known.release.image)
         if digest:
             self.by_digest.setdefault((repo, digest), known)
         if tag:
             self.by_tag.setdefault((repo, tag), known)
+
+    def sort(self) -> None:
+        self.releases.sort(key=lambda k: k.key)
+        self.index = {k.version: i for i, k in enumerate(self.releases)}
+
+    def newer_than(self, version: str) -> list[Known]:
+        """The releases newer than ``version``, oldest first (no comparison when the version
+        is one of the line's; a bisection otherwise)."""
+        at = self.index.get(version)
+        if at is None:
+            floor = version_key(version, self.scheme)
+            at = bisect_right([k.key for k in self.releases], floor) - 1
+        return self.releases[at + 1 :]
 
     def find(self, image: str) -> Known | None:
         """The release running as ``image``: by digest when the reference has one, else by
@@ -175,7 +196,7 @@ class Catalogs:
                 for release in comp.releases:
                     line.add(Known(comp.name, catalog, line.scheme, release))
         for line in lines.values():
-            line.releases.sort(key=lambda k: k.key)
+            line.sort()
         self._lines[selection] = lines
         return lines
 
@@ -285,21 +306,20 @@ def _newer(
     installed = state.installed
     assert installed is not None
     try:
-        floor = version_key(installed, line.scheme)
+        newer = line.newer_than(installed)
     except ValueError:
         state.problem = f"version {installed} does not follow the {line.scheme.value} scheme"
         return
     if state.installed_release is not None and state.installed_release.release.end_of_life:
         state.end_of_life = state.installed_release.release.end_of_life
     else:
-        same = next((k for k in line.releases if k.version == installed), None)
+        at = line.index.get(installed)
+        same = line.releases[at] if at is not None else None
         if same is not None and same.release.end_of_life:
             state.end_of_life = same.release.end_of_life
     today = now.date()
-    for known in line.releases:
+    for known in newer:
         release = known.release
-        if known.key <= floor:
-            continue
         if release.end_of_life is not None and release.end_of_life < today:
             continue  # never a target once its end of life has passed
         approved = release.released + approve if approve else release.released
@@ -336,20 +356,22 @@ def targets(found: Sequence[State], classes: Iterable[str]) -> list[Target]:
         if not chosen:
             continue
         to = chosen[-1]
-        brought = [k for k in state.newer if k.key <= to.key]
+        brought = state.newer[: state.newer.index(to) + 1]  # sorted: up to the target
         advisories = list(dict.fromkeys(a for k in brought for a in k.release.advisories))
+        # Built from validated releases: constructed without validating them again.
         out.append(
-            Target.model_validate(
-                {
-                    "component": state.component.name,
-                    "container": state.component.container,
-                    "from": state.installed,
-                    "to": to.version,
-                    "fromImage": state.image,
-                    "image": to.release.image,
-                    "classes": sorted({c for k in brought for c in k.release.classes} & allowed),
-                    "advisories": advisories,
-                }
+            Target.model_construct(
+                component=state.component.name,
+                container=state.component.container,
+                from_version=state.installed,
+                to_version=to.version,
+                from_image=state.image,
+                image=to.release.image,
+                classes=[
+                    UpdateClass(c)
+                    for c in sorted({str(c) for k in brought for c in k.release.classes} & allowed)
+                ],
+                advisories=advisories,
             )
         )
     return out

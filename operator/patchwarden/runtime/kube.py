@@ -20,6 +20,8 @@ from patchwarden.api.common import GROUP, VERSION
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
 FIELD_MANAGER = "patchwarden"
 """The server-side-apply field manager of the images the operator sets (docs/gitops.md)."""
+ROLLBACK_MANAGER = "patchwarden-rollback"
+"""The field manager of a rollback's writes to the workload (its recorded spec, its scale)."""
 FINALIZER_ATTEMPTS = 5
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
@@ -339,9 +341,11 @@ class Kube:
     def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
         if kind == "Deployment":
-            self.apps.replace_namespaced_deployment(name, ns, body)
+            self.apps.replace_namespaced_deployment(name, ns, body, field_manager=ROLLBACK_MANAGER)
         else:
-            self.apps.replace_namespaced_stateful_set(name, ns, body)
+            self.apps.replace_namespaced_stateful_set(
+                name, ns, body, field_manager=ROLLBACK_MANAGER
+            )
 
     def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
         patch = {"spec": {"replicas": replicas}}

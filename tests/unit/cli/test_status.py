@@ -15,6 +15,7 @@ def test_rows_are_sorted_and_flattened() -> None:
                 "eligible": True,
                 "nextWindow": {"start": "2027-01-01T00:00:00Z"},
                 "lastRun": {"name": "y-1", "result": "Failed", "needsAttention": True},
+                "pendingUpdates": "security 1",
                 "conditions": [
                     {"type": "Ready", "status": "False"},
                     {"type": "Stalled", "status": "True", "reason": "RollbackFailed"},
@@ -33,6 +34,7 @@ def test_rows_are_sorted_and_flattened() -> None:
         "nextWindow": "2027-01-01T00:00:00Z",
         "lastRun": "y-1",
         "result": "Failed",
+        "pending": "security 1",
         "ready": "False",
         "stalled": "RollbackFailed",
     }
