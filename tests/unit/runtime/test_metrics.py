@@ -96,3 +96,45 @@ def test_every_result_series_exists_at_zero_from_the_first_look() -> None:
     assert any('result="RolledBack"' in x and x.endswith(" 1.0") for x in lines("z")), "kept"
     metrics.forget_system("metrics-ns", "z")
     assert lines("z") == []
+
+
+def test_pending_updates_and_behind_since_come_from_the_components_status() -> None:
+    bound = {
+        "name": "postgresql",
+        "container": "db",
+        "installedBy": "provider",
+        "source": "standard-repository",
+    }
+    b = body("c", [bound], None)
+    b["status"]["components"] = [
+        {
+            "name": "postgresql",
+            "inScope": True,
+            "installed": "15.8",
+            "security": "15.10",
+            "behindSince": "2024-11-21T00:00:00Z",
+            "endOfLife": "2027-11-11",
+        }
+    ]
+    b["status"]["pendingUpdates"] = "security 1, feature 0"
+    observe(b)
+    found = lines("c")
+    assert (
+        'patchwarden_pending_updates{class="security",namespace="metrics-ns",system="c"} 1.0'
+        in found
+    )
+    assert (
+        'patchwarden_pending_updates{class="feature",namespace="metrics-ns",system="c"} 0.0'
+        in found
+    )
+    assert any(
+        line.startswith("patchwarden_component_behind_since_timestamp_seconds")
+        and "1.7321472e+09" in line
+        for line in found
+    ), found
+    assert any('version="15.8"' in line and "end_of_life" in line for line in found)
+    b["status"]["components"][0] = {"name": "postgresql", "inScope": True, "installed": "15.10"}
+    b["status"]["pendingUpdates"] = "security 0, feature 0"
+    observe(b)
+    assert not any("behind_since" in line for line in lines("c")), "caught up: the series went"
+    metrics.forget_system("metrics-ns", "c")
