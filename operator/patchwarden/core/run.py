@@ -399,7 +399,8 @@ def advance(
         stopping = _stopping(run, seen.system)
         if stopping and phase != Phase.ROLLING_BACK:
             job_started = status.job is not None and status.job.created
-            if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not job_started):
+            changed = job_started or bool(status.images_set)
+            if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not changed):
                 if phase == Phase.UPDATING:
                     # Not recorded as created, but a step cut short after creating it (the
                     # operator killed before its status write) may have: stop it if so.
@@ -648,6 +649,11 @@ def _ends_by(step: _Step, spec: ManagedSystemSpec) -> datetime:
     change that would start later is not started."""
     ends_by = parse_time(step.run.spec.window.end) - spec.rollback_reserve()
     if step.now >= ends_by:
+        if step.status.images_set:  # the images are set already: they are rolled back
+            raise Abort(
+                f"the window ends within rollback.reserve ({spec.rollback.reserve}); the "
+                "update Job was not started"
+            )
         raise Unchanged(
             "the window ends within rollback.reserve "
             f"({spec.rollback.reserve}); the update was not started and nothing was changed"

@@ -910,3 +910,28 @@ def test_a_successful_job_adds_the_changes_of_its_termination_message() -> None:
     assert "is not the documented changes JSON" in (bad.status.message or "")
     plain = step(st, job=done, job_pods=(pod("all done"),))
     assert plain.status.changes == [] and "JSON" not in (plain.status.message or "")
+
+
+def test_a_run_stopped_after_its_images_were_set_rolls_back_instead_of_cancelling() -> None:
+    st = image_step(status(Phase.UPDATING, recorded=RECORDED)).status
+    deleting = m.Run.of(
+        {
+            "metadata": {
+                "namespace": "ns",
+                "name": "run",
+                "uid": "u1",
+                "generation": 1,
+                "deletionTimestamp": STAMP,
+            },
+            "spec": {**RUN_SPEC, "targets": [TARGET]},
+        }
+    )
+    out = m.advance(deleting, st, Observed(system=system(), workload=workload()), NOW, TIMEOUTS)
+    assert out.status.phase == Phase.ROLLING_BACK, out.status.message
+
+
+def test_a_job_too_late_after_the_images_were_set_rolls_the_images_back() -> None:
+    st = image_step(status(Phase.UPDATING, recorded=RECORDED)).status
+    late = image_step(st, workload=workload(), now=NOW + timedelta(hours=1, minutes=50))
+    assert late.status.phase == Phase.ROLLING_BACK
+    assert "update Job was not started" in (late.status.failure or "")
