@@ -157,6 +157,7 @@ async def start_controller(memo: Any, **_: Any) -> None:
             if kind == "DELETED":
                 meta = body["metadata"]
                 app.fleet.forget_system(meta.get("namespace") or "", meta["name"])
+                app.systems.forget(meta.get("namespace") or "", meta["name"])
 
     app.systems_cache = controller.systems
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
@@ -176,7 +177,15 @@ async def start_controller(memo: Any, **_: Any) -> None:
 
         return deliver
 
-    memo["reflectors"] = reflectors = watches(app.settings.namespaces, feed(observe), feed(wake))
+    def catalogs(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
+        # A catalog changed (or was listed at start): every system's targets may have.
+        if events:
+            app.systems.catalogs_changed()
+            controller.requeue_all()
+
+    memo["reflectors"] = reflectors = watches(
+        app.settings.namespaces, feed(observe), feed(wake), feed(catalogs)
+    )
     for reflector in reflectors:
         reflector.start()
     memo["controller_tasks"] = [

@@ -3,7 +3,9 @@ operator as images, recorded in the run; an up-to-date system starts no run."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from tests.operator_harness import (
     get,
     now_plus,
     phase,
+    running_operator,
     runs_of,
     system,
     update_request,
@@ -250,3 +253,43 @@ def test_a_system_already_up_to_date_starts_no_run_in_its_window(
     ]
     assert reasons.count("NothingToInstall") == 1
     assert images(apps, namespace)["db"] == "example.com/pg:16.5"
+
+
+def test_a_new_release_reaches_the_systems_at_once_not_at_their_resync(
+    cluster: Cluster,
+    namespace: str,
+    catalog: str,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    tmp_path: Path,
+) -> None:
+    database(core, apps, namespace, "example.com/pg:16.5")
+    body = bound_system("later", "SaaS", catalog, window_start=now_plus(86400))
+    with running_operator(cluster, namespace, tmp_path, PATCHWARDEN_RESYNC_SECONDS="600"):
+        create(cluster, namespace, body)
+        wait_for(
+            lambda: condition(get(cluster, namespace, "ManagedSystem", "later"), "UpToDate"),
+            timeout=30,
+            what="the first status",
+        )
+        api = client.CustomObjectsApi(cluster.api)
+        current = api.get_cluster_custom_object(GROUP, VERSION, "releasecatalogs", catalog)
+        current["spec"]["components"][0]["releases"].append(
+            release("16.7", ["security"], advisories=["CVE-2026-0001"])
+        )
+        api.replace_cluster_custom_object(GROUP, VERSION, "releasecatalogs", catalog, current)
+        started = time.monotonic()
+        msys = wait_for(
+            lambda: (
+                (m := get(cluster, namespace, "ManagedSystem", "later"))["status"]["components"][
+                    0
+                ].get("security")
+                == "16.7"
+                and m
+            ),
+            timeout=20,
+            what="the new release in the system's status",
+        )
+    print(f"catalog change → system status: {time.monotonic() - started:.1f}s")
+    assert condition(msys, "UpToDate")["reason"] == "UpdatesPending"  # type: ignore[index]
+    assert runs_of(cluster, namespace, "later") == [], "its window is tomorrow"

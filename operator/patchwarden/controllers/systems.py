@@ -66,6 +66,9 @@ class Systems:
     _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
     _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
     _names_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _skipped: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """The window each system last skipped, as written: the cache may still hold a body from
+    before that write (a system is never reconciled by two workers at once)."""
 
     @property
     def writer(self) -> StatusWriter:
@@ -183,9 +186,11 @@ class Systems:
         skipped = {"name": start.occurrence.window, "start": window_ref(start.occurrence).start}
         if start.request:
             skipped["request"] = start.request
-        if (body.get("status") or {}).get("skippedWindow") == skipped:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        if skipped in ((body.get("status") or {}).get("skippedWindow"), self._skipped.get(key)):
             return
         self.writer.write("managedsystems", body, {"skippedWindow": skipped})
+        self._skipped[key] = skipped
         self.emit(
             body,
             "Normal",
@@ -246,6 +251,15 @@ class Systems:
         if kind == "PersistentVolumeClaim":
             return self.kube.get_claim(ns, name) is not None
         return self.kube.get_workload(kind, ns, name) is not None
+
+    def catalogs_changed(self) -> None:
+        """A ReleaseCatalog changed (the watch says so): list them again at the next look."""
+        _, versions, catalogs = self._catalogs
+        self._catalogs = (0.0, versions, catalogs)
+
+    def forget(self, ns: str, name: str) -> None:
+        """The system is gone: drop what this controller remembers of it."""
+        self._skipped.pop((ns, name), None)
 
     def _release_catalogs(self) -> Catalogs:
         """The ReleaseCatalogs, listed at most every CLASSES_TTL seconds and indexed again

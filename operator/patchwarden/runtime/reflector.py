@@ -229,13 +229,16 @@ class Reflector:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
 
-def watches(namespaces: tuple[str, ...], systems: Deliver, run_objects: Deliver) -> list[Reflector]:
+def watches(
+    namespaces: tuple[str, ...], systems: Deliver, run_objects: Deliver, catalogs: Deliver
+) -> list[Reflector]:
     """Per namespace served (none: the whole cluster): ManagedSystems (to ``systems``), and
-    the runs' snapshots and Jobs (to ``run_objects``: a change wakes the run that waits)."""
+    the runs' snapshots and Jobs (to ``run_objects``: a change wakes the run that waits);
+    and the cluster's ReleaseCatalogs (to ``catalogs``: a change concerns every system)."""
     served: tuple[str | None, ...] = namespaces or (None,)
     # Their own connections: a watch holds one for minutes.
-    kube = Kube(api_client(3 * len(served) + 1), metrics.count_kube_request)
-    found = []
+    kube = Kube(api_client(3 * len(served) + 2), metrics.count_kube_request)
+    found = [Reflector(lister(kube, "releasecatalogs", None), "releasecatalogs", catalogs)]
     for ns in served:
         where = ns or "every namespace"
         found += [
