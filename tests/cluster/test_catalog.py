@@ -114,6 +114,15 @@ def database(core: client.CoreV1Api, apps: client.AppsV1Api, ns: str, image: str
     )
 
 
+def status_with(cluster: Cluster, ns: str, name: str, key: str) -> dict[str, Any]:
+    """The system once its status has ``key``."""
+    return wait_for(
+        lambda: (m := get(cluster, ns, "ManagedSystem", name)).get("status", {}).get(key) and m,
+        timeout=30,
+        what=f"status.{key} of {name}",
+    )
+
+
 def images(apps: client.AppsV1Api, ns: str) -> dict[str, str]:
     dep = apps.read_namespaced_deployment("app", ns)
     return {c.name: c.image for c in dep.spec.template.spec.containers}
@@ -129,16 +138,7 @@ def test_a_paas_system_behind_on_security_is_updated_on_request_to_exactly_that_
 ) -> None:
     database(core, apps, namespace, "example.com/pg:16.3")
     create(cluster, namespace, bound_system("db", "PaaS", catalog))
-    msys = wait_for(
-        lambda: (
-            (m := get(cluster, namespace, "ManagedSystem", "db"))
-            .get("status", {})
-            .get("components")
-            and m
-        ),
-        timeout=30,
-        what="the components' status",
-    )
+    msys = status_with(cluster, namespace, "db", "components")
     (pg,) = msys["status"]["components"]
     # 16.5 is a feature release, 16.6 younger than approveAfter, 17.0 another major version.
     assert (pg["installed"], pg["security"], pg["feature"]) == ("16.3", "16.4", "16.5")
@@ -233,16 +233,7 @@ def test_a_system_already_up_to_date_starts_no_run_in_its_window(
 ) -> None:
     database(core, apps, namespace, "example.com/pg:16.5")
     create(cluster, namespace, bound_system("current", "SaaS", catalog))
-    msys = wait_for(
-        lambda: (
-            (m := get(cluster, namespace, "ManagedSystem", "current"))
-            .get("status", {})
-            .get("skippedWindow")
-            and m
-        ),
-        timeout=30,
-        what="the window to be skipped",
-    )
+    msys = status_with(cluster, namespace, "current", "skippedWindow")
     assert msys["status"]["skippedWindow"]["name"] == "now"
     assert condition(msys, "UpToDate")["reason"] == "NothingPending"  # type: ignore[index]
     holds_for(lambda: runs_of(cluster, namespace, "current") == [], duration=5, what="no run")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from patchwarden.api.common import DNS_SUBDOMAIN, Model, Rule, UpdateClass
+from patchwarden.api.common import DNS_SUBDOMAIN, Model, Rule, UpdateClass, map_by, unique
 
 SEMVER_PATTERN = (
     r"^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
@@ -19,10 +19,6 @@ SEMVER_PATTERN = (
 DEBIAN_VERSION = r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"
 """dpkg's syntax: ``[epoch:]upstream[-revision]``, the upstream part starting with a digit."""
 DIGEST = r"@sha256:[a-f0-9]{64}$"
-
-
-def _map_by(key: str) -> dict[str, Any]:
-    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
 
 
 class VersionScheme(StrEnum):
@@ -66,14 +62,6 @@ class Release(Model):
     )
 
 
-def _unique_versions(releases: list[Release]) -> list[Release]:
-    seen = [r.version for r in releases]
-    dupes = sorted({v for v in seen if seen.count(v) > 1})
-    if dupes:
-        raise ValueError(f"versions must be unique; repeated: {', '.join(dupes)}")
-    return releases
-
-
 def _versions_fit(component: CatalogComponent) -> bool:
     pattern = SEMVER_PATTERN if component.version_scheme == VersionScheme.SEMVER else DEBIAN_VERSION
     return all(re.fullmatch(pattern, r.version) for r in component.releases)
@@ -85,10 +73,10 @@ class CatalogComponent(Model):
     name: str = Field(min_length=1, max_length=128, pattern=DNS_SUBDOMAIN)
     """Matched by name against the components of ManagedSystems."""
     version_scheme: VersionScheme = VersionScheme.DEBIAN
-    releases: Annotated[list[Release], AfterValidator(_unique_versions)] = Field(
+    releases: Annotated[list[Release], AfterValidator(unique("version", "versions"))] = Field(
         min_length=1,
         max_length=64,
-        json_schema_extra=_map_by("version"),
+        json_schema_extra=map_by("version"),
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -102,22 +90,16 @@ class CatalogComponent(Model):
     )
 
 
-def _unique_components(items: list[CatalogComponent]) -> list[CatalogComponent]:
-    names = [c.name for c in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"component names must be unique; repeated: {', '.join(dupes)}")
-    return items
-
-
 class ReleaseCatalogSpec(Model):
     """The provider's tested releases of the standard components it installs (cluster-wide:
     ManagedSystems of every namespace read it)."""
 
-    components: Annotated[list[CatalogComponent], AfterValidator(_unique_components)] = Field(
+    components: Annotated[
+        list[CatalogComponent], AfterValidator(unique("name", "component names"))
+    ] = Field(
         default_factory=list,
         max_length=128,
-        json_schema_extra=_map_by("name"),
+        json_schema_extra=map_by("name"),
     )
 
 

@@ -123,6 +123,24 @@ def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     return out
 
 
+def unique(key: str, what: str) -> Callable[[list[Any]], list[Any]]:
+    """A validator of a list whose items' ``key`` must differ (``what`` names them)."""
+
+    def check(items: list[Any]) -> list[Any]:
+        seen = [getattr(i, key) for i in items]
+        dupes = sorted({v for v in seen if seen.count(v) > 1})
+        if dupes:
+            raise ValueError(f"{what} must be unique; repeated: {', '.join(dupes)}")
+        return items
+
+    return check
+
+
+def map_by(key: str) -> dict[str, Any]:
+    """The schema of a list keyed by ``key`` (the API server refuses a repeated key)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
 class Model(BaseModel):
     """Base of every API model: camelCase on the wire, unknown fields refused."""
 

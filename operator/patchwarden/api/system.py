@@ -24,7 +24,9 @@ from patchwarden.api.common import (
     ServiceModel,
     UpdateClass,
     conditions_field,
+    map_by,
     parse_duration,
+    unique,
 )
 
 
@@ -188,18 +190,8 @@ class Cadence(Model):
     )
 
 
-def _unique_names(items: list[Any]) -> list[Any]:
-    names = [i.name for i in items]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"names must be unique; repeated: {', '.join(dupes)}")
-    return items
-
-
-_MAP_BY_NAME: dict[str, Any] = {
-    "x-kubernetes-list-type": "map",
-    "x-kubernetes-list-map-keys": ["name"],
-}
+_unique_names = unique("name", "names")
+_MAP_BY_NAME = map_by("name")
 
 
 class Maintenance(Model):
