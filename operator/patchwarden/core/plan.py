@@ -256,9 +256,14 @@ def plan_system(
                 chosen_targets = [t for t in chosen_targets if t.container]
             result.installs[occ.start] = [t.wire() for t in chosen_targets]
             if not chosen_targets and not spec.updates.template:
-                result.windows.append(
-                    (occ, False, "up to date: nothing newer to install, no run starts")
-                )
+                why = "up to date: nothing newer to install, no run starts"
+                if chosen.trigger == Trigger.REQUEST:  # the operator ends it Succeeded
+                    served_request = next(
+                        r for r in waiting if r.request.metadata["name"] == chosen.request
+                    )
+                    served_request.window = occ
+                    why += f" (request {chosen.ticket} is served without one)"
+                result.windows.append((occ, False, why))
                 continue
             # Later windows start from what this one installed.
             installed, workload = _installed(installed, workload, chosen_targets)

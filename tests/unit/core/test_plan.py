@@ -124,6 +124,19 @@ spec:
     first, second = behind["systems"][0]["windows"][:2]
     assert first["update"] and [t["to"] for t in first["targets"]] == ["7.2.6"]
     assert not second["update"], "the next night starts from 7.2.6: nothing newer"
+    request = """
+apiVersion: patchwarden.io/v1alpha1
+kind: UpdateRequest
+metadata: {name: r, namespace: crm}
+spec: {systemRef: {name: cache}, ticket: HD-9}
+"""
+    basic = system.replace("serviceModel: SaaS", "serviceModel: PaaS\n  package: basic")
+    served = plan_of(
+        capsys, tmp_path, "---".join([catalog, basic, workload.replace("IMAGE", "7.2.6"), request])
+    )["systems"][0]
+    assert "request HD-9 is served without one" in served["windows"][0]["why"]
+    assert served["requests"][0]["window"] == served["windows"][0]["start"]
+    assert "no update request" in served["windows"][1]["why"], "served once, not every window"
     unknown = plan_of(capsys, tmp_path, "---".join([catalog, system]))
     assert "is not in the input" in unknown["systems"][0]["warnings"][0]
     assert unknown["systems"][0]["windows"][0]["targets"] is None
