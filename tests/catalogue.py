@@ -511,6 +511,52 @@ UNUSABLE = [
         "spec.components[0]: container nope not found in Deployment app",
     ),
     Unusable(
+        "privileged update Job",
+        _set(
+            "updates",
+            {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "u", "image": "x", "securityContext": {"privileged": True}}
+                        ]
+                    }
+                }
+            },
+        ),
+        "PodSecurity",
+        "spec.updates.template.spec.containers[0].securityContext.privileged",
+    ),
+    Unusable(
+        "update Job with a hostPath volume",
+        _set(
+            "updates",
+            {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "u", "image": "x"}],
+                        "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                    }
+                }
+            },
+        ),
+        "PodSecurity",
+        "spec.updates.template.spec.volumes[0].hostPath",
+    ),
+    Unusable(
+        "update Job on the host network",
+        _set(
+            "updates",
+            {
+                "template": {
+                    "spec": {"hostNetwork": True, "containers": [{"name": "u", "image": "x"}]}
+                }
+            },
+        ),
+        "PodSecurity",
+        "spec.updates.template.spec.hostNetwork",
+    ),
+    Unusable(
         "no update template",
         lambda s: s.pop("updates", None),
         "NoUpdateTemplate",

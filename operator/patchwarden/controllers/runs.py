@@ -59,6 +59,7 @@ class Runner:
         self.timeouts = machine.Timeouts(
             snapshot=timedelta(seconds=settings.snapshot_timeout_seconds),
             rollback=timedelta(seconds=settings.rollback_timeout_seconds),
+            pod_security=settings.pod_security_level,
         )
 
     def step(self, body: dict[str, Any]) -> float | None:

@@ -150,6 +150,7 @@ class Systems:
             active_run=next((r["metadata"]["name"] for r in active), None),
             runs=mine,
             deleted_run=self.fleet.deleted_run(ns, name),
+            pod_security=self.settings.pod_security_level,
         )
         if spec is None:
             return facts

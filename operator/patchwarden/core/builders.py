@@ -12,6 +12,7 @@ from typing import Any
 from patchwarden.api.common import API_VERSION
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
+from patchwarden.core.podsecurity import Level, violations
 
 LABEL_SYSTEM = "patchwarden.io/system"
 LABEL_RUN = "patchwarden.io/run"
@@ -144,13 +145,11 @@ def update_job(
 ) -> dict[str, Any]:
     """The update Job: the system's pod template with patchwarden's labels and variables
     (docs/update-job.md)."""
-    template = copy.deepcopy(spec.updates.template or {})
+    template = pod_template(spec)
     meta = template.setdefault("metadata", {})
     labels = meta.setdefault("labels", {})
     labels.update({LABEL_SYSTEM: label_value(system), LABEL_RUN: run})
-    pod = template.setdefault("spec", {})
-    pod.setdefault("restartPolicy", "Never")
-    restrict(pod)
+    pod = template["spec"]
     env = [
         {"name": "PATCHWARDEN_SYSTEM", "value": system},
         {"name": "PATCHWARDEN_RUN", "value": run},
@@ -183,6 +182,28 @@ def update_job(
             "template": template,
         },
     }
+
+
+def pod_template(spec: ManagedSystemSpec) -> dict[str, Any]:
+    """The update Job's pod template as the operator would create it (before its labels and
+    variables): the system's, restartPolicy Never and the restricted defaults filled in."""
+    template = copy.deepcopy(spec.updates.template or {})
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    restrict(pod)
+    return template
+
+
+def pod_security(spec: ManagedSystemSpec, level: Level) -> list[str]:
+    """What in the system's update Job template breaks the operator's Pod Security ``level``,
+    each naming its field in the ManagedSystem (empty: none, or no template)."""
+    if not spec.updates.template:
+        return []
+    template = pod_template(spec)
+    found = violations(
+        template["spec"], level, (template.get("metadata") or {}).get("annotations") or {}
+    )
+    return [f"spec.updates.template.{v}" for v in found]
 
 
 def target_variable(target: Target) -> dict[str, Any]:

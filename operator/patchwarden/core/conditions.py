@@ -41,6 +41,7 @@ NOTHING_PENDING = "NothingPending"
 UPDATES_PENDING = "UpdatesPending"
 VERSION_UNKNOWN = "VersionUnknown"
 CONTAINER_NOT_FOUND = "ContainerNotFound"
+POD_SECURITY = "PodSecurity"
 END_OF_LIFE_PASSED = "EndOfLifePassed"
 SUPPORTED = "Supported"
 

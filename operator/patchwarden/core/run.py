@@ -37,6 +37,7 @@ from patchwarden.api.run import (
 from patchwarden.api.system import Consistency, ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import conditions as c
+from patchwarden.core.podsecurity import Level
 from patchwarden.core.policy import assess
 from patchwarden.core.status import parse_system
 from patchwarden.core.times import parse_time, utc_text
@@ -65,9 +66,13 @@ class Wait(StrEnum):
 
 @dataclass(frozen=True)
 class Timeouts:
+    """The operator's settings a run obeys: its deadlines, and its Pod Security floor."""
+
     snapshot: timedelta
     rollback: timedelta
     """Each rollback step (pods gone, claims restored, workload ready) must end within this."""
+    pod_security: Level = Level.RESTRICTED
+    """The update Job's pod must meet this Pod Security Standard, or it is not created."""
 
 
 # ---- actions: what the controller applies, in order, before it writes the status ----------
@@ -706,6 +711,13 @@ def _updating(step: _Step) -> None:
             raise Abort(f"the update Job {job_name} was deleted before it finished")
         system, spec = step.system()
         ends_by = _ends_by(step, spec)
+        above = builders.pod_security(spec, step.timeouts.pod_security)
+        if above:
+            why = (
+                f"the update Job's pod would break the operator's Pod Security level "
+                f"{step.timeouts.pod_security.value}: {'; '.join(above)}; no pod was created"
+            )
+            raise Abort(why) if status.images_set else Unchanged(why)
         deadline = min(parse_duration(spec.updates.run_timeout), ends_by - step.now)
         step.act(
             CreateJob(

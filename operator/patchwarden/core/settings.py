@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from patchwarden.core.podsecurity import Level
+
 PREFIX = "PATCHWARDEN_"
 
 
@@ -53,6 +55,10 @@ class Settings(BaseSettings):
     With host networking, ``127.0.0.1`` keeps them off the node's network."""
     api_workers: int = Field(default=16, ge=1, le=512)
     """Workers reconciling ManagedSystems (each a thread and an API connection)."""
+    pod_security_level: Level = Level.RESTRICTED
+    """The Pod Security Standard every update Job's pod must meet, whatever the namespace's
+    admission level: ``restricted`` (default) or ``baseline``. A template above it stalls its
+    system (the field named) and no pod is created."""
     default_snapshot_class: str | None = None
     """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
 

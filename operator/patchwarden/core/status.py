@@ -18,6 +18,8 @@ from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
 from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
+from patchwarden.core.builders import pod_security
+from patchwarden.core.podsecurity import Level
 from patchwarden.core.policy import Assessment, assess, decide_request
 from patchwarden.core.releases import State, end_of_life_passed, pending_counts
 from patchwarden.core.times import parse_time, utc_text
@@ -66,6 +68,8 @@ class SystemFacts:
     ``lastRun`` must still name if nothing newer ended: its window gets no second run."""
     components: list[State] = field(default_factory=list)
     """Each component's installed version and newer releases (``core/releases.py``)."""
+    pod_security: Level = Level.RESTRICTED
+    """The operator's Pod Security floor for update Jobs."""
 
 
 LAST_MESSAGE = 1024
@@ -155,6 +159,15 @@ def system_status(
                     c.NO_UPDATE_TEMPLATE,
                     "spec.updates.template is required to run updates (unless components are "
                     "bound to containers of the workload)",
+                )
+            )
+        above = pod_security(spec, facts.pod_security)
+        if above:
+            problems.append(
+                (
+                    c.POD_SECURITY,
+                    f"the update Job's pod would break the operator's Pod Security level "
+                    f"{facts.pod_security.value}, so no pod is created: " + "; ".join(above),
                 )
             )
         for i, state in enumerate(facts.components):

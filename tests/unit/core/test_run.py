@@ -935,3 +935,45 @@ def test_a_job_too_late_after_the_images_were_set_rolls_the_images_back() -> Non
     late = image_step(st, workload=workload(), now=NOW + timedelta(hours=1, minutes=50))
     assert late.status.phase == Phase.ROLLING_BACK
     assert "update Job was not started" in (late.status.failure or "")
+
+
+def test_a_template_above_the_pod_security_floor_creates_no_pod() -> None:
+    privileged = system(
+        updates={
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "u", "image": "x", "securityContext": {"privileged": True}}
+                    ]
+                }
+            }
+        }
+    )
+    out = step(status(Phase.UPDATING, recorded=RECORDED), system=privileged)
+    assert out.status.phase == Phase.FAILED, "nothing changed yet: no rollback"
+    assert not any(isinstance(a, m.CreateJob) for a in out.actions)
+    assert "spec.updates.template.spec.containers[0].securityContext.privileged" in (
+        out.status.message or ""
+    )
+    assert "no pod was created" in (out.status.message or "")
+    baseline = m.Timeouts(
+        snapshot=timedelta(minutes=10),
+        rollback=timedelta(minutes=15),
+        pod_security=m.Level.BASELINE,
+    )
+    root = system(
+        updates={
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "u", "image": "x", "securityContext": {"runAsNonRoot": False}}
+                    ]
+                }
+            }
+        }
+    )
+    assert step(status(Phase.UPDATING, recorded=RECORDED), system=root).status.phase == (
+        Phase.FAILED
+    ), "restricted: root refused"
+    allowed = step(status(Phase.UPDATING, recorded=RECORDED), system=root, timeouts=baseline)
+    assert any(isinstance(a, m.CreateJob) for a in allowed.actions), "baseline allows it"

@@ -292,3 +292,26 @@ def test_a_request_whose_window_had_nothing_to_install_succeeds_without_a_run() 
     )
     other = {**REQUEST, "metadata": {"name": "other", "generation": 1}}
     assert request_status(other, system, [], NOW)["state"] == "Accepted"
+
+
+def test_a_template_above_the_pod_security_floor_stalls_naming_the_field() -> None:
+    from patchwarden.core.podsecurity import Level
+    from patchwarden.core.status import SystemFacts, system_status
+
+    system = body()
+    system["spec"]["updates"] = {
+        "template": {
+            "spec": {
+                "hostNetwork": True,
+                "containers": [{"name": "u", "image": "x"}],
+                "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+            }
+        }
+    }
+    status, _ = system_status(system, SystemFacts(snapshot_class="c"), NOW)
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "PodSecurity"
+    assert "spec.updates.template.spec.hostNetwork" in stalled["message"]
+    assert "spec.updates.template.spec.volumes[0].hostPath" in stalled["message"]
+    relaxed = SystemFacts(snapshot_class="c", pod_security=Level.BASELINE)
+    assert system_status(system, relaxed, NOW)[1], "baseline refuses host namespaces too"
