@@ -46,7 +46,13 @@ def container(**security: Any) -> list[dict[str, Any]]:
 # (name, pod spec, meets baseline, meets restricted, field the violation names)
 CASES: list[tuple[str, dict[str, Any], bool, bool, str]] = [
     ("restricted", pod(), True, True, ""),
-    ("privileged", pod(containers=container(privileged=True)), False, False, "privileged"),
+    (
+        "privileged",
+        pod(containers=container(privileged=True, allowPrivilegeEscalation=None)),
+        False,
+        False,
+        "privileged",
+    ),
     ("host network", pod(hostNetwork=True), False, False, "spec.hostNetwork"),
     ("host PID", pod(hostPID=True), False, False, "spec.hostPID"),
     (

@@ -63,6 +63,20 @@ def test_default_and_all_on_renderings(tools: Path) -> None:
         "ClusterRoleBinding",
         "Service",
         "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
+    roles = [d for d in template(tools, "patchwarden") if d["kind"] == "ClusterRole"]
+    aggregated = {
+        label
+        for d in roles
+        for label in d["metadata"]["labels"]
+        if label.startswith("rbac.authorization.k8s.io/aggregate-to-")
+    }
+    assert aggregated == {
+        "rbac.authorization.k8s.io/aggregate-to-admin",
+        "rbac.authorization.k8s.io/aggregate-to-edit",
+        "rbac.authorization.k8s.io/aggregate-to-view",
     }
     everything = template(tools, "patchwarden", *ALL_ON)
     kinds = {d["kind"] for d in everything}
@@ -172,10 +186,26 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
 ) -> None:
     cluster.install_crds()
     release = f"rbac-{namespace}"
+    # With the admission policies in force (bound to this namespace only): the operator's
+    # ServiceAccount creates its UpdateRuns through them.
+    only_here = f'{{"matchLabels": {{"kubernetes.io/metadata.name": "{namespace}"}}}}'
     rbac = [
         d
-        for d in template(tools, namespace, release=release)
-        if d["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+        for d in template(
+            tools,
+            namespace,
+            "--set-json",
+            f"admissionPolicy.namespaceSelector={only_here}",
+            release=release,
+        )
+        if d["kind"]
+        in {
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        }
     ]
     out = run(
         tools / "kubectl",

@@ -98,6 +98,9 @@ class UpdateRunSpec(Model):
     """Names of the components in scope of this run."""
     targets: list[Target] = Field(default_factory=list, max_length=256)
     """What this run installs (empty: what the update Job does is all)."""
+    template_hash: str | None = Field(default=None, max_length=80)
+    """``sha256:`` of the system's update Job template when the run was created (canonical
+    JSON): which pod the run was allowed to start, for the audit."""
     window: WindowRef
 
 

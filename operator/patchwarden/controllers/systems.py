@@ -220,6 +220,7 @@ class Systems:
             components=list(assess(spec).components),
             targets=chosen,
             request=start.request,
+            template=spec.updates.template,
             ticket=start.ticket,
         )
         manifest["metadata"]["namespace"] = ns

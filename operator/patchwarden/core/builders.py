@@ -78,6 +78,7 @@ def update_run(
     targets: list[dict[str, Any]] | None = None,
     request: str | None = None,
     ticket: str | None = None,
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "systemRef": {"name": system},
@@ -89,6 +90,8 @@ def update_run(
     }
     if targets:
         spec["targets"] = targets
+    if template:
+        spec["templateHash"] = template_hash(template)
     if request:
         spec["requestRef"] = {"name": request}
     if ticket:
@@ -103,6 +106,12 @@ def update_run(
         },
         "spec": spec,
     }
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of a pod template's canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def failed_state_name(run: str, claim: str) -> str:

@@ -203,3 +203,40 @@ def test_the_template_may_say_otherwise() -> None:
     )
     container = pod["containers"][0]["securityContext"]
     assert container["privileged"] is True and container["allowPrivilegeEscalation"] is True
+
+
+def test_the_run_records_the_hash_of_the_template_it_may_start() -> None:
+    from datetime import UTC, datetime
+
+    from patchwarden.api.run import Trigger
+    from patchwarden.api.system import WindowRef
+
+    window = WindowRef(
+        name="w",
+        start="2027-01-01T00:00:00Z",
+        end="2027-01-01T01:00:00Z",
+        cutoff="2027-01-01T00:30:00Z",
+    )
+    template = {"spec": {"containers": [{"name": "u", "image": "x"}]}}
+
+    def run(t: dict[str, object] | None) -> dict[str, object]:
+        return builders.update_run(
+            system="s",
+            system_uid="u",
+            customer="c",
+            trigger=Trigger.REQUEST,
+            window=window,
+            window_start=datetime(2027, 1, 1, tzinfo=UTC),
+            classes=["security"],
+            components=[],
+            request="r1",
+            template=t,
+        )["spec"]
+
+    spec = run(template)
+    assert spec["templateHash"] == builders.template_hash(
+        {"spec": {"containers": [{"image": "x", "name": "u"}]}}
+    )
+    assert spec["templateHash"].startswith("sha256:") and len(spec["templateHash"]) == 71
+    assert spec["requestRef"] == {"name": "r1"}
+    assert "templateHash" not in run(None)

@@ -1,0 +1,268 @@
+"""The chart's ValidatingAdmissionPolicies on the real API server, with impersonated users:
+no confused deputy — a field that makes the operator act needs the requester's own right to
+do it; customers still ask for updates; only the operator creates UpdateRuns."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.catalogue import SYSTEM
+from tests.conftest import REPO, Cluster
+
+pytestmark = pytest.mark.usefixtures("crds")
+CHART = REPO / "charts" / "patchwarden"
+
+ROLES: dict[str, list[dict[str, Any]]] = {
+    # A customer's help desk: edits systems' descriptions, asks for updates; runs nothing.
+    "alice": [
+        {
+            "apiGroups": ["patchwarden.io"],
+            "resources": ["managedsystems", "updaterequests", "updateruns"],
+            "verbs": ["get", "list", "create", "update", "patch"],
+        }
+    ],
+    # The provider's operations team in this namespace: may run Jobs, change the workload
+    # (and, by a too-wide role, create UpdateRuns: the policy still refuses them).
+    "bob": [
+        {
+            "apiGroups": ["patchwarden.io"],
+            "resources": ["managedsystems", "updaterequests", "updateruns"],
+            "verbs": ["get", "list", "create", "update", "patch"],
+        },
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["delete"]},
+    ],
+}
+# The provider's deploy team: bob's rights, and acting as ServiceAccount deployer.
+ROLES["carol"] = [
+    *ROLES["bob"],
+    {
+        "apiGroups": [""],
+        "resources": ["serviceaccounts/token"],
+        "resourceNames": ["deployer"],
+        "verbs": ["create"],
+    },
+]
+
+
+def kubectl(cluster: Cluster, tools: Path, *args: str, stdin: str = "") -> tuple[bool, str]:
+    out = subprocess.run(
+        [str(tools / "kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture
+def policies(cluster: Cluster, tools: Path, namespace: str) -> Iterator[str]:
+    """The chart's policies and aggregated roles, the bindings limited to this namespace."""
+    release = f"adm-{namespace[-6:]}"
+    values = {
+        "admissionPolicy": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+        }
+    }
+    path = Path(f"/tmp/{release}-values.yaml")
+    path.write_text(yaml.safe_dump(values))
+    rendered = subprocess.run(
+        [
+            str(tools / "helm"),
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            "patchwarden",
+            "-f",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d
+        and (
+            d["kind"].startswith("ValidatingAdmissionPolicy")
+            or d["metadata"]["name"].endswith(("-edit", "-view"))
+        )
+    ]
+    text = yaml.safe_dump_all(docs)
+    ok, out = kubectl(cluster, tools, "apply", "-f", "-", stdin=text)
+    if not ok:
+        kubectl(cluster, tools, "delete", "-f", "-", "--ignore-not-found", stdin=text)
+    assert ok, out
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    for user, rules in ROLES.items():
+        rbac.create_namespaced_role(namespace, {"metadata": {"name": user}, "rules": rules})
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": user},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+                "subjects": [
+                    {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+                ],
+            },
+        )
+    yield release
+    kubectl(cluster, tools, "delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=text)
+    path.unlink()
+
+
+def system(name: str, ns: str, **updates: Any) -> dict[str, Any]:
+    body = copy.deepcopy(SYSTEM)
+    body["metadata"] = {"name": name, "namespace": ns}
+    body["spec"]["updates"] = updates
+    return body
+
+
+TEMPLATE = {"spec": {"containers": [{"name": "u", "image": "example.com/u:1"}]}}
+EVIL = {"spec": {"containers": [{"name": "u", "image": "example.com/evil:1"}]}}
+
+
+def attempt(cluster: Cluster, tools: Path, user: str, obj: dict[str, Any]) -> tuple[bool, str]:
+    return kubectl(cluster, tools, "--as", user, "create", "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+def test_only_who_may_do_it_themselves_can_make_the_operator_do_it(
+    cluster: Cluster, tools: Path, namespace: str, policies: str
+) -> None:
+    ns = namespace
+    # The policy is in force once the API server refuses the first attempt (it loads them
+    # asynchronously): wait for that, with a deadline.
+    deadline = time.monotonic() + 30
+    while True:
+        allowed, out = attempt(cluster, tools, "alice", system("s0", ns, template=TEMPLATE))
+        if not allowed or time.monotonic() > deadline:
+            break
+        kubectl(cluster, tools, "delete", "managedsystem", "s0", "-n", ns)
+        time.sleep(0.5)
+    tried: list[tuple[str, str, bool, str]] = []
+
+    def expect(user: str, what: str, obj: dict[str, Any], allowed: bool, says: str = "") -> None:
+        ok, out = attempt(cluster, tools, user, obj)
+        tried.append((user, what, ok, out.strip().splitlines()[-1] if out.strip() else ""))
+        assert ok is allowed, (user, what, out)
+        assert says in out, (user, what, out)
+
+    expect(
+        "alice",
+        "an update Job template",
+        system("s1", ns, template=TEMPLATE),
+        False,
+        "spec.updates.template: the operator runs this pod template as an update Job, and "
+        "alice may not create Jobs",
+    )
+    expect(
+        "alice",
+        "a system bound to a workload",
+        system("s2", ns),
+        False,
+        "spec.workload: the operator sets images on Deployment app",
+    )
+    expect("bob", "an update Job template", system("s3", ns, template=TEMPLATE), True)
+    with_sa = copy.deepcopy(TEMPLATE)
+    with_sa["spec"]["serviceAccountName"] = "deployer"
+    expect(
+        "bob",
+        "a template naming ServiceAccount deployer",
+        system("s4", ns, template=with_sa),
+        False,
+        "may not act as it (create serviceaccounts/token)",
+    )
+    expect(
+        "carol",
+        "a template naming ServiceAccount deployer",
+        system("s6", ns, template=with_sa),
+        True,
+    )
+    privileged = {
+        "spec": {
+            "containers": [{"name": "u", "image": "x", "securityContext": {"privileged": True}}]
+        }
+    }
+    expect(
+        "bob",
+        "a privileged template (stopped later by the operator's Pod Security floor)",
+        system("s5", ns, template=privileged),
+        True,
+    )
+    request = {
+        "apiVersion": "patchwarden.io/v1alpha1",
+        "kind": "UpdateRequest",
+        "metadata": {"name": "r1", "namespace": ns},
+        "spec": {"systemRef": {"name": "s3"}, "ticket": "HD-1"},
+    }
+    expect("alice", "an UpdateRequest", request, True)
+    run = {
+        "apiVersion": "patchwarden.io/v1alpha1",
+        "kind": "UpdateRun",
+        "metadata": {"name": "forged", "namespace": ns},
+        "spec": {
+            "systemRef": {"name": "s3"},
+            "customer": "acme",
+            "trigger": "Request",
+            "classes": ["security"],
+            "window": {
+                "name": "w",
+                "start": "2026-01-01T00:00:00Z",
+                "end": "2026-01-01T01:00:00Z",
+                "cutoff": "2026-01-01T00:30:00Z",
+            },
+        },
+    }
+    expect("alice", "a forged UpdateRun", run, False, "UpdateRuns are created by the operator")
+    expect("bob", "a forged UpdateRun", run, False, "UpdateRuns are created by the operator")
+    # A change that makes the operator do nothing new needs no such right.
+    ok, out = kubectl(
+        cluster,
+        tools,
+        "--as",
+        "alice",
+        "patch",
+        "managedsystem",
+        "s3",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"spec": {"customer": "acme-gmbh"}}',
+    )
+    tried.append(("alice", "the customer name of a system", ok, out.strip()))
+    assert ok, out
+    ok, out = kubectl(
+        cluster,
+        tools,
+        "--as",
+        "alice",
+        "patch",
+        "managedsystem",
+        "s3",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"updates": {"template": EVIL}}}),
+    )
+    tried.append(("alice", "the image of an existing update Job template", ok, out.strip()))
+    assert not ok and "may not create Jobs" in out, out
+    stopped = sum(1 for *_, ok, _ in tried if not ok)
+    print(f"{len(tried)} attempts, {stopped} stopped at admission:")
+    for user, what, ok, line in tried:
+        print(f"  {user}: {what}: {'allowed' if ok else 'refused: ' + line}")
