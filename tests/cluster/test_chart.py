@@ -181,14 +181,18 @@ def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) ->
     return path
 
 
+@pytest.mark.parametrize("scope", ["cluster", "namespaced"])
 def test_the_operator_runs_with_exactly_the_charts_rbac(
-    cluster: Cluster, namespace: str, tools: Path, tmp_path: Path
+    cluster: Cluster, namespace: str, tools: Path, tmp_path: Path, scope: str
 ) -> None:
+    """A success and a rollback with exactly the chart's rights: one ClusterRole, or (scope
+    namespaced) a Role in the served namespace and cluster-scoped reads only."""
     cluster.install_crds()
     release = f"rbac-{namespace}"
     # With the admission policies in force (bound to this namespace only): the operator's
     # ServiceAccount creates its UpdateRuns through them.
     only_here = f'{{"matchLabels": {{"kubernetes.io/metadata.name": "{namespace}"}}}}'
+    scoped = ["--set", f"rbac.scope={scope}", "--set", f"watchNamespaces={{{namespace}}}"]
     rbac = [
         d
         for d in template(
@@ -196,6 +200,7 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
             namespace,
             "--set-json",
             f"admissionPolicy.namespaceSelector={only_here}",
+            *scoped,
             release=release,
         )
         if d["kind"]
@@ -203,10 +208,13 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
         }
     ]
+    assert ("Role" in {d["kind"] for d in rbac}) is (scope == "namespaced")
     out = run(
         tools / "kubectl",
         "--kubeconfig",
@@ -220,16 +228,24 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
     account = next(d for d in rbac if d["kind"] == "ServiceAccount")["metadata"]["name"]
     try:
         kubeconfig = sa_kubeconfig(cluster, namespace, account, tmp_path / "sa-kubeconfig")
-        assert "no" in cluster.kubectl(
-            "auth",
-            "can-i",
-            "delete",
-            "deployments",
-            "-n",
-            namespace,
-            f"--as=system:serviceaccount:{namespace}:{account}",
-            check=False,
-        )
+
+        def can(verb: str, resource: str, where: str) -> bool:
+            answer = cluster.kubectl(
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-n",
+                where,
+                f"--as=system:serviceaccount:{namespace}:{account}",
+                check=False,
+            )
+            return answer.strip() == "yes"
+
+        assert not can("delete", "deployments", namespace)
+        assert can("delete", "persistentvolumeclaims", namespace)
+        # Namespaced: no right on the claims of a namespace it does not serve.
+        assert can("delete", "persistentvolumeclaims", "kube-system") is (scope == "cluster")
         core, apps = client.CoreV1Api(cluster.api), client.AppsV1Api(cluster.api)
         workload(core, apps, namespace, name="ok")
         workload(core, apps, namespace, name="bad")

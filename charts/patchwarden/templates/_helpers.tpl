@@ -26,3 +26,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The operator's rules on the objects of the namespaces it serves. */}}
+{{- define "patchwarden.namespacedRules" -}}
+- apiGroups: [patchwarden.io]
+  resources: [managedsystems, updaterequests]
+  verbs: [get, list, watch, patch]
+- apiGroups: [patchwarden.io]
+  resources: [updateruns]
+  verbs: [get, list, watch, patch, create, delete]
+- apiGroups: [patchwarden.io]
+  resources: [managedsystems/status, updaterequests/status, updateruns/status]
+  verbs: [patch]
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [get, list, watch, patch, create]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [get, list, update, patch]  # patch: server-side apply of the target images
+- apiGroups: [apps]
+  resources: [deployments/scale, statefulsets/scale]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, delete]  # delete: a rolled-back run's own update Job pods
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, create, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [snapshot.storage.k8s.io]
+  resources: [volumesnapshots]
+  verbs: [get, list, watch, create, delete]
+{{- end -}}
