@@ -18,6 +18,7 @@ from kubernetes import client
 
 from tests.catalogue import SYSTEM
 from tests.conftest import REPO, Cluster
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.usefixtures("crds")
 CHART = REPO / "charts" / "patchwarden"
@@ -174,7 +175,7 @@ def test_only_who_may_do_it_themselves_can_make_the_operator_do_it(
         "a system bound to a workload",
         system("s2", ns),
         False,
-        "spec.workload: the operator sets images on Deployment app",
+        "it sets images on Deployment app and a rollback replaces its claims",
     )
     expect("bob", "an update Job template", system("s3", ns, template=TEMPLATE), True)
     with_sa = copy.deepcopy(TEMPLATE)
@@ -262,7 +263,71 @@ def test_only_who_may_do_it_themselves_can_make_the_operator_do_it(
     )
     tried.append(("alice", "the image of an existing update Job template", ok, out.strip()))
     assert not ok and "may not create Jobs" in out, out
+    components = copy.deepcopy(SYSTEM["spec"]["components"])
+    components[0]["track"] = "any"  # a major upgrade the provider did not plan
+    ok, out = kubectl(
+        cluster,
+        tools,
+        "--as",
+        "alice",
+        "patch",
+        "managedsystem",
+        "s3",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"components": components}}),
+    )
+    tried.append(("alice", "a component's track (which images are set)", ok, out.strip()))
+    assert not ok and "spec.components" in out, out
     stopped = sum(1 for *_, ok, _ in tried if not ok)
     print(f"{len(tried)} attempts, {stopped} stopped at admission:")
     for user, what, ok, line in tried:
         print(f"  {user}: {what}: {'allowed' if ok else 'refused: ' + line}")
+
+
+def test_the_built_in_roles_cover_patchwarden_through_aggregation(
+    cluster: Cluster, tools: Path, namespace: str, policies: str
+) -> None:
+    """A namespace's `view` user reads ManagedSystems, an `edit` user manages them; neither
+    creates UpdateRuns (the operator's); with no hand-written role."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    for user, role in (("dave", "view"), ("erin", "edit")):
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": f"builtin-{user}"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [
+                    {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+                ],
+            },
+        )
+
+    def can(user: str, verb: str, resource: str) -> bool:
+        _, out = kubectl(
+            cluster, tools, "auth", "can-i", verb, resource, "-n", namespace, "--as", user
+        )
+        return out.strip().splitlines()[0] == "yes"
+
+    # The aggregation controller copies the rules into the built-in roles: wait for it.
+    wait_for(
+        lambda: can("dave", "list", "managedsystems.patchwarden.io"),
+        timeout=30,
+        what="the view role to cover ManagedSystems",
+    )
+    wait_for(
+        lambda: can("erin", "create", "managedsystems.patchwarden.io"),
+        timeout=30,
+        what="the edit role to cover ManagedSystems",
+    )
+    assert can("dave", "list", "updateruns.patchwarden.io")
+    assert not can("dave", "create", "updaterequests.patchwarden.io")
+    assert can("erin", "create", "updaterequests.patchwarden.io")
+    assert not can("erin", "create", "updateruns.patchwarden.io")
+    assert can("erin", "delete", "updateruns.patchwarden.io")
