@@ -149,7 +149,7 @@ def test_only_who_may_do_it_themselves_can_make_the_operator_do_it(
     # asynchronously): wait for that, with a deadline.
     deadline = time.monotonic() + 30
     while True:
-        allowed, out = attempt(cluster, tools, "alice", system("s0", ns, template=TEMPLATE))
+        allowed, _ = attempt(cluster, tools, "alice", system("s0", ns, template=TEMPLATE))
         if not allowed or time.monotonic() > deadline:
             break
         kubectl(cluster, tools, "delete", "managedsystem", "s0", "-n", ns)
@@ -230,57 +230,41 @@ def test_only_who_may_do_it_themselves_can_make_the_operator_do_it(
     }
     expect("alice", "a forged UpdateRun", run, False, "UpdateRuns are created by the operator")
     expect("bob", "a forged UpdateRun", run, False, "UpdateRuns are created by the operator")
+
+    def change(what: str, spec: dict[str, Any], allowed: bool, says: str) -> None:
+        ok, out = kubectl(
+            cluster,
+            tools,
+            "--as",
+            "alice",
+            "patch",
+            "managedsystem",
+            "s3",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": spec}),
+        )
+        tried.append(("alice", what, ok, out.strip()))
+        assert ok is allowed and says in out, out
+
     # A change that makes the operator do nothing new needs no such right.
-    ok, out = kubectl(
-        cluster,
-        tools,
-        "--as",
-        "alice",
-        "patch",
-        "managedsystem",
-        "s3",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        '{"spec": {"customer": "acme-gmbh"}}',
+    change("the customer name of a system", {"customer": "acme-gmbh"}, True, "patched")
+    change(
+        "the image of an existing update Job template",
+        {"updates": {"template": EVIL}},
+        False,
+        "may not create Jobs",
     )
-    tried.append(("alice", "the customer name of a system", ok, out.strip()))
-    assert ok, out
-    ok, out = kubectl(
-        cluster,
-        tools,
-        "--as",
-        "alice",
-        "patch",
-        "managedsystem",
-        "s3",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"updates": {"template": EVIL}}}),
-    )
-    tried.append(("alice", "the image of an existing update Job template", ok, out.strip()))
-    assert not ok and "may not create Jobs" in out, out
     components = copy.deepcopy(SYSTEM["spec"]["components"])
     components[0]["track"] = "any"  # a major upgrade the provider did not plan
-    ok, out = kubectl(
-        cluster,
-        tools,
-        "--as",
-        "alice",
-        "patch",
-        "managedsystem",
-        "s3",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"components": components}}),
+    change(
+        "a component's track (which images are set)",
+        {"components": components},
+        False,
+        "spec.components",
     )
-    tried.append(("alice", "a component's track (which images are set)", ok, out.strip()))
-    assert not ok and "spec.components" in out, out
     stopped = sum(1 for *_, ok, _ in tried if not ok)
     print(f"{len(tried)} attempts, {stopped} stopped at admission:")
     for user, what, ok, line in tried:
