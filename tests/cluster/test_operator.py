@@ -719,7 +719,8 @@ def test_max_errors_stops_the_window(
     cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
 ) -> None:
     names = [f"f{i}" for i in range(4)]
-    start = now_plus(-5)
+    # Half the windows open a minute after the others: one night, one error budget.
+    starts = [now_plus(-65), now_plus(-5)]
     for name in names:
         workload(core, apps, namespace, name=f"w-{name}")
     with running_operator(
@@ -729,7 +730,7 @@ def test_max_errors_stops_the_window(
         PATCHWARDEN_MAX_CONCURRENT_RUNS="1",
         PATCHWARDEN_MAX_ERRORS_PER_WINDOW="2",
     ):
-        for name in names:
+        for i, name in enumerate(names):
             create(
                 cluster,
                 namespace,
@@ -737,7 +738,7 @@ def test_max_errors_stops_the_window(
                     name,
                     "SaaS",
                     workload_name=f"w-{name}",
-                    window_start=start,
+                    window_start=starts[i % 2],
                     job=FAIL,
                     rollback={"enabled": False},
                 ),

@@ -127,7 +127,7 @@ class Systems:
             blocked = self.fleet.admit(
                 (ns, name),
                 spec.customer,
-                window_ref(start.occurrence).start,
+                (window_ref(start.occurrence).start, window_ref(start.occurrence).end),
                 lambda: self._create_run(body, spec, start, [t.wire() for t in chosen]),
             )
             if blocked:
@@ -174,7 +174,8 @@ class Systems:
         )
         occ = open_window(spec, now)
         if occ is not None:
-            opened = window_ref(occ).start
+            ref = window_ref(occ)
+            opened = (ref.start, ref.end)
             failed = failures_in_window(opened, self.fleet.all_runs())
             if failed >= self.settings.max_errors_per_window:
                 facts.halted = halted_message(opened, failed, self.settings.max_errors_per_window)

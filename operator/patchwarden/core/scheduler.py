@@ -119,8 +119,13 @@ class Limits:
     max_errors: int
 
 
+Window = tuple[str, str]
+"""A window occurrence as (start, end), RFC 3339 UTC text (``utc_text``): compared as text,
+which orders them in time."""
+
+
 def within_limits(
-    customer: str, window_start: str, runs: list[dict[str, Any]], limits: Limits
+    customer: str, window: Window, runs: list[dict[str, Any]], limits: Limits
 ) -> str | None:
     """None if one more run may start; otherwise why not (for a condition and an Event)."""
     active = [r for r in runs if (r.get("status") or {}).get("phase") not in TERMINAL]
@@ -132,23 +137,31 @@ def within_limits(
             f"{per_customer[customer]} runs of customer {customer} in progress, "
             f"the limit is {limits.per_customer}"
         )
-    failed = failures_in_window(window_start, runs)
+    failed = failures_in_window(window, runs)
     if failed >= limits.max_errors:
-        return halted_message(window_start, failed, limits.max_errors)
+        return halted_message(window, failed, limits.max_errors)
     return None
 
 
-def failures_in_window(window_start: str, runs: list[dict[str, Any]]) -> int:
-    return sum(
-        1
-        for r in runs
-        if r["spec"]["window"]["start"] == window_start
-        and (r.get("status") or {}).get("phase") in FAILED
-    )
+def failures_in_window(window: Window, runs: list[dict[str, Any]]) -> int:
+    """Failed runs whose window overlaps ``window``: one error budget for the night's
+    rollout, whatever minute each system's window opens (a window a minute later shares
+    it). A run recorded without its window's end counts by its start alone."""
+    start, end = window
+    count = 0
+    for r in runs:
+        if (r.get("status") or {}).get("phase") not in FAILED:
+            continue
+        theirs = r["spec"]["window"]
+        their_start = theirs["start"]
+        their_end = theirs.get("end") or their_start
+        if their_start == start or (their_start < end and start < their_end):
+            count += 1
+    return count
 
 
-def halted_message(window_start: str, failed: int, max_errors: int) -> str:
+def halted_message(window: Window, failed: int, max_errors: int) -> str:
     return (
-        f"{failed} runs failed in the window starting {window_start} (limit {max_errors}); "
-        "no more runs start in it"
+        f"{failed} runs failed in windows overlapping the one from {window[0]} to {window[1]} "
+        f"(limit {max_errors}); no more runs start in it"
     )

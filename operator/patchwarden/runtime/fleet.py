@@ -17,7 +17,7 @@ from typing import Any
 
 from patchwarden.api.run import TERMINAL, Phase
 from patchwarden.core.conditions import NEEDS_ATTENTION, is_true
-from patchwarden.core.scheduler import Limits, within_limits
+from patchwarden.core.scheduler import Limits, Window, within_limits
 from patchwarden.runtime.controller import slim
 
 Key = tuple[str, str]
@@ -61,9 +61,9 @@ class Fleet:
     until the system's status names it, it is known only here."""
     requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRequest this process knows, by (namespace, name)."""
-    waiting: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    waiting: dict[Key, tuple[str, Window]] = field(default_factory=dict)
     """Systems whose due run the limits hold back, oldest first: (namespace, name) →
-    (customer, window start). A freed slot wakes the first that fit (:meth:`to_wake`)."""
+    (customer, window occurrence). A freed slot wakes the first that fit (:meth:`to_wake`)."""
 
     # ---- runs ---------------------------------------------------------------------------
     def observe_run(self, body: dict[str, Any]) -> tuple[bool, bool]:
@@ -147,16 +147,16 @@ class Fleet:
         self,
         key: Key,
         customer: str,
-        window_start: str,
+        window: Window,
         create: Callable[[], dict[str, Any] | None],
     ) -> str | None:
         """Start a run if the limits allow: ``create`` makes it (returns the manifest, or
         None when it already existed) and the registry counts it at once. Otherwise the
         system waits for a slot; returns why. One decision at a time, on the current runs."""
         with self.lock:
-            blocked = within_limits(customer, window_start, list(self.runs.values()), self.limits)
+            blocked = within_limits(customer, window, list(self.runs.values()), self.limits)
             if blocked:
-                self.waiting.setdefault(key, (customer, window_start))
+                self.waiting.setdefault(key, (customer, window))
                 return blocked
             self.waiting.pop(key, None)
             manifest = create()
@@ -180,14 +180,17 @@ class Fleet:
             runs = list(self.runs.values())
             free = self.limits.max_concurrent - sum(1 for r in runs if _active(r))
             woken: list[Key] = []
-            for key, (customer, window_start) in self.waiting.items():
+            for key, (customer, window) in self.waiting.items():
                 if len(woken) >= free:
                     break
-                if within_limits(customer, window_start, runs, self.limits) is None:
+                if within_limits(customer, window, runs, self.limits) is None:
                     woken.append(key)
                     runs.append(
                         {
-                            "spec": {"customer": customer, "window": {"start": window_start}},
+                            "spec": {
+                                "customer": customer,
+                                "window": {"start": window[0], "end": window[1]},
+                            },
                             "status": {"phase": Phase.PENDING.value},
                         }
                     )

@@ -38,11 +38,16 @@ def decide(
 
 
 def run(
-    name: str, phase: str, window_start: str = "2027-02-10T11:00:00Z", customer: str = "acme"
+    name: str,
+    phase: str,
+    window_start: str = "2027-02-10T11:00:00Z",
+    customer: str = "acme",
+    window_end: str | None = None,
 ) -> dict[str, Any]:
+    window = {"start": window_start, **({"end": window_end} if window_end else {})}
     return {
         "metadata": {"name": name, "namespace": "ns"},
-        "spec": {"customer": customer, "window": {"start": window_start}},
+        "spec": {"customer": customer, "window": window},
         "status": {"phase": phase},
     }
 
@@ -166,5 +171,23 @@ LIMITS = Limits(max_concurrent=2, per_customer=1, max_errors=2)
     ],
 )
 def test_fleet_limits(runs: list[dict[str, Any]], blocked: str | None) -> None:
-    got = within_limits("acme", "2027-02-10T11:00:00Z", runs, LIMITS)
+    got = within_limits("acme", ("2027-02-10T11:00:00Z", "2027-02-10T14:00:00Z"), runs, LIMITS)
     assert (got is None) if blocked is None else (got is not None and blocked in got)
+
+
+def test_the_error_budget_is_the_nights_not_the_minutes() -> None:
+    """Windows a minute apart (or otherwise overlapping) share one MaxErrors budget; last
+    week's failures, or a window that ended before this one opened, do not count."""
+    night = ("2027-02-10T23:01:00Z", "2027-02-11T03:01:00Z")
+    failed = [
+        run("a", "Failed", "2027-02-10T23:00:00Z", window_end="2027-02-11T03:00:00Z"),
+        run("b", "RolledBack", "2027-02-10T23:30:00Z", window_end="2027-02-11T01:00:00Z"),
+    ]
+    got = within_limits("acme", night, failed, LIMITS)
+    assert got is not None and "2 runs failed in windows overlapping the one from" in got
+    earlier = [
+        run("a", "Failed", "2027-02-03T23:00:00Z", window_end="2027-02-04T03:00:00Z"),
+        run("b", "Failed", "2027-02-10T19:00:00Z", window_end="2027-02-10T23:01:00Z"),
+        run("c", "Cancelled", "2027-02-10T23:00:00Z", window_end="2027-02-11T03:00:00Z"),
+    ]
+    assert within_limits("acme", night, earlier, LIMITS) is None

@@ -24,9 +24,9 @@ def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
     app = Fleet(Limits(max_concurrent=2, per_customer=1, max_errors=3))
     assert not app.observe_run(run("r1", "acme", "Updating"))[1]
     assert not app.observe_run(run("r2", "globex", "Snapshotting"))[1]
-    start = "2026-11-29T22:00:00Z"
+    window = ("2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z")
     for name, customer in [("w1", "acme"), ("w2", "acme"), ("w3", "initech"), ("w4", "umbrella")]:
-        app.waiting[("ns", name)] = (customer, start)
+        app.waiting[("ns", name)] = (customer, window)
     assert app.to_wake() == [], "no free slot"
     assert app.observe_run(run("r1", "acme", "Succeeded")) == (True, True), "a slot freed"
     # One slot: w1 (acme, whose run just ended) is the oldest and fits.
