@@ -250,3 +250,36 @@ def test_a_container_the_workload_lacks_stalls_the_system_naming_the_field() -> 
     assert stalled["reason"] == "ContainerNotFound"
     assert "spec.components[0]: container postgres not found in Deployment db" in stalled["message"]
     assert not [c for c in kube.created() if "updateruns" in c]
+
+
+def test_a_component_past_its_end_of_life_with_nothing_newer_says_so_once() -> None:
+    kube = FakeKube()
+    events: list[tuple[str, str]] = []
+    old = copy.deepcopy(CATALOG)
+    old["spec"]["components"][0]["releases"] = [
+        {
+            "version": "16.3",
+            "image": "pg:16.3",
+            "classes": ["security"],
+            "released": "2025-01-01T00:00:00Z",
+            "endOfLife": "2026-12-31",
+        }
+    ]
+    body = bound(kube, "pg:16.3")
+    kube.put("releasecatalogs", "", old)
+    controller = Systems(
+        Settings(),
+        kube,
+        lambda _b, _t, reason, message: events.append((reason, message)),
+        Fleet(LIMITS),
+        lambda *_: [],
+        lambda: NOW,
+    )
+    controller.reconcile(body)
+    controller.reconcile(kube.stored("managedsystems", "ns", "db"))
+    status = kube.stored("managedsystems", "ns", "db")["status"]
+    eol = next(c for c in status["conditions"] if c["type"] == "EndOfLife")
+    assert (eol["status"], eol["reason"]) == ("True", "EndOfLifePassed")
+    assert "postgres 16.3 reached its end of life on 2026-12-31" in eol["message"]
+    assert [r for r, _ in events].count("EndOfLifePassed") == 1, events
+    assert status["components"][0]["endOfLife"] == "2026-12-31"
