@@ -21,7 +21,7 @@ SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
 FIELD_MANAGER = "patchwarden"
 """The server-side-apply field manager of the images the operator sets (docs/gitops.md)."""
 ROLLBACK_MANAGER = "patchwarden-rollback"
-"""The field manager of a rollback's writes to the workload (its recorded spec, its scale)."""
+"""The field manager of a rollback's write of the workload's recorded spec."""
 FINALIZER_ATTEMPTS = 5
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
