@@ -11,6 +11,7 @@ repository by default), which :func:`down` removes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -194,10 +195,26 @@ class DevCluster:
             "stages.kwok.x-k8s.io",
         ):
             self.await_condition(f"crd/{crd}", "Established", timeout)
+        # kwok builds a Stage's controller from the OpenAPI document of the kind it plays,
+        # once, when the Stage appears: a Stage applied before the API server publishes it
+        # (a moment after Established) leaves snapshots never ready for the cluster's life.
+        self.await_openapi("apis/snapshot.storage.k8s.io/v1", timeout)
         self.kubectl("apply", "-f", str(MANIFESTS / "stages.yaml"))
         self.kubectl("apply", "-f", str(MANIFESTS / "cluster.yaml"))
         self.await_condition("node/kwok-node-0", "Ready", timeout)
         self.await_default_service_account(timeout)
+
+    def await_openapi(self, path: str, timeout: float) -> None:
+        """Wait until the API server's OpenAPI v3 index lists ``path`` (a group version)."""
+
+        def published() -> bool:
+            text = self.kubectl("get", "--raw", "/openapi/v3", check=False)
+            try:
+                return path in (json.loads(text).get("paths") or {})
+            except ValueError:
+                return False
+
+        self._until(published, timeout, f"the API server never published OpenAPI for {path}")
 
     def await_default_service_account(self, timeout: float) -> None:
         """Pods need the namespace's default ServiceAccount, which
