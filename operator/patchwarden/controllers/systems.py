@@ -115,10 +115,9 @@ class Systems:
             return self.settings.resync_seconds
         last = (status.get("lastRun") or {}).get("name")
         start = decide_start(name, spec, assess(spec), now, requests, mine, last)
-        chosen = targets(facts.components, start.classes) if start is not None else []
-        if not spec.updates.template:  # a component without a container needs the Job
-            chosen = [t for t in chosen if t.container]
-        if start is not None and not chosen and not spec.updates.template:
+        job = bool(spec.updates.template)
+        chosen = targets(facts.components, start.classes, job) if start is not None else []
+        if start is not None and not chosen and not job:
             self._nothing_to_install(body, start)
             start = None
         if start is None or facts.halted is not None:

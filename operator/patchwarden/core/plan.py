@@ -251,9 +251,7 @@ def plan_system(
             continue
         if known and spec.components:
             found = states(installed, catalogs, workload, begins)
-            chosen_targets = targets(found, chosen.classes)
-            if not spec.updates.template:
-                chosen_targets = [t for t in chosen_targets if t.container]
+            chosen_targets = targets(found, chosen.classes, bool(spec.updates.template))
             result.installs[occ.start] = [t.wire() for t in chosen_targets]
             if not chosen_targets and not spec.updates.template:
                 why = "up to date: nothing newer to install, no run starts"

@@ -210,7 +210,6 @@ class State:
     in_scope: bool
     installed: str | None = None
     image: str | None = None
-    installed_release: Known | None = None
     security: Known | None = None
     feature: Known | None = None
     newer: list[Known] = field(default_factory=list)
@@ -289,7 +288,6 @@ def states(
                     "version is unknown and it is not updated"
                 )
                 continue
-            state.installed_release = known
             state.installed = known.version
         else:
             state.installed = comp.version
@@ -310,13 +308,9 @@ def _newer(
     except ValueError:
         state.problem = f"version {installed} does not follow the {line.scheme.value} scheme"
         return
-    if state.installed_release is not None and state.installed_release.release.end_of_life:
-        state.end_of_life = state.installed_release.release.end_of_life
-    else:
-        at = line.index.get(installed)
-        same = line.releases[at] if at is not None else None
-        if same is not None and same.release.end_of_life:
-            state.end_of_life = same.release.end_of_life
+    at = line.index.get(installed)  # the installed release, when the catalogs list it
+    if at is not None and line.releases[at].release.end_of_life:
+        state.end_of_life = line.releases[at].release.end_of_life
     today = now.date()
     for known in newer:
         release = known.release
@@ -344,13 +338,16 @@ def end_of_life_passed(state: State, today: date) -> bool:
     return bool(state.end_of_life and state.end_of_life < today and not state.newer)
 
 
-def targets(found: Sequence[State], classes: Iterable[str]) -> list[Target]:
+def targets(found: Sequence[State], classes: Iterable[str], job: bool = True) -> list[Target]:
     """For each component in scope: its newest acceptable, approved release of one of
-    ``classes``, with the advisories of every release it brings."""
+    ``classes``, with the advisories of every release it brings. Without an update ``job``
+    only components bound to a container can be updated (the operator sets their image)."""
     allowed = set(classes)
     out = []
     for state in found:
         if not state.in_scope or state.installed is None:
+            continue
+        if not job and state.component.container is None:
             continue
         chosen = [k for k in state.newer if allowed & set(k.release.classes)]
         if not chosen:
