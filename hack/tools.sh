@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Resolve the upstream binaries of the local control plane (kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm,
-# promtool, and kstatus: a tiny command of ours around sigs.k8s.io/cli-utils)
-# and print the directory that holds them, one symlink per binary.
+# promtool, the Prometheus server (alert-gate tests), and kstatus: a tiny command
+# of ours around sigs.k8s.io/cli-utils) and print the directory that holds them, one symlink per binary.
 #
 # Lookup order for each binary:
 #   1. TEST_ASSET_<NAME> (e.g. TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD),
@@ -144,8 +144,10 @@ helm_dir() {
 prometheus_dir() {
   local v
   v=$(modver prometheus github.com/prometheus/prometheus)
-  build prometheus "$v" "-X github.com/prometheus/common/version.Version=$v" \
-    promtool:github.com/prometheus/prometheus/cmd/promtool
+  # "+server": the server joined promtool in this directory (an older cache held promtool only).
+  build prometheus "$v+server" "-X github.com/prometheus/common/version.Version=${v#v}" \
+    promtool:github.com/prometheus/prometheus/cmd/promtool \
+    prometheus:github.com/prometheus/prometheus/cmd/prometheus
 }
 
 kstatus_dir() {
@@ -262,7 +264,8 @@ main() {
   exec 9>"$ROOT/.tools/.lock"
   flock 9
   local name group entries=(kube-apiserver:k8s kube-controller-manager:k8s kube-scheduler:k8s
-    kubectl:k8s etcd:etcd kwok:kwok kwokctl:kwok helm:helm promtool:prometheus kstatus:kstatus)
+    kubectl:k8s etcd:etcd kwok:kwok kwokctl:kwok helm:helm promtool:prometheus
+    prometheus:prometheus kstatus:kstatus)
   if [[ ${1:-} == node ]]; then
     entries+=(kubelet:kubelet containerd:containerd ctr:containerd
       containerd-shim-runc-v2:containerd csi-provisioner:provisioner
