@@ -38,6 +38,7 @@ from patchwarden.core.builders import LABEL_RUN
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
 from patchwarden.runtime import metrics, peering
+from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.controller import SystemController
 from patchwarden.runtime.events import EventPoster
 from patchwarden.runtime.fleet import Fleet
@@ -80,6 +81,7 @@ class App:
             self.systems.emit,
             cached_system=cached,
             watched_wait=watched_wait,
+            gate=self.systems.gate,
         )
 
 
@@ -93,7 +95,7 @@ def make_app(ours: Settings) -> App:
         Limits(ours.max_concurrent_runs, ours.max_runs_per_customer, ours.max_errors_per_window)
     )
     requests = Requests(kube, emit, fleet)
-    systems = Systems(ours, kube, emit, fleet, requests.reconcile_for_system)
+    systems = Systems(ours, kube, emit, fleet, requests.reconcile_for_system, gate=Gate(ours))
     app = App(ours, kube, fleet, systems, requests)
     # Know every run before the first scheduling decision; the watch keeps it current.
     namespaces = ours.namespaces or [None]

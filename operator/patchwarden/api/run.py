@@ -158,6 +158,18 @@ class RestoreRecord(Model):
     completed: bool = False
 
 
+class GateRecord(Model):
+    """The alert gate's verdict as the run last acted on it (docs/alert-gate.md)."""
+
+    decision: str
+    """``AlertsClear``, ``AlertsFiring`` or ``AlertGateUnreachable``."""
+    checked_time: str = Field(json_schema_extra={"format": "date-time"})
+    queries: list[str] = Field(default_factory=list, max_length=2)
+    firing: list[str] = Field(default_factory=list, max_length=20)
+    """What fired, as ``alertname{label="value",…}`` (at most 20)."""
+    message: str = Field(max_length=2048)
+
+
 class UpdateRunStatus(Model):
     observed_generation: int | None = None
     conditions: list[Condition] = conditions_field()
@@ -184,6 +196,8 @@ class UpdateRunStatus(Model):
     """One line of the changes, e.g. ``postgres 16.3→16.4, pgbouncer 1.22→1.23``."""
     recorded: WorkloadRecord | None = None
     restore: RestoreRecord | None = None
+    alert_gate: GateRecord | None = None
+    """The alert gate's verdict when the run started, and when it stopped the run."""
 
 
 class UpdateRun(Model):

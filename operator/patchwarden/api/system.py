@@ -271,6 +271,29 @@ class Workload(Model):
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
 
 
+class OnError(StrEnum):
+    """What an alert-gate query the endpoint cannot answer means."""
+
+    BLOCK = "Block"
+    """As if it fired: no run starts, a run in progress stops (fail closed)."""
+    PROCEED = "Proceed"
+    """As if it were clear (fail open); the condition says so."""
+
+
+class AlertGate(Model):
+    """Firing alerts that hold this system's updates back (docs/alert-gate.md)."""
+
+    query: str = Field(min_length=1, max_length=2048)
+    """An instant PromQL query, asked of the operator's Prometheus endpoint: while it
+    returns any series, no run of this system starts and a run in progress stops (rolling
+    back once it changed the workload), e.g.
+    ``ALERTS{alertstate="firing", namespace="shop", severity=~"critical|warning"}``. Added to
+    the operator's fleet-wide query, never replacing it."""
+    on_error: OnError | None = None
+    """When the endpoint cannot answer: ``Block`` or ``Proceed``; default: the operator's
+    setting (``Block`` unless configured otherwise)."""
+
+
 class Updates(Model):
     """What an update run does."""
 
@@ -294,6 +317,9 @@ class Updates(Model):
     approve_after: Duration | None = None
     """A release becomes a target only this long after it was ``released`` (like AWS SSM's
     approve-after days), e.g. ``168h``; default: at once."""
+    alert_gate: AlertGate | None = None
+    """A query whose firing alerts hold this system's updates back; the operator's
+    fleet-wide gate applies as well."""
     run_timeout: Duration = "1h"
     verify_timeout: Duration = "10m"
     """How long the workload may take to be ready after the update (and to complete the

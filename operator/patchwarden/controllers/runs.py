@@ -24,6 +24,7 @@ from patchwarden.core.run import Read, Wait
 from patchwarden.core.settings import Settings
 from patchwarden.core.status import parse_system, resolve_snapshot_class
 from patchwarden.runtime import metrics
+from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.kube import KubeApi
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Runner:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         cached_system: Callable[[str, str], dict[str, Any] | None] = lambda ns, name: None,
         watched_wait: float | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -56,6 +58,8 @@ class Runner:
         self.watched_wait = watched_wait or settings.run_poll_seconds
         """How long to wait for a snapshot or the Job to change: longer than the poll when a
         watch of them wakes the run (the wait is then only a safety net)."""
+        self.gate = gate
+        """The alert gate, asked before each step that could change the workload."""
         self.timeouts = machine.Timeouts(
             snapshot=timedelta(seconds=settings.snapshot_timeout_seconds),
             rollback=timedelta(seconds=settings.rollback_timeout_seconds),
@@ -152,8 +156,12 @@ class Runner:
             workload_pods = len(
                 self.kube.pods(ns, workload["spec"]["selector"].get("matchLabels", {}))
             )
+        gate = None
+        if self.gate is not None and spec is not None and machine.gated(status):
+            gate = self.gate.verdict(ns, spec.updates.alert_gate)
         return machine.Observed(
             system=system,
+            gate=gate,
             workload=workload,
             claims=claims,
             snapshots=snapshots,

@@ -41,6 +41,7 @@ from patchwarden.core.status import (
     window_ref,
 )
 from patchwarden.runtime import metrics
+from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
 from patchwarden.runtime.kube import KubeApi
 from patchwarden.runtime.writer import EventFn, StatusWriter
@@ -62,6 +63,8 @@ class Systems:
     requests: RequestsFn
     """Decides the system's requests (the requests controller) and returns them."""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    gate: Gate | None = None
+    """The alert gate (asked while a window is open); None: no gate at all."""
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
     _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
@@ -120,8 +123,15 @@ class Systems:
         if start is not None and not chosen and not job:
             self._nothing_to_install(body, start)
             start = None
-        if start is None or facts.halted is not None:
+        gated = facts.gate is not None and facts.gate.blocked
+        if start is None or facts.halted is not None or gated:
             self.fleet.stop_waiting(ns, name)  # no run due here: not waiting for a slot
+            if start is not None and gated and facts.gate is not None:
+                log.info(
+                    "system %s/%s: run %s held back: %s", ns, name, start.run, facts.gate.message
+                )
+                # Asked again at the next interval (the answer is shared that long).
+                return min(self.settings.alert_gate_interval_seconds, self.settings.resync_seconds)
         else:
             blocked = self.fleet.admit(
                 (ns, name),
@@ -178,6 +188,8 @@ class Systems:
             failed = failures_in_window(opened, self.fleet.all_runs())
             if failed >= self.settings.max_errors_per_window:
                 facts.halted = halted_message(opened, failed, self.settings.max_errors_per_window)
+            elif self.gate is not None and facts.active_run is None:
+                facts.gate = self.gate.verdict(ns, spec.updates.alert_gate)
         return facts
 
     def _nothing_to_install(self, body: dict[str, Any], start: Start) -> None:

@@ -25,6 +25,7 @@ from patchwarden.api.common import Condition, parse_duration
 from patchwarden.api.run import (
     TERMINAL,
     Change,
+    GateRecord,
     JobRecord,
     Phase,
     RestoreRecord,
@@ -37,6 +38,7 @@ from patchwarden.api.run import (
 from patchwarden.api.system import Consistency, ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import conditions as c
+from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
 from patchwarden.core.policy import assess
 from patchwarden.core.status import parse_system
@@ -47,6 +49,8 @@ ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"
 CONTROLLER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
 """Annotations of a workload its controller keeps: neither recorded nor restored."""
+GATE_FIRING_KEPT = 20
+GATE_MESSAGE_KEPT = 2048
 TERMINATION_LIMIT = 1024
 """Characters of a failed update container's termination message kept in the run."""
 
@@ -235,6 +239,8 @@ class Observed:
     """The update Job's pods (labelled with the run)."""
     namespace_pods: tuple[Mapping[str, Any], ...] = ()
     """Every pod of the namespace (read once, before the run starts: who mounts its claims)."""
+    gate: Verdict | None = None
+    """The alert gate's verdict (asked while :func:`gated`); None: no query applies."""
 
 
 class Read(StrEnum):
@@ -276,6 +282,12 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset({Read.WORKLOAD})
         case _:
             return frozenset()
+
+
+def gated(status: UpdateRunStatus) -> bool:
+    """Whether a step in this status asks the alert gate: every step before the run ends,
+    except a rollback's (which must finish whatever fires)."""
+    return (status.phase or Phase.PENDING) not in TERMINAL | {Phase.ROLLING_BACK}
 
 
 def job_ended(job: Mapping[str, Any] | None) -> bool:
@@ -402,6 +414,12 @@ def advance(
         return step.out
     try:
         stopping = _stopping(run, seen.system)
+        if stopping is None and seen.gate is not None and seen.gate.blocked and gated(status):
+            _record_gate(step, seen.gate)
+            if phase == Phase.PENDING:
+                _held(step, seen.gate)  # not started: it waits for the gate, up to the cutoff
+                return step.out
+            stopping = f"the alert gate stopped the run: {seen.gate.message}"
         if stopping and phase != Phase.ROLLING_BACK:
             job_started = status.job is not None and status.job.created
             changed = job_started or bool(status.images_set)
@@ -458,6 +476,35 @@ def _stopping(run: Run, system: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def _record_gate(step: _Step, verdict: Verdict) -> None:
+    """Keep the verdict in the run's record, unless it says what the record already says
+    (no write for an unchanged answer)."""
+    old = step.status.alert_gate
+    if old is not None and (old.decision, old.message) == (verdict.decision.value, verdict.message):
+        return
+    step.status.alert_gate = GateRecord(
+        decision=verdict.decision.value,
+        checked_time=utc_text(step.now),
+        queries=list(verdict.queries),
+        firing=list(verdict.firing[:GATE_FIRING_KEPT]),
+        message=verdict.message[:GATE_MESSAGE_KEPT],
+    )
+
+
+def _held(step: _Step, verdict: Verdict) -> None:
+    """A run not yet started waits while the gate holds it back, until its window's cutoff."""
+    if step.now > parse_time(step.run.spec.window.cutoff):
+        raise Unchanged(
+            f"the window's cutoff passed while the alert gate held the run back "
+            f"({verdict.message}); nothing was changed"
+        )
+    message = f"held back by the alert gate: {verdict.message}"
+    if step.status.message != message:
+        step.status.message = message
+        step.act(Emit("Warning", "AlertGateClosed", message))
+    step.out.wait = Wait.POLL
+
+
 def _cancel(step: _Step, why: str) -> None:
     restarted = _restart(step, _spec_or_none(step.seen.system))
     step.end(
@@ -486,6 +533,8 @@ def _pending(step: _Step) -> None:
                 f"{spec.workload.name}: a rollback could not replace it safely (shared claims "
                 "cannot be restored while another pod mounts them); nothing was changed"
             )
+    if step.seen.gate is not None:
+        _record_gate(step, step.seen.gate)  # what the gate said when the run started
     step.status.start_time = utc_text(step.now)
     window = step.run.spec.window.name
     step.act(Emit("Normal", "Started", f"{step.run.spec.trigger.value} update in window {window}"))

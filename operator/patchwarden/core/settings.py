@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from patchwarden.api.system import OnError
 from patchwarden.core.podsecurity import Level
 
 PREFIX = "PATCHWARDEN_"
@@ -59,6 +60,25 @@ class Settings(BaseSettings):
     """The Pod Security Standard every update Job's pod must meet, whatever the namespace's
     admission level: ``restricted`` (default) or ``baseline``. A template above it stalls its
     system (the field named) and no pod is created."""
+    prometheus_url: str = Field(default="", pattern=r"^(https?://[^\s/]+(/\S*)?)?$")
+    """The Prometheus-compatible endpoint (Prometheus, Thanos Query, Mimir, VictoriaMetrics)
+    the alert gate asks, e.g. ``http://prometheus-operated.monitoring:9090``; empty: no
+    alert gate. Only the operator names it: a system names a query, never an address."""
+    prometheus_bearer_token_file: str | None = None
+    """A file whose content is sent as ``Authorization: Bearer`` (read at every query, so a
+    rotated token is picked up)."""
+    prometheus_ca_file: str | None = None
+    """CA bundle to verify an ``https`` endpoint with; default: the system's."""
+    alert_gate_query: str = Field(default="", max_length=2048)
+    """The fleet-wide gate: an instant PromQL query whose series are firing alerts. A series
+    without a ``namespace`` label holds every system back; one with it, the systems of that
+    namespace. Empty: only systems' own queries gate."""
+    alert_gate_on_error: OnError = OnError.BLOCK
+    """When the endpoint cannot answer: ``Block`` (fail closed) or ``Proceed``; a system's
+    ``spec.updates.alertGate.onError`` overrides it for that system."""
+    alert_gate_interval_seconds: float = Field(default=15.0, gt=0, le=600)
+    """An answer is reused this long (one query per interval, whatever the number of systems
+    asking); a held-back system and a run in progress look again this often."""
     default_snapshot_class: str | None = None
     """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
 

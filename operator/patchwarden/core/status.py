@@ -19,6 +19,7 @@ from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
 from patchwarden.core.builders import pod_security
+from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
 from patchwarden.core.policy import Assessment, assess, decide_request
 from patchwarden.core.releases import State, end_of_life_passed, pending_counts
@@ -61,6 +62,8 @@ class SystemFacts:
     active_run: str | None = None
     halted: str | None = None
     """Why no more runs start in the current window (MaxErrors), if so."""
+    gate: Verdict | None = None
+    """The alert gate's verdict, asked while a window is open and no run is in progress."""
     runs: list[dict[str, Any]] = field(default_factory=list)
     """The system's runs (summaries: spec, phase, message, completionTime)."""
     deleted_run: dict[str, Any] | None = None
@@ -213,12 +216,12 @@ def system_status(
         c.RUN_IN_PROGRESS if facts.active_run else c.RECONCILED,
         f"update run {facts.active_run} in progress" if facts.active_run else "",
     )
-    cond(
-        c.UPDATES_HALTED,
-        facts.halted is not None,
-        c.MAX_ERRORS_REACHED if facts.halted else c.WITHIN_ERROR_BUDGET,
-        facts.halted or "",
-    )
+    if facts.halted is not None:
+        cond(c.UPDATES_HALTED, True, c.MAX_ERRORS_REACHED, facts.halted)
+    elif facts.gate is not None:
+        cond(c.UPDATES_HALTED, facts.gate.blocked, facts.gate.decision.value, facts.gate.message)
+    else:
+        cond(c.UPDATES_HALTED, False, c.WITHIN_ERROR_BUDGET, "")
     last = status.get("lastRun")
     if last:
         # The outcome of the newest run that ended, alertable and in `kubectl describe`.

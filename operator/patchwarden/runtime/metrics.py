@@ -63,6 +63,12 @@ ROLLBACKS = Counter(
     ["namespace", "system", "result"],
     registry=REGISTRY,
 )
+ALERT_GATE_QUERIES = Counter(
+    "patchwarden_alert_gate_queries_total",
+    "Queries the alert gate asked its Prometheus endpoint, by outcome (ok, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 LAST_SUCCESS = Gauge(
     "patchwarden_last_successful_update_timestamp_seconds",
     "Unix time of the system's last successful update.",

@@ -8,8 +8,10 @@ from typing import Any
 
 from patchwarden.controllers.systems import Systems
 from patchwarden.core.builders import RUN_FINALIZER
+from patchwarden.core.gate import Answer
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
+from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
 from patchwarden_dev.fakekube import FakeKube
 
@@ -283,3 +285,39 @@ def test_a_component_past_its_end_of_life_with_nothing_newer_says_so_once() -> N
     assert "postgres 16.3 reached its end of life on 2026-12-31" in eol["message"]
     assert [r for r, _ in events].count("EndOfLifePassed") == 1, events
     assert status["components"][0]["endOfLife"] == "2026-12-31"
+
+
+class Answers(Gate):
+    """The alert gate with answers given by the test (the endpoint itself is asked in
+    tests/cluster/test_alert_gate.py, a real Prometheus)."""
+
+    def __init__(self, settings: Settings, series: list[dict[str, str]]) -> None:
+        super().__init__(settings)
+        self.series = series
+
+    def answer(self, query: str) -> Answer:
+        return Answer(query, tuple(self.series))
+
+
+def test_firing_alerts_hold_a_due_run_back_and_say_so_until_they_clear() -> None:
+    kube = FakeKube()
+    settings = Settings(
+        prometheus_url="http://127.0.0.1:9", alert_gate_query='ALERTS{alertstate="firing"}'
+    )
+    gate = Answers(settings, [{"alertname": "NodeDown", "node": "n1"}])
+    controller = Systems(
+        settings, kube, lambda *_: None, Fleet(LIMITS), lambda *_: [], lambda: NOW, gate
+    )
+    body = saas(kube, "a")
+    assert controller.reconcile(body) == settings.alert_gate_interval_seconds
+    assert kube.created() == [], "no run while an alert fires"
+    stored = kube.stored("managedsystems", "ns", "a")
+    halted = next(c for c in stored["status"]["conditions"] if c["type"] == "UpdatesHalted")
+    assert (halted["status"], halted["reason"]) == ("True", "AlertsFiring")
+    assert halted["message"] == 'alerts firing: NodeDown{node="n1"}'
+    gate.series = [{"alertname": "PostgresDown", "namespace": "elsewhere"}]
+    controller.reconcile(stored)
+    assert kube.created() == ["create updateruns/a-202702101155"], "another namespace's alert"
+    stored = kube.stored("managedsystems", "ns", "a")
+    halted = next(c for c in stored["status"]["conditions"] if c["type"] == "UpdatesHalted")
+    assert (halted["status"], halted["reason"]) == ("False", "AlertsClear")

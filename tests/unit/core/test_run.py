@@ -9,6 +9,7 @@ import pytest
 
 from patchwarden.api.run import Phase, RollbackStep, UpdateRunStatus
 from patchwarden.core import run as m
+from patchwarden.core.gate import Decision, Verdict
 from patchwarden.core.run import Observed, Read, Wait
 from tests.unit.runs import NOW, RUN_SPEC
 
@@ -977,3 +978,56 @@ def test_a_template_above_the_pod_security_floor_creates_no_pod() -> None:
     ), "restricted: root refused"
     allowed = step(status(Phase.UPDATING, recorded=RECORDED), system=root, timeouts=baseline)
     assert any(isinstance(a, m.CreateJob) for a in allowed.actions), "baseline allows it"
+
+
+# ---- the alert gate ----------------------------------------------------------------------
+FIRING = Verdict(
+    Decision.FIRING, True, 'alerts firing: NodeDown{node="n1"}', ("q",), ('NodeDown{node="n1"}',)
+)
+CLEAR = Verdict(Decision.CLEAR, False, "no alert fires ('q')", ("q",))
+
+
+def test_a_run_not_started_waits_for_the_gate_and_records_why() -> None:
+    out = step(status(None), gate=FIRING)
+    assert out.status.phase is None and out.wait == Wait.POLL
+    assert out.status.message == 'held back by the alert gate: alerts firing: NodeDown{node="n1"}'
+    assert kinds(out) == ["Emit"] and out.actions[0].reason == "AlertGateClosed"  # type: ignore[union-attr]
+    assert out.status.alert_gate is not None and out.status.alert_gate.firing == [
+        'NodeDown{node="n1"}'
+    ]
+    again = step(out.status, gate=FIRING)
+    assert again.actions == [] and again.status == out.status, "unchanged answer: no write"
+    cleared = step(out.status, gate=CLEAR)
+    assert cleared.status.phase == Phase.SNAPSHOTTING
+    assert cleared.status.alert_gate is not None
+    assert cleared.status.alert_gate.decision == "AlertsClear", "the record says it cleared"
+
+
+def test_a_held_run_ends_unchanged_at_the_cutoff() -> None:
+    out = step(status(None), now=NOW + timedelta(hours=2), gate=FIRING)
+    assert out.status.phase == Phase.FAILED and "while the alert gate held" in (
+        out.status.message or ""
+    )
+    assert condition(out, "NeedsAttention") is None
+
+
+def test_the_gate_cancels_a_run_that_changed_nothing_yet() -> None:
+    out = step(status(Phase.RECORDING), gate=FIRING, workload=workload())
+    assert out.status.phase == Phase.CANCELLED
+    assert (out.status.message or "").startswith("the alert gate stopped the run: alerts firing")
+    assert "the workload was not changed" in (out.status.message or "")
+
+
+def test_the_gate_rolls_back_a_run_that_changed_the_workload() -> None:
+    st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
+    out = step(st, gate=FIRING, job={"status": {}})
+    assert out.status.phase == Phase.ROLLING_BACK
+    assert "StopJob" in kinds(out), "the running Job is stopped first"
+    assert (out.status.failure or "").startswith("the alert gate stopped the run")
+    verifying = step(status(Phase.VERIFYING, recorded=RECORDED), gate=FIRING, workload=workload())
+    assert verifying.status.phase == Phase.ROLLING_BACK
+
+
+def test_a_rollback_is_never_asked_to_the_gate() -> None:
+    assert not m.gated(status(Phase.ROLLING_BACK)) and not m.gated(status(Phase.SUCCEEDED))
+    assert m.gated(status(None)) and m.gated(status(Phase.VERIFYING))
