@@ -373,6 +373,30 @@ CATALOGUE += [
         "spec.updates.approveAfter",
     ),
     Bad(
+        "alert gate without a query",
+        SYSTEM,
+        _set("updates", {"alertGate": {"onError": "Block"}}),
+        "spec.updates.alertGate.query",
+    ),
+    Bad(
+        "alert gate's empty query",
+        SYSTEM,
+        _set("updates", {"alertGate": {"query": ""}}),
+        "spec.updates.alertGate.query",
+    ),
+    Bad(
+        "alert gate's onError not Block or Proceed",
+        SYSTEM,
+        _set("updates", {"alertGate": {"query": "up == 0", "onError": "ignore"}}),
+        "spec.updates.alertGate.onError",
+    ),
+    Bad(
+        "alert gate naming its own endpoint",
+        SYSTEM,
+        _set("updates", {"alertGate": {"query": "up == 0", "url": "http://10.0.0.1:9090"}}),
+        "spec.updates.alertGate.url",
+    ),
+    Bad(
         "repeated release version",
         CATALOG,
         lambda s: s["components"][0]["releases"].append(dict(s["components"][0]["releases"][0])),

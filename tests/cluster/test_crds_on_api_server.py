@@ -38,7 +38,7 @@ def create(cluster: Cluster, namespace: str, obj: dict[str, Any]) -> dict[str, A
     )
 
 
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+EXAMPLES = sorted((REPO / "examples").glob("**/*.yaml"))
 
 
 @pytest.mark.usefixtures("crds")

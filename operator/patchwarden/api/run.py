@@ -168,6 +168,8 @@ class GateRecord(Model):
     firing: list[str] = Field(default_factory=list, max_length=20)
     """What fired, as ``alertname{label="value",…}`` (at most 20)."""
     message: str = Field(max_length=2048)
+    stopped: bool = False
+    """The gate held the run back or stopped it (a request it served is tried again)."""
 
 
 class UpdateRunStatus(Model):

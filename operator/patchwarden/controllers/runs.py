@@ -103,6 +103,9 @@ class Runner:
                 return None
             case Wait.NOW:
                 return 0.0
+            case Wait.WATCHED if seen.gate is not None:
+                # Nothing wakes a run when an alert fires: look again at the gate's interval.
+                return min(self.watched_wait, self.settings.alert_gate_interval_seconds)
             case Wait.WATCHED:
                 return self.watched_wait
             case Wait.POLL:

@@ -415,7 +415,7 @@ def advance(
     try:
         stopping = _stopping(run, seen.system)
         if stopping is None and seen.gate is not None and seen.gate.blocked and gated(status):
-            _record_gate(step, seen.gate)
+            _record_gate(step, seen.gate, stopped=True)
             if phase == Phase.PENDING:
                 _held(step, seen.gate)  # not started: it waits for the gate, up to the cutoff
                 return step.out
@@ -476,11 +476,12 @@ def _stopping(run: Run, system: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _record_gate(step: _Step, verdict: Verdict) -> None:
-    """Keep the verdict in the run's record, unless it says what the record already says
-    (no write for an unchanged answer)."""
+def _record_gate(step: _Step, verdict: Verdict, stopped: bool) -> None:
+    """Keep the verdict in the run's record (``stopped``: it held the run back or stopped
+    it), unless the record already says it (no write for an unchanged answer)."""
     old = step.status.alert_gate
-    if old is not None and (old.decision, old.message) == (verdict.decision.value, verdict.message):
+    said = (verdict.decision.value, verdict.message, stopped)
+    if old is not None and (old.decision, old.message, old.stopped) == said:
         return
     step.status.alert_gate = GateRecord(
         decision=verdict.decision.value,
@@ -488,6 +489,7 @@ def _record_gate(step: _Step, verdict: Verdict) -> None:
         queries=list(verdict.queries),
         firing=list(verdict.firing[:GATE_FIRING_KEPT]),
         message=verdict.message[:GATE_MESSAGE_KEPT],
+        stopped=stopped,
     )
 
 
@@ -534,7 +536,7 @@ def _pending(step: _Step) -> None:
                 "cannot be restored while another pod mounts them); nothing was changed"
             )
     if step.seen.gate is not None:
-        _record_gate(step, step.seen.gate)  # what the gate said when the run started
+        _record_gate(step, step.seen.gate, stopped=False)  # what it said when the run started
     step.status.start_time = utc_text(step.now)
     window = step.run.spec.window.name
     step.act(Emit("Normal", "Started", f"{step.run.spec.trigger.value} update in window {window}"))

@@ -309,12 +309,16 @@ def request_status(
     old: dict[str, Any] = dict(body.get("status") or {})
     request = UpdateRequestSpec.model_validate(body["spec"])
     retry: dict[str, Any] | None = None
-    rolled_back = sum(1 for r in runs if (r.get("status") or {}).get("phase") == "RolledBack")
+    rolled_back = sum(
+        1
+        for r in runs
+        if (r.get("status") or {}).get("phase") == "RolledBack" and not gate_stopped(r)
+    )
     if runs:
         ordered = sorted(runs, key=lambda r: r["spec"]["window"]["start"])
         newest = ordered[-1]
         phase = (newest.get("status") or {}).get("phase")
-        if phase != "RolledBack" or rolled_back > request.retries:
+        if not gate_stopped(newest) and (phase != "RolledBack" or rolled_back > request.retries):
             return {**old, **served(newest), "attempts": len(ordered)}
         retry = newest  # decided again below, for a window after the one that rolled back
     elif old.get("state") in SERVED:
@@ -349,11 +353,17 @@ def request_status(
             else:
                 status["scheduledWindow"] = window_ref(occ).wire()
                 message = f"accepted: scheduled for window {occ.window} at {utc_text(occ.start)}"
-            if retry is not None:
+            if retry is not None and gate_stopped(retry):
+                message = (
+                    f"update run {retry['metadata']['name']} was stopped by the alert gate "
+                    "(not counted as a retry): " + message.removeprefix("accepted: ")
+                )
+            elif retry is not None:
                 message = (
                     f"update run {retry['metadata']['name']} rolled back; retry {rolled_back} of "
                     f"{request.retries}: " + message.removeprefix("accepted: ")
                 )
+            if retry is not None:
                 status["runRef"] = {"name": retry["metadata"]["name"]}
                 status["attempts"] = len(runs)
     status["state"] = state.value
@@ -393,6 +403,12 @@ def resolve_snapshot_class(
         if annotations.get("snapshot.storage.kubernetes.io/is-default-class") == "true":
             return str(k["metadata"]["name"])
     return fallback if fallback in names else None
+
+
+def gate_stopped(run: dict[str, Any]) -> bool:
+    """Whether the alert gate ended the run (held back to its cutoff, cancelled, or rolled
+    back): a request it served is tried again in a later window, not counted as a retry."""
+    return bool((run.get("status") or {}).get("gateStopped"))
 
 
 def served(run: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ def run_summary(body: dict[str, Any]) -> dict[str, Any]:
     summary = {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None}
     if is_true(status.get("conditions") or [], NEEDS_ATTENTION):
         summary["needsAttention"] = True
+    if status.get("phase") in TERMINAL and (status.get("alertGate") or {}).get("stopped"):
+        summary["gateStopped"] = True
     return {
         "metadata": {"namespace": meta["namespace"], "name": meta["name"]},
         "spec": body["spec"],

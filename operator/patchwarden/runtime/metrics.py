@@ -69,6 +69,8 @@ ALERT_GATE_QUERIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+for _outcome in ("ok", "error"):  # both series exist from the start (the alert compares them)
+    ALERT_GATE_QUERIES.labels(_outcome)
 LAST_SUCCESS = Gauge(
     "patchwarden_last_successful_update_timestamp_seconds",
     "Unix time of the system's last successful update.",

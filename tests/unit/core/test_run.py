@@ -992,15 +992,15 @@ def test_a_run_not_started_waits_for_the_gate_and_records_why() -> None:
     assert out.status.phase is None and out.wait == Wait.POLL
     assert out.status.message == 'held back by the alert gate: alerts firing: NodeDown{node="n1"}'
     assert kinds(out) == ["Emit"] and out.actions[0].reason == "AlertGateClosed"  # type: ignore[union-attr]
-    assert out.status.alert_gate is not None and out.status.alert_gate.firing == [
-        'NodeDown{node="n1"}'
-    ]
+    assert out.status.alert_gate is not None and out.status.alert_gate.stopped
+    assert out.status.alert_gate.firing == ['NodeDown{node="n1"}']
     again = step(out.status, gate=FIRING)
     assert again.actions == [] and again.status == out.status, "unchanged answer: no write"
     cleared = step(out.status, gate=CLEAR)
     assert cleared.status.phase == Phase.SNAPSHOTTING
     assert cleared.status.alert_gate is not None
     assert cleared.status.alert_gate.decision == "AlertsClear", "the record says it cleared"
+    assert not cleared.status.alert_gate.stopped
 
 
 def test_a_held_run_ends_unchanged_at_the_cutoff() -> None:

@@ -315,3 +315,19 @@ def test_a_template_above_the_pod_security_floor_stalls_naming_the_field() -> No
     assert "spec.updates.template.spec.volumes[0].hostPath" in stalled["message"]
     relaxed = SystemFacts(snapshot_class="c", pod_security=Level.BASELINE)
     assert system_status(system, relaxed, NOW)[1], "baseline refuses host namespaces too"
+
+
+def test_a_request_whose_run_the_alert_gate_stopped_is_tried_again_without_using_a_retry() -> None:
+    stopped = summary("s-1", "Cancelled", "2027-02-08T01:00:00Z")
+    stopped["status"]["gateStopped"] = True
+    again = request_status(REQUEST, body(), [stopped], NOW)
+    assert again["state"] == "Accepted" and again["runRef"] == {"name": "s-1"}
+    assert again["message"] == (
+        "update run s-1 was stopped by the alert gate (not counted as a retry): "
+        "scheduled for window w at 2027-02-14T23:00:00Z"
+    )
+    rolled = summary("s-2", "RolledBack", "2027-02-15T01:00:00Z", window="2027-02-14T23:00:00Z")
+    retry = request_status(REQUEST, body(), [stopped, rolled], NOW)
+    assert retry["state"] == "Accepted" and "retry 1 of 1" in retry["message"]
+    unlucky = {**stopped, "status": {**stopped["status"], "gateStopped": False}}
+    assert request_status(REQUEST, body(), [unlucky], NOW)["state"] == "Failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from patchwarden.core.scheduler import Limits
-from patchwarden.runtime.fleet import Fleet
+from patchwarden.runtime.fleet import Fleet, run_summary
 
 
 def run(name: str, customer: str, phase: str | None) -> dict[str, Any]:
@@ -68,3 +68,15 @@ def test_a_deleted_ended_run_is_remembered_for_its_system_until_the_system_goes(
     assert fleet.deleted_run("ns", "s") == remembered
     fleet.forget_system("ns", "s")
     assert fleet.deleted_run("ns", "s") is None
+
+
+def test_a_run_the_alert_gate_stopped_is_marked_in_its_summary() -> None:
+    stopped = run("r1", "acme", "Cancelled")
+    stopped["status"]["alertGate"] = {"decision": "AlertsFiring", "stopped": True}
+    started_anyway = run("r2", "acme", "Failed")
+    started_anyway["status"]["alertGate"] = {"decision": "AlertGateUnreachable", "stopped": False}
+    assert run_summary(stopped)["status"]["gateStopped"] is True
+    assert "gateStopped" not in run_summary(started_anyway)["status"]
+    held = run("r3", "acme", "Pending")
+    held["status"]["alertGate"] = {"decision": "AlertsFiring", "stopped": True}
+    assert "gateStopped" not in run_summary(held)["status"], "only an ended run was stopped"
