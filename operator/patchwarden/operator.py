@@ -41,7 +41,7 @@ from patchwarden.runtime import metrics, peering
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.controller import SystemController
 from patchwarden.runtime.events import EventPoster
-from patchwarden.runtime.fleet import Fleet
+from patchwarden.runtime.fleet import Fleet, WindowPopulation
 from patchwarden.runtime.kube import Kube, api_client
 from patchwarden.runtime.reflector import Deliver, watches
 
@@ -162,6 +162,8 @@ async def start_controller(memo: Any, **_: Any) -> None:
                 app.systems.forget(meta.get("namespace") or "", meta["name"])
 
     app.systems_cache = controller.systems
+    systems_cache = controller.systems
+    app.fleet.population = WindowPopulation(lambda: systems_cache.values())
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
 
     def wake(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop

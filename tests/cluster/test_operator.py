@@ -676,18 +676,32 @@ def test_a_freeze_blocks_the_window(
         )
 
 
+@pytest.mark.parametrize(
+    ("fleet_wide", "per_customer"),
+    [("2", "5"), ("33%", "100%")],  # 33 % of the 6 systems in the window: 2 (rounded up)
+    ids=["numbers", "percentages"],
+)
 def test_the_concurrency_limits_hold_with_many_systems(
-    cluster: Cluster, namespace: str, tmp_path: Path, core: client.CoreV1Api, apps: client.AppsV1Api
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    fleet_wide: str,
+    per_customer: str,
 ) -> None:
     names = [f"s{i}" for i in range(6)]
     for name in names:
         workload(core, apps, namespace, name=f"w-{name}")
+    # The window opens once every system is known with it as its next window (as systems
+    # are, days before their window): a percentage is of those systems.
+    opens = now_plus(12)
     with running_operator(
         cluster,
         namespace,
         tmp_path,
-        PATCHWARDEN_MAX_CONCURRENT_RUNS="2",
-        PATCHWARDEN_MAX_RUNS_PER_CUSTOMER="5",
+        PATCHWARDEN_MAX_CONCURRENT_RUNS=fleet_wide,
+        PATCHWARDEN_MAX_RUNS_PER_CUSTOMER=per_customer,
     ):
         for name in names:
             create(
@@ -697,9 +711,18 @@ def test_the_concurrency_limits_hold_with_many_systems(
                     name,
                     "SaaS",
                     workload_name=f"w-{name}",
+                    window_start=opens,
                     job={"devcluster.patchwarden.io/duration": "3s"},
                 ),
             )
+        wait_for(
+            lambda: all(
+                (get(cluster, namespace, "ManagedSystem", n).get("status") or {}).get("nextWindow")
+                for n in names
+            ),
+            timeout=10,
+            what="every system's next window",
+        )
         peak = 0
 
         def all_done() -> bool:
@@ -713,6 +736,8 @@ def test_the_concurrency_limits_hold_with_many_systems(
     runs = items(cluster, namespace, "UpdateRun")
     assert all(phase(r) == "Succeeded" for r in runs)
     assert 1 <= peak <= 2, peak
+    if fleet_wide.endswith("%"):
+        assert peak == 2, "33% of 6 is 2, not the floor of 1"
 
 
 def test_max_errors_stops_the_window(

@@ -27,8 +27,6 @@ from patchwarden.core.releases import Catalogs, states, targets
 from patchwarden.core.scheduler import (
     Start,
     decide_start,
-    failures_in_window,
-    halted_message,
     open_window,
 )
 from patchwarden.core.settings import Settings
@@ -185,10 +183,8 @@ class Systems:
         if occ is not None:
             ref = window_ref(occ)
             opened = (ref.start, ref.end)
-            failed = failures_in_window(opened, self.fleet.all_runs())
-            if failed >= self.settings.max_errors_per_window:
-                facts.halted = halted_message(opened, failed, self.settings.max_errors_per_window)
-            elif self.gate is not None and facts.active_run is None:
+            facts.halted = self.fleet.halted(opened)
+            if facts.halted is None and self.gate is not None and facts.active_run is None:
                 facts.gate = self.gate.verdict(ns, spec.updates.alert_gate)
         return facts
 

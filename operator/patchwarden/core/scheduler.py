@@ -8,7 +8,9 @@ cadence, the SaaS schedule), at most once per system and window occurrence
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,54 +115,130 @@ def _not_before(request: dict[str, Any]) -> datetime:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A number of runs, or a percentage of the systems whose window it is (``"10%"``), as
+    AWS SSM's MaxConcurrency / MaxErrors and Kubernetes' maxUnavailable are written."""
+
+    value: int
+    percent: bool = False
+
+    @classmethod
+    def parse(cls, given: object) -> Limit:
+        """``3``, ``"3"`` or ``"10%"``; raises ValueError saying what is allowed."""
+        if isinstance(given, Limit):
+            return given
+        text = str(given).strip()
+        percent = text.endswith("%")
+        digits = text.removesuffix("%").strip()
+        if isinstance(given, bool) or not digits.isdigit():
+            raise ValueError(f"{given!r} is neither a whole number nor a percentage like '10%'")
+        value = int(digits)
+        if value < 1 or (percent and value > 100):
+            raise ValueError(f"{given!r} must be at least 1 (a percentage at most 100%)")
+        return cls(value, percent)
+
+    def of(self, systems: int) -> int:
+        """The number this limit allows among ``systems`` systems: a percentage rounded up,
+        never below 1 (a limit never stops every run)."""
+        if not self.percent:
+            return self.value
+        return max(1, math.ceil(self.value * systems / 100))
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+
+@dataclass(frozen=True)
 class Limits:
-    max_concurrent: int
-    per_customer: int
-    max_errors: int
+    max_concurrent: Limit | int
+    per_customer: Limit | int
+    max_errors: Limit | int
+
+    def __post_init__(self) -> None:
+        for name in ("max_concurrent", "per_customer", "max_errors"):
+            object.__setattr__(self, name, Limit.parse(getattr(self, name)))
+
+    @property
+    def by_percent(self) -> bool:
+        """Whether a limit depends on how many systems share the window."""
+        return any(
+            isinstance(x, Limit) and x.percent
+            for x in (self.max_concurrent, self.per_customer, self.max_errors)
+        )
 
 
 Window = tuple[str, str]
 """A window occurrence as (start, end), RFC 3339 UTC text (``utc_text``): compared as text,
 which orders them in time."""
 
+Population = Mapping[str, int]
+"""Customer → how many of its systems have a window overlapping the one decided for (what a
+percentage is of); empty when no percentage is configured."""
+
+
+def _of(limit: Limit | int, systems: int, whose: str) -> tuple[int, str]:
+    """The limit's number among ``systems``, and how it was reached (for messages)."""
+    limit = Limit.parse(limit)
+    allowed = limit.of(systems)
+    return allowed, (f"{limit} of {systems} {whose}" if limit.percent else str(allowed))
+
 
 def within_limits(
-    customer: str, window: Window, runs: list[dict[str, Any]], limits: Limits
+    customer: str,
+    window: Window,
+    runs: list[dict[str, Any]],
+    limits: Limits,
+    population: Population | None = None,
 ) -> str | None:
     """None if one more run may start; otherwise why not (for a condition and an Event)."""
+    population = population or {}
+    total = sum(population.values())
     active = [r for r in runs if (r.get("status") or {}).get("phase") not in TERMINAL]
-    if len(active) >= limits.max_concurrent:
-        return f"{len(active)} runs in progress, the fleet-wide limit is {limits.max_concurrent}"
+    allowed, said = _of(limits.max_concurrent, total, "systems in this window")
+    if len(active) >= allowed:
+        return f"{len(active)} runs in progress, the fleet-wide limit is {said}"
     per_customer = Counter(r["spec"].get("customer") for r in active)
-    if per_customer[customer] >= limits.per_customer:
+    theirs = population.get(customer, 0)
+    allowed, said = _of(limits.per_customer, theirs, f"customer {customer}'s systems in it")
+    if per_customer[customer] >= allowed:
         return (
-            f"{per_customer[customer]} runs of customer {customer} in progress, "
-            f"the limit is {limits.per_customer}"
+            f"{per_customer[customer]} runs of customer {customer} in progress, the limit is {said}"
         )
+    return halted(window, runs, limits, population)
+
+
+def halted(
+    window: Window,
+    runs: list[dict[str, Any]],
+    limits: Limits,
+    population: Population | None = None,
+) -> str | None:
+    """Why no more runs start in ``window`` (its error budget is spent), if so."""
+    total = sum((population or {}).values())
+    allowed, said = _of(limits.max_errors, total, "systems in this window")
     failed = failures_in_window(window, runs)
-    if failed >= limits.max_errors:
-        return halted_message(window, failed, limits.max_errors)
-    return None
+    return halted_message(window, failed, said) if failed >= allowed else None
 
 
 def failures_in_window(window: Window, runs: list[dict[str, Any]]) -> int:
     """Failed runs whose window overlaps ``window``: one error budget for the night's
     rollout, whatever minute each system's window opens (a window a minute later shares
     it). A run recorded without its window's end counts by its start alone."""
-    start, end = window
     count = 0
     for r in runs:
         if (r.get("status") or {}).get("phase") not in FAILED:
             continue
         theirs = r["spec"]["window"]
-        their_start = theirs["start"]
-        their_end = theirs.get("end") or their_start
-        if their_start == start or (their_start < end and start < their_end):
+        if overlaps((theirs["start"], theirs.get("end") or theirs["start"]), window):
             count += 1
     return count
 
 
-def halted_message(window: Window, failed: int, max_errors: int) -> str:
+def overlaps(a: Window, b: Window) -> bool:
+    return a[0] == b[0] or (a[0] < b[1] and b[0] < a[1])
+
+
+def halted_message(window: Window, failed: int, max_errors: int | str) -> str:
     return (
         f"{failed} runs failed in windows overlapping the one from {window[0]} to {window[1]} "
         f"(limit {max_errors}); no more runs start in it"

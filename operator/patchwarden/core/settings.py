@@ -10,11 +10,15 @@ import os
 import socket
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from patchwarden.api.system import OnError
 from patchwarden.core.podsecurity import Level
+from patchwarden.core.scheduler import Limit
+
+LimitField = Annotated[Limit, NoDecode, BeforeValidator(Limit.parse), PlainSerializer(str)]
+"""A limit: a whole number (``3``) or a percentage (``10%``)."""
 
 PREFIX = "PATCHWARDEN_"
 
@@ -26,12 +30,19 @@ class Settings(BaseSettings):
 
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     """Namespaces to serve (comma-separated); empty: the whole cluster."""
-    max_concurrent_runs: int = Field(default=10, ge=1)
-    """At most this many update runs in progress at once, fleet-wide (AWS MaxConcurrency)."""
-    max_runs_per_customer: int = Field(default=2, ge=1)
-    """At most this many runs in progress at once for one customer."""
-    max_errors_per_window: int = Field(default=3, ge=1)
-    """After this many failed runs in one window, no more start in it (AWS MaxErrors)."""
+    max_concurrent_runs: LimitField = Limit(10)
+    """At most this many update runs in progress at once, fleet-wide (AWS MaxConcurrency):
+    a number, or a percentage of the systems whose window overlaps the run's (``10%``,
+    rounded up, at least 1)."""
+    max_runs_per_customer: LimitField = Limit(2)
+    """At most this many runs in progress at once for one customer: a number, or a
+    percentage of that customer's systems whose window overlaps the run's."""
+    max_errors_per_window: LimitField = Limit(3)
+    """After this many failed runs in windows overlapping a window, no more start in it (AWS
+    MaxErrors): a number, or a percentage of the systems whose window overlaps it."""
+    run_threads_limit: int = Field(default=64, ge=1, le=1024)
+    """Threads for the runs' steps when ``MAX_CONCURRENT_RUNS`` is a percentage (with a
+    number, one per run it allows, up to 256)."""
     resync_seconds: float = Field(default=60.0, gt=0)
     """Every system is reconciled at least this often, changed or not."""
     run_poll_seconds: float = Field(default=2.0, gt=0)
@@ -87,7 +98,8 @@ class Settings(BaseSettings):
         """Threads (and API connections) for the update runs' steps and kopf's own handlers:
         one per run the fleet limit lets progress at once, so that a run never waits for a
         thread behind the system workers (their own pool of ``api_workers``)."""
-        return min(self.max_concurrent_runs, 256) + 4
+        limit = self.max_concurrent_runs
+        return (self.run_threads_limit if limit.percent else min(limit.value, 256)) + 4
 
     @field_validator("namespaces", mode="before")
     @classmethod

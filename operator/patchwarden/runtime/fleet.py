@@ -11,13 +11,23 @@ the limits themselves are a pure rule (:func:`patchwarden.core.scheduler.within_
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from patchwarden.api.run import TERMINAL, Phase
 from patchwarden.core.conditions import NEEDS_ATTENTION, is_true
-from patchwarden.core.scheduler import Limits, Window, within_limits
+from patchwarden.core.scheduler import (
+    Limit,
+    Limits,
+    Population,
+    Window,
+    halted,
+    overlaps,
+    within_limits,
+)
 from patchwarden.runtime.controller import slim
 
 Key = tuple[str, str]
@@ -52,9 +62,50 @@ def run_summary(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _nobody(window: Window) -> Population:
+    return {}
+
+
+class WindowPopulation:
+    """What percentage limits are of: per customer, the systems whose ``status.nextWindow``
+    overlaps a window, counted in the watch-fed cache of systems (an eligible system's next
+    window is the open one until its cutoff), at most once per ``ttl`` seconds a window."""
+
+    def __init__(
+        self,
+        systems: Callable[[], Iterable[Mapping[str, Any]]],
+        ttl: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.systems, self.ttl, self.clock = systems, ttl, clock
+        self._counted: dict[Window, tuple[float, Population]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, window: Window) -> Population:
+        with self._lock:
+            counted = self._counted.get(window)
+            if counted is not None and self.clock() - counted[0] < self.ttl:
+                return counted[1]
+            tally: Counter[str] = Counter()
+            for body in list(self.systems()):
+                theirs = (body.get("status") or {}).get("nextWindow") or {}
+                if theirs.get("start") and overlaps(
+                    (theirs["start"], theirs.get("end") or theirs["start"]), window
+                ):
+                    tally[(body.get("spec") or {}).get("customer", "")] += 1
+            now = self.clock()
+            # Windows counted long ago are forgotten (one entry per window of the night).
+            self._counted = {w: c for w, c in self._counted.items() if now - c[0] < 600}
+            self._counted[window] = (now, tally)
+            return tally
+
+
 @dataclass
 class Fleet:
     limits: Limits
+    population: Callable[[Window], Population] = _nobody
+    """Customer → its systems whose window overlaps a window: what percentage limits are
+    of (the operator counts them in its watch-fed cache of systems)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     runs: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRun this process knows (summaries), by (namespace, name)."""
@@ -155,8 +206,10 @@ class Fleet:
         """Start a run if the limits allow: ``create`` makes it (returns the manifest, or
         None when it already existed) and the registry counts it at once. Otherwise the
         system waits for a slot; returns why. One decision at a time, on the current runs."""
+        population = self._population(window)
         with self.lock:
-            blocked = within_limits(customer, window, list(self.runs.values()), self.limits)
+            runs = list(self.runs.values())
+            blocked = within_limits(customer, window, runs, self.limits, population)
             if blocked:
                 self.waiting.setdefault(key, (customer, window))
                 return blocked
@@ -170,6 +223,15 @@ class Fleet:
                 )
         return None
 
+    def halted(self, window: Window) -> str | None:
+        """Why no more runs start in ``window`` (its error budget is spent), if so."""
+        population = self._population(window)
+        with self.lock:
+            return halted(window, list(self.runs.values()), self.limits, population)
+
+    def _population(self, window: Window) -> Population:
+        return self.population(window) if self.limits.by_percent else {}
+
     def stop_waiting(self, ns: str, name: str) -> None:
         """The system no longer waits for a slot (no run is due)."""
         with self.lock:
@@ -180,12 +242,19 @@ class Fleet:
         as many as there are free slots (decided again in :meth:`admit` when they start)."""
         with self.lock:
             runs = list(self.runs.values())
-            free = self.limits.max_concurrent - sum(1 for r in runs if _active(r))
+            waiting = list(self.waiting.items())
+        populations = {window: self._population(window) for _, (_, window) in waiting}
+        fleet_wide = Limit.parse(self.limits.max_concurrent)
+        # An absolute fleet-wide limit bounds the search; a percentage depends on the window.
+        free = None if fleet_wide.percent else fleet_wide.value - sum(map(_active, runs))
+        with self.lock:
             woken: list[Key] = []
-            for key, (customer, window) in self.waiting.items():
-                if len(woken) >= free:
+            for key, (customer, window) in waiting:
+                if free is not None and len(woken) >= free:
                     break
-                if within_limits(customer, window, runs, self.limits) is None:
+                if key not in self.waiting:
+                    continue
+                if within_limits(customer, window, runs, self.limits, populations[window]) is None:
                     woken.append(key)
                     runs.append(
                         {

@@ -9,7 +9,7 @@ import pytest
 
 from patchwarden.api import ManagedSystemSpec, Trigger
 from patchwarden.core.policy import assess
-from patchwarden.core.scheduler import Limits, decide_start, within_limits
+from patchwarden.core.scheduler import Limit, Limits, decide_start, halted, within_limits
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 
@@ -191,3 +191,45 @@ def test_the_error_budget_is_the_nights_not_the_minutes() -> None:
         run("c", "Cancelled", "2027-02-10T23:00:00Z", window_end="2027-02-11T03:00:00Z"),
     ]
     assert within_limits("acme", night, earlier, LIMITS) is None
+
+
+def test_limits_may_be_percentages_of_the_systems_in_the_window() -> None:
+    """As AWS SSM's MaxConcurrency/MaxErrors: 10 % of 37 systems is 4 (rounded up), 25 % of
+    one customer's 6 systems is 2, never below 1."""
+    night = ("2027-02-10T23:00:00Z", "2027-02-11T03:00:00Z")
+    limits = Limits("10%", "25%", "5%")
+    population = {"acme": 6, "globex": 31}
+    active = [run(c, "Updating", customer=c) for c in ("x1", "x2", "x3")]
+    assert within_limits("globex", night, active, limits, population) is None, "3 of 4"
+    four = [*active, run("x4", "Updating", customer="x4")]
+    got = within_limits("globex", night, four, limits, population)
+    assert got == "4 runs in progress, the fleet-wide limit is 10% of 37 systems in this window"
+    acme = [run("a1", "Updating"), run("a2", "Snapshotting")]
+    got = within_limits("acme", night, acme, limits, population)
+    assert got == (
+        "2 runs of customer acme in progress, the limit is 25% of 6 customer acme's systems in it"
+    )
+    failed = [run("f1", "Failed", "2027-02-10T23:00:00Z", window_end="2027-02-11T03:00:00Z")]
+    got = halted(night, failed * 2, limits, population)
+    assert got is not None and "(limit 5% of 37 systems in this window)" in got
+    assert halted(night, failed, limits, population) is None, "5% of 37 is 2"
+    assert within_limits("new", night, [], limits, {}) is None, "no population: at least 1"
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "of_37"),
+    [
+        ("3", Limit(3), 3),
+        (3, Limit(3), 3),
+        ("10%", Limit(10, True), 4),
+        ("100%", Limit(100, True), 37),
+    ],
+)
+def test_a_limit_is_a_number_or_a_percentage(text: object, limit: Limit, of_37: int) -> None:
+    assert Limit.parse(text) == limit and limit.of(37) == of_37 and Limit.parse(str(limit)) == limit
+
+
+@pytest.mark.parametrize("text", ["0", "0%", "101%", "-1", "1.5", "ten", True, ""])
+def test_a_bad_limit_says_what_is_allowed(text: object) -> None:
+    with pytest.raises(ValueError, match=r"whole number|at least 1"):
+        Limit.parse(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from patchwarden.core.scheduler import Limits
-from patchwarden.runtime.fleet import Fleet, run_summary
+from patchwarden.runtime.fleet import Fleet, WindowPopulation, run_summary
 
 
 def run(name: str, customer: str, phase: str | None) -> dict[str, Any]:
@@ -80,3 +80,36 @@ def test_a_run_the_alert_gate_stopped_is_marked_in_its_summary() -> None:
     held = run("r3", "acme", "Pending")
     held["status"]["alertGate"] = {"decision": "AlertsFiring", "stopped": True}
     assert "gateStopped" not in run_summary(held)["status"], "only an ended run was stopped"
+
+
+def test_percentage_limits_count_the_systems_whose_window_overlaps() -> None:
+    night = ("2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z")
+
+    def system(customer: str, start: str, end: str) -> dict[str, Any]:
+        return {
+            "spec": {"customer": customer},
+            "status": {"nextWindow": {"start": start, "end": end}},
+        }
+
+    cache = [
+        *(system("acme", "2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z") for _ in range(8)),
+        system("globex", "2026-11-29T23:30:00Z", "2026-11-30T01:00:00Z"),  # overlaps
+        system("globex", "2026-11-30T22:00:00Z", "2026-12-01T02:00:00Z"),  # the next night
+        {"spec": {"customer": "initech"}, "status": {}},  # not eligible: no next window
+    ]
+    clock = [0.0]
+    count = WindowPopulation(lambda: cache, ttl=5.0, clock=lambda: clock[0])
+    assert count(night) == {"acme": 8, "globex": 1}
+    cache.append(system("acme", *night))
+    assert count(night)["acme"] == 8, "counted again only after the TTL"
+    clock[0] = 6.0
+    assert count(night)["acme"] == 9
+    fleet = Fleet(Limits("20%", "50%", 3), population=count)  # 2 of 10; 5 of acme's 9
+    fleet.observe_run(run("r1", "acme", "Updating"))
+    assert fleet.admit(("ns", "s2"), "acme", night, lambda: None) is None
+    fleet.observe_run(run("r2", "acme", "Updating"))
+    blocked = fleet.admit(("ns", "s3"), "acme", night, lambda: None)
+    assert blocked == "2 runs in progress, the fleet-wide limit is 20% of 10 systems in this window"
+    assert fleet.to_wake() == []
+    fleet.observe_run(run("r1", "acme", "Succeeded"))
+    assert fleet.to_wake() == [("ns", "s3")]
