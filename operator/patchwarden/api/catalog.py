@@ -9,7 +9,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from patchwarden.api.common import DNS_SUBDOMAIN, Model, Rule, UpdateClass, map_by, unique
+from patchwarden.api.common import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    Duration,
+    Model,
+    Rule,
+    UpdateClass,
+    map_by,
+    unique,
+)
 
 SEMVER_PATTERN = (
     r"^(0|[1-9][0-9]*)[.](0|[1-9][0-9]*)[.](0|[1-9][0-9]*)"
@@ -90,9 +99,68 @@ class CatalogComponent(Model):
     )
 
 
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class SelectorRequirement(Model):
+    key: str = Field(min_length=1, max_length=317)
+    operator: SelectorOperator
+    values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "(self.operator in ['In', 'NotIn']) == (size(self.values) > 0)",
+            "In and NotIn need values; Exists and DoesNotExist take none",
+            ".values",
+            lambda r: (
+                (r.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)) == bool(r.values)
+            ),
+        ),
+    )
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector (``matchLabels`` and ``matchExpressions``, ANDed)."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=32
+    )
+    match_expressions: list[SelectorRequirement] = Field(default_factory=list, max_length=32)
+
+
+class Wave(Model):
+    """One wave of a rollout: the ManagedSystems whose labels its selector matches."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    selector: LabelSelector
+    """ManagedSystems (by their own labels) in this wave; a system is in the first wave
+    whose selector matches it."""
+    soak: Duration | None = None
+    """After the wave's last run of a release succeeded, the next wave waits this long
+    before it may take the release, e.g. ``24h``; default: not at all."""
+
+
+class Rollout(Model):
+    """The order in which this catalog's releases reach the systems (docs/waves.md)."""
+
+    waves: Annotated[list[Wave], AfterValidator(unique("name", "wave names"))] = Field(
+        min_length=1, max_length=10, json_schema_extra=map_by("name")
+    )
+    """In order; every system no wave selects is in a last, implicit wave. A wave takes a
+    release only once every earlier wave has: each of its systems that needed it ran it
+    successfully (and the wave's soak passed). A failed run of the release halts it."""
+
+
 class ReleaseCatalogSpec(Model):
     """The provider's tested releases of the standard components it installs (cluster-wide:
     ManagedSystems of every namespace read it)."""
+
+    rollout: Rollout | None = None
+    """Waves: which systems take this catalog's releases first; default: all at once."""
 
     components: Annotated[
         list[CatalogComponent], AfterValidator(unique("name", "component names"))

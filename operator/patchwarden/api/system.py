@@ -502,6 +502,11 @@ class SkippedWindow(Model):
     """The UpdateRequest the run would have served (it then ends Succeeded)."""
 
 
+class WaveMembership(Model):
+    catalog: str
+    wave: str
+
+
 class ManagedSystemStatus(Model):
     observed_generation: int | None = None
     conditions: list[Condition] = conditions_field()
@@ -517,6 +522,8 @@ class ManagedSystemStatus(Model):
     pending_updates: str | None = None
     """Components with an update pending, by class, e.g. ``security 1, feature 2``."""
     skipped_window: SkippedWindow | None = None
+    waves: list[WaveMembership] = Field(default_factory=list, max_length=16)
+    """The system's wave in each ReleaseCatalog that has waves (docs/waves.md)."""
 
 
 class ManagedSystem(Model):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,8 @@ from patchwarden.core.status import (
     system_status,
     window_ref,
 )
+from patchwarden.core.waves import Ledger, wave_name, wave_of
+from patchwarden.core.waves import build as build_ledger
 from patchwarden.runtime import metrics
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
@@ -47,6 +49,7 @@ from patchwarden.runtime.writer import EventFn, StatusWriter
 log = logging.getLogger(__name__)
 
 CLASSES_TTL = 10.0
+LEDGER_TTL = 5.0
 NAMES_TTL = 30.0
 RequestsFn = Callable[[str, str, dict[str, Any] | None, datetime], list[dict[str, Any]]]
 """(namespace, system, system body, now) → the system's requests, decided."""
@@ -63,6 +66,10 @@ class Systems:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     gate: Gate | None = None
     """The alert gate (asked while a window is open); None: no gate at all."""
+    cached_systems: Callable[[], Iterable[Mapping[str, Any]]] = lambda: ()
+    """Every ManagedSystem as the watch last delivered it (the waves' ledger counts them)."""
+    _ledger_cache: tuple[float, Ledger | None] = (0.0, None)
+    _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
     _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
@@ -94,7 +101,7 @@ class Systems:
         now = self.now()
         spec, _ = parse_system(body.get("spec") or {})
         mine = self.fleet.runs_of(ns, name)
-        facts = self.facts(ns, name, spec, mine, now)
+        facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {})
         status, problems = system_status(body, facts, now)
         self.writer.write("managedsystems", body, status)
         if facts.active_run is None and builders.RUN_FINALIZER in meta.get("finalizers", ()):
@@ -117,7 +124,11 @@ class Systems:
         last = (status.get("lastRun") or {}).get("name")
         start = decide_start(name, spec, assess(spec), now, requests, mine, last)
         job = bool(spec.updates.template)
-        chosen = targets(facts.components, start.classes, job) if start is not None else []
+        chosen = (
+            targets(facts.components, start.classes, job, facts.released)
+            if start is not None
+            else []
+        )
         if start is not None and not chosen and not job:
             self._nothing_to_install(body, start)
             start = None
@@ -151,6 +162,7 @@ class Systems:
         spec: ManagedSystemSpec | None,
         mine: list[dict[str, Any]],
         now: datetime,
+        labels: Mapping[str, str] | None = None,
     ) -> SystemFacts:
         active = (r for r in mine if (r.get("status") or {}).get("phase") not in TERMINAL)
         facts = SystemFacts(
@@ -170,7 +182,10 @@ class Systems:
                 if bound and facts.workload_found
                 else None
             )
-            facts.components = states(spec, self._release_catalogs(), workload, now)
+            catalogs = self._release_catalogs()
+            facts.components = states(spec, catalogs, workload, now)
+            if catalogs.rollouts:
+                self._waves(facts, catalogs, labels or {}, now)
         facts.missing_claims = [
             v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
         ]
@@ -187,6 +202,47 @@ class Systems:
             if facts.halted is None and self.gate is not None and facts.active_run is None:
                 facts.gate = self.gate.verdict(ns, spec.updates.alert_gate)
         return facts
+
+    def _waves(
+        self, facts: SystemFacts, catalogs: Catalogs, labels: Mapping[str, str], now: datetime
+    ) -> None:
+        """The system's wave in each catalog with waves, which of its newest releases they
+        hold back (and why), and the filter its targets go through."""
+        ledger = self._ledger(catalogs, now)
+        facts.waves = [
+            {"catalog": name, "wave": wave_name(rollout, wave_of(rollout, labels))}
+            for name, rollout in sorted(catalogs.rollouts.items())
+        ]
+        for state in facts.components:
+            if not state.in_scope:
+                continue
+            for known in dict.fromkeys(k for k in (state.security, state.feature) if k):
+                release = (known.component, known.version)
+                if not ledger.allows(known.catalog, release, labels):
+                    facts.held.append(ledger.why_not(known.catalog, release, labels))
+                    progress = ledger.progress[(known.catalog, *release)]
+                    facts.halted_release |= progress.halted is not None
+        facts.released = lambda k: ledger.allows(k.catalog, (k.component, k.version), labels)
+
+    def _ledger(self, catalogs: Catalogs, now: datetime) -> Ledger:
+        """How far each waved release has come, built from the cached systems and the fleet's
+        runs at most every LEDGER_TTL seconds (one pass over the fleet, shared by all)."""
+        with self._ledger_lock:
+            built_at, ledger = self._ledger_cache
+            if (
+                ledger is None
+                or time.monotonic() - built_at > LEDGER_TTL
+                or ledger.rollouts is not catalogs.rollouts
+            ):
+                ledger = build_ledger(
+                    catalogs.rollouts,
+                    list(self.cached_systems()),
+                    self.fleet.all_runs(),
+                    catalogs.sources,
+                    now,
+                )
+                self._ledger_cache = (time.monotonic(), ledger)
+            return ledger
 
     def _nothing_to_install(self, body: dict[str, Any], start: Start) -> None:
         """A window came and nothing is newer (and no Job does the update): no run, no

@@ -21,9 +21,13 @@ NEEDS_ATTENTION = "NeedsAttention"
 LAST_UPDATE_SUCCEEDED = "LastUpdateSucceeded"
 UP_TO_DATE = "UpToDate"
 END_OF_LIFE = "EndOfLife"
+RELEASES_HELD = "ReleasesHeld"
 
 # Reasons
 RECONCILED = "Reconciled"
+WAITING_FOR_WAVE = "WaitingForWave"
+RELEASE_HALTED = "ReleaseHalted"
+NOT_HELD = "NotHeld"
 INVALID_SPEC = "InvalidSpec"
 WORKLOAD_NOT_FOUND = "WorkloadNotFound"
 CLAIM_NOT_FOUND = "ClaimNotFound"

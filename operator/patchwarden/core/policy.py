@@ -22,6 +22,7 @@ separated. Reasons are written for the customer to read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from patchwarden.api.common import Package, Party, ServiceModel, UpdateClass
@@ -52,6 +53,15 @@ class Assessment:
     """What starts an update without a request: the cadence, the SaaS schedule, or nothing."""
     code: str = "ContractAllowsUpdates"
     """A CamelCase reason for conditions: why (not) eligible."""
+
+
+def contract_classes(
+    model: ServiceModel, wanted: Iterable[UpdateClass] | None
+) -> frozenset[UpdateClass]:
+    """The update classes a system's updates cover: those it asks for (default: all its
+    service model allows) that the model allows."""
+    allowed = _MODEL_CLASSES[model]
+    return frozenset(set(wanted or allowed) & allowed)
 
 
 def in_scope(spec: ManagedSystemSpec) -> tuple[str, ...]:
@@ -92,8 +102,7 @@ def assess(spec: ManagedSystemSpec) -> Assessment:
             "are only possible on systems without customer admin access",
             "CustomerAdminAccess",
         )
-    allowed = set(spec.updates.classes or _MODEL_CLASSES[model])
-    classes = frozenset(allowed & _MODEL_CLASSES[model])
+    classes = contract_classes(model, spec.updates.classes)
     components = in_scope(spec)
     if spec.components and not components:
         return ineligible(

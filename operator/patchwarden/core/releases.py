@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property, lru_cache
@@ -21,7 +21,7 @@ import semver
 from debian.debian_support import Version as DebianVersion
 from pydantic import ValidationError
 
-from patchwarden.api.catalog import Release, ReleaseCatalogSpec, VersionScheme
+from patchwarden.api.catalog import Release, ReleaseCatalogSpec, Rollout, VersionScheme
 from patchwarden.api.common import UpdateClass, describe_errors, parse_duration
 from patchwarden.api.run import Target
 from patchwarden.api.system import Component, ManagedSystemSpec
@@ -181,6 +181,21 @@ class Catalogs:
                 invalid[name] = "; ".join(describe_errors(exc, "spec"))
         return cls(specs, invalid)
 
+    @cached_property
+    def rollouts(self) -> dict[str, Rollout]:
+        """Catalog name → its waves, for the catalogs that have them."""
+        return {name: spec.rollout for name, spec in self.specs.items() if spec.rollout}
+
+    @cached_property
+    def sources(self) -> dict[tuple[str, str], str]:
+        """(component, version) → the catalog it comes from (the first by name that lists it,
+        as in :meth:`lines`)."""
+        return {
+            (name, known.version): known.catalog
+            for name, line in self.lines(None).items()
+            for known in line.releases
+        }
+
     def lines(self, names: Sequence[str] | None) -> dict[str, Line]:
         """Component name → its releases in the catalogs ``names`` (None: all)."""
         selection = tuple(sorted(names)) if names is not None else None
@@ -338,10 +353,17 @@ def end_of_life_passed(state: State, today: date) -> bool:
     return bool(state.end_of_life and state.end_of_life < today and not state.newer)
 
 
-def targets(found: Sequence[State], classes: Iterable[str], job: bool = True) -> list[Target]:
+def targets(
+    found: Sequence[State],
+    classes: Iterable[str],
+    job: bool = True,
+    released: Callable[[Known], bool] | None = None,
+) -> list[Target]:
     """For each component in scope: its newest acceptable, approved release of one of
     ``classes``, with the advisories of every release it brings. Without an update ``job``
-    only components bound to a container can be updated (the operator sets their image)."""
+    only components bound to a container can be updated (the operator sets their image).
+    ``released`` says whether the rollout's waves let this system take a release: a
+    release held back gives way to the newest older one they let through."""
     allowed = set(classes)
     out = []
     for state in found:
@@ -349,7 +371,11 @@ def targets(found: Sequence[State], classes: Iterable[str], job: bool = True) ->
             continue
         if not job and state.component.container is None:
             continue
-        chosen = [k for k in state.newer if allowed & set(k.release.classes)]
+        chosen = [
+            k
+            for k in state.newer
+            if allowed & set(k.release.classes) and (released is None or released(k))
+        ]
         if not chosen:
             continue
         to = chosen[-1]

@@ -7,6 +7,7 @@ differs from what is stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from patchwarden.core.builders import pod_security
 from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
 from patchwarden.core.policy import Assessment, assess, decide_request
-from patchwarden.core.releases import State, end_of_life_passed, pending_counts
+from patchwarden.core.releases import Known, State, end_of_life_passed, pending_counts
 from patchwarden.core.times import parse_time, utc_text
 from patchwarden.core.windows import Occurrence, first_usable, next_windows, overlapping
 
@@ -73,6 +74,14 @@ class SystemFacts:
     """Each component's installed version and newer releases (``core/releases.py``)."""
     pod_security: Level = Level.RESTRICTED
     """The operator's Pod Security floor for update Jobs."""
+    waves: list[dict[str, str]] = field(default_factory=list)
+    """Its wave in each ReleaseCatalog with waves (``{"catalog", "wave"}``)."""
+    held: list[str] = field(default_factory=list)
+    """Newest releases the waves hold back from it, each with why (``Ledger.why_not``)."""
+    halted_release: bool = False
+    """One of them is halted (a failed run), not only waiting for an earlier wave."""
+    released: Callable[[Known], bool] | None = None
+    """Whether the waves let this system take a release (None: no catalog has waves)."""
 
 
 LAST_MESSAGE = 1024
@@ -222,6 +231,13 @@ def system_status(
         cond(c.UPDATES_HALTED, facts.gate.blocked, facts.gate.decision.value, facts.gate.message)
     else:
         cond(c.UPDATES_HALTED, False, c.WITHIN_ERROR_BUDGET, "")
+    if facts.waves or old.get("waves"):
+        status["waves"] = facts.waves
+        if facts.held:
+            reason = c.RELEASE_HALTED if facts.halted_release else c.WAITING_FOR_WAVE
+            cond(c.RELEASES_HELD, True, reason, "; ".join(facts.held))
+        else:
+            cond(c.RELEASES_HELD, False, c.NOT_HELD, "")
     last = status.get("lastRun")
     if last:
         # The outcome of the newest run that ended, alertable and in `kubectl describe`.

@@ -15,6 +15,8 @@ EventFn = Callable[[dict[str, Any], str, str, str], None]
 
 BAD_WHEN_TRUE = {c.STALLED, c.UPDATES_HALTED, c.END_OF_LIFE}
 BAD_WHEN_FALSE = {c.ELIGIBLE, c.BACKUP_CONFIGURED, c.ACCEPTED, c.LAST_UPDATE_SUCCEEDED}
+BAD_REASONS = {c.RELEASE_HALTED}
+"""Reasons that make a transition a Warning whatever the condition (a halted release)."""
 
 
 @dataclass
@@ -36,8 +38,10 @@ class StatusWriter:
         for type_, value, reason, message in c.transitions(
             old_conditions, status.get("conditions") or []
         ):
-            bad = (type_ in BAD_WHEN_TRUE and value == "True") or (
-                type_ in BAD_WHEN_FALSE and value == "False"
+            bad = (
+                (type_ in BAD_WHEN_TRUE and value == "True")
+                or (type_ in BAD_WHEN_FALSE and value == "False")
+                or reason in BAD_REASONS
             )
             first = c.get(old_conditions, type_) is None
             if type_ in {c.READY, c.RECONCILING} or (first and not bad and type_ != c.ACCEPTED):

@@ -1,0 +1,213 @@
+"""Waves: in which order a catalog's releases reach the systems. Pure decisions.
+
+A ReleaseCatalog may name waves (``spec.rollout.waves``: a label selector over
+ManagedSystems and a soak time each); a system is in the first wave whose selector
+matches its labels, or in the last, implicit wave. For each release of such a catalog
+the :class:`Ledger` says how far it has come: wave ``j`` is *through* with a release when
+none of its systems still needs it (their newest acceptable release is it), none runs it
+now, and the soak has passed since the wave's last successful run of it. A system may
+take a release when every wave before its own is through. A failed run of a release (one
+the alert gate did not stop) halts it: no system takes it any more.
+
+The ledger is built from what the operator already holds — the watch-fed systems (labels,
+``status.eligible``, ``status.components``) and the fleet's run summaries (targets,
+phases) — and read per system in O(1).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from patchwarden.api.catalog import LabelSelector, Rollout, SelectorOperator
+from patchwarden.api.common import Package, ServiceModel, UpdateClass, parse_duration
+from patchwarden.api.run import TERMINAL
+from patchwarden.core.policy import contract_classes
+from patchwarden.core.scheduler import FAILED
+from patchwarden.core.times import parse_time, utc_text
+
+REST = "rest"
+"""The name of the last, implicit wave: every system no wave selects."""
+
+Release = tuple[str, str]
+"""(component, version)."""
+
+
+def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics: every matchLabels pair and every expression."""
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        match req.operator:
+            case SelectorOperator.IN if not (present and labels[req.key] in req.values):
+                return False
+            case SelectorOperator.NOT_IN if present and labels[req.key] in req.values:
+                return False
+            case SelectorOperator.EXISTS if not present:
+                return False
+            case SelectorOperator.DOES_NOT_EXIST if present:
+                return False
+    return True
+
+
+def wave_of(rollout: Rollout, labels: Mapping[str, str]) -> int:
+    """The index of the system's wave: its first matching wave, else the last (``REST``)."""
+    for i, wave in enumerate(rollout.waves):
+        if matches(wave.selector, labels):
+            return i
+    return len(rollout.waves)
+
+
+def wave_name(rollout: Rollout, index: int) -> str:
+    return rollout.waves[index].name if index < len(rollout.waves) else REST
+
+
+def proactive_classes(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The update classes the system takes without a request (SaaS: its classes; PaaS
+    advanced: security), read from the stored spec: a system updated only on request never
+    holds a wave back, nor one for a class its contract does not cover."""
+    try:
+        model = ServiceModel(str(spec.get("serviceModel")))
+        wanted = [UpdateClass(c) for c in (spec.get("updates") or {}).get("classes") or []]
+    except ValueError:
+        return frozenset()
+    if model == ServiceModel.PAAS and spec.get("package") != Package.ADVANCED.value:
+        return frozenset()
+    return frozenset(c.value for c in contract_classes(model, wanted))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one release has come through its catalog's waves."""
+
+    through: int
+    """Waves ``0 .. through - 1`` are through with it: systems of waves ``<= through`` may
+    take it (``through == len(waves)``: every system may)."""
+    halted: str | None = None
+    """Why no system takes it any more (a failed run), if so."""
+    waiting: str = ""
+    """What wave ``through`` still waits for (systems pending, runs in progress, soak)."""
+
+    def allows(self, wave: int) -> bool:
+        return self.halted is None and wave <= self.through
+
+
+@dataclass
+class _Tally:
+    needs: int = 0
+    running: int = 0
+    succeeded: datetime | None = None
+    failed: str | None = None
+
+
+@dataclass
+class Ledger:
+    """Every waved release's progress, and each system's wave per catalog."""
+
+    rollouts: Mapping[str, Rollout]
+    """Catalog name → its rollout (catalogs without waves are absent)."""
+    progress: dict[tuple[str, str, str], Progress] = field(default_factory=dict)
+    """(catalog, component, version) → its progress; absent: it has not started (wave 0
+    may take it)."""
+    waves: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    """System (namespace, name) → catalog → its wave index."""
+
+    def allows(self, catalog: str, release: Release, labels: Mapping[str, str]) -> bool:
+        rollout = self.rollouts.get(catalog)
+        if rollout is None:
+            return True
+        found = self.progress.get((catalog, *release))
+        return found is None or found.allows(wave_of(rollout, labels))
+
+    def why_not(self, catalog: str, release: Release, labels: Mapping[str, str]) -> str:
+        """Why a system with ``labels`` may not take the release (for its condition)."""
+        rollout = self.rollouts[catalog]
+        found = self.progress[(catalog, *release)]
+        mine = wave_name(rollout, wave_of(rollout, labels))
+        what = f"{release[0]} {release[1]}"
+        if found.halted is not None:
+            return f"{what} is halted: {found.halted}"
+        ahead = wave_name(rollout, found.through)
+        return f"{what} waits for wave {ahead} (this system: wave {mine}): {found.waiting}"
+
+
+def build(
+    rollouts: Mapping[str, Rollout],
+    systems: Iterable[Mapping[str, Any]],
+    runs: Iterable[Mapping[str, Any]],
+    source: Mapping[Release, str],
+    now: datetime,
+) -> Ledger:
+    """The ledger of every release of a waved catalog that a system needs or a run took.
+
+    ``systems`` are stored ManagedSystems (labels, spec, status); ``runs`` the fleet's run
+    summaries; ``source`` the catalog each (component, version) comes from."""
+    ledger = Ledger(rollouts)
+    if not rollouts:
+        return ledger
+    tallies: dict[tuple[str, str, str], dict[int, _Tally]] = defaultdict(
+        lambda: defaultdict(_Tally)
+    )
+    for body in systems:
+        meta = body["metadata"]
+        key = (meta.get("namespace") or "", meta["name"])
+        labels = meta.get("labels") or {}
+        ledger.waves[key] = {c: wave_of(r, labels) for c, r in rollouts.items()}
+        status = body.get("status") or {}
+        classes = proactive_classes(body.get("spec") or {})
+        if not status.get("eligible") or not classes:
+            continue
+        for comp in status.get("components") or []:
+            if not comp.get("inScope", True):
+                continue
+            for version in {comp.get(c) for c in classes} - {None}:
+                catalog = source.get((comp["name"], version))
+                if catalog is not None and catalog in rollouts:
+                    wave = ledger.waves[key][catalog]
+                    tallies[(catalog, comp["name"], version)][wave].needs += 1
+    for run in runs:
+        spec, status = run["spec"], run.get("status") or {}
+        system = (run["metadata"]["namespace"], spec["systemRef"]["name"])
+        phase = status.get("phase")
+        for target in spec.get("targets") or []:
+            release = (target["component"], target["to"])
+            catalog = source.get(release)
+            if catalog is None or catalog not in rollouts or system not in ledger.waves:
+                continue
+            tally = tallies[(catalog, *release)][ledger.waves[system][catalog]]
+            if phase not in TERMINAL:
+                tally.running += 1
+            elif phase == "Succeeded" and status.get("completionTime"):
+                done = parse_time(status["completionTime"])
+                tally.succeeded = max(tally.succeeded or done, done)
+            elif phase in FAILED and not status.get("gateStopped"):
+                tally.failed = tally.failed or (
+                    f"run {run['metadata']['name']} of {system[0]}/{system[1]} ended {phase}"
+                )
+    for (catalog, component, version), by_wave in tallies.items():
+        ledger.progress[(catalog, component, version)] = _progress(rollouts[catalog], by_wave, now)
+    return ledger
+
+
+def _progress(rollout: Rollout, by_wave: Mapping[int, _Tally], now: datetime) -> Progress:
+    for wave, tally in sorted(by_wave.items()):
+        if tally.failed:
+            name = wave_name(rollout, wave)
+            return Progress(wave, f"{tally.failed} in wave {name}; publish a fixed release")
+    last = len(rollout.waves)
+    for wave in range(last):
+        tally = by_wave.get(wave) or _Tally()
+        if tally.needs or tally.running:
+            parts = [f"{tally.needs} systems still need it"] if tally.needs else []
+            parts += [f"{tally.running} runs in progress"] if tally.running else []
+            return Progress(wave, waiting=", ".join(parts))
+        soak = rollout.waves[wave].soak
+        if soak and tally.succeeded is not None:
+            until = tally.succeeded + parse_duration(soak)
+            if now < until:
+                return Progress(wave, waiting=f"soaking until {utc_text(until)}")
+    return Progress(last)
