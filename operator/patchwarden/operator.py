@@ -165,6 +165,7 @@ async def start_controller(memo: Any, **_: Any) -> None:
     systems_cache = controller.systems
     app.fleet.population = WindowPopulation(lambda: systems_cache.values())
     app.systems.cached_systems = lambda: systems_cache.values()
+    app.systems.wake = lambda key: loop.call_soon_threadsafe(controller.poke, *key)
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
 
     def wake(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop

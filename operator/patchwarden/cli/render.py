@@ -49,6 +49,14 @@ def plan_table(
         if not p.windows:
             table.add_row("—", "", "", "[dim]no[/]", "no maintenance window in the next 3 years")
         console.print(table)
+        for w in p.waves:
+            after = (
+                f": its releases come after waves {', '.join(w['after'])} have taken them "
+                "(the plan assumes they have)"
+                if w["after"]
+                else ": first to take its releases"
+            )
+            console.print(f"  catalog {w['catalog']}: wave {w['wave']}{after}")
         for warning in p.warnings:
             console.print(f"  [yellow]warning[/]: {warning}")
         for r in p.requests:

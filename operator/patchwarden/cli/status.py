@@ -16,6 +16,8 @@ COLUMNS = [
     "lastRun",
     "result",
     "pending",
+    "wave",
+    "held",
     "ready",
     "stalled",
 ]
@@ -49,6 +51,15 @@ def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "lastRun": last.get("name"),
                 "result": last.get("result"),
                 "pending": status.get("pendingUpdates"),
+                "wave": ", ".join(w["wave"] for w in status.get("waves") or []),
+                "held": next(
+                    (
+                        c["reason"]
+                        for c in status.get("conditions", [])
+                        if c["type"] in ("ReleasesHeld", "UpdatesHalted") and c["status"] == "True"
+                    ),
+                    "",
+                ),
                 "ready": ready,
                 "stalled": stalled,
             }

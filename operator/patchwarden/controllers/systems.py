@@ -68,7 +68,11 @@ class Systems:
     """The alert gate (asked while a window is open); None: no gate at all."""
     cached_systems: Callable[[], Iterable[Mapping[str, Any]]] = lambda: ()
     """Every ManagedSystem as the watch last delivered it (the waves' ledger counts them)."""
+    wake: Callable[[tuple[str, str]], None] = lambda key: None
+    """Queue a system for a reconcile (the operator's work queue)."""
     _ledger_cache: tuple[float, Ledger | None] = (0.0, None)
+    _held: dict[tuple[str, str, str], set[tuple[str, str]]] = field(default_factory=dict)
+    """A waved release → the systems it holds back (woken when it moves on)."""
     _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
@@ -185,7 +189,7 @@ class Systems:
             catalogs = self._release_catalogs()
             facts.components = states(spec, catalogs, workload, now)
             if catalogs.rollouts:
-                self._waves(facts, catalogs, labels or {}, now)
+                self._waves(facts, catalogs, labels or {}, now, (ns, name))
         facts.missing_claims = [
             v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
         ]
@@ -204,7 +208,12 @@ class Systems:
         return facts
 
     def _waves(
-        self, facts: SystemFacts, catalogs: Catalogs, labels: Mapping[str, str], now: datetime
+        self,
+        facts: SystemFacts,
+        catalogs: Catalogs,
+        labels: Mapping[str, str],
+        now: datetime,
+        key: tuple[str, str] | None = None,
     ) -> None:
         """The system's wave in each catalog with waves, which of its newest releases they
         hold back (and why), and the filter its targets go through."""
@@ -216,12 +225,15 @@ class Systems:
         for state in facts.components:
             if not state.in_scope:
                 continue
-            for known in dict.fromkeys(k for k in (state.security, state.feature) if k):
+            newest = {k.version: k for k in (state.security, state.feature) if k is not None}
+            for known in newest.values():
                 release = (known.component, known.version)
                 if not ledger.allows(known.catalog, release, labels):
                     facts.held.append(ledger.why_not(known.catalog, release, labels))
-                    progress = ledger.progress[(known.catalog, *release)]
+                    progress = ledger.get(known.catalog, release)
                     facts.halted_release |= progress.halted is not None
+                    if key is not None:  # woken when the release moves on
+                        self._held.setdefault((known.catalog, *release), set()).add(key)
         facts.released = lambda k: ledger.allows(k.catalog, (k.component, k.version), labels)
 
     def _ledger(self, catalogs: Catalogs, now: datetime) -> Ledger:
@@ -234,15 +246,23 @@ class Systems:
                 or time.monotonic() - built_at > LEDGER_TTL
                 or ledger.rollouts is not catalogs.rollouts
             ):
+                old = self._ledger_cache[1]
                 ledger = build_ledger(
-                    catalogs.rollouts,
-                    list(self.cached_systems()),
-                    self.fleet.all_runs(),
-                    catalogs.sources,
-                    now,
+                    catalogs, list(self.cached_systems()), self.fleet.all_runs(), now
                 )
                 self._ledger_cache = (time.monotonic(), ledger)
+                self._wake_held(old, ledger)
             return ledger
+
+    def _wake_held(self, old: Ledger | None, new: Ledger) -> None:
+        """Queue the systems a release held back once its progress changed (a wave got
+        through, or it halted): they look again at once, not at their next resync."""
+        for release in list(self._held):
+            catalog, component, version = release
+            before = old.get(catalog, (component, version)) if old is not None else None
+            if before != new.get(catalog, (component, version)):
+                for key in self._held.pop(release):
+                    self.wake(key)
 
     def _nothing_to_install(self, body: dict[str, Any], start: Start) -> None:
         """A window came and nothing is newer (and no Job does the update): no run, no

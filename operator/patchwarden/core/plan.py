@@ -26,6 +26,7 @@ from patchwarden.core.policy import Assessment, assess, decide_request
 from patchwarden.core.releases import Catalogs, end_of_life_passed, states, targets
 from patchwarden.core.scheduler import decide_start
 from patchwarden.core.times import utc_text
+from patchwarden.core.waves import wave_name, wave_of
 from patchwarden.core.windows import Occurrence, cadence_period, next_windows
 
 
@@ -133,6 +134,8 @@ class SystemPlan:
     """Window start → the targets a run there would install (None: not known offline,
     the workload is not in the input)."""
     warnings: list[str] = field(default_factory=list)
+    waves: list[dict[str, Any]] = field(default_factory=list)
+    """Its wave in each catalog with waves, and the waves before it (``after``)."""
 
     def as_json(self) -> dict[str, Any]:
         spec = self.system.spec
@@ -161,6 +164,7 @@ class SystemPlan:
                 for o, update, why in self.windows
             ],
             "warnings": self.warnings,
+            "waves": self.waves,
             "requests": [
                 {
                     "name": r.request.metadata["name"],
@@ -207,6 +211,11 @@ def plan_system(
     served: dict[str, Occurrence] = {}  # cadence period → the window that served it
     tz = ZoneInfo(spec.maintenance.time_zone)
     catalogs = catalogs or Catalogs({})
+    labels = system.metadata.get("labels") or {}
+    for catalog, rollout in sorted(catalogs.rollouts.items()):
+        mine = wave_of(rollout, labels)
+        before = [w.name for w in rollout.waves[:mine]]
+        result.waves.append({"catalog": catalog, "wave": wave_name(rollout, mine), "after": before})
     installed = spec
     bound = any(c.container for c in spec.components)
     known = workload is not None or not bound

@@ -319,26 +319,16 @@ def _newer(
     installed = state.installed
     assert installed is not None
     try:
-        newer = line.newer_than(installed)
+        found = acceptable(line, installed, comp.track, approve, now)
     except ValueError:
         state.problem = f"version {installed} does not follow the {line.scheme.value} scheme"
         return
     at = line.index.get(installed)  # the installed release, when the catalogs list it
     if at is not None and line.releases[at].release.end_of_life:
         state.end_of_life = line.releases[at].release.end_of_life
-    today = now.date()
-    for known in newer:
+    for known in found:
         release = known.release
-        if release.end_of_life is not None and release.end_of_life < today:
-            continue  # never a target once its end of life has passed
         approved = release.released + approve if approve else release.released
-        if approved > now:
-            continue
-        try:
-            if not in_track(comp.track, installed, release.version, line.scheme):
-                continue
-        except ValueError:
-            continue
         state.newer.append(known)
         if state.behind_since is None or approved < state.behind_since:
             state.behind_since = approved
@@ -346,6 +336,30 @@ def _newer(
             state.security = known
         if "feature" in release.classes:
             state.feature = known
+
+
+def acceptable(
+    line: Line, installed: str, track: str, approve: timedelta | None, now: datetime
+) -> list[Known]:
+    """The releases newer than ``installed`` a component on ``track`` may take now: still
+    supported, approved (``released`` + ``approve`` passed), on the track; oldest first.
+    ValueError when ``installed`` does not follow the line's scheme."""
+    today = now.date()
+    out = []
+    for known in line.newer_than(installed):
+        release = known.release
+        if release.end_of_life is not None and release.end_of_life < today:
+            continue  # never a target once its end of life has passed
+        approved = release.released + approve if approve else release.released
+        if approved > now:
+            continue
+        try:
+            if not in_track(track, installed, release.version, line.scheme):
+                continue
+        except ValueError:
+            continue
+        out.append(known)
+    return out
 
 
 def end_of_life_passed(state: State, today: date) -> bool:

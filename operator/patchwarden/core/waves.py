@@ -26,6 +26,7 @@ from patchwarden.api.catalog import LabelSelector, Rollout, SelectorOperator
 from patchwarden.api.common import Package, ServiceModel, UpdateClass, parse_duration
 from patchwarden.api.run import TERMINAL
 from patchwarden.core.policy import contract_classes
+from patchwarden.core.releases import Catalogs, Known, acceptable
 from patchwarden.core.scheduler import FAILED
 from patchwarden.core.times import parse_time, utc_text
 
@@ -96,6 +97,9 @@ class Progress:
         return self.halted is None and wave <= self.through
 
 
+NOT_STARTED = Progress(0, waiting="no system of the fleet is known to need it yet")
+
+
 @dataclass
 class _Tally:
     needs: int = 0
@@ -120,13 +124,18 @@ class Ledger:
         rollout = self.rollouts.get(catalog)
         if rollout is None:
             return True
-        found = self.progress.get((catalog, *release))
-        return found is None or found.allows(wave_of(rollout, labels))
+        return self.get(catalog, release).allows(wave_of(rollout, labels))
+
+    def get(self, catalog: str, release: Release) -> Progress:
+        """The release's progress; one no system is known to need and no run took has not
+        started: the first wave may take it (when the ledger was built before a system's
+        status showed its installed version, the later waves wait for the next build)."""
+        return self.progress.get((catalog, *release)) or NOT_STARTED
 
     def why_not(self, catalog: str, release: Release, labels: Mapping[str, str]) -> str:
         """Why a system with ``labels`` may not take the release (for its condition)."""
         rollout = self.rollouts[catalog]
-        found = self.progress[(catalog, *release)]
+        found = self.get(catalog, release)
         mine = wave_name(rollout, wave_of(rollout, labels))
         what = f"{release[0]} {release[1]}"
         if found.halted is not None:
@@ -136,16 +145,18 @@ class Ledger:
 
 
 def build(
-    rollouts: Mapping[str, Rollout],
+    catalogs: Catalogs,
     systems: Iterable[Mapping[str, Any]],
     runs: Iterable[Mapping[str, Any]],
-    source: Mapping[Release, str],
     now: datetime,
 ) -> Ledger:
     """The ledger of every release of a waved catalog that a system needs or a run took.
 
-    ``systems`` are stored ManagedSystems (labels, spec, status); ``runs`` the fleet's run
-    summaries; ``source`` the catalog each (component, version) comes from."""
+    ``systems`` are stored ManagedSystems, ``runs`` the fleet's run summaries. What a system
+    needs is worked out here from its installed versions (``status.components``), its
+    spec (tracks, catalogs, approval delay, classes) and the catalogs as they are now —
+    not from the newest releases its status shows, which may predate a catalog change."""
+    rollouts = catalogs.rollouts
     ledger = Ledger(rollouts)
     if not rollouts:
         return ledger
@@ -155,20 +166,11 @@ def build(
     for body in systems:
         meta = body["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
-        labels = meta.get("labels") or {}
-        ledger.waves[key] = {c: wave_of(r, labels) for c, r in rollouts.items()}
-        status = body.get("status") or {}
-        classes = proactive_classes(body.get("spec") or {})
-        if not status.get("eligible") or not classes:
-            continue
-        for comp in status.get("components") or []:
-            if not comp.get("inScope", True):
-                continue
-            for version in {comp.get(c) for c in classes} - {None}:
-                catalog = source.get((comp["name"], version))
-                if catalog is not None and catalog in rollouts:
-                    wave = ledger.waves[key][catalog]
-                    tallies[(catalog, comp["name"], version)][wave].needs += 1
+        ledger.waves[key] = {c: wave_of(r, meta.get("labels") or {}) for c, r in rollouts.items()}
+        for known in needed(catalogs, body, now):
+            wave = ledger.waves[key][known.catalog]
+            tallies[(known.catalog, known.component, known.version)][wave].needs += 1
+    source = catalogs.sources
     for run in runs:
         spec, status = run["spec"], run.get("status") or {}
         system = (run["metadata"]["namespace"], spec["systemRef"]["name"])
@@ -191,6 +193,33 @@ def build(
     for (catalog, component, version), by_wave in tallies.items():
         ledger.progress[(catalog, component, version)] = _progress(rollouts[catalog], by_wave, now)
     return ledger
+
+
+def needed(catalogs: Catalogs, body: Mapping[str, Any], now: datetime) -> list[Known]:
+    """The releases of waved catalogs a stored system would take unasked: eligible, and for
+    each component in scope with a known installed version, every release newer than it
+    that is on its track, approved, supported and of a class it takes without a request."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    classes = proactive_classes(spec)
+    if not status.get("eligible") or not classes:
+        return []
+    updates = spec.get("updates") or {}
+    lines = catalogs.lines(updates.get("catalogs"))
+    approve = parse_duration(updates["approveAfter"]) if updates.get("approveAfter") else None
+    tracks = {c.get("name"): c.get("track") or "major" for c in spec.get("components") or []}
+    out = []
+    for comp in status.get("components") or []:
+        installed, line = comp.get("installed"), lines.get(comp.get("name"))
+        if not comp.get("inScope") or installed is None or line is None:
+            continue
+        try:
+            found = acceptable(line, installed, tracks.get(comp["name"], "major"), approve, now)
+        except ValueError:
+            continue
+        out += [
+            k for k in found if k.catalog in catalogs.rollouts and classes & set(k.release.classes)
+        ]
+    return out
 
 
 def _progress(rollout: Rollout, by_wave: Mapping[int, _Tally], now: datetime) -> Progress:

@@ -16,8 +16,10 @@ def test_rows_are_sorted_and_flattened() -> None:
                 "nextWindow": {"start": "2027-01-01T00:00:00Z"},
                 "lastRun": {"name": "y-1", "result": "Failed", "needsAttention": True},
                 "pendingUpdates": "security 1",
+                "waves": [{"catalog": "tested", "wave": "canary"}],
                 "conditions": [
                     {"type": "Ready", "status": "False"},
+                    {"type": "ReleasesHeld", "status": "True", "reason": "ReleaseHalted"},
                     {"type": "Stalled", "status": "True", "reason": "RollbackFailed"},
                 ],
             },
@@ -35,8 +37,10 @@ def test_rows_are_sorted_and_flattened() -> None:
         "lastRun": "y-1",
         "result": "Failed",
         "pending": "security 1",
+        "wave": "canary",
+        "held": "ReleaseHalted",
         "ready": "False",
         "stalled": "RollbackFailed",
     }
     assert got[1]["ready"] == "Unknown" and got[1]["eligible"] is None
-    assert got[1]["stalled"] == ""
+    assert got[1]["stalled"] == "" and got[1]["wave"] == "" and got[1]["held"] == ""

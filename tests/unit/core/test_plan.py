@@ -312,3 +312,23 @@ def test_table_output_of_a_directory_names_each_system(capsys: pytest.CaptureFix
     assert code == 0
     for name in ("shop/shop-db", "crm/crm-cache", "labs/build-vm", "nextcloud/files"):
         assert name in out
+
+
+def test_plan_shows_each_systems_wave(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    waves = (EXAMPLES / "guard-rails" / "waves.yaml").read_text()
+    labelled = examples_text().replace(
+        "  name: shop-db\n  namespace: shop\n",
+        "  name: shop-db\n  namespace: shop\n  labels: {patchwarden.io/wave: canary}\n",
+    )
+    systems = by_name(plan_of(capsys, tmp_path, labelled + "\n---\n" + waves, count=1))
+    assert systems["shop-db"]["waves"] == [
+        {"catalog": "provider-tested", "wave": "canary", "after": []}
+    ]
+    assert systems["files"]["waves"] == [
+        {"catalog": "provider-tested", "wave": "rest", "after": ["canary", "bronze"]}
+    ]
+    path = tmp_path / "table.yaml"
+    path.write_text(labelled + "\n---\n" + waves)
+    code, out, _ = run(capsys, path, "--from", FROM, "--count", "1")
+    assert code == 0
+    assert "catalog provider-tested: wave canary: first to take its releases" in out
