@@ -165,7 +165,11 @@ async def start_controller(memo: Any, **_: Any) -> None:
     systems_cache = controller.systems
     app.fleet.population = WindowPopulation(lambda: systems_cache.values())
     app.systems.cached_systems = lambda: systems_cache.values()
-    app.systems.wake = lambda key: loop.call_soon_threadsafe(controller.poke, *key)
+
+    def wake_system(key: tuple[str, str]) -> None:  # from a worker thread
+        loop.call_soon_threadsafe(controller.poke, *key)
+
+    app.systems.wake = wake_system
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
 
     def wake(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
