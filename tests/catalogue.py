@@ -397,6 +397,60 @@ CATALOGUE += [
         "spec.updates.alertGate.url",
     ),
     Bad(
+        "wave name not a DNS label",
+        CATALOG,
+        _set("rollout", {"waves": [{"name": "Canary!", "selector": {}}]}),
+        "spec.rollout.waves[0].name",
+    ),
+    Bad(
+        "repeated wave name",
+        CATALOG,
+        _set("rollout", {"waves": [{"name": "a", "selector": {}}, {"name": "a", "selector": {}}]}),
+        "spec.rollout.waves",
+    ),
+    Bad(
+        "wave soak in days",
+        CATALOG,
+        _set("rollout", {"waves": [{"name": "a", "selector": {}, "soak": "1d"}]}),
+        "spec.rollout.waves[0].soak",
+    ),
+    Bad(
+        "selector operator In without values",
+        CATALOG,
+        _set(
+            "rollout",
+            {
+                "waves": [
+                    {
+                        "name": "a",
+                        "selector": {"matchExpressions": [{"key": "k", "operator": "In"}]},
+                    }
+                ]
+            },
+        ),
+        # The API server names the requirement (its values are absent), offline its values.
+        "spec.rollout.waves[0].selector.matchExpressions[0]",
+    ),
+    Bad(
+        "unknown selector operator",
+        CATALOG,
+        _set(
+            "rollout",
+            {
+                "waves": [
+                    {
+                        "name": "a",
+                        "selector": {
+                            "matchExpressions": [{"key": "k", "operator": "Gt", "values": ["1"]}]
+                        },
+                    }
+                ]
+            },
+        ),
+        "spec.rollout.waves[0].selector.matchExpressions[0].operator",
+    ),
+    Bad("rollout without waves", CATALOG, _set("rollout", {"waves": []}), "spec.rollout.waves"),
+    Bad(
         "repeated release version",
         CATALOG,
         lambda s: s["components"][0]["releases"].append(dict(s["components"][0]["releases"][0])),
