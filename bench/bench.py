@@ -34,6 +34,12 @@ pods, so Jobs complete). Three parts:
    the targets chosen (``core/releases.py: states, targets`` — the code the
    systems controller runs per reconcile). Against the same work without the
    index (the catalog parsed and ordered again per system, on a sample).
+5. **waves** (``--waves N``, no cluster needed) — the waves' ledger
+   (``core/waves.py: build``) over N stored systems (5 bound components each, in 3
+   waves by label) and a run per tenth of them, against the same catalog with a
+   rollout: the time of one build (the operator builds it at most every 10 s, when a
+   waved system is reconciled), and each system's lookups of its releases. Against
+   building it per system (no shared ledger), on a sample.
 
 Prints a table and writes bench/results.json (inputs, figures, machine,
 versions). Each part starts its own operator process with a fresh peering
@@ -887,6 +893,90 @@ def targets_part(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---- waves -----------------------------------------------------------------------------
+def waves_part(args: argparse.Namespace) -> dict[str, Any]:
+    from patchwarden.core.releases import Catalogs
+    from patchwarden.core.waves import build
+
+    body = catalog_body(50, 20)
+    body["spec"]["rollout"] = {
+        "waves": [
+            {"name": "canary", "selector": {"matchLabels": {"ring": "canary"}}, "soak": "24h"},
+            {"name": "early", "selector": {"matchLabels": {"ring": "early"}}},
+        ]
+    }
+    catalogs = Catalogs.of([body])
+    releases = [c["releases"] for c in body["spec"]["components"]]
+    systems, runs = [], []
+    for i in range(args.waves):
+        picked = [(i * 7 + k * 11) % 50 for k in range(5)]
+        ring = "canary" if i % 50 == 0 else "early" if i % 5 == 0 else "other"
+        systems.append(
+            {
+                "metadata": {"namespace": f"ns{i % 50}", "name": f"s{i}", "labels": {"ring": ring}},
+                "spec": {
+                    "serviceModel": "SaaS",
+                    "updates": {"approveAfter": "72h"},
+                    "components": [
+                        {"name": f"c{c}", "track": ("major", "minor", "any")[i % 3]} for c in picked
+                    ],
+                },
+                "status": {
+                    "eligible": True,
+                    "components": [
+                        {
+                            "name": f"c{c}",
+                            "inScope": True,
+                            "installed": releases[c][(i + c) % 20]["version"],
+                        }
+                        for c in picked
+                    ],
+                },
+            }
+        )
+        if i % 10 == 0:
+            c = picked[0]
+            runs.append(
+                {
+                    "metadata": {"namespace": f"ns{i % 50}", "name": f"s{i}-run"},
+                    "spec": {
+                        "systemRef": {"name": f"s{i}"},
+                        "targets": [{"component": f"c{c}", "to": releases[c][19]["version"]}],
+                    },
+                    "status": {"phase": "Succeeded", "completionTime": "2026-11-27T00:00:00Z"},
+                }
+            )
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    started = time.perf_counter()
+    ledger = build(catalogs, systems, runs, now)
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    allowed = 0
+    for system in systems:
+        labels = system["metadata"]["labels"]
+        for comp in system["status"]["components"]:
+            line = catalogs.lines(None)[comp["name"]]
+            newest = line.releases[-1]
+            allowed += ledger.allows(newest.catalog, (comp["name"], newest.version), labels)
+    looked = time.perf_counter() - started
+    sample = max(1, min(20, len(systems)))
+    started = time.perf_counter()
+    for _ in range(sample):
+        build(catalogs, systems, runs, now)  # what each reconcile would cost unshared
+    unshared = (time.perf_counter() - started) / sample
+    return {
+        "catalog": "50 components x 20 releases, 2 waves + rest",
+        "systems": len(systems),
+        "runs": len(runs),
+        "releases_tracked": len(ledger.progress),
+        "ledger_build_ms": round(built * 1000, 1),
+        "cpu_share_at_one_build_per_10s": f"{built / 10:.1%}",
+        "lookups_per_system_us": round(looked / len(systems) * 1e6, 1),
+        "newest_releases_allowed": allowed,
+        "unshared_seconds_per_fleet_pass": round(unshared * len(systems), 1),
+    }
+
+
 # ---- main ------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -902,6 +992,9 @@ def main() -> int:
     parser.add_argument(
         "--targets", type=int, default=0, help="systems for the target-resolution part (0: skip)"
     )
+    parser.add_argument(
+        "--waves", type=int, default=0, help="systems for the waves-ledger part (0: skip)"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="per part, seconds")
     parser.add_argument(
         "--profile",
@@ -910,11 +1003,15 @@ def main() -> int:
     )
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results.json")
     args = parser.parse_args()
+    offline: dict[str, Any] = {}
     if args.targets:
-        part = {"targets": targets_part(args)}
-        show(part)
+        offline["targets"] = targets_part(args)
+    if args.waves:
+        offline["waves"] = waves_part(args)
+    if offline:
+        show(offline)
         if args.skip_sync and args.skip_storm:
-            args.output.write_text(json.dumps(part, indent=2) + "\n")
+            args.output.write_text(json.dumps(offline, indent=2) + "\n")
             print(f"written: {args.output}")
             return 0
 
@@ -936,6 +1033,7 @@ def main() -> int:
             .split('"')[0],
         },
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        **offline,
     }
     ok = True
     try:
@@ -964,7 +1062,7 @@ def main() -> int:
 
 
 def show(results: dict[str, Any]) -> None:
-    for part in ("targets", "storm", "raw_storm_runs", "raw_storm", "fleet_sync"):
+    for part in ("targets", "waves", "storm", "raw_storm_runs", "raw_storm", "fleet_sync"):
         if part not in results:
             continue
         print(f"\n{part}")

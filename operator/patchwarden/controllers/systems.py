@@ -49,7 +49,7 @@ from patchwarden.runtime.writer import EventFn, StatusWriter
 log = logging.getLogger(__name__)
 
 CLASSES_TTL = 10.0
-LEDGER_TTL = 5.0
+LEDGER_TTL = 10.0
 NAMES_TTL = 30.0
 RequestsFn = Callable[[str, str, dict[str, Any] | None, datetime], list[dict[str, Any]]]
 """(namespace, system, system body, now) → the system's requests, decided."""

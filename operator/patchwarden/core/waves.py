@@ -16,10 +16,11 @@ phases) — and read per system in O(1).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from patchwarden.api.catalog import LabelSelector, Rollout, SelectorOperator
@@ -71,12 +72,18 @@ def proactive_classes(spec: Mapping[str, Any]) -> frozenset[str]:
     """The update classes the system takes without a request (SaaS: its classes; PaaS
     advanced: security), read from the stored spec: a system updated only on request never
     holds a wave back, nor one for a class its contract does not cover."""
+    wanted = (spec.get("updates") or {}).get("classes") or ()
+    return _proactive(spec.get("serviceModel"), spec.get("package"), tuple(wanted))
+
+
+@lru_cache(maxsize=256)
+def _proactive(model_text: Any, package: Any, wanted_text: tuple[Any, ...]) -> frozenset[str]:
     try:
-        model = ServiceModel(str(spec.get("serviceModel")))
-        wanted = [UpdateClass(c) for c in (spec.get("updates") or {}).get("classes") or []]
+        model = ServiceModel(str(model_text))
+        wanted = [UpdateClass(c) for c in wanted_text]
     except ValueError:
         return frozenset()
-    if model == ServiceModel.PAAS and spec.get("package") != Package.ADVANCED.value:
+    if model == ServiceModel.PAAS and package != Package.ADVANCED.value:
         return frozenset()
     return frozenset(c.value for c in contract_classes(model, wanted))
 
@@ -163,13 +170,27 @@ def build(
     tallies: dict[tuple[str, str, str], dict[int, _Tally]] = defaultdict(
         lambda: defaultdict(_Tally)
     )
+    # Systems alike (the same component, installed version, track, catalogs, approval
+    # delay, classes and wave) need the same releases: counted once per kind, not per system.
+    alike: Counter[tuple[tuple[Any, ...], frozenset[str], tuple[tuple[str, int], ...]]] = Counter()
     for body in systems:
         meta = body["metadata"]
         key = (meta.get("namespace") or "", meta["name"])
-        ledger.waves[key] = {c: wave_of(r, meta.get("labels") or {}) for c, r in rollouts.items()}
-        for known in needed(catalogs, body, now):
-            wave = ledger.waves[key][known.catalog]
-            tallies[(known.catalog, known.component, known.version)][wave].needs += 1
+        waves = {c: wave_of(r, meta.get("labels") or {}) for c, r in rollouts.items()}
+        ledger.waves[key] = waves
+        for need, classes in _needs(body):
+            alike[(need, classes, tuple(sorted(waves.items())))] += 1
+    memo: dict[tuple[Any, ...], list[Known]] = {}
+    for (need, classes, waves_of), count in alike.items():
+        found = memo.get(need)
+        if found is None:
+            found = memo[need] = _waved(catalogs, need, now)
+        wave = dict(waves_of)
+        for known in found:
+            if classes & set(known.release.classes):
+                tallies[(known.catalog, known.component, known.version)][
+                    wave[known.catalog]
+                ].needs += count
     source = catalogs.sources
     for run in runs:
         spec, status = run["spec"], run.get("status") or {}
@@ -199,27 +220,45 @@ def needed(catalogs: Catalogs, body: Mapping[str, Any], now: datetime) -> list[K
     """The releases of waved catalogs a stored system would take unasked: eligible, and for
     each component in scope with a known installed version, every release newer than it
     that is on its track, approved, supported and of a class it takes without a request."""
+    return [
+        k
+        for need, classes in _needs(body)
+        for k in _waved(catalogs, need, now)
+        if classes & set(k.release.classes)
+    ]
+
+
+def _needs(body: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], frozenset[str]]]:
+    """For each component of a stored system that could need a release: what decides which
+    (catalogs, component, installed version, track, approval delay), and the classes the
+    system takes unasked."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
     classes = proactive_classes(spec)
     if not status.get("eligible") or not classes:
         return []
     updates = spec.get("updates") or {}
-    lines = catalogs.lines(updates.get("catalogs"))
-    approve = parse_duration(updates["approveAfter"]) if updates.get("approveAfter") else None
+    chosen = updates.get("catalogs")
+    selection = tuple(sorted(chosen)) if chosen is not None else None
+    delay = updates.get("approveAfter")
     tracks = {c.get("name"): c.get("track") or "major" for c in spec.get("components") or []}
-    out = []
-    for comp in status.get("components") or []:
-        installed, line = comp.get("installed"), lines.get(comp.get("name"))
-        if not comp.get("inScope") or installed is None or line is None:
-            continue
-        try:
-            found = acceptable(line, installed, tracks.get(comp["name"], "major"), approve, now)
-        except ValueError:
-            continue
-        out += [
-            k for k in found if k.catalog in catalogs.rollouts and classes & set(k.release.classes)
-        ]
-    return out
+    return [
+        ((selection, c["name"], c["installed"], tracks.get(c["name"], "major"), delay), classes)
+        for c in status.get("components") or []
+        if c.get("inScope") and c.get("installed") is not None
+    ]
+
+
+def _waved(catalogs: Catalogs, key: tuple[Any, ...], now: datetime) -> list[Known]:
+    selection, name, installed, track, delay = key
+    line = catalogs.lines(selection).get(name)
+    if line is None:
+        return []
+    approve = parse_duration(delay) if delay else None
+    try:
+        found = acceptable(line, installed, track, approve, now)
+    except ValueError:
+        return []
+    return [k for k in found if k.catalog in catalogs.rollouts]
 
 
 def _progress(rollout: Rollout, by_wave: Mapping[int, _Tally], now: datetime) -> Progress:
