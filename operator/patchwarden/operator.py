@@ -43,6 +43,7 @@ from patchwarden.runtime.controller import SystemController
 from patchwarden.runtime.events import EventPoster
 from patchwarden.runtime.fleet import Fleet, WindowPopulation
 from patchwarden.runtime.kube import Kube, api_client
+from patchwarden.runtime.notify import Notifier
 from patchwarden.runtime.reflector import Deliver, watches
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class App:
     requests: Requests
     systems_cache: dict[tuple[str, str], dict[str, Any]] | None = None
     """The work queue's watch-fed ManagedSystems (the runs read them instead of a GET)."""
+    notifier: Notifier | None = None
+    """Delivers the runs' and requests' CloudEvents (when a webhook is configured)."""
 
     def runner(self, watched_wait: float | None = None) -> Runner:
         cache = self.systems_cache
@@ -96,7 +99,7 @@ def make_app(ours: Settings) -> App:
     )
     requests = Requests(kube, emit, fleet)
     systems = Systems(ours, kube, emit, fleet, requests.reconcile_for_system, gate=Gate(ours))
-    app = App(ours, kube, fleet, systems, requests)
+    app = App(ours, kube, fleet, systems, requests, notifier=Notifier(ours, kube.annotate))
     # Know every run before the first scheduling decision; the watch keeps it current.
     namespaces = ours.namespaces or [None]
     with ThreadPoolExecutor(ours.api_workers) as pool:
@@ -212,6 +215,9 @@ async def start_controller(memo: Any, **_: Any) -> None:
 async def stop_controller(memo: Any, **_: Any) -> None:
     for reflector in memo.get("reflectors", []):
         reflector.stop()
+    notifier = _app(memo).notifier
+    if notifier is not None:
+        await asyncio.get_running_loop().run_in_executor(None, notifier.stop)
     for task in memo.get("controller_tasks", []):
         task.cancel()
 
@@ -252,6 +258,11 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     waiting for its slot."""
     app, controller = _app(memo), _controller(memo)
     ns, name = body.metadata.namespace or "", body.metadata.name or ""
+    if app.notifier is not None:
+        if kwargs.get("type") == "DELETED":
+            app.notifier.forget("updateruns", ns, name)
+        else:
+            app.notifier.observe("updateruns", body)
     if kwargs.get("type") == "DELETED":
         _step_locks(memo).pop((ns, name), None)
         gone = app.fleet.forget_run(ns, name)
@@ -372,11 +383,17 @@ async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: floa
 
 @kopf.on.event(GROUP, VERSION, "updaterequests")
 def request_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Keep the fleet registry of requests (each system's reconcile reads it) current."""
+    """Keep the fleet registry of requests (each system's reconcile reads it) current, and
+    notify a request's decision."""
+    app, ns, name = _app(memo), body.metadata.namespace or "", body.metadata.name or ""
     if kwargs.get("type") == "DELETED":
-        _app(memo).fleet.forget_request(body.metadata.namespace or "", body.metadata.name or "")
+        app.fleet.forget_request(ns, name)
+        if app.notifier is not None:
+            app.notifier.forget("updaterequests", ns, name)
     elif body.get("spec"):
-        _app(memo).fleet.observe_request(dict(body))
+        app.fleet.observe_request(dict(body))
+        if app.notifier is not None:
+            app.notifier.observe("updaterequests", body)
 
 
 @kopf.on.create(GROUP, VERSION, "updaterequests")

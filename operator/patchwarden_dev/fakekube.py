@@ -110,6 +110,13 @@ class FakeKube:
         if not finalizers and meta.get("deletionTimestamp"):
             del self.objects[(plural, ns, name)]  # the last finalizer gone: deleted
 
+    def annotate(self, plural: str, ns: str, name: str, annotations: dict[str, str]) -> None:
+        stored = self.objects.get((plural, ns, name))
+        if stored is None:
+            return
+        self._call("patch", plural, name)
+        stored["metadata"].setdefault("annotations", {}).update(annotations)
+
     def delete(self, plural: str, ns: str, name: str) -> None:
         self._delete(plural, ns, name)
 

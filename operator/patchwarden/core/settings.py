@@ -10,7 +10,14 @@ import os
 import socket
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, PlainSerializer, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from patchwarden.api.system import OnError
@@ -90,6 +97,18 @@ class Settings(BaseSettings):
     alert_gate_interval_seconds: float = Field(default=15.0, gt=0, le=600)
     """An answer is reused this long (one query per interval, whatever the number of systems
     asking); a held-back system and a run in progress look again this often."""
+    notify_url: str = Field(default="", pattern=r"^(https?://[^\s/]+(/\S*)?)?$")
+    """Webhook that receives a CloudEvent (structured JSON) when a run starts, succeeds,
+    rolls back, fails or is cancelled, and when a request is accepted or rejected
+    (docs/notifications.md); empty: none. The chart reads it from a Secret."""
+    notify_hmac_key: SecretStr | None = None
+    """Signs each delivery: header ``X-Patchwarden-Signature: sha256=<HMAC-SHA256 of the
+    body>`` (from a Secret in the chart)."""
+    notify_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    """A webhook that has not answered within this has failed the attempt (retried)."""
+    notify_max_age_seconds: float = Field(default=3600.0, gt=0)
+    """An event still undelivered this long after it happened is given up (counted as
+    ``gave_up``); older events are not sent at all (a first start sends no history)."""
     default_snapshot_class: str | None = None
     """VolumeSnapshotClass to use when a system names none and the cluster has no default."""
 

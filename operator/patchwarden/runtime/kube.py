@@ -37,6 +37,7 @@ class KubeApi(Protocol):
         self, plural: str, ns: str, name: str, finalizer: str, present: bool
     ) -> None: ...
     def delete(self, plural: str, ns: str, name: str) -> None: ...
+    def annotate(self, plural: str, ns: str, name: str, annotations: dict[str, str]) -> None: ...
     def snapshot_classes(self) -> list[dict[str, Any]]: ...
     def get_snapshot(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def create_snapshot(self, ns: str, body: dict[str, Any]) -> None: ...
@@ -203,6 +204,22 @@ class Kube:
                 if exc.status != 409:
                     raise
         raise RuntimeError(f"{plural}/{name}: finalizers changed {FINALIZER_ATTEMPTS} times")
+
+    def annotate(self, plural: str, ns: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge ``annotations`` into the object's (a gone object is no error)."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                plural,
+                name,
+                {"metadata": {"annotations": annotations}},
+                _preload_content=False,
+            ).read()
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
 
     def delete(self, plural: str, ns: str, name: str) -> None:
         try:

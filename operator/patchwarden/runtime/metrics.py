@@ -71,6 +71,25 @@ ALERT_GATE_QUERIES = Counter(
 )
 for _outcome in ("ok", "error"):  # both series exist from the start (the alert compares them)
     ALERT_GATE_QUERIES.labels(_outcome)
+NOTIFICATIONS = Counter(
+    "patchwarden_notifications_total",
+    "Notification deliveries, by outcome (delivered; failed: an attempt, retried; gave_up).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("delivered", "failed", "gave_up"):
+    NOTIFICATIONS.labels(_outcome)
+NOTIFY_QUEUE = Gauge(
+    "patchwarden_notifications_queued",
+    "Notifications waiting for delivery (queued or backing off).",
+    registry=REGISTRY,
+)
+NOTIFY_DURATION = Histogram(
+    "patchwarden_notification_delivery_duration_seconds",
+    "Time of one delivery attempt (the webhook's answer, or the timeout).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 LAST_SUCCESS = Gauge(
     "patchwarden_last_successful_update_timestamp_seconds",
     "Unix time of the system's last successful update.",

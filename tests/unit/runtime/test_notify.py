@@ -1,0 +1,144 @@
+"""The notifier's queue: per object in order, retried with backoff, recorded, given up.
+(Delivery to a real webhook: tests/cluster/test_notifications.py.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from patchwarden.core.notify import NOTIFIED, Notice
+from patchwarden.core.settings import Settings
+from patchwarden.runtime.notify import Notifier
+
+NOW = datetime(2026, 12, 6, 1, 30, tzinfo=UTC)
+
+
+def run(name: str, phase: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "uid": name,
+            "annotations": annotations or {},
+        },
+        "spec": {"systemRef": {"name": name}},
+        "status": {
+            "phase": phase,
+            "startTime": "2026-12-06T01:00:00Z",
+            **({"completionTime": "2026-12-06T01:20:00Z"} if phase == "Succeeded" else {}),
+        },
+    }
+
+
+class Scripted(Notifier):
+    """Delivery answered by the test; the queue stepped by hand (no worker threads)."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.recorded: list[tuple[str, dict[str, str]]] = []
+        self.clock_now = [0.0]
+        super().__init__(
+            Settings(notify_url="http://127.0.0.1:9/hook"),
+            lambda plural, ns, name, a: self.recorded.append((name, a)),
+            clock=lambda: self.clock_now[0],
+            now=lambda: NOW,
+            workers=0,
+        )
+        self.answers = answers
+        self.sent_ids: list[str] = []
+
+    def deliver(self, notice: Notice) -> tuple[bool, str]:
+        ok = self.answers.pop(0) if self.answers else True
+        if ok:
+            self.sent_ids.append(notice.id)
+        return ok, "" if ok else "HTTP 503"
+
+    def step(self) -> bool:
+        ready = self._next()
+        if ready is None:
+            return False
+        key, notice = ready
+        self._done(key, notice, *self.deliver(notice))
+        return True
+
+
+def test_a_runs_events_go_in_order_and_are_recorded_once_delivered() -> None:
+    n = Scripted([])
+    n.observe("updateruns", run("a", "Succeeded"))
+    n.observe("updateruns", run("a", "Succeeded"))  # seen twice: queued once
+    assert n.pending() == 2
+    assert n.step() and n.step() and not n.step()
+    assert n.sent_ids == ["a/started", "a/succeeded"]
+    assert n.recorded == [("a", {NOTIFIED: "started"}), ("a", {NOTIFIED: "started,succeeded"})]
+    n.observe("updateruns", run("a", "Succeeded"))  # a stale body: the process remembers
+    assert n.pending() == 0
+
+
+def test_a_failing_webhook_backs_off_without_holding_other_objects() -> None:
+    n = Scripted([False, True, True, True])
+    n.observe("updateruns", run("a", "Updating"))
+    n.observe("updateruns", run("b", "Updating"))
+    assert n.step()  # a fails: backs off 1 s
+    assert n.step()  # b goes meanwhile
+    assert n.sent_ids == ["b/started"]
+    assert not n.step(), "a waits for its backoff"
+    n.clock_now[0] += 1.0
+    assert n.step() and n.sent_ids == ["b/started", "a/started"]
+
+
+def test_an_event_too_old_is_given_up_and_history_is_not_sent() -> None:
+    n = Scripted([False])
+    old = run("a", "Updating")
+    old["status"]["startTime"] = (NOW - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    n.observe("updateruns", old)
+    assert n.pending() == 0, "older than the max age: not news"
+    edge = run("b", "Updating")
+    edge["status"]["startTime"] = (NOW - timedelta(minutes=59, seconds=59)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    n.observe("updateruns", edge)
+    n.now = lambda: NOW + timedelta(seconds=5)
+    assert n.step() and n.pending() == 0, "failed past its max age: given up"
+    assert n.recorded == [("b", {NOTIFIED: "started"})], "recorded, not retried after a restart"
+
+
+def test_without_a_webhook_nothing_is_queued() -> None:
+    n = Notifier(Settings(), lambda *a: None, workers=0)
+    n.observe("updateruns", run("a", "Succeeded"))
+    assert n.pending() == 0 and not n.enabled
+
+
+def test_an_event_is_a_structured_cloudevent_signed_over_its_body() -> None:
+    import hashlib
+    import hmac
+    import json
+
+    from cloudevents.core.bindings.http import HTTPMessage, from_http_event
+
+    from patchwarden.core.notify import run_notices
+
+    n = Notifier(
+        Settings(notify_url="http://127.0.0.1:9/h", notify_hmac_key="k"), lambda *a: None, workers=0
+    )
+    (notice,) = run_notices(run("a", "Updating"))
+    headers, body = n.encode(notice)
+    assert headers["content-type"] == "application/cloudevents+json"
+    assert (
+        headers["X-Patchwarden-Signature"]
+        == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    )
+    event = from_http_event(HTTPMessage(headers, body))
+    assert (event.get_id(), event.get_type()) == (
+        "a/started",
+        "io.patchwarden.updaterun.started.v1",
+    )
+    assert (
+        json.loads(body)["time"] == "2026-12-06T01:00:00Z"
+        and json.loads(body)["specversion"] == "1.0"
+    )
+
+
+def test_the_record_keeps_what_an_earlier_process_delivered() -> None:
+    n = Scripted([])
+    n.observe("updateruns", run("a", "Succeeded", {NOTIFIED: "started"}))
+    assert n.step() and n.sent_ids == ["a/succeeded"]
+    assert n.recorded == [("a", {NOTIFIED: "started,succeeded"})]
