@@ -451,6 +451,27 @@ CATALOGUE += [
     ),
     Bad("rollout without waves", CATALOG, _set("rollout", {"waves": []}), "spec.rollout.waves"),
     Bad(
+        "approval on a system updated only on request",
+        SYSTEM,
+        lambda s: (
+            s.update(package="basic", updates={"approval": {}}),
+            s["maintenance"].pop("cadence"),
+        ),
+        "spec.updates.approval",
+    ),
+    Bad(
+        "approval deadline in days",
+        SYSTEM,
+        _set("updates", {"approval": {"before": "1d"}}),
+        "spec.updates.approval.before",
+    ),
+    Bad(
+        "approval required not a boolean",
+        SYSTEM,
+        _set("updates", {"approval": {"required": "yes"}}),
+        "spec.updates.approval.required",
+    ),
+    Bad(
         "repeated release version",
         CATALOG,
         lambda s: s["components"][0]["releases"].append(dict(s["components"][0]["releases"][0])),

@@ -294,6 +294,16 @@ class AlertGate(Model):
     setting (``Block`` unless configured otherwise)."""
 
 
+class Approval(Model):
+    """The customer approves each run the provider proposes of its own initiative
+    (docs/approvals.md)."""
+
+    required: StrictBool = True
+    before: Duration = "24h"
+    """The approval must come at least this long before the window opens; otherwise the
+    window is skipped (with the reason) and the next one is proposed."""
+
+
 class Updates(Model):
     """What an update run does."""
 
@@ -317,6 +327,9 @@ class Updates(Model):
     approve_after: Duration | None = None
     """A release becomes a target only this long after it was ``released`` (like AWS SSM's
     approve-after days), e.g. ``168h``; default: at once."""
+    approval: Approval | None = None
+    """Runs the provider starts on its own (SaaS schedule, PaaS advanced cadence) need the
+    customer's approval of each proposal (``status.proposal``); requests need none."""
     alert_gate: AlertGate | None = None
     """A query whose firing alerts hold this system's updates back; the operator's
     fleet-wide gate applies as well."""
@@ -422,6 +435,18 @@ class ManagedSystemSpec(Model):
             lambda s: not _only_paas(s) or s.package is not None,
         ),
         Rule(
+            "!has(self.updates) || !has(self.updates.approval) || self.serviceModel == 'SaaS' || "
+            "(self.serviceModel == 'PaaS' && has(self.package) && self.package == 'advanced')",
+            "approval covers the runs the provider starts on its own (SaaS, PaaS advanced); "
+            "other systems are updated only on request, and a request is its approval",
+            ".updates.approval",
+            lambda s: (
+                s.updates.approval is None
+                or s.service_model == ServiceModel.SAAS
+                or (_only_paas(s) and s.package == Package.ADVANCED)
+            ),
+        ),
+        Rule(
             "!has(self.maintenance) || !has(self.maintenance.cadence) || "
             "(self.serviceModel == 'PaaS' && has(self.package) && self.package == 'advanced')",
             "cadence applies to PaaS systems with package advanced only",
@@ -494,12 +519,34 @@ class ComponentStatus(Model):
 
 
 class SkippedWindow(Model):
-    """The newest window occurrence in which no run started because nothing was to install."""
+    """The newest window occurrence in which a due run did not start: nothing was to install,
+    or its proposal was not approved in time."""
 
     name: str
     start: str = Field(json_schema_extra={"format": "date-time"})
     request: str | None = None
     """The UpdateRequest the run would have served (it then ends Succeeded)."""
+    reason: str | None = None
+    """Why, when not "nothing to install"."""
+
+
+class ProposedTarget(Model):
+    component: str
+    from_version: str | None = Field(default=None, alias="from")
+    to_version: str = Field(alias="to")
+
+
+class Proposal(Model):
+    """The run the provider proposes for the next window (``updates.approval``)."""
+
+    window: str
+    start: str = Field(json_schema_extra={"format": "date-time"})
+    targets: list[ProposedTarget] = Field(default_factory=list, max_length=256)
+    approve_by: str = Field(json_schema_extra={"format": "date-time"})
+    state: str
+    """``Pending``, ``Approved`` or ``Expired`` (not approved by ``approveBy``)."""
+    approved_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    message: str = ""
 
 
 class WaveMembership(Model):
@@ -522,6 +569,7 @@ class ManagedSystemStatus(Model):
     pending_updates: str | None = None
     """Components with an update pending, by class, e.g. ``security 1, feature 2``."""
     skipped_window: SkippedWindow | None = None
+    proposal: Proposal | None = None
     waves: list[WaveMembership] = Field(default_factory=list, max_length=16)
     """The system's wave in each ReleaseCatalog that has waves (docs/waves.md)."""
 

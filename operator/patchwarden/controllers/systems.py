@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from patchwarden.api.run import TERMINAL
+from patchwarden.api.common import parse_duration
+from patchwarden.api.run import TERMINAL, Trigger
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
+from patchwarden.core.approval import APPROVE, approved_targets, propose, why_skipped
 from patchwarden.core.history import to_prune
 from patchwarden.core.policy import assess
 from patchwarden.core.releases import Catalogs, states, targets
@@ -32,12 +34,15 @@ from patchwarden.core.scheduler import (
 from patchwarden.core.settings import Settings
 from patchwarden.core.status import (
     SystemFacts,
+    needs_approval,
+    next_usable,
     parse_system,
     requeue_after,
     resolve_snapshot_class,
     system_status,
     window_ref,
 )
+from patchwarden.core.times import utc_text
 from patchwarden.core.waves import Ledger, wave_name, wave_of
 from patchwarden.core.waves import build as build_ledger
 from patchwarden.runtime import metrics
@@ -106,6 +111,8 @@ class Systems:
         spec, _ = parse_system(body.get("spec") or {})
         mine = self.fleet.runs_of(ns, name)
         facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {})
+        if spec is not None and needs_approval(spec) and assess(spec).proactive is not None:
+            facts.proposal = self._proposal(body, spec, facts, now)
         status, problems = system_status(body, facts, now)
         self.writer.write("managedsystems", body, status)
         if facts.active_run is None and builders.RUN_FINALIZER in meta.get("finalizers", ()):
@@ -133,8 +140,16 @@ class Systems:
             if start is not None
             else []
         )
+        if start is not None and start.trigger != Trigger.REQUEST and needs_approval(spec):
+            allowed = approved_targets(facts.proposal, start.occurrence.start, chosen)
+            if allowed is None:
+                why = why_skipped(facts.proposal, start.occurrence.start)
+                self._skip(body, start, "NotApproved", why)
+                start = None
+            else:
+                chosen = allowed  # what was approved, nothing newer
         if start is not None and not chosen and not job:
-            self._nothing_to_install(body, start)
+            self._skip(body, start, "NothingToInstall")
             start = None
         gated = facts.gate is not None and facts.gate.blocked
         if start is None or facts.halted is not None or gated:
@@ -264,24 +279,70 @@ class Systems:
                 for key in self._held.pop(release):
                     self.wake(key)
 
-    def _nothing_to_install(self, body: dict[str, Any], start: Start) -> None:
-        """A window came and nothing is newer (and no Job does the update): no run, no
-        snapshot. Recorded in ``status.skippedWindow`` (a request it would have served
-        ends Succeeded) with one Event per window occurrence."""
+    def _skip(
+        self, body: dict[str, Any], start: Start, reason: str, why: str | None = None
+    ) -> None:
+        """A window came and its due run does not start: nothing is newer (and no Job does
+        the update), or (``why``) its proposal was not approved. No run, no snapshot.
+        Recorded in ``status.skippedWindow`` (a request it would have served ends
+        Succeeded when nothing was to install) with one Event per window occurrence."""
         skipped = {"name": start.occurrence.window, "start": window_ref(start.occurrence).start}
         if start.request:
             skipped["request"] = start.request
+        if why:
+            skipped["reason"] = why
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         if skipped in ((body.get("status") or {}).get("skippedWindow"), self._skipped.get(key)):
             return
         self.writer.write("managedsystems", body, {"skippedWindow": skipped})
         self._skipped[key] = skipped
+        at = f"window {skipped['name']} at {skipped['start']}"
         self.emit(
             body,
-            "Normal",
-            "NothingToInstall",
-            f"window {skipped['name']} at {skipped['start']}: every component in scope runs its "
-            "newest acceptable release; no run started",
+            "Warning" if why else "Normal",
+            reason,
+            f"{at}: {why}; no run started"
+            if why
+            else f"{at}: every component in scope runs its newest acceptable release; "
+            "no run started",
+        )
+
+    def _proposal(
+        self,
+        body: Mapping[str, Any],
+        spec: ManagedSystemSpec,
+        facts: SystemFacts,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """The run proposed for the next window in which the provider would start one on its
+        own, with what it would install; None when none would start (approval needs a run
+        of the provider's own initiative, and something to do)."""
+        meta = body["metadata"]
+        occ = next_usable(spec, now)
+        if occ is None:
+            return None
+        at = max(now, occ.start)
+        last = ((body.get("status") or {}).get("lastRun") or {}).get("name")
+        due = decide_start(meta["name"], spec, assess(spec), at, [], facts.runs, last)
+        old = (body.get("status") or {}).get("proposal")
+        if due is None or due.trigger == Trigger.REQUEST or due.occurrence.start != occ.start:
+            # Its run started (or the window needs none): an approved proposal stays shown.
+            return old if old and old.get("start") == utc_text(occ.start) else None
+        job = bool(spec.updates.template)
+        chosen = targets(facts.components, due.classes, job, facts.released)
+        if not chosen and not job:
+            return None
+        approval = spec.updates.approval
+        assert approval is not None
+        return propose(
+            old,
+            occ.window,
+            occ.start,
+            chosen,
+            parse_duration(approval.before),
+            (meta.get("annotations") or {}).get(APPROVE),
+            now,
+            meta["name"],
         )
 
     def _create_run(

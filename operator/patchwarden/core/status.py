@@ -47,6 +47,11 @@ def parse_system(spec: dict[str, Any]) -> tuple[ManagedSystemSpec | None, str | 
         return None, "; ".join(describe_errors(exc, "spec"))
 
 
+def needs_approval(spec: ManagedSystemSpec) -> bool:
+    """Whether the provider's own runs of this system need the customer's approval."""
+    return spec.updates.approval is not None and spec.updates.approval.required
+
+
 def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
     expected = spec.reserved()
     return first_usable(next_windows(spec.maintenance, expected, now, LOOKAHEAD), now)
@@ -80,6 +85,8 @@ class SystemFacts:
     """Newest releases the waves hold back from it, each with why (``Ledger.why_not``)."""
     halted_release: bool = False
     """One of them is halted (a failed run), not only waiting for an earlier wave."""
+    proposal: dict[str, Any] | None = None
+    """The run proposed for approval (``updates.approval``), if one would start."""
     released: Callable[[Known], bool] | None = None
     """Whether the waves let this system take a release (None: no catalog has waves)."""
 
@@ -231,6 +238,8 @@ def system_status(
         cond(c.UPDATES_HALTED, facts.gate.blocked, facts.gate.decision.value, facts.gate.message)
     else:
         cond(c.UPDATES_HALTED, False, c.WITHIN_ERROR_BUDGET, "")
+    if facts.proposal is not None or old.get("proposal"):
+        status["proposal"] = facts.proposal
     if facts.waves or old.get("waves"):
         status["waves"] = facts.waves
         if facts.held:

@@ -25,6 +25,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from patchwarden.core.approval import APPROVE
 from patchwarden.core.status import ACKNOWLEDGED
 from patchwarden.runtime import metrics
 from patchwarden.runtime.queue import DelayQueue
@@ -42,15 +43,14 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def _news(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """A change the system's reconcile must see: its spec (``generation``), its deletion,
-    or a person acknowledging a failed rollback (an annotation: no new generation)."""
+    or a person acknowledging a failed rollback or approving a proposal (annotations: no new
+    generation)."""
     if old.get("generation") != new.get("generation"):
         return True
     if bool(old.get("deletionTimestamp")) != bool(new.get("deletionTimestamp")):
         return True
-    return bool(
-        (old.get("annotations") or {}).get(ACKNOWLEDGED)
-        != (new.get("annotations") or {}).get(ACKNOWLEDGED)
-    )
+    before, after = old.get("annotations") or {}, new.get("annotations") or {}
+    return any(before.get(a) != after.get(a) for a in (ACKNOWLEDGED, APPROVE))
 
 
 @dataclass

@@ -57,6 +57,7 @@ def test_conditions_are_a_map_keyed_by_type_and_cross_field_rules_name_a_field()
         ".package",
         ".maintenance.cadence",
         ".updates.classes",
+        ".updates.approval",
     }
 
 

@@ -321,3 +321,51 @@ def test_firing_alerts_hold_a_due_run_back_and_say_so_until_they_clear() -> None
     stored = kube.stored("managedsystems", "ns", "a")
     halted = next(c for c in stored["status"]["conditions"] if c["type"] == "UpdatesHalted")
     assert (halted["status"], halted["reason"]) == ("False", "AlertsClear")
+
+
+def test_a_proposal_is_approved_with_an_annotation_and_only_then_runs() -> None:
+    kube = FakeKube()
+    body = saas(kube, "a")
+    body["spec"]["updates"]["approval"] = {"before": "24h"}
+    body["spec"]["maintenance"] = {
+        "windows": [{"name": "sat", "once": "2027-02-13T01:00:00Z", "duration": "3h"}]
+    }
+    clock = [NOW]
+    controller = Systems(
+        Settings(), kube, lambda *_: None, Fleet(LIMITS), lambda *_: [], lambda: clock[0]
+    )
+    controller.reconcile(body)
+    proposal = kube.stored("managedsystems", "ns", "a")["status"]["proposal"]
+    assert (proposal["state"], proposal["start"], proposal["approveBy"]) == (
+        "Pending",
+        "2027-02-13T01:00:00Z",
+        "2027-02-12T01:00:00Z",
+    )
+    assert proposal["message"].endswith(
+        "with: kubectl annotate managedsystem a "
+        "patchwarden.io/approve=2027-02-13T01:00:00Z --overwrite"
+    )
+    stored = kube.stored("managedsystems", "ns", "a")
+    stored["metadata"]["annotations"] = {"patchwarden.io/approve": "2027-02-13T01:00:00Z"}
+    controller.reconcile(stored)
+    assert kube.stored("managedsystems", "ns", "a")["status"]["proposal"]["state"] == "Approved"
+    clock[0] = datetime(2027, 2, 13, 1, 5, tzinfo=UTC)
+    controller.reconcile(kube.stored("managedsystems", "ns", "a"))
+    assert kube.created() == ["create updateruns/a-202702130100"]
+
+
+def test_an_unapproved_window_is_skipped_with_the_reason() -> None:
+    kube, events = FakeKube(), []
+    body = saas(kube, "a")
+    body["spec"]["updates"]["approval"] = {}
+    controller = Systems(
+        Settings(), kube, lambda *e: events.append(e[1:]), Fleet(LIMITS), lambda *_: [], lambda: NOW
+    )
+    controller.reconcile(body)  # the window opened 5 minutes ago: 24 h too late to approve
+    stored = kube.stored("managedsystems", "ns", "a")
+    assert stored["status"]["proposal"]["state"] == "Expired"
+    assert kube.created() == []
+    assert stored["status"]["skippedWindow"]["reason"] == (
+        "the proposal was not approved by 2027-02-09T11:55:00Z"
+    )
+    assert ("Warning", "NotApproved") in [e[:2] for e in events]

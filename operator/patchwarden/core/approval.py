@@ -1,0 +1,98 @@
+"""Approvals: the provider proposes, the customer approves with kubectl. Pure decisions.
+
+A system with ``spec.updates.approval`` gets, for its next window in which the provider
+would start a run on its own (SaaS schedule, PaaS advanced cadence), a proposal in
+``status.proposal``: the window, the targets, and the time by which it must be approved.
+The customer approves by annotating the system with the proposed window's start::
+
+    kubectl annotate managedsystem shop-db patchwarden.io/approve=2026-12-06T01:00:00Z
+
+An approval seen before ``approveBy`` approves the proposal; none by then expires it,
+and the window is skipped with that reason. An approved run installs only the proposed
+targets (a newer release that appeared meanwhile waits for the next proposal). Requests
+need no approval: a customer who asks has approved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from patchwarden.api.run import Target
+from patchwarden.core.times import utc_text
+
+APPROVE = "patchwarden.io/approve"
+"""Annotation of a ManagedSystem: the start (RFC 3339 UTC) of the proposed window approved."""
+PENDING, APPROVED, EXPIRED = "Pending", "Approved", "Expired"
+
+
+def propose(
+    old: Mapping[str, Any] | None,
+    window: str,
+    start: datetime,
+    targets: Sequence[Target],
+    before: timedelta,
+    approval: str | None,
+    now: datetime,
+    system: str,
+) -> dict[str, Any]:
+    """The proposal for the window ``window`` opening at ``start``: the one already made for
+    it, moved on by an approval or the deadline, or a new one."""
+    start_text = utc_text(start)
+    approve_by = start - before
+    if old is not None and old.get("start") == start_text:
+        proposal = dict(old)
+    else:
+        proposal = {
+            "window": window,
+            "start": start_text,
+            "targets": [
+                {"component": t.component, "from": t.from_version, "to": t.to_version}
+                for t in targets
+            ],
+            "approveBy": utc_text(approve_by),
+            "state": PENDING,
+        }
+    if proposal["state"] == PENDING:
+        if approval == start_text and now <= approve_by:
+            proposal["state"] = APPROVED
+            proposal["approvedTime"] = utc_text(now)
+        elif now > approve_by:
+            proposal["state"] = EXPIRED
+    proposal["message"] = _message(proposal, system)
+    return proposal
+
+
+def _message(proposal: Mapping[str, Any], system: str) -> str:
+    what = ", ".join(f"{t['component']} {t.get('from')}→{t['to']}" for t in proposal["targets"])
+    what = what or "the update Job"
+    at = f"window {proposal['window']} at {proposal['start']}"
+    if proposal["state"] == APPROVED:
+        return f"approved at {proposal['approvedTime']}: {what} in {at}"
+    if proposal["state"] == EXPIRED:
+        return f"not approved by {proposal['approveBy']}: {at} is skipped ({what})"
+    return (
+        f"proposed: {what} in {at}; approve by {proposal['approveBy']} with: kubectl annotate "
+        f"managedsystem {system} {APPROVE}={proposal['start']} --overwrite"
+    )
+
+
+def approved_targets(
+    proposal: Mapping[str, Any] | None, start: datetime, chosen: Sequence[Target]
+) -> list[Target] | None:
+    """The targets an approved proposal for the window opening at ``start`` lets the run
+    install (those proposed, as proposed); None when it is not approved."""
+    if not proposal or proposal.get("start") != utc_text(start) or proposal["state"] != APPROVED:
+        return None
+    wanted = {(t["component"], t["to"]) for t in proposal.get("targets") or []}
+    return [t for t in chosen if (t.component, t.to_version) in wanted]
+
+
+def why_skipped(proposal: Mapping[str, Any] | None, start: datetime) -> str:
+    """The reason a window with a due, unapproved run is skipped (for status and Event)."""
+    if proposal and proposal.get("start") == utc_text(start):
+        if proposal["state"] == EXPIRED:
+            return f"the proposal was not approved by {proposal['approveBy']}"
+        return f"the proposal is not approved (it had to be by {proposal['approveBy']})"
+    return "no approved proposal for this window"
