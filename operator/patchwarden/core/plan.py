@@ -18,13 +18,14 @@ import yaml
 from pydantic import ValidationError
 
 from patchwarden.api.catalog import ReleaseCatalog
-from patchwarden.api.common import GROUP, describe_errors
+from patchwarden.api.common import GROUP, describe_errors, parse_duration
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import Cadence, ManagedSystem, ManagedSystemSpec
 from patchwarden.core.policy import Assessment, assess, decide_request
 from patchwarden.core.releases import Catalogs, end_of_life_passed, states, targets
 from patchwarden.core.scheduler import decide_start
+from patchwarden.core.status import needs_approval
 from patchwarden.core.times import utc_text
 from patchwarden.core.waves import wave_name, wave_of
 from patchwarden.core.windows import Occurrence, cadence_period, next_windows
@@ -293,6 +294,9 @@ def plan_system(
             period = cadence_period(spec.maintenance.cadence or Cadence(), tz, begins)
             served[period.label] = occ
             why = f"cadence: first usable window of {period.label}"
+        if chosen.trigger != Trigger.REQUEST and needs_approval(spec):
+            lead = parse_duration(spec.updates.approval.before)  # type: ignore[union-attr]
+            why += f"; needs the customer's approval by {_utc(occ.start - lead)}"
         result.windows.append((occ, True, why))
     return result
 

@@ -332,3 +332,12 @@ def test_plan_shows_each_systems_wave(capsys: pytest.CaptureFixture[str], tmp_pa
     code, out, _ = run(capsys, path, "--from", FROM, "--count", "1")
     assert code == 0
     assert "catalog provider-tested: wave canary: first to take its releases" in out
+
+
+def test_plan_says_when_a_window_needs_the_customers_approval(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    text = (EXAMPLES / "guard-rails" / "approval.yaml").read_text()
+    files = by_name(plan_of(capsys, tmp_path, text, count=2))["files"]
+    updates = [w for w in files["windows"] if w["update"]]
+    assert updates and all("needs the customer's approval by " in w["why"] for w in updates)
