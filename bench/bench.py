@@ -26,7 +26,10 @@ pods, so Jobs complete). Three parts:
    run its record, status patches, snapshot and Job (``raw_storm``), and the same
    runs again waiting, as a run must, for each snapshot to be ready and each Job
    to complete (``raw_storm_runs``: the simplest client that does the runs).
-   Writes per second, and the operator's time against each raw time.
+   Writes per second, and the operator's time against each raw time. With
+   ``--notify-delay S`` the storm runs again with notifications to a loopback webhook
+   that takes S seconds per event: events per second, and the storm's figures beside
+   the first's.
 4. **targets** (``--targets N``, no cluster needed) — resolving what a run would
    install: a ReleaseCatalog of 50 components x 20 releases (40 in dpkg order, 10
    SemVer, some digest-pinned) indexed once, then for N systems with 5 components
@@ -531,9 +534,42 @@ class RunWatch:
             return sum(1 for p in self.phase.values() if p not in ACTIVE_PHASES)
 
 
-def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+class SlowReceiver:
+    """A webhook on loopback that takes ``delay`` seconds to answer each notification and
+    counts the CloudEvents it got (by id) and when."""
+
+    def __init__(self, delay: float) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.delay, self.arrivals, self.lock = delay, {}, threading.Lock()
+        got = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(got.delay)
+                with got.lock:
+                    got.arrivals.setdefault(body["id"], time.time())
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def storm(b: Bench, args: argparse.Namespace, notify_delay: float | None = None) -> dict[str, Any]:
     count, limit = args.storm_systems, args.storm_limit
-    namespaces = b.make_namespaces("storm", args.storm_namespaces)
+    part = "storm" if notify_delay is None else "storm-notify"
+    namespaces = b.make_namespaces(part, args.storm_namespaces)
+    receiver = SlowReceiver(notify_delay) if notify_delay is not None else None
     names = [(namespaces[i % len(namespaces)], f"w{i}") for i in range(count)]
     prepared = time.monotonic()
     parallel(
@@ -573,14 +609,16 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         names,
     )
     watcher = RunWatch(b, set(namespaces))
+    notify = {"PATCHWARDEN_NOTIFY_URL": receiver.url} if receiver is not None else {}
     op = b.start_operator(
-        "storm",
+        part,
         namespaces,
         {
             "PATCHWARDEN_MAX_CONCURRENT_RUNS": str(limit),
             "PATCHWARDEN_MAX_RUNS_PER_CUSTOMER": str(limit),
             "PATCHWARDEN_MAX_ERRORS_PER_WINDOW": str(count),
             "PATCHWARDEN_RUN_POLL_SECONDS": "1",
+            **notify,
         },
     )
     try:
@@ -597,9 +635,31 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         rss, cpu = op.peak_rss_mb(), op.cpu_seconds()
         writes = op.requests(WRITES) - writes_before
         requests = op.requests() - requests_before
+        notified: dict[str, Any] = {}
+        if receiver is not None:
+            # Every run owes two events (started, succeeded): wait for them, then the rate.
+            expected = 2 * count
+            wait_until(
+                "every notification delivered",
+                lambda: len(receiver.arrivals) >= expected,
+                args.timeout,
+                0.5,
+            )
+            with receiver.lock:
+                times = sorted(receiver.arrivals.values())
+            notified = {
+                "notify_receiver_delay_seconds": notify_delay,
+                "notifications_received": len(times),
+                "notifications_per_second": round(len(times) / max(times[-1] - t0, 1e-9), 1),
+                "last_notification_after_all_ended_seconds": round(
+                    times[-1] - max(watcher.ended.values()), 1
+                ),
+            }
     finally:
         watcher.stop()
         op.stop()
+        if receiver is not None:
+            receiver.stop()
     with watcher.lock:
         job_delays = [t - t0 for t in watcher.jobs.values()]
         first_wave = sorted(job_delays)[:limit]
@@ -655,6 +715,7 @@ def storm(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "operator_requests_from_open": round(requests),
         "operator_writes_from_open": round(writes),
         "operator_writes_per_run": round(writes / count, 1),
+        **notified,
     }
 
 
@@ -987,6 +1048,12 @@ def main() -> int:
     parser.add_argument("--storm-namespaces", type=int, default=10, help="default 10")
     parser.add_argument("--storm-limit", type=int, default=50, help="max concurrent runs (50)")
     parser.add_argument("--storm-lead", type=float, default=45, help="s until the window opens")
+    parser.add_argument(
+        "--notify-delay",
+        type=float,
+        default=None,
+        help="also run the storm with notifications to a receiver taking this many s per event",
+    )
     parser.add_argument("--skip-sync", action="store_true")
     parser.add_argument("--skip-storm", action="store_true")
     parser.add_argument(
@@ -1049,6 +1116,9 @@ def main() -> int:
             for part, waits in (("raw_storm_runs", True), ("raw_storm", False)):
                 results[part] = r = raw_storm(b, args, patches, waits)
                 r["ratio_operator_to_raw"] = round(s["open_to_all_ended_seconds"] / r["seconds"], 2)
+            if args.notify_delay is not None:
+                results["storm_notify"] = n = storm(b, args, args.notify_delay)
+                ok &= n["limit_held"] and n["runs_succeeded"] == n["systems"]
             show(results)
         if not args.skip_sync:
             results["fleet_sync"] = fleet_sync(b, args)
@@ -1062,7 +1132,16 @@ def main() -> int:
 
 
 def show(results: dict[str, Any]) -> None:
-    for part in ("targets", "waves", "storm", "raw_storm_runs", "raw_storm", "fleet_sync"):
+    parts = (
+        "targets",
+        "waves",
+        "storm",
+        "storm_notify",
+        "raw_storm_runs",
+        "raw_storm",
+        "fleet_sync",
+    )
+    for part in parts:
         if part not in results:
             continue
         print(f"\n{part}")

@@ -42,6 +42,8 @@ class FakeKube:
         """A snapshot created here is ready at once (False: it stays not ready)."""
         self.conflicts = 0
         """The next this many workload replacements fail with 409, as a concurrent writer's."""
+        self.exec_answers: dict[tuple[str, ...], tuple[int | None, str]] = {}
+        self.executed: list[tuple[str, str, list[str]]] = []
 
     # ---- helpers for tests -----------------------------------------------------------
     def put(self, plural: str, ns: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +189,14 @@ class FakeKube:
 
     def delete_pod(self, ns: str, name: str) -> None:
         self._delete("pods", ns, name)
+
+    def exec(
+        self, ns: str, pod: str, container: str, command: list[str], timeout: float
+    ) -> tuple[int | None, str]:
+        """Answered from ``exec_answers`` (command → (exit code, output)); else exit 0."""
+        self._call("exec", "pods", pod)
+        self.executed.append((pod, container, list(command)))
+        return self.exec_answers.get(tuple(command), (0, ""))
 
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
         return self._get("persistentvolumeclaims", ns, name)

@@ -45,9 +45,10 @@ ROLES: dict[str, list[dict[str, Any]]] = {
         {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["delete"]},
     ],
 }
-# The provider's deploy team: bob's rights, and acting as ServiceAccount deployer.
+# The provider's deploy team: bob's rights, acting as ServiceAccount deployer, exec.
 ROLES["carol"] = [
     *ROLES["bob"],
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
     {
         "apiGroups": [""],
         "resources": ["serviceaccounts/token"],
@@ -192,6 +193,38 @@ def test_only_who_may_do_it_themselves_can_make_the_operator_do_it(
         "a template naming ServiceAccount deployer",
         system("s6", ns, template=with_sa),
         True,
+    )
+    flush = {"pre": [{"name": "flush", "exec": {"container": "db", "command": ["sync"]}}]}
+    expect(
+        "bob",
+        "an exec hook (a command in the workload's container)",
+        system("s7", ns, template=TEMPLATE, hooks=flush),
+        False,
+        "spec.updates.hooks: the operator runs these commands in the workload's containers "
+        "(pods/exec) and these Jobs, and bob may not create pods/exec and Jobs",
+    )
+    expect("carol", "an exec hook", system("s8", ns, template=TEMPLATE, hooks=flush), True)
+    as_deployer = {"post": [{"name": "smoke", "job": {"template": with_sa}}]}
+    expect(
+        "carol",
+        "a hook Job as ServiceAccount deployer",
+        system("s9", ns, template=TEMPLATE, hooks=as_deployer),
+        True,
+    )
+    as_admin = {
+        "post": [
+            {
+                "name": "smoke",
+                "job": {"template": {"spec": {**with_sa["spec"], "serviceAccountName": "admin"}}},
+            }
+        ]
+    }
+    expect(
+        "carol",
+        "a hook Job as ServiceAccount admin",
+        system("s10", ns, template=TEMPLATE, hooks=as_admin),
+        False,
+        "a hook Job would run as a ServiceAccount carol may not act as",
     )
     privileged = {
         "spec": {

@@ -124,3 +124,52 @@ def test_a_successful_update_really_runs_and_its_log_is_readable(
     # provisioned by the CSI driver.
     [record] = run["status"]["snapshots"]
     provisioned_claim(cluster, ns, "copy", "64Mi", snapshot=record["snapshot"])
+
+
+def test_exec_hooks_run_in_the_workloads_container(
+    node_cluster: Cluster, node_namespace: str, tmp_path: Path
+) -> None:
+    """A pre-update exec hook really runs in the workload's container before the snapshot
+    (its output recorded), a post-update one after the update; a failing one ends the run
+    with nothing changed."""
+    ns, cluster = node_namespace, node_cluster
+    cluster.install_crds()
+    apps = client.AppsV1Api(cluster.api)
+    for name in ("good", "bad"):
+        apps.create_namespaced_stateful_set(ns, statefulset(name, busybox()))
+        ready_pod(cluster, ns, f"{name}-0")
+    flush = ["sh", "-c", "echo checkpoint > /data/hooked && sync && cat /data/hooked"]
+    good = update_system("good", "good", "echo updated", claim=None)
+    good["spec"]["updates"]["hooks"] = {
+        "pre": [{"name": "flush", "exec": {"container": "app", "command": flush}}],
+        "post": [
+            {"name": "check", "exec": {"container": "app", "command": ["cat", "/data/hooked"]}}
+        ],
+    }
+    bad = update_system("bad", "bad", "echo updated", claim=None)
+    refuse = ["sh", "-c", "echo cannot flush >&2; exit 3"]
+    bad["spec"]["updates"]["hooks"] = {
+        "pre": [{"name": "flush", "exec": {"container": "app", "command": refuse}}]
+    }
+    with running_operator(cluster, ns, tmp_path, **SLOWER) as op:
+        create(cluster, ns, good)
+        create(cluster, ns, bad)
+        ran = wait_run(cluster, ns, "good", ENDED, timeout=420)
+        refused = wait_run(cluster, ns, "bad", ENDED, timeout=240)
+        assert ran["status"]["phase"] == "Succeeded", (ran["status"], op.output()[-3000:])
+    hooks = {(h["stage"], h["name"]): h for h in ran["status"]["hooks"]}
+    assert hooks[("pre", "flush")]["state"] == "Succeeded"
+    assert hooks[("pre", "flush")]["output"] == "checkpoint\n"
+    assert hooks[("post", "check")]["output"] == "checkpoint\n", "after the update, same data"
+    assert (
+        cluster.kubectl("exec", "-n", ns, "good-0", "-c", "app", "--", "cat", "/data/hooked")
+        == "checkpoint\n"
+    )
+    status = refused["status"]
+    assert status["phase"] == "Failed", status
+    assert status["message"].startswith(
+        "pre-update hook flush failed: exited with code 3 in pod bad-0"
+    )
+    assert status["message"].endswith("; nothing was changed")
+    assert "cannot flush" in status["hooks"][0]["output"]
+    assert not status.get("snapshots"), "stopped before the snapshots"

@@ -54,6 +54,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [pods]
   verbs: [list, delete]  # delete: a rolled-back run's own update Job pods
 - apiGroups: [""]
+  resources: [pods/exec]
+  verbs: [get, create]  # exec hooks (docs/hooks.md); the websocket upgrade is a GET
+- apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, create, delete]
 - apiGroups: [batch]

@@ -158,6 +158,22 @@ class RestoreRecord(Model):
     completed: bool = False
 
 
+class HookRecord(Model):
+    """One hook of the run: how it went, and what it printed (truncated)."""
+
+    name: str
+    stage: str
+    """``pre`` or ``post``."""
+    state: str
+    """``Running``, ``Succeeded`` or ``Failed``."""
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    job: str | None = None
+    """The hook's Job (a ``job`` hook)."""
+    output: str | None = Field(default=None, max_length=2048)
+    """The command's output, or the Job's termination message: the last 1,024 characters."""
+
+
 class GateRecord(Model):
     """The alert gate's verdict as the run last acted on it (docs/alert-gate.md)."""
 
@@ -198,6 +214,7 @@ class UpdateRunStatus(Model):
     """One line of the changes, e.g. ``postgres 16.3→16.4, pgbouncer 1.22→1.23``."""
     recorded: WorkloadRecord | None = None
     restore: RestoreRecord | None = None
+    hooks: list[HookRecord] = Field(default_factory=list, max_length=16)
     alert_gate: GateRecord | None = None
     """The alert gate's verdict when the run started, and when it stopped the run."""
 

@@ -304,6 +304,57 @@ class Approval(Model):
     window is skipped (with the reason) and the next one is proposed."""
 
 
+class ExecHook(Model):
+    """A command run in a container of the workload (like ``kubectl exec``)."""
+
+    container: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
+    """The command and its arguments, not run through a shell (``["sh", "-c", "…"]`` for one)."""
+
+
+class JobHook(Model):
+    """A Job from a pod template, in the system's namespace."""
+
+    template: dict[str, Any] = Field(
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """A core/v1 PodTemplateSpec; it gets the update Job's variables and Pod Security floor."""
+
+
+class Hook(Model):
+    """A step before the snapshots (``pre``) or after the update is verified (``post``)."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
+    exec_: ExecHook | None = Field(default=None, alias="exec")
+    job: JobHook | None = None
+    timeout: Duration = "5m"
+    """The hook fails when it has not ended within this."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.exec) != has(self.job)",
+            "a hook has exactly one of exec and job",
+            ".exec",
+            lambda h: (h.exec_ is None) != (h.job is None),
+        ),
+    )
+
+
+class Hooks(Model):
+    """Steps around the update (docs/hooks.md): each in order; the first failure stops."""
+
+    pre: Annotated[list[Hook], AfterValidator(unique("name", "hook names"))] = Field(
+        default_factory=list, max_length=8, json_schema_extra=map_by("name")
+    )
+    """Before the snapshots (e.g. flush a database): a failure ends the run before anything
+    changed."""
+    post: Annotated[list[Hook], AfterValidator(unique("name", "hook names"))] = Field(
+        default_factory=list, max_length=8, json_schema_extra=map_by("name")
+    )
+    """Once the updated workload is ready (e.g. a smoke test): a failure fails the
+    verification, and the run rolls back."""
+
+
 class Updates(Model):
     """What an update run does."""
 
@@ -327,6 +378,9 @@ class Updates(Model):
     approve_after: Duration | None = None
     """A release becomes a target only this long after it was ``released`` (like AWS SSM's
     approve-after days), e.g. ``168h``; default: at once."""
+    hooks: Hooks | None = None
+    """Commands in the workload's containers, or Jobs, before the snapshots and after the
+    update (docs/hooks.md)."""
     approval: Approval | None = None
     """Runs the provider starts on its own (SaaS schedule, PaaS advanced cadence) need the
     customer's approval of each proposal (``status.proposal``); requests need none."""

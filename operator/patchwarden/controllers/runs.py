@@ -16,8 +16,9 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from patchwarden.api.common import parse_duration
 from patchwarden.api.run import TERMINAL, UpdateRunStatus
-from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.api.system import Hook, ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import run as machine
 from patchwarden.core.run import Read, Wait
@@ -151,6 +152,12 @@ class Runner:
         job_pods: list[dict[str, Any]] = []
         if Read.JOB_PODS in wanted or machine.job_ended(job):
             job_pods = self.kube.pods(ns, {builders.LABEL_RUN: run.name})
+            if Read.JOB_PODS not in wanted:  # the update Job's own: not its hooks'
+                job_pods = [
+                    p
+                    for p in job_pods
+                    if builders.LABEL_HOOK not in p["metadata"].get("labels", {})
+                ]
         namespace_pods: list[dict[str, Any]] = []
         if Read.NAMESPACE_PODS in wanted and workload is not None:
             namespace_pods = self.kube.pods(ns, {})
@@ -159,12 +166,16 @@ class Runner:
             workload_pods = len(
                 self.kube.pods(ns, workload["spec"]["selector"].get("matchLabels", {}))
             )
+        hook_result, hook_job, hook_pods = self.hook(run, status, spec, workload)
         gate = None
         if self.gate is not None and spec is not None and machine.gated(status):
             gate = self.gate.verdict(ns, spec.updates.alert_gate)
         return machine.Observed(
             system=system,
             gate=gate,
+            hook_result=hook_result,
+            hook_job=hook_job,
+            hook_pods=tuple(hook_pods),
             workload=workload,
             claims=claims,
             snapshots=snapshots,
@@ -174,6 +185,72 @@ class Runner:
             job_pods=tuple(job_pods),
             namespace_pods=tuple(namespace_pods),
         )
+
+    def hook(
+        self,
+        run: machine.Run,
+        status: UpdateRunStatus,
+        spec: ManagedSystemSpec | None,
+        workload: dict[str, Any] | None,
+    ) -> tuple[machine.HookResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
+        """The hook this step runs (docs/hooks.md): an ``exec`` hook is run here, in a ready
+        pod of the workload (its result is what the step observes); a ``job`` hook's Job
+        and, once it ended, its pods are read."""
+        stage = machine.hook_stage(status, spec, workload)
+        if stage is None or spec is None or workload is None:
+            return None, None, []
+        hook = machine.next_hook(status, spec, stage)
+        assert hook is not None
+        ns = run.namespace
+        if hook.exec_ is not None:
+            return self.exec_hook(ns, hook, workload), None, []
+        name = builders.hook_job_name(run.name, stage, hook.name)
+        job = self.kube.get_job(ns, name)
+        pods: list[dict[str, Any]] = []
+        if machine.job_ended(job):
+            pods = self.kube.pods(
+                ns, {builders.LABEL_HOOK: f"{stage}-{hook.name}", builders.LABEL_RUN: run.name}
+            )
+        return None, job, pods
+
+    def exec_hook(self, ns: str, hook: Hook, workload: dict[str, Any]) -> machine.HookResult:
+        assert hook.exec_ is not None
+        container = hook.exec_.container
+        selector = workload["spec"]["selector"].get("matchLabels", {})
+        ready = [
+            p
+            for p in self.kube.pods(ns, selector)
+            if (p.get("status") or {}).get("phase") == "Running"
+            and any(
+                c.get("name") == container and c.get("ready")
+                for c in (p.get("status") or {}).get("containerStatuses") or []
+            )
+        ]
+        if not ready:
+            return machine.HookResult(
+                hook.name,
+                False,
+                f"no running pod of the workload has a ready container {container}",
+            )
+        pod = sorted(p["metadata"]["name"] for p in ready)[0]
+        timeout = parse_duration(hook.timeout).total_seconds()
+        try:
+            code, output = self.kube.exec(ns, pod, container, list(hook.exec_.command), timeout)
+        except ApiException as exc:
+            return machine.HookResult(
+                hook.name, False, f"exec in pod {pod}: {exc.status} {exc.reason}"
+            )
+        except Exception as exc:  # the websocket: refused, closed
+            return machine.HookResult(hook.name, False, f"exec in pod {pod}: {exc}")
+        if code is None:
+            return machine.HookResult(
+                hook.name, False, f"{output}\ntimed out after {hook.timeout} in pod {pod}"
+            )
+        if code != 0:
+            return machine.HookResult(
+                hook.name, False, f"{output}\nexited with code {code} in pod {pod}"
+            )
+        return machine.HookResult(hook.name, True, output)
 
     # ---- act ---------------------------------------------------------------------------
     def apply(self, run: machine.Run, body: dict[str, Any], action: machine.Action) -> None:

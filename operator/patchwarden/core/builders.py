@@ -11,7 +11,7 @@ from typing import Any
 
 from patchwarden.api.common import API_VERSION
 from patchwarden.api.run import Target, Trigger
-from patchwarden.api.system import ManagedSystemSpec, WindowRef
+from patchwarden.api.system import Hook, ManagedSystemSpec, WindowRef
 from patchwarden.core.podsecurity import Level, violations
 
 LABEL_SYSTEM = "patchwarden.io/system"
@@ -193,6 +193,46 @@ def update_job(
     }
 
 
+LABEL_HOOK = "patchwarden.io/hook"
+"""On a hook Job's pods (besides the run's label): ``<stage>-<hook name>``."""
+
+
+def hook_job_name(run: str, stage: str, hook: str) -> str:
+    return short_name(run, f"{stage}-{hook}", limit=63)
+
+
+def hook_job(
+    *,
+    run: str,
+    run_uid: str,
+    system: str,
+    spec: ManagedSystemSpec,
+    hook: Hook,
+    stage: str,
+    deadline_seconds: int,
+) -> dict[str, Any]:
+    """A ``job`` hook's Job: its template as the update Job's is made (the restricted
+    defaults, the run's variables and labels), plus ``PATCHWARDEN_HOOK`` (the stage)."""
+    assert hook.job is not None
+    job = update_job(
+        run=run,
+        run_uid=run_uid,
+        system=system,
+        spec=spec.model_copy(
+            update={"updates": spec.updates.model_copy(update={"template": hook.job.template})}
+        ),
+        classes=[],
+        ticket=None,
+        deadline_seconds=deadline_seconds,
+    )
+    job["metadata"]["name"] = hook_job_name(run, stage, hook.name)
+    job["metadata"]["labels"][LABEL_HOOK] = f"{stage}-{hook.name}"
+    job["spec"]["template"]["metadata"]["labels"][LABEL_HOOK] = f"{stage}-{hook.name}"
+    for container in job["spec"]["template"]["spec"].get("containers", []):
+        container["env"].append({"name": "PATCHWARDEN_HOOK", "value": stage})
+    return job
+
+
 def pod_template(spec: ManagedSystemSpec) -> dict[str, Any]:
     """The update Job's pod template as the operator would create it (before its labels and
     variables): the system's, restartPolicy Never and the restricted defaults filled in."""
@@ -204,15 +244,27 @@ def pod_template(spec: ManagedSystemSpec) -> dict[str, Any]:
 
 
 def pod_security(spec: ManagedSystemSpec, level: Level) -> list[str]:
-    """What in the system's update Job template breaks the operator's Pod Security ``level``,
-    each naming its field in the ManagedSystem (empty: none, or no template)."""
-    if not spec.updates.template:
-        return []
-    template = pod_template(spec)
-    found = violations(
-        template["spec"], level, (template.get("metadata") or {}).get("annotations") or {}
-    )
-    return [f"spec.updates.template.{v}" for v in found]
+    """What in the system's update Job template, or a ``job`` hook's, breaks the operator's
+    Pod Security ``level``, each naming its field in the ManagedSystem (empty: none)."""
+    templates: list[tuple[str, dict[str, Any]]] = []
+    if spec.updates.template:
+        templates.append(("spec.updates.template", spec.updates.template))
+    hooks = spec.updates.hooks
+    for stage, listed in (("pre", hooks.pre), ("post", hooks.post)) if hooks else ():
+        for i, hook in enumerate(listed):
+            if hook.job is not None:
+                templates.append(
+                    (f"spec.updates.hooks.{stage}[{i}].job.template", hook.job.template)
+                )
+    found = []
+    for where, given in templates:
+        template = copy.deepcopy(given)
+        pod = template.setdefault("spec", {})
+        pod.setdefault("restartPolicy", "Never")
+        restrict(pod)
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        found += [f"{where}.{v}" for v in violations(pod, level, annotations)]
+    return found
 
 
 def target_variable(target: Target) -> dict[str, Any]:

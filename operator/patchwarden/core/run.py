@@ -26,6 +26,7 @@ from patchwarden.api.run import (
     TERMINAL,
     Change,
     GateRecord,
+    HookRecord,
     JobRecord,
     Phase,
     RestoreRecord,
@@ -35,7 +36,7 @@ from patchwarden.api.run import (
     UpdateRunStatus,
     WorkloadRecord,
 )
-from patchwarden.api.system import Consistency, ManagedSystemSpec
+from patchwarden.api.system import Consistency, Hook, ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import conditions as c
 from patchwarden.core.gate import Verdict
@@ -49,6 +50,9 @@ ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
 BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"
 CONTROLLER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
 """Annotations of a workload its controller keeps: neither recorded nor restored."""
+HOOK_RUNNING, HOOK_SUCCEEDED, HOOK_FAILED = "Running", "Succeeded", "Failed"
+HOOK_OUTPUT_KEPT = 1024
+"""Characters of a hook's output kept in the run (its end: where errors are)."""
 GATE_FIRING_KEPT = 20
 GATE_MESSAGE_KEPT = 2048
 TERMINATION_LIMIT = 1024
@@ -221,6 +225,15 @@ class Run:
 
 
 @dataclass(frozen=True)
+class HookResult:
+    """How an ``exec`` hook ended: ``ok`` when the command exited 0; its output (tail)."""
+
+    name: str
+    ok: bool
+    output: str
+
+
+@dataclass(frozen=True)
 class Observed:
     """What the controller read for one step (:func:`reads` says what a step needs)."""
 
@@ -241,6 +254,12 @@ class Observed:
     """Every pod of the namespace (read once, before the run starts: who mounts its claims)."""
     gate: Verdict | None = None
     """The alert gate's verdict (asked while :func:`gated`); None: no query applies."""
+    hook_result: HookResult | None = None
+    """The ``exec`` hook :func:`next_hook` named, run for this step (its exit and output)."""
+    hook_job: Mapping[str, Any] | None = None
+    """The Job of the ``job`` hook :func:`next_hook` names, when it has one."""
+    hook_pods: tuple[Mapping[str, Any], ...] = ()
+    """That Job's pods, once it ended (its output)."""
 
 
 class Read(StrEnum):
@@ -288,6 +307,32 @@ def gated(status: UpdateRunStatus) -> bool:
     """Whether a step in this status asks the alert gate: every step before the run ends,
     except a rollback's (which must finish whatever fires)."""
     return (status.phase or Phase.PENDING) not in TERMINAL | {Phase.ROLLING_BACK}
+
+
+def hook_stage(
+    status: UpdateRunStatus, spec: ManagedSystemSpec | None, workload: Any
+) -> str | None:
+    """The hooks a step in this status runs: ``pre`` before the first snapshot (and before a
+    workload is stopped for them), ``post`` once the updated workload is ready; None."""
+    hooks = spec.updates.hooks if spec is not None else None
+    if hooks is None:
+        return None
+    phase = status.phase or Phase.PENDING
+    if phase == Phase.SNAPSHOTTING and not status.snapshots and status.stopped_replicas is None:
+        return "pre" if next_hook(status, spec, "pre") is not None else None  # type: ignore[arg-type]
+    if phase == Phase.VERIFYING and workload is not None and workload_ready(workload):
+        return "post" if next_hook(status, spec, "post") is not None else None  # type: ignore[arg-type]
+    return None
+
+
+def next_hook(status: UpdateRunStatus, spec: ManagedSystemSpec, stage: str) -> Hook | None:
+    """The first hook of ``stage`` that has not succeeded."""
+    hooks = spec.updates.hooks
+    done = {r.name for r in status.hooks if r.stage == stage and r.state == HOOK_SUCCEEDED}
+    for hook in (hooks.pre if stage == "pre" else hooks.post) if hooks else []:
+        if hook.name not in done:
+            return hook
+    return None
 
 
 def job_ended(job: Mapping[str, Any] | None) -> bool:
@@ -546,6 +591,11 @@ def _pending(step: _Step) -> None:
 def _snapshotting(step: _Step) -> None:
     system, spec = step.system()
     status, seen = step.status, step.seen
+    if spec.updates.hooks and spec.updates.hooks.pre and not status.snapshots:
+        if seen.workload is None:
+            raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
+        if hook_stage(status, spec, seen.workload) == "pre" and not _hooks(step, spec, "pre"):
+            return  # the pre-update hooks first (e.g. a database flushed before its snapshot)
     if not status.snapshots and seen.snapshot_class is None and not spec.backup.required:
         # A snapshot without a class is never made ready by a real cluster: take none.
         status.backup_skipped = BACKUP_SKIPPED
@@ -810,10 +860,93 @@ def _updating(step: _Step) -> None:
     )
 
 
+def _hooks(step: _Step, spec: ManagedSystemSpec, stage: str) -> bool:
+    """Run the stage's hooks, one per step, in order: True once all have succeeded. A failed
+    pre-update hook ends the run with nothing changed; a failed post-update hook fails the
+    verification (the run rolls back)."""
+    hook = next_hook(step.status, spec, stage)
+    if hook is None:
+        return True
+    fail = Unchanged if stage == "pre" else Abort
+    what = f"{'pre' if stage == 'pre' else 'post'}-update hook {hook.name}"
+    record = next((r for r in step.status.hooks if r.stage == stage and r.name == hook.name), None)
+    if record is None:
+        record = HookRecord(name=hook.name, stage=stage, state=HOOK_RUNNING)
+        record.start_time = utc_text(step.now)
+        step.status.hooks.append(record)
+        step.status.message = f"running the {what}"
+    if hook.exec_ is not None:
+        result = step.seen.hook_result
+        if result is None or result.name != hook.name:
+            step.out.wait = Wait.NOW  # run at the next step (its observation runs it)
+            return False
+        _hook_ended(record, step.now, result.ok, result.output)
+        if not result.ok:
+            raise fail(f"{what} failed: {_tail(result.output)}{_unchanged(stage)}")
+        step.act(Emit("Normal", "HookSucceeded", f"{what} succeeded"))
+        step.out.wait = Wait.NOW
+        return False
+    job_name = builders.hook_job_name(step.run.name, stage, hook.name)
+    if record.job is None:
+        record.job = job_name
+        deadline = int(parse_duration(hook.timeout).total_seconds())
+        system, _ = step.system()
+        step.act(
+            CreateJob(
+                builders.hook_job(
+                    run=step.run.name,
+                    run_uid=step.run.uid,
+                    system=system,
+                    spec=spec,
+                    hook=hook,
+                    stage=stage,
+                    deadline_seconds=deadline,
+                )
+            )
+        )
+        step.out.wait = Wait.WATCHED
+        return False
+    job = step.seen.hook_job
+    started = parse_time(record.start_time) if record.start_time else step.now
+    if job is None or job_result(job) is None:
+        if job is None and step.now - started > timedelta(seconds=30):
+            raise fail(f"{what}: its Job {job_name} was deleted{_unchanged(stage)}")
+        if step.now - started > parse_duration(hook.timeout):
+            step.act(StopJob(job_name))
+            raise fail(f"{what} did not end within {hook.timeout}{_unchanged(stage)}")
+        step.out.wait = Wait.WATCHED
+        return False
+    ok = job_result(job) == "Complete"
+    output = termination(step.seen.hook_pods) or ("" if ok else job_message(job))
+    _hook_ended(record, step.now, ok, output)
+    if not ok:
+        raise fail(f"{what} failed: {_tail(output)}{_unchanged(stage)}")
+    step.act(Emit("Normal", "HookSucceeded", f"{what} succeeded"))
+    step.out.wait = Wait.NOW
+    return False
+
+
+def _hook_ended(record: HookRecord, now: datetime, ok: bool, output: str) -> None:
+    record.state = HOOK_SUCCEEDED if ok else HOOK_FAILED
+    record.completion_time = utc_text(now)
+    record.output = output[-HOOK_OUTPUT_KEPT:] if output else None
+
+
+def _tail(output: str) -> str:
+    lines = [x for x in output.strip().splitlines() if x.strip()]
+    return lines[-1][-200:] if lines else "no output"
+
+
+def _unchanged(stage: str) -> str:
+    return "; nothing was changed" if stage == "pre" else ""
+
+
 def _verifying(step: _Step) -> None:
     system, spec = step.system()
     workload = step.seen.workload
     if workload is not None and workload_ready(workload):
+        if spec.updates.hooks and spec.updates.hooks.post and not _hooks(step, spec, "post"):
+            return
         keep = parse_duration(spec.rollback.keep_failed_state)
         step.act(PruneSnapshots(system, spec.backup.retain, utc_text(step.now - keep)))
         step.end(

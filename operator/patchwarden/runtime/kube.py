@@ -8,6 +8,7 @@ name patchwarden creates is deterministic, so a retry finds its own object).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,6 +50,9 @@ class KubeApi(Protocol):
     def scale(self, kind: str, ns: str, name: str, replicas: int) -> None: ...
     def pods(self, ns: str, match_labels: dict[str, str]) -> list[dict[str, Any]]: ...
     def delete_pod(self, ns: str, name: str) -> None: ...
+    def exec(
+        self, ns: str, pod: str, container: str, command: list[str], timeout: float
+    ) -> tuple[int | None, str]: ...
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def delete_claim(self, ns: str, name: str) -> None: ...
     def create_claim(self, ns: str, body: dict[str, Any]) -> None: ...
@@ -354,6 +358,41 @@ class Kube:
         # Metadata only: the server encodes and we parse a fraction of each object.
         items = self._raw(list_, ns, _headers={"Accept": METADATA_LIST}).get("items") or []
         return [item["metadata"]["name"] for item in items]
+
+    def exec(
+        self, ns: str, pod: str, container: str, command: list[str], timeout: float
+    ) -> tuple[int | None, str]:
+        """Run ``command`` in a container (pods/exec, as ``kubectl exec``): its exit code
+        (None when it did not end within ``timeout`` seconds) and its output (stdout, then
+        stderr)."""
+        from kubernetes.stream import stream  # websockets: only for exec hooks
+
+        response = stream(
+            self.core.connect_get_namespaced_pod_exec,
+            pod,
+            ns,
+            container=container,
+            command=command,
+            stderr=True,
+            stdout=True,
+            stdin=False,
+            tty=False,
+            _preload_content=False,
+        )
+        out, err = [], []
+        deadline = time.monotonic() + timeout
+        try:
+            while response.is_open() and time.monotonic() < deadline:
+                response.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                if response.peek_stdout():
+                    out.append(response.read_stdout())
+                if response.peek_stderr():
+                    err.append(response.read_stderr())
+            ended = not response.is_open()
+            code = response.returncode if ended else None
+        finally:
+            response.close()
+        return code, "".join(out) + "".join(err)
 
     def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
