@@ -277,6 +277,18 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     )
 
 
+def wait_condition(
+    cluster: Cluster, ns: str, name: str, type_: str, reason: str, timeout: float = 30
+) -> dict[str, Any]:
+    """The ManagedSystem's condition ``type_`` once it has ``reason``."""
+
+    def probe() -> dict[str, Any] | None:
+        found = condition(get(cluster, ns, "ManagedSystem", name), type_)
+        return found if found and found.get("reason") == reason else None
+
+    return wait_for(probe, timeout=timeout, what=f"{name}'s {type_} to be {reason}")
+
+
 def wait_stalled(cluster: Cluster, ns: str, name: str, timeout: float = 30) -> dict[str, Any]:
     """The system's Stalled condition, once it is True."""
 

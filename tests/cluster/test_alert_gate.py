@@ -22,6 +22,7 @@ from tests.operator_harness import (
     running_operator,
     runs_of,
     system,
+    wait_condition,
     wait_run,
     workload,
 )
@@ -67,14 +68,7 @@ def test_a_firing_alert_holds_the_run_back_until_it_clears(
             namespace,
             system("db", "SaaS", job={"devcluster.patchwarden.io/duration": "1s"}),
         )
-        said = wait_for(
-            lambda: (
-                halted(cluster, namespace, "db").get("reason") == "AlertsFiring"
-                and halted(cluster, namespace, "db")
-            ),
-            timeout=30,
-            what="UpdatesHalted=True AlertsFiring",
-        )
+        said = wait_condition(cluster, namespace, "db", "UpdatesHalted", "AlertsFiring")
         assert said["status"] == "True"
         assert said["message"].startswith(f"alerts firing: {ALERT}{{instance="), said["message"]
         assert f'namespace="{namespace}",severity="critical"}}' in said["message"]
@@ -149,14 +143,7 @@ def test_an_endpoint_that_does_not_answer_blocks_unless_the_system_says_proceed(
         proceed = system("open", "SaaS", workload_name="open")
         proceed["spec"]["updates"]["alertGate"] = {"query": "vector(1)", "onError": "Proceed"}
         create(cluster, namespace, proceed)
-        said = wait_for(
-            lambda: (
-                halted(cluster, namespace, "closed").get("reason") == "AlertGateUnreachable"
-                and halted(cluster, namespace, "closed")
-            ),
-            timeout=30,
-            what="UpdatesHalted=True AlertGateUnreachable",
-        )
+        said = wait_condition(cluster, namespace, "closed", "UpdatesHalted", "AlertGateUnreachable")
         assert said["status"] == "True" and nobody in said["message"], said
         run = wait_run(cluster, namespace, "open", ENDED, timeout=90)
         assert phase(run) == "Succeeded", run["status"]

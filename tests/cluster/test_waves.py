@@ -12,7 +12,7 @@ from kubernetes import client
 
 from patchwarden.api.common import GROUP, VERSION
 from tests.conftest import Cluster
-from tests.helpers import holds_for, wait_for
+from tests.helpers import holds_for
 from tests.operator_harness import (
     condition,
     create,
@@ -21,6 +21,7 @@ from tests.operator_harness import (
     running_operator,
     runs_of,
     system,
+    wait_condition,
     wait_run,
     workload,
 )
@@ -116,14 +117,7 @@ def test_the_rest_takes_a_release_only_after_the_canary_ran_it(
         create(cluster, namespace, member(core, apps, namespace, "canary", catalog, "canary", slow))
         wait_run(cluster, namespace, "canary", {"Snapshotting", "Recording", "Updating"})
         create(cluster, namespace, member(core, apps, namespace, "rest", catalog, None))
-        waiting = wait_for(
-            lambda: (
-                held(cluster, namespace, "rest").get("reason") == "WaitingForWave"
-                and held(cluster, namespace, "rest")
-            ),
-            timeout=30,
-            what="the rest held for the canary wave",
-        )
+        waiting = wait_condition(cluster, namespace, "rest", "ReleasesHeld", "WaitingForWave")
         assert waiting["status"] == "True"
         assert waiting["message"].startswith(
             "postgres 15.10 waits for wave canary (this system: wave rest): "
@@ -153,14 +147,7 @@ def test_a_failed_canary_run_halts_the_release_for_everyone(
         create(cluster, namespace, member(core, apps, namespace, "rest", catalog, None))
         canary = wait_run(cluster, namespace, "canary", ENDED, timeout=90)
         assert phase(canary) == "RolledBack", canary["status"]
-        halted = wait_for(
-            lambda: (
-                held(cluster, namespace, "rest").get("reason") == "ReleaseHalted"
-                and held(cluster, namespace, "rest")
-            ),
-            timeout=30,
-            what="the release halted for the rest",
-        )
+        halted = wait_condition(cluster, namespace, "rest", "ReleasesHeld", "ReleaseHalted")
         assert halted["status"] == "True"
         assert halted["message"].startswith("postgres 15.10 is halted: run ")
         assert "ended RolledBack in wave canary; publish a fixed release" in halted["message"]
