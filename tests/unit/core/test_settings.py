@@ -37,3 +37,11 @@ def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unset_namespaces_mean_the_whole_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PATCHWARDEN_NAMESPACES", raising=False)
     assert Settings.from_env().namespaces == ()
+
+
+def test_every_setting_is_documented_in_operator_md() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operator.md").read_text()
+    missing = [f for f in Settings.model_fields if f"`PATCHWARDEN_{f.upper()}`" not in doc]
+    assert missing == [], f"add these to the settings table of docs/operator.md: {missing}"
