@@ -216,18 +216,6 @@ def build(
     return ledger
 
 
-def needed(catalogs: Catalogs, body: Mapping[str, Any], now: datetime) -> list[Known]:
-    """The releases of waved catalogs a stored system would take unasked: eligible, and for
-    each component in scope with a known installed version, every release newer than it
-    that is on its track, approved, supported and of a class it takes without a request."""
-    return [
-        k
-        for need, classes in _needs(body)
-        for k in _waved(catalogs, need, now)
-        if classes & set(k.release.classes)
-    ]
-
-
 def _needs(body: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], frozenset[str]]]:
     """For each component of a stored system that could need a release: what decides which
     (catalogs, component, installed version, track, approval delay), and the classes the
