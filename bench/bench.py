@@ -188,12 +188,28 @@ class Bench:
                 if n.metadata.name.startswith("bench-")
             ]
 
-        for ns in leftovers():
+        self.delete_namespaces(leftovers(), "earlier benchmark namespaces", timeout)
+
+    def delete_namespaces(self, names: list[str], what: str, timeout: float) -> None:
+        """Delete ``names`` and wait until they are gone."""
+        for ns in names:
             self.dev.kubectl("delete", "ns", ns, "--wait=false", "--ignore-not-found")
             # A benchmark stopped midway leaves runs (and, before 0.2, systems) with kopf's
             # finalizer and no operator to remove it: the namespace would never go.
             release_finalizers(self.custom, ns)
-        wait_until("earlier benchmark namespaces deleted", lambda: not leftovers(), timeout, 2)
+        wanted = set(names)
+
+        def gone() -> bool:
+            return not wanted & {n.metadata.name for n in self.core.list_namespace().items}
+
+        wait_until(f"{what} deleted", gone, timeout, 2)
+
+    def retire(self, namespaces: list[str], timeout: float) -> None:
+        """A part is measured: delete its namespaces before the next part. Its running
+        Deployments would otherwise hold slots of kwok's node (1,000 pods): a storm after
+        another would find no room for its Jobs' pods (they stay Pending: "Too many pods")."""
+        self.delete_namespaces(namespaces, "the part's namespaces", timeout)
+        self.namespaces = [ns for ns in self.namespaces if ns not in namespaces]
 
     def cleanup(self) -> None:
         for ns in self.namespaces:
@@ -692,6 +708,7 @@ def storm(b: Bench, args: argparse.Namespace, notify_delay: float | None = None)
                 ]
             )
         }
+    b.retire(namespaces, args.timeout)
     return {
         "systems": count,
         "namespaces": len(namespaces),
