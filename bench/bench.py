@@ -15,6 +15,12 @@ pods, so Jobs complete). Three parts:
    (VmHWM); API requests per system counted at the client (the operator's
    ``patchwarden_kube_requests_total``) and, as a cross-check, at the server
    (``apiserver_request_total`` delta minus the benchmark's own polls).
+   With ``--idle-seconds T`` the synced fleet is then left alone for T seconds (no
+   window opens, nothing changes): the operator's CPU, requests and writes meanwhile
+   (``idle``). With ``--restart`` a new operator process then starts over the same
+   fleet: the time until /readyz says it can decide, and its writes, requests and CPU
+   in its first minute, against a plain client's paged LIST of the systems
+   (``restart``).
 2. **window storm** — M systems, each with a Deployment and a claim, due in
    one one-off window that opens at a chosen instant, fleet limit L: the
    delay from window open to each Job's creation (as the benchmark's watch
@@ -305,6 +311,20 @@ class Operator:
         """User + system CPU time the operator process used so far."""
         return process_cpu_seconds(self.process.pid)
 
+    def ready(self) -> bool:
+        """Whether /readyz answers 200 (the operator can decide)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
+            return False
+
+    def metric(self, name: str) -> float:
+        """The sum of every series of counter ``name`` the operator exposes."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
+        pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
+        return sum(float(m.group(1)) for m in re.finditer(pattern, text.decode(), re.M))
+
     def requests(self, verbs: Iterable[str] | None = None) -> float:
         """The operator's own count of its API requests (patchwarden_kube_requests_total)."""
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
@@ -416,6 +436,7 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     cpu_before = control_plane_cpu()
     op = b.start_operator("sync", namespaces, {})
     seconds = None
+    steady: dict[str, Any] = {}
     try:
         if ready.wait(args.timeout):
             seconds = time.monotonic() - op.started
@@ -424,9 +445,13 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         rss, cpu = op.peak_rss_mb(), op.cpu_seconds()
         control_plane = cpu_used_since(cpu_before)
         client_requests = op.requests()
+        server = b.server_requests() - before - len(own) - 1
+        if args.idle_seconds and seconds is not None:
+            steady["idle"] = idle(b, op, args.idle_seconds, cpu / args.systems)
     finally:
         op.stop()
-    server = b.server_requests() - before - len(own) - 1
+    if args.restart and seconds is not None:
+        steady["restart"] = restart(b, namespaces, args)
     # The limit: the very status writes the operator made, from a plain client at the same
     # parallelism, onto the same systems with their status cleared first.
     parallel(
@@ -461,7 +486,76 @@ def fleet_sync(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
         "raw_status_writes_per_second": round(len(statuses) / raw, 1),
         "raw_control_plane_cpu_seconds": raw_control_plane,
         "ratio_operator_to_raw": round(seconds / raw, 2) if seconds else None,
+        **steady,
     }
+
+
+def idle(b: Bench, op: Operator, seconds: float, cpu_per_system: float) -> dict[str, Any]:
+    """The synced fleet left alone (no window opens, nothing changes) for ``seconds``: the
+    operator's CPU, requests and writes meanwhile, as its own counters and /proc say."""
+    settle = 30.0  # the sync's last events (our own status writes) come back first
+    time.sleep(settle)
+    reconciles = lambda: op.metric("patchwarden_reconcile_total")  # noqa: E731
+    cpu0, req0, writes0, rec0 = op.cpu_seconds(), op.requests(), op.requests(WRITES), reconciles()
+    server0 = b.server_requests()
+    started = time.monotonic()
+    time.sleep(seconds)
+    took = time.monotonic() - started
+    cpu, requests = op.cpu_seconds() - cpu0, op.requests() - req0
+    server = b.server_requests() - server0 - 1  # less this benchmark's own /metrics read
+    resync = 3600.0
+    return {
+        "seconds": round(took, 1),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_share_of_one_core": f"{cpu / took:.2%}",
+        "requests": int(requests),
+        "requests_per_second": round(requests / took, 3),
+        "server_requests_per_second": round(server / took, 3),
+        "writes": int(op.requests(WRITES) - writes0),
+        "reconciles": int(reconciles() - rec0),
+        # The safety resync (default 3600 s) comes later than this measurement: its cost,
+        # from this sync's CPU per system (an upper bound: the sync also wrote every status).
+        "safety_resync_cpu_share_upper_bound": f"{cpu_per_system / resync:.2%} x systems",
+    }
+
+
+def restart(b: Bench, namespaces: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """A new operator process over the synced fleet: how soon it serves (/readyz: the first
+    decision possible), and what it writes and costs in its first minute. Against the
+    plain client's LIST of the same systems (the least a new process must read)."""
+    started = time.monotonic()
+    pages, token = 0, None
+    while True:
+        listed = b.custom.list_cluster_custom_object(
+            GROUP, VERSION, "managedsystems", limit=500, **({"_continue": token} if token else {})
+        )
+        pages += 1
+        token = listed["metadata"].get("continue")
+        if not token:
+            break
+    raw_list = time.monotonic() - started
+    op = b.start_operator("restart", namespaces, {})
+    try:
+        serving = None
+        while time.monotonic() - op.started < args.timeout:
+            if op.ready():
+                serving = time.monotonic() - op.started
+                break
+            time.sleep(0.05)
+        time.sleep(max(0.0, 60.0 - (time.monotonic() - op.started)))
+        minute = time.monotonic() - op.started
+        return {
+            "serving_seconds": round(serving, 2) if serving is not None else None,
+            "raw_list_seconds": round(raw_list, 2),
+            "raw_list_pages": pages,
+            "first_minute_writes": int(op.requests(WRITES)),
+            "first_minute_requests": int(op.requests()),
+            "first_minute_cpu_seconds": round(op.cpu_seconds(), 1),
+            "first_minute_seconds": round(minute, 1),
+            "peak_rss_mb": round(op.peak_rss_mb(), 1),
+        }
+    finally:
+        op.stop()
 
 
 # ---- part 2: the window storm ------------------------------------------------------------
@@ -1070,6 +1164,17 @@ def main() -> int:
         type=float,
         default=None,
         help="also run the storm with notifications to a receiver taking this many s per event",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=0,
+        help="after the sync, leave the fleet alone this long: the operator's idle cost",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="after the sync, start a new operator: time to serving, first-minute writes",
     )
     parser.add_argument("--skip-sync", action="store_true")
     parser.add_argument("--skip-storm", action="store_true")

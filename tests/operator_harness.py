@@ -27,7 +27,9 @@ PLURALS = {
 }
 FAST = {
     "PATCHWARDEN_RUN_POLL_SECONDS": "0.3",
-    "PATCHWARDEN_RESYNC_SECONDS": "3",
+    # Never within a test: what a test waits for must wake the system by itself (its
+    # events, its workload's, a run's end, the clock), as in production.
+    "PATCHWARDEN_RESYNC_SECONDS": "3600",
     "PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS": "20",
     "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "60",
     "PATCHWARDEN_METRICS_PORT": "0",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,7 @@ from patchwarden.api.common import GROUP, VERSION
 from patchwarden.api.run import TERMINAL
 from patchwarden.controllers.requests import Requests
 from patchwarden.controllers.runs import Runner
-from patchwarden.controllers.systems import Systems
+from patchwarden.controllers.systems import LEDGER_TTL, Systems
 from patchwarden.core.builders import LABEL_RUN
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
@@ -41,7 +41,8 @@ from patchwarden.runtime import metrics, peering
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.controller import SystemController
 from patchwarden.runtime.events import EventPoster
-from patchwarden.runtime.fleet import Fleet, WindowPopulation
+from patchwarden.runtime.fleet import Fleet, WindowPopulation, shares
+from patchwarden.runtime.inventory import KINDS, Bodies, Inventory
 from patchwarden.runtime.kube import Kube, api_client
 from patchwarden.runtime.notify import Notifier
 from patchwarden.runtime.reflector import Deliver, watches
@@ -54,6 +55,9 @@ STEPPING = "run step locks"
 DELETION_STEPS = 10
 """Steps a run being deleted takes in one call of its deletion handler before kopf calls it
 again (its progress is the run's status)."""
+INVENTORY_WAIT_SECONDS = 30.0
+"""The system workers wait at most this long at start for the workloads and claims to be
+listed."""
 WATCHED_WAIT_SECONDS = 15.0
 """A run waiting for its snapshots or Job looks again after this even if no watch event woke it."""
 
@@ -110,6 +114,11 @@ def make_app(ours: Settings) -> App:
         for request in (r for f in found for r in f):
             fleet.observe_request(request)
     return app
+
+
+def takes_snapshots(body: Mapping[str, Any]) -> bool:
+    """Whether a cached ManagedSystem takes VolumeSnapshots (its backups are required)."""
+    return ((body.get("spec") or {}).get("backup") or {}).get("required", True) is not False
 
 
 def _quiet_watch_handlers(record: logging.LogRecord) -> bool:
@@ -190,24 +199,64 @@ async def start_controller(memo: Any, **_: Any) -> None:
 
         return deliver
 
+    catalog_bodies, class_bodies = Bodies(), Bodies()
+    app.systems.catalog_bodies, app.systems.class_bodies = catalog_bodies, class_bodies
+    app.systems.inventory = inventory = Inventory()
+
     def catalogs(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
-        # A catalog changed (or was listed at start): every system's targets may have.
-        if events:
+        # A catalog changed (or was listed at start): the targets of systems with components.
+        if catalog_bodies.observe(events):
             app.systems.catalogs_changed()
-            controller.requeue_all()
+            controller.requeue_if(lambda body: bool((body.get("spec") or {}).get("components")))
+
+    def classes(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
+        # A class came or went (or a default changed): the systems that take snapshots.
+        if class_bodies.observe(events):
+            controller.requeue_if(takes_snapshots)
 
     memo["reflectors"] = reflectors = watches(
-        app.settings.namespaces, feed(observe), feed(wake), feed(catalogs)
+        app.settings.namespaces,
+        feed(observe),
+        feed(wake),
+        feed(catalogs),
+        feed(classes),
+        inventory,
+        lambda refs: loop.call_soon_threadsafe(controller.changed, refs),
     )
+    catalog_bodies.synced, class_bodies.synced = reflectors[0].synced, reflectors[1].synced
     for reflector in reflectors:
         reflector.start()
+    controller.synced = asyncio.Event()
+
+    async def wait_for_inventory() -> None:
+        """The workers start once the workloads and claims are listed (a reconcile before
+        would ask the API server, and be done again when the list arrives), or after
+        INVENTORY_WAIT_SECONDS (a watch that cannot list: the reconciles ask the API)."""
+        deadline = loop.time() + INVENTORY_WAIT_SECONDS
+        while not all(inventory.answers(k) for k in KINDS) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if not all(inventory.answers(k) for k in KINDS):
+            log.warning("workloads and claims not listed yet; reconciling systems without them")
+        assert controller.synced is not None
+        controller.synced.set()
+
+    async def refresh_waves() -> None:
+        """Held-back systems sleep: while a run began or ended since the waves' ledger was
+        built, build it again (every LEDGER_TTL seconds at most) to wake those it lets go."""
+        while True:
+            await asyncio.sleep(LEDGER_TTL)
+            if controller.active.is_set() and app.systems.ledger_stale():
+                await loop.run_in_executor(controller.executor, app.systems.refresh_ledger)
+
     memo["controller_tasks"] = [
         asyncio.create_task(controller.work(), name=f"system worker {i}")
         for i in range(controller.workers)
     ] + [
+        asyncio.create_task(refresh_waves(), name="waves ledger"),
+        asyncio.create_task(wait_for_inventory(), name="inventory sync"),
         asyncio.create_task(
             peering.watch(app.kube, app.settings, controller.set_active), name="peering check"
-        )
+        ),
     ]
 
 
@@ -231,9 +280,26 @@ def _controller(memo: Any) -> SystemController:
 @kopf.on.startup()
 async def serve_metrics(memo: Any, **_: Any) -> None:
     settings = _app(memo).settings
+
+    def ready() -> str | None:
+        """Serving once the ManagedSystems are listed (the runs were listed before kopf
+        started) and the workers started (the workloads and claims listed): the first
+        decision is possible."""
+        listing = [
+            r.what
+            for r in memo.get("reflectors", [])
+            if r.what.startswith("managedsystems") and not r.synced.is_set()
+        ]
+        if listing:
+            return f"listing {', '.join(listing)}"
+        synced = memo[CONTROLLER].synced if CONTROLLER in memo else None
+        if synced is None or not synced.is_set():
+            return "listing the workloads and claims"
+        return None
+
     if settings.metrics_port:
         memo["metrics_server"] = await metrics.serve(
-            settings.metrics_port, settings.metrics_address or None
+            settings.metrics_port, settings.metrics_address or None, ready
         )
 
 
@@ -272,9 +338,24 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     else:
         return
     if news:
+        app.systems.runs_changed()
         controller.poke(ns, body.spec["systemRef"]["name"])
+        if (body.get("status") or {}).get("phase") == "Failed":
+            _wake_if_halted(app, controller, body)
     if freed:
         for key in app.fleet.to_wake():
+            controller.poke(*key)
+
+
+def _wake_if_halted(app: App, controller: SystemController, run: Mapping[str, Any]) -> None:
+    """A run failed: if that spent its window's error budget, every system sharing the
+    window says so now (``UpdatesHalted``), not at its next look."""
+    window = (run.get("spec") or {}).get("window") or {}
+    span = (str(window.get("start") or ""), str(window.get("end") or ""))
+    if not span[0] or app.fleet.halted(span) is None:
+        return
+    for key, body in list(controller.systems.items()):
+        if shares(body, span):
             controller.poke(*key)
 
 

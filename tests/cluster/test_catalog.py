@@ -284,3 +284,66 @@ def test_a_new_release_reaches_the_systems_at_once_not_at_their_resync(
     print(f"catalog change → system status: {time.monotonic() - started:.1f}s")
     assert condition(msys, "UpToDate")["reason"] == "UpdatesPending"  # type: ignore[index]
     assert runs_of(cluster, namespace, "later") == [], "its window is tomorrow"
+
+
+def test_a_workload_and_claim_created_or_changed_wake_their_system_not_a_timer(
+    cluster: Cluster,
+    namespace: str,
+    catalog: str,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    tmp_path: Path,
+) -> None:
+    """With an hour's safety resync, the watches of Deployments and claims wake the system
+    that names them: created, and given another image."""
+    body = bound_system("late", "SaaS", catalog, window_start=now_plus(86400), volumes=["extra"])
+
+    def stalled(reason: str | None) -> Any:
+        found = condition(get(cluster, namespace, "ManagedSystem", "late"), "Stalled")
+        if reason is None:
+            return found and found["status"] == "False" and found
+        return found and found["status"] == "True" and reason in found["reason"] and found
+
+    def installed(version: str) -> Any:
+        found = get(cluster, namespace, "ManagedSystem", "late").get("status", {})
+        return [c.get("installed") for c in found.get("components") or []] == [version]
+
+    with running_operator(cluster, namespace, tmp_path, PATCHWARDEN_RESYNC_SECONDS="3600"):
+        create(cluster, namespace, body)
+        wait_for(lambda: stalled("WorkloadNotFound"), timeout=30, what="stalled: no workload")
+        started = time.monotonic()
+        database(core, apps, namespace, "example.com/pg:16.3")
+        wait_for(lambda: stalled("ClaimNotFound"), timeout=20, what="the workload seen")
+        workload_seen = time.monotonic() - started
+        assert installed("16.3")
+        started = time.monotonic()
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": "extra"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        wait_for(lambda: stalled(None), timeout=20, what="the claim seen: no longer stalled")
+        claim_seen = time.monotonic() - started
+        started = time.monotonic()
+        apps.patch_namespaced_deployment(
+            "app",
+            namespace,
+            {
+                "spec": {
+                    "template": {
+                        "spec": {"containers": [{"name": "db", "image": "example.com/pg:16.5"}]}
+                    }
+                }
+            },
+        )
+        wait_for(lambda: installed("16.5"), timeout=20, what="the new image read")
+        image_seen = time.monotonic() - started
+    print(
+        f"workload created → status {workload_seen:.1f}s; claim created → status "
+        f"{claim_seen:.1f}s; image changed → status {image_seen:.1f}s"
+    )

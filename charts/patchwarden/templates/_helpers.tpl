@@ -46,7 +46,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [create]
 - apiGroups: [apps]
   resources: [deployments, statefulsets]
-  verbs: [get, list, update, patch]  # patch: server-side apply of the target images
+  verbs: [get, list, watch, update, patch]  # watch: the inventory; patch: apply of images
 - apiGroups: [apps]
   resources: [deployments/scale, statefulsets/scale]
   verbs: [patch]
@@ -58,7 +58,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, create]  # exec hooks (docs/hooks.md); the websocket upgrade is a GET
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, list, create, delete]
+  verbs: [get, list, watch, create, delete]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch]

@@ -11,6 +11,7 @@ ManagedSystem statuses (``lastRun`` included, derived from the runs).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,6 +49,7 @@ from patchwarden.core.waves import build as build_ledger
 from patchwarden.runtime import metrics
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
+from patchwarden.runtime.inventory import Bodies, Inventory
 from patchwarden.runtime.kube import KubeApi
 from patchwarden.runtime.writer import EventFn, StatusWriter
 
@@ -75,10 +77,18 @@ class Systems:
     """Every ManagedSystem as the watch last delivered it (the waves' ledger counts them)."""
     wake: Callable[[tuple[str, str]], None] = lambda key: None
     """Queue a system for a reconcile (the operator's work queue)."""
+    inventory: Inventory | None = None
+    """The namespaces' workloads and claims, kept by watches (None: ask the API server)."""
+    catalog_bodies: Bodies | None = None
+    """The ReleaseCatalogs, kept by their watch (None: list them)."""
+    class_bodies: Bodies | None = None
+    """The VolumeSnapshotClasses, kept by their watch (None: list them)."""
     _ledger_cache: tuple[float, Ledger | None] = (0.0, None)
     _held: dict[tuple[str, str, str], set[tuple[str, str]]] = field(default_factory=dict)
     """A waved release → the systems it holds back (woken when it moves on)."""
     _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
+    _runs_changed: float = 0.0
+    """When (monotonic) a run last began or ended (the waves' ledger counts runs)."""
     _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
     _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
     _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
@@ -102,6 +112,10 @@ class Systems:
                 metrics.RECONCILE_ERRORS.labels("ManagedSystem").inc()
                 raise
         metrics.RECONCILES.labels("ManagedSystem", "success").inc()
+        resync = self.settings.resync_seconds
+        if delay >= resync:
+            # The safety resync, spread: a fleet synced at once does not come back at once.
+            return resync * random.uniform(0.9, 1.0)
         return delay
 
     def _reconcile(self, body: dict[str, Any]) -> float:
@@ -172,7 +186,7 @@ class Systems:
                 # A freed slot wakes it (Fleet.to_wake); the resync is the fallback.
                 return self.settings.resync_seconds
         # While a run is in progress, its end queues the system again.
-        return requeue_after(status, self.now(), self.settings.resync_seconds)
+        return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
 
     def facts(
         self,
@@ -197,7 +211,7 @@ class Systems:
             # The installed versions are read from the workload's containers.
             bound = any(x.container for x in spec.components)
             workload = (
-                self.kube.get_workload(spec.workload.kind, ns, spec.workload.name)
+                self._workload(spec.workload.kind, ns, spec.workload.name)
                 if bound and facts.workload_found
                 else None
             )
@@ -247,17 +261,32 @@ class Systems:
                     facts.held.append(ledger.why_not(known.catalog, release, labels))
                     progress = ledger.get(known.catalog, release)
                     facts.halted_release |= progress.halted is not None
+                    if progress.until is not None:  # the wave soaks: look again then
+                        facts.soaked.append(progress.until)
                     if key is not None:  # woken when the release moves on
                         self._held.setdefault((known.catalog, *release), set()).add(key)
         facts.released = lambda k: ledger.allows(k.catalog, (k.component, k.version), labels)
 
-    def _ledger(self, catalogs: Catalogs, now: datetime) -> Ledger:
+    def ledger_stale(self) -> bool:
+        """Systems are held back and a run began or ended since the ledger was built."""
+        return bool(self._held) and self._ledger_cache[0] < self._runs_changed
+
+    def refresh_ledger(self) -> None:
+        """Build the ledger again and wake the systems whose held release moved on (called
+        every LEDGER_TTL seconds while :meth:`ledger_stale`: the held systems sleep, and
+        the reconcile of the system whose run ended may have come too soon to rebuild)."""
+        catalogs = self._release_catalogs()
+        if catalogs.rollouts:
+            self._ledger(catalogs, self.now(), force=True)
+
+    def _ledger(self, catalogs: Catalogs, now: datetime, force: bool = False) -> Ledger:
         """How far each waved release has come, built from the cached systems and the fleet's
         runs at most every LEDGER_TTL seconds (one pass over the fleet, shared by all)."""
         with self._ledger_lock:
             built_at, ledger = self._ledger_cache
             if (
-                ledger is None
+                force
+                or ledger is None
                 or time.monotonic() - built_at > LEDGER_TTL
                 or ledger.rollouts is not catalogs.rollouts
             ):
@@ -383,10 +412,20 @@ class Systems:
         return manifest
 
     # ---- cached reads ------------------------------------------------------------------
+    def _workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        """The workload's containers, from the watches' inventory (else a GET)."""
+        if self.inventory is not None and self.inventory.answers(kind):
+            return self.inventory.workload(kind, ns, name)
+        return self.kube.get_workload(kind, ns, name)
+
     def _exists(self, kind: str, ns: str, name: str) -> bool:
-        """Whether a workload or claim exists. One LIST per kind and namespace answers every
-        system there for NAMES_TTL seconds (not a GET per system and reconcile); a name the
-        list lacks is confirmed by a GET, as the object may be newer than the list."""
+        """Whether a workload or claim exists: the watches' inventory knows (its changes
+        queue the systems that name it). Until it has listed: one LIST per kind and
+        namespace answers every system there for NAMES_TTL seconds; a name the list lacks
+        is confirmed by a GET, as the object may be newer than the list."""
+        known = self.inventory.exists(kind, ns, name) if self.inventory is not None else None
+        if known is not None:
+            return known
         key = (kind, ns)
         with self._names_locks.setdefault(key, threading.Lock()):
             listed_at, names = self._names.get(key, (0.0, frozenset()))
@@ -399,6 +438,10 @@ class Systems:
             return self.kube.get_claim(ns, name) is not None
         return self.kube.get_workload(kind, ns, name) is not None
 
+    def runs_changed(self) -> None:
+        """A run began or ended: the waves' ledger built before is out of date."""
+        self._runs_changed = time.monotonic()
+
     def catalogs_changed(self) -> None:
         """A ReleaseCatalog changed (the watch says so): list them again at the next look."""
         _, versions, catalogs = self._catalogs
@@ -409,11 +452,12 @@ class Systems:
         self._skipped.pop((ns, name), None)
 
     def _release_catalogs(self) -> Catalogs:
-        """The ReleaseCatalogs, listed at most every CLASSES_TTL seconds and indexed again
-        only when one of them changed."""
+        """The ReleaseCatalogs (as their watch has them, else listed at most every
+        CLASSES_TTL seconds), indexed again only when one of them changed."""
         listed_at, versions, catalogs = self._catalogs
-        if time.monotonic() - listed_at > CLASSES_TTL:
-            bodies = self.kube.release_catalogs()
+        watched = self.catalog_bodies.listed() if self.catalog_bodies is not None else None
+        if watched is not None or time.monotonic() - listed_at > CLASSES_TTL:
+            bodies = watched if watched is not None else self.kube.release_catalogs()
             now_versions = tuple(
                 sorted(
                     (b["metadata"]["name"], b["metadata"].get("resourceVersion", ""))
@@ -428,7 +472,11 @@ class Systems:
         return catalogs
 
     def _snapshot_classes(self) -> list[dict[str, Any]]:
-        """The cluster's VolumeSnapshotClasses, listed at most every CLASSES_TTL seconds."""
+        """The cluster's VolumeSnapshotClasses (as their watch has them, else listed at most
+        every CLASSES_TTL seconds)."""
+        watched = self.class_bodies.listed() if self.class_bodies is not None else None
+        if watched is not None:
+            return watched
         listed_at, classes = self._classes
         if time.monotonic() - listed_at > CLASSES_TTL:
             classes = self.kube.snapshot_classes()

@@ -13,7 +13,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -235,6 +235,9 @@ class State:
     """Why the installed version is unknown (the component then gets no target)."""
     stalls: bool = False
     """The problem is in the spec or the workload (a missing container), not the catalog."""
+    changes_at: datetime | None = None
+    """The next instant at which the clock alone changes what is acceptable (a newer release
+    approved, an end of life passed): the system looks again then, not on a timer."""
 
     def pending(self) -> list[str]:
         return [c for c, k in (("security", self.security), ("feature", self.feature)) if k]
@@ -326,6 +329,7 @@ def _newer(
     at = line.index.get(installed)  # the installed release, when the catalogs list it
     if at is not None and line.releases[at].release.end_of_life:
         state.end_of_life = line.releases[at].release.end_of_life
+    state.changes_at = changes_at(line, installed, comp.track, approve, now, state.end_of_life)
     for known in found:
         release = known.release
         approved = release.released + approve if approve else release.released
@@ -360,6 +364,44 @@ def acceptable(
             continue
         out.append(known)
     return out
+
+
+def changes_at(
+    line: Line,
+    installed: str,
+    track: str,
+    approve: timedelta | None,
+    now: datetime,
+    end_of_life: date | None = None,
+) -> datetime | None:
+    """The first instant after ``now`` at which :func:`acceptable` (or whether the installed
+    release's ``end_of_life`` passed) would answer differently with nothing else changed: a
+    release on the track becomes approved, or an end of life passes (at 00:00 UTC the day
+    after it). None when no such instant comes."""
+    today = now.date()
+    found: list[datetime] = []
+
+    def passes(day: date) -> None:
+        if day >= today:  # it passes at the start of the next day
+            found.append(datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC))
+
+    if end_of_life is not None:
+        passes(end_of_life)
+    for known in line.newer_than(installed):
+        release = known.release
+        if release.end_of_life is not None and release.end_of_life < today:
+            continue
+        try:
+            if not in_track(track, installed, release.version, line.scheme):
+                continue
+        except ValueError:
+            continue
+        approved = release.released + approve if approve else release.released
+        if approved > now:
+            found.append(approved)
+        if release.end_of_life is not None:
+            passes(release.end_of_life)
+    return min(found, default=None)
 
 
 def end_of_life_passed(state: State, today: date) -> bool:

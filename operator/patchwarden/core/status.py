@@ -7,7 +7,7 @@ differs from what is stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +19,7 @@ from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
 from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
+from patchwarden.core.approval import PENDING
 from patchwarden.core.builders import pod_security
 from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
@@ -89,6 +90,8 @@ class SystemFacts:
     """The run proposed for approval (``updates.approval``), if one would start."""
     released: Callable[[Known], bool] | None = None
     """Whether the waves let this system take a release (None: no catalog has waves)."""
+    soaked: list[datetime] = field(default_factory=list)
+    """When the waves that hold a release back from it have soaked."""
 
 
 LAST_MESSAGE = 1024
@@ -405,15 +408,33 @@ def request_status(
     return status
 
 
-def requeue_after(status: dict[str, Any], now: datetime, resync: float) -> float:
-    """Seconds until the system needs another look: the start of the next window that
-    ``system_status`` found, or the resync interval. A window already open needs no timer:
-    what happens in it (a run ends, a request arrives) queues the system itself."""
-    start = (status.get("nextWindow") or {}).get("start")
-    if start is None:
+def next_look(status: Mapping[str, Any], facts: SystemFacts, now: datetime) -> datetime | None:
+    """The next instant at which the clock alone changes the system's status or what it
+    decides, with nothing in the cluster changing: its next window opens, stops taking runs
+    (cutoff) or closes; its proposal's approval deadline passes; a release becomes approved
+    or an end of life passes; a wave that holds a release back has soaked. None: no such
+    instant (only a change in the cluster, which wakes the system, changes anything)."""
+    found: list[datetime] = []
+    window = status.get("nextWindow") or {}
+    found += [parse_time(window[k]) for k in ("start", "cutoff", "end") if window.get(k)]
+    proposal = status.get("proposal") or {}
+    if proposal.get("state") == PENDING and proposal.get("approveBy"):
+        found.append(parse_time(proposal["approveBy"]))
+    found += [s.changes_at for s in facts.components if s.changes_at is not None]
+    found += facts.soaked
+    return min((t for t in found if t > now), default=None)
+
+
+def requeue_after(
+    status: Mapping[str, Any], facts: SystemFacts, now: datetime, resync: float
+) -> float:
+    """Seconds until the system needs another look: :func:`next_look`, or the safety resync
+    (a watch event missed) when that comes first. What happens meanwhile (its spec, its
+    workload or claims, a run, a request, a catalog, a freed slot) queues the system itself."""
+    at = next_look(status, facts, now)
+    if at is None:
         return resync
-    until = (parse_time(start) - now) / timedelta(seconds=1)
-    return resync if until <= 0 else min(resync, until)
+    return min(resync, (at - now) / timedelta(seconds=1))
 
 
 def resolve_snapshot_class(

@@ -99,6 +99,8 @@ class Progress:
     """Why no system takes it any more (a failed run), if so."""
     waiting: str = ""
     """What wave ``through`` still waits for (systems pending, runs in progress, soak)."""
+    until: datetime | None = None
+    """When wave ``through`` has soaked, if that is all it waits for."""
 
     def allows(self, wave: int) -> bool:
         return self.halted is None and wave <= self.through
@@ -265,5 +267,5 @@ def _progress(rollout: Rollout, by_wave: Mapping[int, _Tally], now: datetime) ->
         if soak and tally.succeeded is not None:
             until = tally.succeeded + parse_duration(soak)
             if now < until:
-                return Progress(wave, waiting=f"soaking until {utc_text(until)}")
+                return Progress(wave, waiting=f"soaking until {utc_text(until)}", until=until)
     return Progress(last)

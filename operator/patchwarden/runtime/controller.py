@@ -28,6 +28,7 @@ from kubernetes.client.rest import ApiException
 from patchwarden.core.approval import APPROVE
 from patchwarden.core.status import ACKNOWLEDGED
 from patchwarden.runtime import metrics
+from patchwarden.runtime.inventory import Ref
 from patchwarden.runtime.queue import DelayQueue
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,20 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``body`` worth caching: without ``metadata.managedFields``."""
     meta = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
     return {**body, "metadata": meta}
+
+
+def refs_of(key: Key, body: Mapping[str, Any]) -> frozenset[Ref]:
+    """The workload and claims the system names (whose changes concern it)."""
+    spec = body.get("spec") or {}
+    ns = key[0]
+    found: set[Ref] = set()
+    workload = spec.get("workload") or {}
+    if isinstance(workload, dict) and workload.get("kind") and workload.get("name"):
+        found.add((str(workload["kind"]), ns, str(workload["name"])))
+    for claim in spec.get("volumes") or []:
+        if isinstance(claim, str):
+            found.add(("PersistentVolumeClaim", ns, claim))
+    return frozenset(found)
 
 
 def _news(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -66,7 +81,13 @@ class SystemController:
     systems: dict[Key, dict[str, Any]] = field(default_factory=dict)
     active: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while this replica holds the peering; workers wait for it."""
+    synced: asyncio.Event | None = None
+    """Set once the watches the reconciles read (workloads, claims) have listed; the
+    workers wait for it (client-go's WaitForCacheSync). None: nothing to wait for."""
     reconciles: int = 0
+    referrers: dict[Ref, set[Key]] = field(default_factory=dict)
+    """A workload or claim → the systems that name it."""
+    _refs: dict[Key, frozenset[Ref]] = field(default_factory=dict)
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """One watch event: keep the cache current; queue the system when it is new or its
@@ -76,12 +97,40 @@ class SystemController:
         if event_type == "DELETED":
             self.systems.pop(key, None)
             self.queue.forget(key)
+            self._refer(key, frozenset())
             metrics.forget_system(*key)
             return
         old = self.systems.get(key)
         self.systems[key] = slim(body)
         if old is None or _news(old["metadata"], meta):
+            self._refer(key, refs_of(key, body))
             self.queue.add(key)
+
+    def _refer(self, key: Key, refs: frozenset[Ref]) -> None:
+        before = self._refs.pop(key, frozenset())
+        for ref in before - refs:
+            keys = self.referrers.get(ref)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.referrers[ref]
+        for ref in refs - before:
+            self.referrers.setdefault(ref, set()).add(key)
+        if refs:
+            self._refs[key] = refs
+
+    def changed(self, refs: list[Ref]) -> None:
+        """Workloads or claims were created, deleted or given other images: queue the
+        systems that name them."""
+        for ref in refs:
+            for key in self.referrers.get(ref, ()):
+                self.queue.add(key)
+
+    def requeue_if(self, concerned: Callable[[Mapping[str, Any]], bool]) -> None:
+        """Queue every system whose cached body ``concerned`` says a change concerns."""
+        for key, body in self.systems.items():
+            if concerned(body):
+                self.queue.add(key)
 
     def poke(self, namespace: str | None, name: str) -> None:
         """Something the system depends on changed (a run ended, a request arrived)."""
@@ -95,6 +144,8 @@ class SystemController:
 
     async def work(self) -> None:
         """One worker: forever take the next due key (while active) and reconcile it."""
+        if self.synced is not None:
+            await self.synced.wait()
         while True:
             await self.active.wait()
             key = await self.queue.get()

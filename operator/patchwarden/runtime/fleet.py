@@ -66,6 +66,13 @@ def _nobody(window: Window) -> Population:
     return {}
 
 
+def shares(body: Mapping[str, Any], window: Window) -> bool:
+    """Whether a system's ``status.nextWindow`` overlaps ``window`` (the same night)."""
+    theirs = (body.get("status") or {}).get("nextWindow") or {}
+    start = str(theirs.get("start") or "")
+    return bool(start) and overlaps((start, str(theirs.get("end") or start)), window)
+
+
 class WindowPopulation:
     """What percentage limits are of: per customer, the systems whose ``status.nextWindow``
     overlaps a window, counted in the watch-fed cache of systems (an eligible system's next
@@ -88,10 +95,7 @@ class WindowPopulation:
                 return counted[1]
             tally: Counter[str] = Counter()
             for body in list(self.systems()):
-                theirs = (body.get("status") or {}).get("nextWindow") or {}
-                if theirs.get("start") and overlaps(
-                    (theirs["start"], theirs.get("end") or theirs["start"]), window
-                ):
+                if shares(body, window):
                     tally[(body.get("spec") or {}).get("customer", "")] += 1
             now = self.clock()
             # Windows counted long ago are forgotten (one entry per window of the night).

@@ -137,25 +137,6 @@ class Kube:
             self.custom.get_namespaced_custom_object, GROUP, VERSION, ns, plural, name
         )
 
-    def peers(self, peering: str, namespaces: tuple[str, ...]) -> dict[str, Any]:
-        """The replicas recorded in kopf's peering object: identity → priority, lastseen, lifetime.
-
-        Serving namespaces, kopf keeps one per namespace and every replica joins each;
-        replicas of one Deployment serve the same namespaces, so the first one tells.
-        """
-        body = (
-            self._read(
-                self.custom.get_namespaced_custom_object,
-                *("kopf.dev", "v1", namespaces[0], "kopfpeerings", peering),
-            )
-            if namespaces
-            else self._read(
-                self.custom.get_cluster_custom_object,
-                *("kopf.dev", "v1", "clusterkopfpeerings", peering),
-            )
-        )
-        return dict((body or {}).get("status") or {})
-
     def list_objects(
         self, plural: str, ns: str | None = None, selector: str | None = None
     ) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from typing import Any
 
@@ -292,9 +292,12 @@ def observe_run_end(run: dict[str, Any], status: dict[str, Any], model: str, pac
         LAST_SUCCESS.labels(ns, system, run["spec"].get("customer", ""), model, package).set(end)
 
 
-async def serve(port: int, host: str | None = None) -> web.AppRunner:
-    """/metrics (Prometheus text format) and /healthz on ``port`` of ``host`` (default:
-    every interface)."""
+async def serve(
+    port: int, host: str | None = None, ready: Callable[[], str | None] = lambda: None
+) -> web.AppRunner:
+    """/metrics (Prometheus text format), /healthz and /readyz on ``port`` of ``host``
+    (default: every interface). ``ready`` says why the operator cannot decide yet (None:
+    it can): /readyz answers 503 with that until then."""
 
     async def metrics(_: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, REGISTRY)
@@ -306,7 +309,14 @@ async def serve(port: int, host: str | None = None) -> web.AppRunner:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", healthz)
+
+    async def readyz(_: web.Request) -> web.Response:
+        why = ready()
+        if why is None:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text=f"{why}\n")
+
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host=host, port=port).start()

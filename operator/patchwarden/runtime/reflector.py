@@ -6,7 +6,7 @@ ManagedSystems, where the controller only wants the bodies, that was about
 a third of the operator's CPU in a 10,000-system sync (py-spy, see
 docs/scale.md). A :class:`Reflector` runs in its own thread with the
 kubernetes client: a paged LIST, then a WATCH from the list's
-resourceVersion (bookmarks on, the server ends it after ``WATCH_SECONDS``
+resourceVersion (bookmarks on, the server ends it after 15 to 30 minutes, ``WATCH_SECONDS``
 and it resumes from the last version seen). A ``410 Gone`` (the version is
 too old) starts over with a LIST; an object known before but missing from a
 new LIST is reported deleted, so the consumer's cache never keeps a ghost.
@@ -32,6 +32,7 @@ from urllib3.exceptions import HTTPError
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.core.builders import LABEL_RUN
 from patchwarden.runtime import metrics
+from patchwarden.runtime.inventory import Inventory, Ref
 from patchwarden.runtime.kube import SNAPSHOTS, Kube, api_client
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,12 @@ log = logging.getLogger(__name__)
 Event = tuple[str, dict[str, Any]]
 Deliver = Callable[[list[Event]], object]
 PAGE = 500
-WATCH_SECONDS = 300
-READ_TIMEOUT = WATCH_SECONDS + 30.0
+WATCH_SECONDS = (900, 1800)
+"""A watch asks the server to end it after a time drawn from this range (client-go draws
+5 to 10 minutes): each watch is one request per that time, and an operator serving 50
+namespaces keeps 300 of them. Bookmarks keep its resourceVersion fresh meanwhile."""
+READ_TIMEOUT = WATCH_SECONDS[1] + 30.0
+"""The server ends every watch before this: silence this long is a dead connection."""
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
 
@@ -124,6 +129,26 @@ def lister(
     extra: dict[str, Any] = {"_preload_content": False}
     if selector:
         extra["label_selector"] = selector
+    builtin = {
+        ("apps", "deployments"): (
+            "list_deployment_for_all_namespaces",
+            "list_namespaced_deployment",
+        ),
+        ("apps", "statefulsets"): (
+            "list_stateful_set_for_all_namespaces",
+            "list_namespaced_stateful_set",
+        ),
+        ("", "persistentvolumeclaims"): (
+            "list_persistent_volume_claim_for_all_namespaces",
+            "list_namespaced_persistent_volume_claim",
+        ),
+    }.get((group[0], plural))
+    if builtin is not None:
+        api = kube.apps if group[0] == "apps" else kube.core
+        everywhere, namespaced = builtin
+        if namespace is None:
+            return functools.partial(getattr(api, everywhere), **extra)
+        return functools.partial(getattr(api, namespaced), namespace, **extra)
     if group == ("batch", "v1") and plural == "jobs":
         if namespace is None:
             return functools.partial(kube.batch.list_job_for_all_namespaces, **extra)
@@ -144,6 +169,8 @@ class Reflector:
         self._stop = threading.Event()
         self._response: Any = None
         self._last_error = ""
+        self.synced = threading.Event()
+        """Set once the first LIST has been delivered."""
         self.thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
 
     def start(self) -> None:
@@ -176,7 +203,7 @@ class Reflector:
             watch=True,
             resource_version=self.known.version,
             allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
+            timeout_seconds=random.randint(*WATCH_SECONDS),
             _request_timeout=(10.0, READ_TIMEOUT),
         )
         self._response = response
@@ -198,6 +225,7 @@ class Reflector:
                 if not listed:
                     self._list()
                     listed = True
+                    self.synced.set()
                 began = time.monotonic()
                 self._watch()
                 if time.monotonic() - began >= 1.0:  # a normal end (the server's timeout)
@@ -229,16 +257,36 @@ class Reflector:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
 
+WORKLOADS = (("apps", "deployments", "Deployment"), ("apps", "statefulsets", "StatefulSet"))
+CLAIMS = ("", "persistentvolumeclaims", "PersistentVolumeClaim")
+
+
 def watches(
-    namespaces: tuple[str, ...], systems: Deliver, run_objects: Deliver, catalogs: Deliver
+    namespaces: tuple[str, ...],
+    systems: Deliver,
+    run_objects: Deliver,
+    catalogs: Deliver,
+    snapshot_classes: Deliver,
+    inventory: Inventory,
+    changed: Callable[[list[Ref]], object],
 ) -> list[Reflector]:
-    """Per namespace served (none: the whole cluster): ManagedSystems (to ``systems``), and
-    the runs' snapshots and Jobs (to ``run_objects``: a change wakes the run that waits);
-    and the cluster's ReleaseCatalogs (to ``catalogs``: a change concerns every system)."""
+    """Per namespace served (none: the whole cluster): ManagedSystems (to ``systems``); the
+    runs' snapshots and Jobs (to ``run_objects``: a change wakes the run that waits); the
+    Deployments, StatefulSets and PersistentVolumeClaims (into the ``inventory``, in the
+    watch's thread; what a system can see of them changed goes to ``changed``). And the
+    cluster's ReleaseCatalogs and VolumeSnapshotClasses (to ``catalogs`` and
+    ``snapshot_classes``: a change concerns every system that uses them)."""
     served: tuple[str | None, ...] = namespaces or (None,)
     # Their own connections: a watch holds one for minutes.
-    kube = Kube(api_client(3 * len(served) + 2), metrics.count_kube_request)
-    found = [Reflector(lister(kube, "releasecatalogs", None), "releasecatalogs", catalogs)]
+    kube = Kube(api_client(6 * len(served) + 2), metrics.count_kube_request)
+    found = [
+        Reflector(lister(kube, "releasecatalogs", None), "releasecatalogs", catalogs),
+        Reflector(
+            lister(kube, "volumesnapshotclasses", None, SNAPSHOTS),
+            "volumesnapshotclasses",
+            snapshot_classes,
+        ),
+    ]
     for ns in served:
         where = ns or "every namespace"
         found += [
@@ -254,4 +302,20 @@ def watches(
                 run_objects,
             ),
         ]
+        for group, plural, kind in (*WORKLOADS, CLAIMS):
+            reflector = Reflector(
+                lister(kube, plural, ns, (group, "v1")),
+                f"{plural} in {where}",
+                functools.partial(_inventory, inventory, kind, changed),
+            )
+            inventory.watched_by(kind, reflector.synced)
+            found.append(reflector)
     return found
+
+
+def _inventory(
+    inventory: Inventory, kind: str, changed: Callable[[list[Ref]], object], events: list[Event]
+) -> None:
+    refs = inventory.observe(kind, events)
+    if refs:
+        changed(refs)

@@ -198,6 +198,21 @@ def test_a_release_younger_than_the_approval_delay_is_not_a_target() -> None:
     assert [t.to_version for t in got] == ["16.4"]
 
 
+def test_the_instant_a_release_becomes_a_target_or_an_end_of_life_passes_is_known() -> None:
+    recent = catalogs(
+        _release("16.3", ["security"], endOfLife="2026-12-31"),
+        _release("16.4", ["security"], released="2026-11-25T00:00:00Z"),
+        _release("17.1", ["feature"], released="2026-11-27T00:00:00Z"),  # off the major track
+    )
+    week = states(system(approveAfter="168h"), recent, workload(), NOW)[0]
+    assert week.changes_at == datetime(2026, 12, 2, tzinfo=UTC), "16.4 approved a week after"
+    now = states(system(), recent, workload(), NOW)[0]
+    assert [k.version for k in now.newer] == ["16.4"]
+    assert now.changes_at == datetime(2027, 1, 1, tzinfo=UTC), "16.3's end of life passes"
+    settled = states(system(), catalogs(_release("16.3", ["security"])), workload(), NOW)[0]
+    assert settled.changes_at is None, "nothing the clock alone would change"
+
+
 def test_end_of_life() -> None:
     old = catalogs(
         _release("16.3", ["security"], endOfLife="2026-06-30"),

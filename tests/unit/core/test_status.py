@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
+from patchwarden.api.system import Component
+from patchwarden.core.releases import State
 from patchwarden.core.status import (
     SystemFacts,
     last_run,
+    next_look,
     request_status,
     requeue_after,
     system_status,
@@ -246,13 +249,44 @@ def test_a_past_one_off_window_is_no_problem() -> None:
     assert problems == [] and "nextWindow" not in status
 
 
-def test_requeue_at_the_next_window_start_but_never_in_a_loop_inside_an_open_one() -> None:
+def test_requeue_at_the_next_window_boundary_and_never_in_a_loop_inside_an_open_one() -> None:
     now = datetime(2026, 11, 27, 12, tzinfo=UTC)
-    at = lambda minutes: {"nextWindow": {"start": (now + timedelta(minutes=minutes)).isoformat()}}  # noqa: E731
-    assert requeue_after(at(10), now, 3600) == 600
-    assert requeue_after(at(120), now, 3600) == 3600
-    assert requeue_after(at(-5), now, 3600) == 3600, "open already: its events queue the system"
-    assert requeue_after({}, now, 60) == 60
+
+    def at(start: int, cutoff: int = 60, end: int = 120) -> dict[str, Any]:
+        window = {"start": start, "cutoff": start + cutoff, "end": start + end}
+        return {
+            "nextWindow": {k: (now + timedelta(minutes=v)).isoformat() for k, v in window.items()}
+        }
+
+    facts = SystemFacts()
+    assert requeue_after(at(10), facts, now, 3600) == 600
+    assert requeue_after(at(120), facts, now, 3600) == 3600, "the safety resync comes first"
+    assert requeue_after(at(-5), facts, now, 36000) == 55 * 60, "open: at its cutoff"
+    assert requeue_after(at(-70), facts, now, 36000) == 50 * 60, "past its cutoff: at its end"
+    assert requeue_after(at(-121), facts, now, 36000) == 36000, "ended (not yet moved on)"
+    assert requeue_after({}, facts, now, 60) == 60
+
+
+def test_the_clock_alone_wakes_a_system_at_approval_deadlines_releases_and_soaks() -> None:
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    later = lambda hours: now + timedelta(hours=hours)  # noqa: E731
+    proposal = {"proposal": {"state": "Pending", "approveBy": later(3).isoformat()}}
+    assert next_look(proposal, SystemFacts(), now) == later(3)
+    approved = {"proposal": {"state": "Approved", "approveBy": later(3).isoformat()}}
+    assert next_look(approved, SystemFacts(), now) is None, "decided: no deadline any more"
+    component = Component.model_validate(
+        {
+            "name": "pg",
+            "version": "15.1",
+            "installedBy": "provider",
+            "source": "standard-repository",
+        }
+    )
+    states = [State(component, True, changes_at=later(5)), State(component, True)]
+    assert next_look({}, SystemFacts(components=states), now) == later(5)
+    soaked = SystemFacts(components=states, soaked=[later(4), now - timedelta(hours=1)])
+    assert next_look(proposal | {}, soaked, now) == later(3)
+    assert next_look({}, soaked, now) == later(4), "a past soak end is no wake-up"
 
 
 def test_a_failed_rollback_stalls_the_system_until_a_person_acknowledges_it() -> None:

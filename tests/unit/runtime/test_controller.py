@@ -115,3 +115,36 @@ def test_slim_leaves_the_original_alone() -> None:
     body = system("a", 1)
     assert "managedFields" not in slim(body)["metadata"]
     assert "managedFields" in body["metadata"]
+
+
+def test_a_workload_or_claim_changing_queues_the_systems_that_name_them_only() -> None:
+    async def scenario() -> None:
+        c = SystemController(reconcile=lambda body: 60.0, workers=1)
+        named = system("a", 1)
+        named["spec"] = {"workload": {"kind": "Deployment", "name": "db"}, "volumes": ["data"]}
+        other = system("b", 1)
+        other["spec"] = {"workload": {"kind": "StatefulSet", "name": "db"}}
+        for body in (named, other):
+            c.observe(None, body)
+            key = c.queue.due()
+            assert key is not None
+            c.queue.done(key, None)
+        c.changed([("Deployment", "ns", "db"), ("PersistentVolumeClaim", "elsewhere", "data")])
+        assert c.queue.due() == A and c.queue.due() is None, (
+            "only a; another namespace's claim is not a's"
+        )
+        c.queue.done(A, None)
+        moved = system("a", 2)
+        moved["spec"] = {"workload": {"kind": "Deployment", "name": "db2"}}
+        c.observe("MODIFIED", moved)
+        assert c.queue.due() == A
+        c.queue.done(A, None)
+        c.changed([("Deployment", "ns", "db"), ("PersistentVolumeClaim", "ns", "data")])
+        assert c.queue.due() is None, "a names neither any more"
+        c.observe("DELETED", moved)
+        c.changed([("Deployment", "ns", "db2")])
+        assert c.queue.due() is None and c.referrers == {("StatefulSet", "ns", "db"): {("ns", "b")}}
+        c.requeue_if(lambda body: body["spec"]["workload"]["kind"] == "StatefulSet")
+        assert c.queue.due() == ("ns", "b")
+
+    asyncio.run(scenario())

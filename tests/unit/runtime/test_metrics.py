@@ -138,3 +138,37 @@ def test_pending_updates_and_behind_since_come_from_the_components_status() -> N
     observe(b)
     assert not any("behind_since" in line for line in lines("c")), "caught up: the series went"
     metrics.forget_system("metrics-ns", "c")
+
+
+def test_readyz_says_what_is_still_being_listed_until_the_operator_can_decide() -> None:
+    import asyncio
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from patchwarden.runtime.metrics import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    why: list[str | None] = ["listing managedsystems in every namespace"]
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    async def scenario() -> None:
+        runner = await serve(port, "127.0.0.1", lambda: why[0])
+        try:
+            assert await asyncio.to_thread(get, "/healthz") == (200, "ok\n")
+            status, text = await asyncio.to_thread(get, "/readyz")
+            assert status == 503 and "listing managedsystems" in text
+            why[0] = None
+            assert await asyncio.to_thread(get, "/readyz") == (200, "ok\n")
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())

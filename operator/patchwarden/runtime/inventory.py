@@ -1,0 +1,120 @@
+"""What the systems need to know of their namespaces' workloads and claims, kept by watches.
+
+A system's reconcile asks whether its workload and claims exist and which image each
+container of the workload runs (the installed versions). Asking the API server per
+reconcile (or listing per namespace every half minute) costs requests at every look; the
+watches (``runtime/reflector.py``) of Deployments, StatefulSets and
+PersistentVolumeClaims keep the answer here instead, and say which objects changed in a
+way a system can see: created, deleted, or a container's image changed. A Deployment's
+status changing (its pods coming and going) is no news to a system.
+
+Only names and the containers' images are kept, not the bodies. Until a kind's watches
+have listed, the inventory does not answer for it (None) and the caller asks the API
+server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Ref = tuple[str, str, str]
+"""(kind, namespace, name)."""
+Containers = tuple[tuple[str, str], ...]
+"""A workload's (container name, image) in its pod template, init containers first."""
+KINDS = ("Deployment", "StatefulSet", "PersistentVolumeClaim")
+
+
+def containers_of(body: Mapping[str, Any]) -> Containers:
+    pod = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return tuple(
+        (str(c.get("name", "")), str(c.get("image", "")))
+        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+    )
+
+
+class Inventory:
+    """The workloads and claims of the namespaces served, as the watches last saw them."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Ref, Containers] = {}
+        self._synced: dict[str, list[threading.Event]] = {}
+
+    def watched_by(self, kind: str, synced: threading.Event) -> None:
+        """A watch of ``kind`` sets ``synced`` once it has listed (one per namespace served)."""
+        self._synced.setdefault(kind, []).append(synced)
+
+    def answers(self, kind: str) -> bool:
+        found = self._synced.get(kind) or []
+        return bool(found) and all(e.is_set() for e in found)
+
+    def observe(self, kind: str, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Ref]:
+        """One batch of a watch of ``kind``: the objects whose change a system can see."""
+        changed = []
+        for event_type, body in events:
+            meta = body.get("metadata") or {}
+            ref = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            if event_type == "DELETED":
+                if self._objects.pop(ref, None) is not None:
+                    changed.append(ref)
+                continue
+            now = containers_of(body) if kind != "PersistentVolumeClaim" else ()
+            if self._objects.get(ref) != now:
+                changed.append(ref)
+                self._objects[ref] = now
+        return changed
+
+    def exists(self, kind: str, ns: str, name: str) -> bool | None:
+        """Whether the object exists; None while the watches of ``kind`` have not listed."""
+        if not self.answers(kind):
+            return None
+        return (kind, ns, name) in self._objects
+
+    def workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        """The workload as far as a system reads it (its containers' images), or None when
+        it does not exist. KeyError while the watches of ``kind`` have not listed."""
+        if not self.answers(kind):
+            raise KeyError(kind)
+        found = self._objects.get((kind, ns, name))
+        if found is None:
+            return None
+        pod = {"containers": [{"name": n, "image": i} for n, i in found]}
+        return {
+            "kind": kind,
+            "metadata": {"namespace": ns, "name": name},
+            "spec": {"template": {"spec": pod}},
+        }
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
+class Bodies:
+    """A few cluster-wide objects (ReleaseCatalogs, VolumeSnapshotClasses) by name, kept by
+    their watch; every system that uses them reads them from here."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, dict[str, Any]] = {}
+        self.synced: threading.Event | None = None
+
+    def observe(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> bool:
+        """One batch of the watch; whether anything changed (its resourceVersion)."""
+        changed = False
+        for event_type, body in events:
+            name = str((body.get("metadata") or {}).get("name") or "")
+            if event_type == "DELETED":
+                changed |= self._bodies.pop(name, None) is not None
+                continue
+            old = self._bodies.get(name)
+            version = (body.get("metadata") or {}).get("resourceVersion")
+            if old is None or old["metadata"].get("resourceVersion") != version:
+                self._bodies[name] = {**body, "metadata": dict(body.get("metadata") or {})}
+                changed = True
+        return changed
+
+    def listed(self) -> list[dict[str, Any]] | None:
+        """Every object, or None while the watch has not listed."""
+        if self.synced is None or not self.synced.is_set():
+            return None
+        return list(self._bodies.values())
