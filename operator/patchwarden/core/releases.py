@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property, lru_cache
@@ -332,10 +332,10 @@ def _newer(
     state.changes_at = changes_at(line, installed, comp.track, approve, now, state.end_of_life)
     for known in found:
         release = known.release
-        approved = release.released + approve if approve else release.released
+        since = approved(known, approve)
         state.newer.append(known)
-        if state.behind_since is None or approved < state.behind_since:
-            state.behind_since = approved
+        if state.behind_since is None or since < state.behind_since:
+            state.behind_since = since
         if "security" in release.classes:
             state.security = known
         if "feature" in release.classes:
@@ -348,22 +348,26 @@ def acceptable(
     """The releases newer than ``installed`` a component on ``track`` may take now: still
     supported, approved (``released`` + ``approve`` passed), on the track; oldest first.
     ValueError when ``installed`` does not follow the line's scheme."""
-    today = now.date()
-    out = []
+    return [k for k in _on_track(line, installed, track, now.date()) if approved(k, approve) <= now]
+
+
+def _on_track(line: Line, installed: str, track: str, today: date) -> Iterator[Known]:
+    """The releases newer than ``installed`` on ``track`` whose end of life has not passed
+    (never a target once it has); oldest first."""
     for known in line.newer_than(installed):
         release = known.release
         if release.end_of_life is not None and release.end_of_life < today:
-            continue  # never a target once its end of life has passed
-        approved = release.released + approve if approve else release.released
-        if approved > now:
             continue
         try:
-            if not in_track(track, installed, release.version, line.scheme):
-                continue
+            if in_track(track, installed, release.version, line.scheme):
+                yield known
         except ValueError:
             continue
-        out.append(known)
-    return out
+
+
+def approved(known: Known, approve: timedelta | None) -> datetime:
+    """When the release may be installed: its release time plus the approval delay."""
+    return known.release.released + approve if approve else known.release.released
 
 
 def changes_at(
@@ -387,20 +391,11 @@ def changes_at(
 
     if end_of_life is not None:
         passes(end_of_life)
-    for known in line.newer_than(installed):
-        release = known.release
-        if release.end_of_life is not None and release.end_of_life < today:
-            continue
-        try:
-            if not in_track(track, installed, release.version, line.scheme):
-                continue
-        except ValueError:
-            continue
-        approved = release.released + approve if approve else release.released
-        if approved > now:
-            found.append(approved)
-        if release.end_of_life is not None:
-            passes(release.end_of_life)
+    for known in _on_track(line, installed, track, today):
+        if (at := approved(known, approve)) > now:
+            found.append(at)
+        if known.release.end_of_life is not None:
+            passes(known.release.end_of_life)
     return min(found, default=None)
 
 
