@@ -63,13 +63,17 @@ def test_workers_reconcile_only_while_active_and_requeue_with_the_returned_delay
         return 3600.0
 
     async def scenario() -> None:
-        c = SystemController(reconcile=reconcile, workers=2)
+        c = SystemController(reconcile=reconcile, workers=2, synced=asyncio.Event())
         workers = [asyncio.ensure_future(c.work()) for _ in range(c.workers)]
         c.observe(None, system("a", 1))
         c.observe(None, system("b", 1))
         await asyncio.sleep(0.1)
         assert seen == [], "paused: another replica holds the peering"
         c.set_active(True, "test")
+        await asyncio.sleep(0.1)
+        assert seen == [], "the workloads and claims are not listed yet"
+        assert c.synced is not None
+        c.synced.set()
         for _ in range(100):
             if len(seen) == 2:
                 break
