@@ -136,7 +136,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 300
+    settings.watching.server_timeout = 1500  # a watch reconnect per 25 min, not per 5
     logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     if KEY not in memo:  # started by kopf's own CLI rather than `patchwarden run`
         memo[KEY] = make_app(Settings.from_env())

@@ -163,8 +163,17 @@ def lister(
 class Reflector:
     """One LIST+WATCH loop in a daemon thread; ``call`` is a :func:`lister`."""
 
-    def __init__(self, call: Callable[..., Any], what: str, deliver: Deliver) -> None:
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        what: str,
+        deliver: Deliver,
+        page: int = PAGE,
+        listing: threading.Semaphore | None = None,
+    ) -> None:
         self._call, self.what, self.deliver = call, what, deliver
+        self.page, self.listing = page, listing
+        """Pages of ``page`` objects; ``listing``, if given, is held for the whole LIST."""
         self.known = Known()
         self._stop = threading.Event()
         self._response: Any = None
@@ -183,10 +192,17 @@ class Reflector:
             response.shutdown()  # unblocks the read in the watch thread
 
     def _list(self) -> None:
+        if self.listing is None:
+            self._pages()
+            return
+        with self.listing:
+            self._pages()
+
+    def _pages(self) -> None:
         token, first = None, True
         while True:
             page = json.loads(
-                self._call(limit=PAGE, **({"_continue": token} if token else {})).data
+                self._call(limit=self.page, **({"_continue": token} if token else {})).data
             )
             meta = page.get("metadata") or {}
             events = self.known.listed(page.get("items") or [], meta["resourceVersion"], first)
@@ -258,6 +274,11 @@ class Reflector:
 
 
 WORKLOADS = (("apps", "deployments", "Deployment"), ("apps", "statefulsets", "StatefulSet"))
+INVENTORY_PAGE = 100
+INVENTORY_LISTS = 2
+"""The workloads and claims are listed in pages of 100, two LISTs at a time, whatever the
+number of namespaces: their bodies are large (a Deployment's pod template) and fifty
+namespaces listed at once held 200 MB of them at a 10,000-system start (docs/scale.md)."""
 CLAIMS = ("", "persistentvolumeclaims", "PersistentVolumeClaim")
 
 
@@ -287,6 +308,7 @@ def watches(
             snapshot_classes,
         ),
     ]
+    inventory_lists = threading.BoundedSemaphore(INVENTORY_LISTS)
     for ns in served:
         where = ns or "every namespace"
         found += [
@@ -307,6 +329,8 @@ def watches(
                 lister(kube, plural, ns, (group, "v1")),
                 f"{plural} in {where}",
                 functools.partial(_inventory, inventory, kind, changed),
+                page=INVENTORY_PAGE,
+                listing=inventory_lists,
             )
             inventory.watched_by(kind, reflector.synced)
             found.append(reflector)
