@@ -275,8 +275,8 @@ class Reflector:
 
 WORKLOADS = (("apps", "deployments", "Deployment"), ("apps", "statefulsets", "StatefulSet"))
 INVENTORY_PAGE = 100
-INVENTORY_LISTS = 2
-"""The workloads and claims are listed in pages of 100, two LISTs at a time, whatever the
+INVENTORY_LISTS = 8
+"""The workloads and claims are listed in pages of 100, eight LISTs at a time, whatever the
 number of namespaces: their bodies are large (a Deployment's pod template) and fifty
 namespaces listed at once held 200 MB of them at a 10,000-system start (docs/scale.md)."""
 CLAIMS = ("", "persistentvolumeclaims", "PersistentVolumeClaim")
