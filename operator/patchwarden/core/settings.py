@@ -50,11 +50,13 @@ class Settings(BaseSettings):
     run_threads_limit: int = Field(default=64, ge=1, le=1024)
     """Threads for the runs' steps when ``MAX_CONCURRENT_RUNS`` is a percentage (with a
     number, one per run it allows, up to 256)."""
-    resync_seconds: float = Field(default=3600.0, gt=0)
+    resync_seconds: float = Field(default=21600.0, gt=0)
     """The safety net: every system is reconciled at least this often (less 0-10 %, spread),
     changed or not. What concerns a system wakes it (its events, its workload's and claims',
     its runs and requests, catalogs, snapshot classes, its next window boundary, a freed
-    slot); this only catches what a lost watch event would miss."""
+    slot); this only catches what a lost watch event would miss. Six hours (controller-
+    runtime's default is ten): a reconcile of 10,000 systems that changes nothing costs
+    about 36 s of CPU, 0.17 % of a core spread over six hours."""
     run_poll_seconds: float = Field(default=2.0, gt=0)
     """How often an update run checks its workload (and its pods in a rollback); its
     snapshots and Job are watched, and checked at least every 15 s."""
