@@ -223,6 +223,7 @@ async def start_controller(memo: Any, **_: Any) -> None:
         inventory,
         lambda refs: loop.call_soon_threadsafe(controller.changed, refs),
     )
+    assert [r.what for r in reflectors[:2]] == ["releasecatalogs", "volumesnapshotclasses"]
     catalog_bodies.synced, class_bodies.synced = reflectors[0].synced, reflectors[1].synced
     for reflector in reflectors:
         reflector.start()

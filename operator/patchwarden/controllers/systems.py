@@ -145,7 +145,8 @@ class Systems:
         requests = self.requests(ns, name, body, now)
         if problems or spec is None:
             self.fleet.stop_waiting(ns, name)
-            return self.settings.resync_seconds
+            # What stalls it wakes it when it changes; its next window still moves on.
+            return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
         last = (status.get("lastRun") or {}).get("name")
         start = decide_start(name, spec, assess(spec), now, requests, mine, last)
         job = bool(spec.updates.template)
@@ -183,8 +184,8 @@ class Systems:
             )
             if blocked:
                 log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
-                # A freed slot wakes it (Fleet.to_wake); the resync is the fallback.
-                return self.settings.resync_seconds
+                # A freed slot wakes it (Fleet.to_wake); its window's cutoff ends the wait.
+                return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
         # While a run is in progress, its end queues the system again.
         return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
 

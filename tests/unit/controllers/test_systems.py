@@ -12,6 +12,7 @@ from patchwarden.core.builders import RUN_FINALIZER
 from patchwarden.core.gate import Answer
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
+from patchwarden.core.times import parse_time
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
 from patchwarden.runtime.inventory import Bodies, Inventory
@@ -127,8 +128,9 @@ def test_a_due_system_starts_its_run_and_the_registry_counts_it_at_once() -> Non
     controller.reconcile(first)
     assert kube.created() == ["create updateruns/a-202702101155"]
     assert kube.stored("managedsystems", "ns", "a")["status"]["conditions"]
-    resync = Settings().resync_seconds
-    assert 0.9 * resync <= controller.reconcile(second) <= resync, "waits for a slot"
+    waits = controller.reconcile(second)
+    cutoff = parse_time(kube.stored("managedsystems", "ns", "b")["status"]["nextWindow"]["cutoff"])
+    assert waits == (cutoff - NOW).total_seconds(), "waits for a slot until its window's cutoff"
     assert list(controller.fleet.waiting) == [("ns", "b")]
     assert kube.created() == ["create updateruns/a-202702101155"], "the limit held"
 
