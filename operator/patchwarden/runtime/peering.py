@@ -36,15 +36,30 @@ def blocked_by(peers: Mapping[str, Any], me: str, priority: int, now: datetime) 
         if identity == me or not isinstance(info, Mapping):
             continue
         try:
-            seen = datetime.fromisoformat(str(info["lastseen"]))
-            alive = (seen if seen.tzinfo else seen.replace(tzinfo=UTC)).timestamp() + float(
-                info.get("lifetime", 60)
-            ) > now.timestamp()
-            if alive and int(info.get("priority", 0)) >= priority:
+            if _alive(info, now) and int(info.get("priority", 0)) >= priority:
                 found.append(identity)
         except (KeyError, TypeError, ValueError):
             continue
     return sorted(found)
+
+
+def _alive(info: Mapping[str, Any], now: datetime) -> bool:
+    seen = datetime.fromisoformat(str(info["lastseen"]))
+    seen = seen if seen.tzinfo else seen.replace(tzinfo=UTC)
+    return seen.timestamp() + float(info.get("lifetime", 60)) > now.timestamp()
+
+
+def stale(peers: Mapping[str, Any], me: str, now: datetime) -> bool:
+    """Our copy of the record is out of date: our own entry, which our kopf renews, has
+    expired in it (the watch stalled, or broke). Then the last decision stands: the clock
+    would otherwise retire the other replicas' entries too, and wrongly."""
+    info = peers.get(me)
+    if not isinstance(info, Mapping):
+        return False  # not recorded yet (kopf writes it at its start)
+    try:
+        return not _alive(info, now)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
@@ -94,10 +109,9 @@ async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]
     reflector.start()
     try:
         while True:
-            if reflector.synced.is_set():
-                blockers = blocked_by(
-                    last.get("peers", {}), s.identity, s.priority, datetime.now(UTC)
-                )
+            peers, now = last.get("peers", {}), datetime.now(UTC)
+            if reflector.synced.is_set() and not stale(peers, s.identity, now):
+                blockers = blocked_by(peers, s.identity, s.priority, now)
                 set_active(
                     not blockers,
                     f"peers {', '.join(blockers)} outrank this replica"

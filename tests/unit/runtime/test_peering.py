@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from patchwarden.runtime.peering import blocked_by
+from patchwarden.runtime.peering import blocked_by, stale
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -37,3 +37,10 @@ def test_a_kopf_timestamp_with_z_is_read() -> None:
     assert blocked_by(
         {"b": {"priority": 20, "lifetime": 60, "lastseen": "2026-11-27T11:59:30Z"}}, "me", 1, NOW
     ) == ["b"]
+
+
+def test_a_copy_in_which_our_own_entry_expired_is_stale_and_decides_nothing() -> None:
+    assert not stale({"me": peer(10, 5), "b": peer(20, 90)}, "me", NOW), "b died, we renew"
+    assert stale({"me": peer(10, 90), "b": peer(20, 90)}, "me", NOW), "the watch stalled"
+    assert not stale({"b": peer(20, 1)}, "me", NOW), "not recorded yet: decide"
+    assert not stale({"me": {"priority": 1}}, "me", NOW), "unreadable: decide"
