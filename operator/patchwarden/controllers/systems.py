@@ -183,9 +183,8 @@ class Systems:
                 lambda: self._create_run(body, spec, start, [t.wire() for t in chosen]),
             )
             if blocked:
-                log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
                 # A freed slot wakes it (Fleet.to_wake); its window's cutoff ends the wait.
-                return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
+                log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
         # While a run is in progress, its end queues the system again.
         return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
 

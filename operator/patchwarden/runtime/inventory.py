@@ -19,26 +19,20 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from patchwarden.core.releases import containers
+
 Ref = tuple[str, str, str]
 """(kind, namespace, name)."""
-Containers = tuple[tuple[str, str], ...]
-"""A workload's (container name, image) in its pod template, init containers first."""
 KINDS = ("Deployment", "StatefulSet", "PersistentVolumeClaim")
-
-
-def containers_of(body: Mapping[str, Any]) -> Containers:
-    pod = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return tuple(
-        (str(c.get("name", "")), str(c.get("image", "")))
-        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
-    )
 
 
 class Inventory:
     """The workloads and claims of the namespaces served, as the watches last saw them."""
 
     def __init__(self) -> None:
-        self._objects: dict[Ref, Containers] = {}
+        self._objects: dict[Ref, dict[str, str]] = {}
+        """A workload's container name → image (``core/releases.containers``); a claim's:
+        nothing."""
         self._synced: dict[str, list[threading.Event]] = {}
 
     def watched_by(self, kind: str, synced: threading.Event) -> None:
@@ -59,7 +53,7 @@ class Inventory:
                 if self._objects.pop(ref, None) is not None:
                     changed.append(ref)
                 continue
-            now = containers_of(body) if kind != "PersistentVolumeClaim" else ()
+            now = containers(body) if kind != "PersistentVolumeClaim" else {}
             if self._objects.get(ref) != now:
                 changed.append(ref)
                 self._objects[ref] = now
@@ -79,15 +73,12 @@ class Inventory:
         found = self._objects.get((kind, ns, name))
         if found is None:
             return None
-        pod = {"containers": [{"name": n, "image": i} for n, i in found]}
+        pod = {"containers": [{"name": n, "image": i} for n, i in found.items()]}
         return {
             "kind": kind,
             "metadata": {"namespace": ns, "name": name},
             "spec": {"template": {"spec": pod}},
         }
-
-    def __len__(self) -> int:
-        return len(self._objects)
 
 
 class Bodies:
