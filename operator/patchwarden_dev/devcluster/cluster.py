@@ -141,10 +141,21 @@ class DevCluster:
                 "etcdBinary": str(tools / "etcd"),
             },
             # A single instance of each: without leader election they survive an API
-            # server outage (with it, a lost lease makes them exit for good).
+            # server outage (with it, a lost lease makes them exit for good). The controller
+            # manager's client may send 100 requests/s (its default is 20): at 20 the
+            # ReplicaSets of a 10,000-Deployment benchmark fleet took some 20 minutes, each
+            # a Deployment status change that the operator's watches saw during the
+            # measurement (docs/scale.md).
             "componentsPatches": [
-                {"name": name, "extraArgs": [{"key": "leader-elect", "value": "false"}]}
-                for name in ("kube-controller-manager", "kube-scheduler")
+                {
+                    "name": "kube-controller-manager",
+                    "extraArgs": [
+                        {"key": "leader-elect", "value": "false"},
+                        {"key": "kube-api-qps", "value": "100"},
+                        {"key": "kube-api-burst", "value": "200"},
+                    ],
+                },
+                {"name": "kube-scheduler", "extraArgs": [{"key": "leader-elect", "value": "false"}]},
             ],
             "components": [
                 {

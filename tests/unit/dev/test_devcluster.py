@@ -67,9 +67,14 @@ def test_kwokctl_config_is_loopback_rbac_and_uses_only_given_binaries(tmp_path: 
     }
     assert all(Path(v).parent == tools for v in binaries.values())
     patches = {p["name"]: p["extraArgs"] for p in conf["componentsPatches"]}
-    assert patches == {
-        name: [{"key": "leader-elect", "value": "false"}]
-        for name in ("kube-controller-manager", "kube-scheduler")
+    args = {name: {a["key"]: a["value"] for a in extra} for name, extra in patches.items()}
+    assert args == {
+        "kube-controller-manager": {
+            "leader-elect": "false",
+            "kube-api-qps": "100",
+            "kube-api-burst": "200",
+        },
+        "kube-scheduler": {"leader-elect": "false"},
     }
 
 
