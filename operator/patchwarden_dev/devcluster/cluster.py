@@ -155,7 +155,10 @@ class DevCluster:
                         {"key": "kube-api-burst", "value": "200"},
                     ],
                 },
-                {"name": "kube-scheduler", "extraArgs": [{"key": "leader-elect", "value": "false"}]},
+                {
+                    "name": "kube-scheduler",
+                    "extraArgs": [{"key": "leader-elect", "value": "false"}],
+                },
             ],
             "components": [
                 {
