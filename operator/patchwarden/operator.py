@@ -42,7 +42,7 @@ from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.controller import SystemController
 from patchwarden.runtime.events import EventPoster
 from patchwarden.runtime.fleet import Fleet, WindowPopulation, shares
-from patchwarden.runtime.inventory import KINDS, Bodies, Inventory
+from patchwarden.runtime.inventory import KINDS, Bodies, Inventory, Snapshots
 from patchwarden.runtime.kube import Kube, api_client
 from patchwarden.runtime.notify import Notifier
 from patchwarden.runtime.reflector import Deliver, watches
@@ -202,6 +202,7 @@ async def start_controller(memo: Any, **_: Any) -> None:
     catalog_bodies, class_bodies = Bodies(), Bodies()
     app.systems.catalog_bodies, app.systems.class_bodies = catalog_bodies, class_bodies
     app.systems.inventory = inventory = Inventory()
+    app.systems.snapshots = snapshots = Snapshots()
 
     def catalogs(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
         # A catalog changed (or was listed at start): the targets of systems with components.
@@ -222,6 +223,7 @@ async def start_controller(memo: Any, **_: Any) -> None:
         feed(classes),
         inventory,
         lambda refs: loop.call_soon_threadsafe(controller.changed, refs),
+        snapshots,
     )
     assert [r.what for r in reflectors[:2]] == ["releasecatalogs", "volumesnapshotclasses"]
     catalog_bodies.synced, class_bodies.synced = reflectors[0].synced, reflectors[1].synced

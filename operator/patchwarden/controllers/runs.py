@@ -21,6 +21,7 @@ from patchwarden.api.run import TERMINAL, UpdateRunStatus
 from patchwarden.api.system import Hook, ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core import run as machine
+from patchwarden.core.history import prunable
 from patchwarden.core.run import Read, Wait
 from patchwarden.core.settings import Settings
 from patchwarden.core.status import parse_system, resolve_snapshot_class
@@ -279,7 +280,7 @@ class Runner:
             case machine.PruneSnapshots(system, retain, failed_state_before):
                 selector = f"{builders.LABEL_SYSTEM}={builders.label_value(system)}"
                 listed = self.kube.list_snapshots(ns, selector)
-                for name in machine.prunable(listed, run.name, retain, failed_state_before):
+                for name in prunable(listed, run.name, retain, failed_state_before):
                     self.kube.delete_snapshot(ns, name)
             case machine.Emit(type_, reason, message):
                 self.emit(body, type_, reason, message)

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from patchwarden.api.common import parse_duration
-from patchwarden.api.run import TERMINAL, Trigger
+from patchwarden.api.run import TERMINAL, Phase, Trigger
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
 from patchwarden.core.approval import APPROVE, approved_targets, propose, why_skipped
-from patchwarden.core.history import to_prune
+from patchwarden.core.history import NEVER, prunable, to_prune
 from patchwarden.core.policy import assess
 from patchwarden.core.releases import Catalogs, states, targets
 from patchwarden.core.scheduler import (
@@ -43,13 +43,13 @@ from patchwarden.core.status import (
     system_status,
     window_ref,
 )
-from patchwarden.core.times import utc_text
+from patchwarden.core.times import parse_time, utc_text
 from patchwarden.core.waves import Ledger, wave_name, wave_of
 from patchwarden.core.waves import build as build_ledger
 from patchwarden.runtime import metrics
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
-from patchwarden.runtime.inventory import Bodies, Inventory
+from patchwarden.runtime.inventory import Bodies, Inventory, Snapshots
 from patchwarden.runtime.kube import KubeApi
 from patchwarden.runtime.writer import EventFn, StatusWriter
 
@@ -79,6 +79,8 @@ class Systems:
     """Queue a system for a reconcile (the operator's work queue)."""
     inventory: Inventory | None = None
     """The namespaces' workloads and claims, kept by watches (None: ask the API server)."""
+    snapshots: Snapshots | None = None
+    """The runs' snapshots, kept by their watches (None: retention is left to the runs)."""
     catalog_bodies: Bodies | None = None
     """The ReleaseCatalogs, kept by their watch (None: list them)."""
     class_bodies: Bodies | None = None
@@ -141,6 +143,8 @@ class Systems:
             # lastRun is written above: a pruned run's outcome stays recorded.
             for run in to_prune(mine, spec.history.successful_runs, spec.history.failed_runs):
                 self.kube.delete("updateruns", ns, run)
+            if facts.active_run is None:
+                self._retain_snapshots(ns, name, spec, mine)
         metrics.observe_system(body, spec)
         requests = self.requests(ns, name, body, now)
         if problems or spec is None:
@@ -410,6 +414,35 @@ class Systems:
             f"in window {start.occurrence.window}",
         )
         return manifest
+
+    def _retain_snapshots(
+        self, ns: str, name: str, spec: ManagedSystemSpec, runs: list[dict[str, Any]]
+    ) -> None:
+        """With no run in progress, the system's snapshots beyond ``backup.retain`` go, as
+        a successful run prunes them when it ends (``core/history.prunable``, the same rule:
+        the newest successful run keeps its own; failed-state snapshots go only once a
+        successful run ended ``rollback.keepFailedState`` after they were taken). Runs that
+        keep failing, or a history of runs made elsewhere, are bounded too."""
+        if self.snapshots is None:
+            return
+        listed = self.snapshots.of(ns, builders.label_value(name))
+        if not listed:
+            return
+        succeeded = [
+            r
+            for r in runs
+            if (r.get("status") or {}).get("phase") == Phase.SUCCEEDED.value
+            and r["status"].get("completionTime")
+        ]
+        newest = max(succeeded, key=lambda r: r["status"]["completionTime"], default=None)
+        keep_run, failed_before = "", NEVER
+        if newest is not None:
+            keep_run = newest["metadata"]["name"]
+            keep = parse_duration(spec.rollback.keep_failed_state)
+            failed_before = utc_text(parse_time(newest["status"]["completionTime"]) - keep)
+        for snapshot in prunable(listed, keep_run, spec.backup.retain, failed_before):
+            log.info("system %s/%s: snapshot %s is beyond the retention", ns, name, snapshot)
+            self.kube.delete_snapshot(ns, snapshot)
 
     # ---- cached reads ------------------------------------------------------------------
     def _workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:

@@ -1,10 +1,17 @@
-"""Which ended runs of a system go: the history limits, as a CronJob keeps its Jobs."""
+"""Which ended runs of a system go (the history limits, as a CronJob keeps its Jobs), and
+which of its snapshots (``backup.retain``, ``rollback.keepFailedState``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from patchwarden.api.run import Phase
+from patchwarden.core import builders
+from patchwarden.core.times import parse_time
+
+NEVER = "1970-01-01T00:00:00Z"
+"""A ``failed_state_before`` that prunes no failed-state snapshot."""
 
 
 def to_prune(runs: list[dict[str, Any]], successful: int, failed: int) -> list[str]:
@@ -23,3 +30,33 @@ def to_prune(runs: list[dict[str, Any]], successful: int, failed: int) -> list[s
         if seen[kind] > kept[kind]:
             out.append(str(run["metadata"]["name"]))
     return out
+
+
+def prunable(
+    snapshots: Sequence[Mapping[str, Any]], run: str, retain: int, failed_state_before: str
+) -> list[str]:
+    """The snapshots to delete: backups beyond the newest ``retain`` runs' (``run``, the one
+    that just succeeded, always keeps its own), and failed-state snapshots created before
+    ``failed_state_before`` (never by ``retain``)."""
+    by_run: dict[str, list[Mapping[str, Any]]] = {}
+    expired: list[str] = []
+    for snap in snapshots:
+        labels = snap["metadata"].get("labels") or {}
+        if labels.get(builders.LABEL_STATE) == builders.FAILED_STATE:
+            if parse_time(snap["metadata"]["creationTimestamp"]) < parse_time(failed_state_before):
+                expired.append(str(snap["metadata"]["name"]))
+            continue
+        by_run.setdefault(labels.get(builders.LABEL_RUN, ""), []).append(snap)
+    newest_first = sorted(
+        by_run,
+        key=lambda r: min(s["metadata"]["creationTimestamp"] for s in by_run[r]),
+        reverse=True,
+    )
+    keep = {run, *newest_first[:retain]}
+    backups = [
+        str(snap["metadata"]["name"])
+        for other in newest_first
+        if other not in keep
+        for snap in by_run[other]
+    ]
+    return backups + expired

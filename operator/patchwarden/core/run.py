@@ -149,7 +149,7 @@ class ReplaceWorkload:
 @dataclass(frozen=True)
 class PruneSnapshots:
     """Delete the snapshots of the system's older runs beyond the newest ``retain``, and
-    failed-state snapshots made before ``failed_state_before`` (:func:`prunable` chooses
+    failed-state snapshots made before ``failed_state_before`` (``core/history.prunable`` chooses
     them from the list the controller reads)."""
 
     system: str
@@ -1270,33 +1270,3 @@ def job_changes(pods: Sequence[Mapping[str, Any]]) -> tuple[list[Change], str | 
                 )
             return changes, None
     return [], None
-
-
-def prunable(
-    snapshots: Sequence[Mapping[str, Any]], run: str, retain: int, failed_state_before: str
-) -> list[str]:
-    """The snapshots to delete: backups beyond the newest ``retain`` runs' (``run``, the one
-    that just succeeded, always keeps its own), and failed-state snapshots created before
-    ``failed_state_before`` (never by ``retain``)."""
-    by_run: dict[str, list[Mapping[str, Any]]] = {}
-    expired: list[str] = []
-    for snap in snapshots:
-        labels = snap["metadata"].get("labels") or {}
-        if labels.get(builders.LABEL_STATE) == builders.FAILED_STATE:
-            if parse_time(snap["metadata"]["creationTimestamp"]) < parse_time(failed_state_before):
-                expired.append(str(snap["metadata"]["name"]))
-            continue
-        by_run.setdefault(labels.get(builders.LABEL_RUN, ""), []).append(snap)
-    newest_first = sorted(
-        by_run,
-        key=lambda r: min(s["metadata"]["creationTimestamp"] for s in by_run[r]),
-        reverse=True,
-    )
-    keep = {run, *newest_first[:retain]}
-    backups = [
-        str(snap["metadata"]["name"])
-        for other in newest_first
-        if other not in keep
-        for snap in by_run[other]
-    ]
-    return backups + expired

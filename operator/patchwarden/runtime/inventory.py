@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from patchwarden.core.builders import LABEL_RUN, LABEL_STATE, LABEL_SYSTEM
 from patchwarden.core.releases import containers
 
 Ref = tuple[str, str, str]
@@ -109,3 +110,49 @@ class Bodies:
         if self.synced is None or not self.synced.is_set():
             return None
         return list(self._bodies.values())
+
+
+class Snapshots:
+    """The runs' VolumeSnapshots (label ``patchwarden.io/run``) by system, as their watches
+    last saw them: what a system's retention (``backup.retain``) counts when no run of it is
+    in progress. Names, labels and creation times only."""
+
+    def __init__(self) -> None:
+        self._by_system: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {}
+        """(namespace, system label value) → snapshot name → (run, state, created)."""
+        self._synced: list[threading.Event] = []
+
+    def watched_by(self, synced: threading.Event) -> None:
+        self._synced.append(synced)
+
+    def observe(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        for event_type, body in events:
+            meta = body.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            key = (str(meta.get("namespace") or ""), str(labels.get(LABEL_SYSTEM) or ""))
+            name = str(meta.get("name") or "")
+            if event_type == "DELETED" or meta.get("deletionTimestamp"):
+                known = self._by_system.get(key)
+                if known is not None:
+                    known.pop(name, None)
+                    if not known:
+                        del self._by_system[key]
+                continue
+            entry = (
+                str(labels.get(LABEL_RUN) or ""),
+                str(labels.get(LABEL_STATE) or ""),
+                str(meta.get("creationTimestamp") or ""),
+            )
+            self._by_system.setdefault(key, {})[name] = entry
+
+    def of(self, ns: str, system_label: str) -> list[dict[str, Any]] | None:
+        """The system's snapshots as ``core/history.prunable`` reads them; None while the
+        watches have not listed."""
+        if not self._synced or not all(e.is_set() for e in self._synced):
+            return None
+        found = dict(self._by_system.get((ns, system_label)) or {})
+        out = []
+        for name, (run, state, created) in found.items():
+            labels = {LABEL_RUN: run, **({LABEL_STATE: state} if state else {})}
+            out.append({"metadata": {"name": name, "labels": labels, "creationTimestamp": created}})
+        return out

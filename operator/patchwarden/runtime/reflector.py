@@ -32,7 +32,7 @@ from urllib3.exceptions import HTTPError
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.core.builders import LABEL_RUN
 from patchwarden.runtime import metrics
-from patchwarden.runtime.inventory import Inventory, Ref
+from patchwarden.runtime.inventory import Inventory, Ref, Snapshots
 from patchwarden.runtime.kube import SNAPSHOTS, Kube, api_client
 
 log = logging.getLogger(__name__)
@@ -290,9 +290,11 @@ def watches(
     snapshot_classes: Deliver,
     inventory: Inventory,
     changed: Callable[[list[Ref]], object],
+    snapshots: Snapshots,
 ) -> list[Reflector]:
     """Per namespace served (none: the whole cluster): ManagedSystems (to ``systems``); the
-    runs' snapshots and Jobs (to ``run_objects``: a change wakes the run that waits); the
+    runs' snapshots (into ``snapshots``, in the watch's thread) and Jobs (to ``run_objects``:
+    a change wakes the run that waits); the
     Deployments, StatefulSets and PersistentVolumeClaims (into the ``inventory``, in the
     watch's thread; what a system can see of them changed goes to ``changed``). And the
     cluster's ReleaseCatalogs and VolumeSnapshotClasses (to ``catalogs`` and
@@ -311,19 +313,21 @@ def watches(
     inventory_lists = threading.BoundedSemaphore(INVENTORY_LISTS)
     for ns in served:
         where = ns or "every namespace"
+        snapshot_watch = Reflector(
+            lister(kube, "volumesnapshots", ns, SNAPSHOTS, LABEL_RUN),
+            f"volumesnapshots in {where}",
+            functools.partial(_snapshots, snapshots, run_objects),
+        )
         found += [
             Reflector(lister(kube, "managedsystems", ns), f"managedsystems in {where}", systems),
-            Reflector(
-                lister(kube, "volumesnapshots", ns, SNAPSHOTS, LABEL_RUN),
-                f"volumesnapshots in {where}",
-                run_objects,
-            ),
+            snapshot_watch,
             Reflector(
                 lister(kube, "jobs", ns, ("batch", "v1"), LABEL_RUN),
                 f"jobs in {where}",
                 run_objects,
             ),
         ]
+        snapshots.watched_by(snapshot_watch.synced)
         for group, plural, kind in (*WORKLOADS, CLAIMS):
             reflector = Reflector(
                 lister(kube, plural, ns, (group, "v1")),
@@ -335,6 +339,11 @@ def watches(
             inventory.watched_by(kind, reflector.synced)
             found.append(reflector)
     return found
+
+
+def _snapshots(snapshots: Snapshots, then: Deliver, events: list[Event]) -> None:
+    snapshots.observe(events)
+    then(events)
 
 
 def _inventory(

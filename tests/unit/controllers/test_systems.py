@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from patchwarden.controllers.systems import Systems
@@ -12,14 +12,15 @@ from patchwarden.core.builders import RUN_FINALIZER
 from patchwarden.core.gate import Answer
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
-from patchwarden.core.times import parse_time
+from patchwarden.core.times import parse_time, utc_text
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
-from patchwarden.runtime.inventory import Bodies, Inventory
+from patchwarden.runtime.inventory import Bodies, Inventory, Snapshots
 from patchwarden_dev.fakekube import FakeKube
 
 LIMITS = Limits(10, 2, 3)
 DEFAULT_CLASS = {"snapshot.storage.kubernetes.io/is-default-class": "true"}
+FAILED = {"patchwarden.io/state": "failed"}
 
 
 def test_one_list_per_namespace_answers_yes_and_a_no_is_confirmed_by_a_get() -> None:
@@ -420,3 +421,55 @@ def test_an_unapproved_window_is_skipped_with_the_reason() -> None:
         "the proposal was not approved by 2027-02-09T11:55:00Z"
     )
     assert ("Warning", "NotApproved") in [e[:2] for e in events]
+
+
+def test_with_no_run_in_progress_snapshots_beyond_the_retention_go() -> None:
+    """A history of runs (made elsewhere, or ending in rollbacks, which prune nothing) does
+    not pile up snapshots: the system keeps those of its newest ``retain`` runs and of its
+    newest successful run, and failed-state snapshots taken less than ``keepFailedState``
+    before that success; nothing while a run is in progress."""
+    kube = FakeKube()
+    body = saas(kube, "a")
+    body["spec"]["maintenance"] = {
+        "windows": [{"name": "w", "cron": "0 23 * * 0", "duration": "4h"}]
+    }
+    body["spec"]["backup"] = {"required": False, "retain": 2}
+    body["spec"]["rollback"] = {"keepFailedState": "72h"}
+    app = systems(kube)
+    app.snapshots = index = Snapshots()
+    listed = threading.Event()
+    listed.set()
+    index.watched_by(listed)
+    year = datetime(2027, 1, 1, 23, tzinfo=UTC)
+
+    def snapshot(name: str, run: str, taken: datetime, **labels: str) -> dict[str, Any]:
+        labels.update({"patchwarden.io/system": "a", "patchwarden.io/run": run})
+        meta = {"namespace": "ns", "name": name, "labels": labels}
+        return {"metadata": {**meta, "creationTimestamp": utc_text(taken)}}
+
+    def ended(run: str, phase: str, at: datetime | None = None) -> dict[str, Any]:
+        status = {"phase": phase, **({"completionTime": utc_text(at)} if at else {})}
+        meta = {"namespace": "ns", "name": run}
+        return {"metadata": meta, "spec": {"systemRef": {"name": "a"}}, "status": status}
+
+    # Weekly runs r1…r5, one backup each: r2 succeeded; r1, r3, r4 and r5 rolled back, and
+    # each of those took a failed-state snapshot half an hour later.
+    for week, phase in enumerate(["RolledBack", "Succeeded", *["RolledBack"] * 3], start=1):
+        run, taken = f"r{week}", year + timedelta(weeks=week)
+        index.observe([("ADDED", snapshot(f"{run}-data", run, taken))])
+        if phase == "RolledBack":
+            failed = snapshot(f"{run}-failed", run, taken + timedelta(minutes=30), **FAILED)
+            index.observe([("ADDED", failed)])
+        app.fleet.observe_run(ended(run, phase, taken + timedelta(minutes=40)))
+    # r6 is in progress (it took no snapshot yet): nothing goes.
+    app.fleet.observe_run(ended("r6", "Updating"))
+    app.reconcile(body)
+    assert not [c for c in kube.calls if c.startswith("delete")], "a run in progress"
+    # r6 succeeded 2 days after r5's failed-state snapshot.
+    r5_failed = year + timedelta(weeks=5, minutes=30)
+    app.fleet.observe_run(ended("r6", "Succeeded", r5_failed + timedelta(days=2)))
+    app.reconcile(body)
+    deleted = sorted(c.split("/", 1)[1] for c in kube.calls if c.startswith("delete"))
+    # Kept: r4's and r5's backups (the newest two runs' with snapshots; r6, the newest
+    # success, took none) and r5's failed state (taken less than 72 h before r6 ended).
+    assert deleted == ["r1-data", "r1-failed", "r2-data", "r3-data", "r3-failed", "r4-failed"]

@@ -713,30 +713,6 @@ def test_each_step_reads_only_what_it_needs(st: UpdateRunStatus, wanted: set[Rea
     assert m.reads(st) == wanted
 
 
-def test_prune_keeps_the_newest_runs_and_always_this_one_and_failed_states_for_a_while() -> None:
-    def snap(name: str, run: str, created: str, failed: bool = False) -> dict[str, Any]:
-        labels = {"patchwarden.io/run": run}
-        if failed:
-            labels["patchwarden.io/state"] = "failed"
-        return {"metadata": {"name": name, "labels": labels, "creationTimestamp": created}}
-
-    snaps = [
-        snap("a1", "a", "2027-01-01T00:00:00Z"),
-        snap("a1-failed", "a", "2027-01-01T01:00:00Z", failed=True),
-        snap("b1", "b", "2027-01-08T00:00:00Z"),
-        snap("b1-failed", "b", "2027-01-08T01:00:00Z", failed=True),
-        snap("c1", "c", "2027-01-15T00:00:00Z"),
-        snap("c2", "c", "2027-01-15T00:00:01Z"),
-    ]
-    week = "2027-01-05T00:00:00Z"
-    assert m.prunable(snaps, "c", retain=2, failed_state_before=week) == ["a1", "a1-failed"]
-    assert m.prunable(snaps, "a", retain=1, failed_state_before=week) == ["b1", "a1-failed"]
-    never = "2000-01-01T00:00:00Z"
-    assert m.prunable(snaps, "c", retain=1, failed_state_before=never) == ["b1", "a1"], (
-        "retain never takes a failed-state snapshot"
-    )
-
-
 # ---- a run or its system deleted mid-run ---------------------------------------------------
 def deleting_system() -> dict[str, Any]:
     body = system()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from patchwarden.runtime.inventory import Bodies, Inventory
+from patchwarden.runtime.inventory import Bodies, Inventory, Snapshots
 
 
 def deployment(name: str, image: str, replicas: int = 1, ns: str = "ns") -> dict[str, Any]:
@@ -74,3 +74,42 @@ def test_bodies_say_when_something_changed() -> None:
     )
     assert bodies.observe([("DELETED", {"metadata": {"name": "std"}})])
     assert bodies.listed() == []
+
+
+def snapshot(name: str, run: str, created: str, system: str = "a", **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": name,
+            "creationTimestamp": created,
+            "labels": {"patchwarden.io/system": system, "patchwarden.io/run": run, **labels},
+        }
+    }
+
+
+def test_snapshots_are_kept_by_system_with_what_retention_reads() -> None:
+    index = Snapshots()
+    listed = threading.Event()
+    index.watched_by(listed)
+    index.observe([("ADDED", snapshot("a1", "r1", "2027-01-01T00:00:00Z"))])
+    assert index.of("ns", "a") is None, "not listed yet: retention waits"
+    listed.set()
+    failed = {"patchwarden.io/state": "failed"}
+    index.observe(
+        [
+            ("ADDED", snapshot("a1-failed", "r1", "2027-01-01T01:00:00Z", **failed)),
+            ("ADDED", snapshot("b1", "r9", "2027-01-01T00:00:00Z", system="b")),
+        ]
+    )
+    assert sorted(s["metadata"]["name"] for s in index.of("ns", "a") or []) == ["a1", "a1-failed"]
+    [failed_state] = [s for s in index.of("ns", "a") or [] if s["metadata"]["name"] == "a1-failed"]
+    assert failed_state["metadata"] == {
+        "name": "a1-failed",
+        "creationTimestamp": "2027-01-01T01:00:00Z",
+        "labels": {"patchwarden.io/run": "r1", "patchwarden.io/state": "failed"},
+    }
+    going = snapshot("a1", "r1", "2027-01-01T00:00:00Z")
+    going["metadata"]["deletionTimestamp"] = "2027-01-02T00:00:00Z"
+    index.observe([("MODIFIED", going), ("DELETED", snapshot("b1", "r9", "x", system="b"))])
+    assert [s["metadata"]["name"] for s in index.of("ns", "a") or []] == ["a1-failed"]
+    assert index.of("ns", "b") == [] and index.of("other", "a") == []
