@@ -104,15 +104,19 @@ def make_app(ours: Settings) -> App:
     requests = Requests(kube, emit, fleet)
     systems = Systems(ours, kube, emit, fleet, requests.reconcile_for_system, gate=Gate(ours))
     app = App(ours, kube, fleet, systems, requests, notifier=Notifier(ours, kube.annotate))
+
     # Know every run before the first scheduling decision; the watch keeps it current.
-    namespaces = ours.namespaces or [None]
+    # Page by page: the registry keeps a summary of each run, not the listed bodies.
+    def know(ns: str | None) -> None:
+        for page in kube.list_objects("updateruns", ns):
+            for run in page:
+                fleet.observe_run(run)
+        for page in kube.list_objects("updaterequests", ns):
+            for request in page:
+                fleet.observe_request(request)
+
     with ThreadPoolExecutor(ours.api_workers) as pool:
-        runs = pool.map(lambda ns: kube.list_objects("updateruns", ns), namespaces)
-        found = pool.map(lambda ns: kube.list_objects("updaterequests", ns), namespaces)
-        for run in (r for f in runs for r in f):
-            fleet.observe_run(run)
-        for request in (r for f in found for r in f):
-            fleet.observe_request(request)
+        list(pool.map(know, ours.namespaces or [None]))
     return app
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from patchwarden.api.run import TERMINAL, Phase
 from patchwarden.core.conditions import NEEDS_ATTENTION, is_true
 from patchwarden.core.scheduler import (
+    FAILED,
     Limit,
     Limits,
     Population,
@@ -46,6 +47,17 @@ def _stage(run: dict[str, Any]) -> tuple[str, str | None]:
     if phase == Phase.PENDING.value:
         return ("Pending", None)
     return ("Ended", phase) if phase in TERMINAL else ("InProgress", None)
+
+
+def _limits_it(run: dict[str, Any]) -> bool:
+    """Whether the limits count the run: in progress, or failed (the error budget). A
+    year's successes are not read at each admission."""
+    phase = (run.get("status") or {}).get("phase")
+    return phase not in TERMINAL or phase in FAILED
+
+
+def _system_of(key: Key, run: Mapping[str, Any]) -> Key:
+    return key[0], run["spec"]["systemRef"]["name"]
 
 
 def run_summary(body: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +130,10 @@ class Fleet:
     until the system's status names it, it is known only here."""
     requests: dict[Key, dict[str, Any]] = field(default_factory=dict)
     """Every UpdateRequest this process knows, by (namespace, name)."""
+    _runs_by_system: dict[Key, dict[Key, dict[str, Any]]] = field(default_factory=dict)
+    _limiting: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """The runs the limits count (:func:`_limits_it`)."""
+    _requests_by_system: dict[Key, dict[Key, dict[str, Any]]] = field(default_factory=dict)
     waiting: dict[Key, tuple[str, Window]] = field(default_factory=dict)
     """Systems whose due run the limits hold back, oldest first: (namespace, name) →
     (customer, window occurrence). A freed slot wakes the first that fit (:meth:`to_wake`)."""
@@ -130,7 +146,7 @@ class Fleet:
         key = (summary["metadata"]["namespace"], summary["metadata"]["name"])
         with self.lock:
             old = self.runs.get(key)
-            self.runs[key] = summary
+            self._keep_run(key, summary)
         news = old is None or _stage(old) != _stage(summary)
         return news, old is not None and _active(old) and not _active(summary)
 
@@ -138,7 +154,7 @@ class Fleet:
         """Forget a deleted run (remembering it as its system's newest deleted run if it had
         ended); returns what was known of it."""
         with self.lock:
-            gone = self.runs.pop((ns, name), None)
+            gone = self._drop_run((ns, name))
             ended = ((gone or {}).get("status") or {}).get("completionTime")
             if gone is not None and ended:
                 system = (ns, gone["spec"]["systemRef"]["name"])
@@ -146,6 +162,26 @@ class Fleet:
                 if newest is None or ended > newest:
                     self.deleted[system] = gone
             return gone
+
+    def _keep_run(self, key: Key, summary: dict[str, Any]) -> None:
+        """Record a run and index it (under the lock)."""
+        self.runs[key] = summary
+        self._runs_by_system.setdefault(_system_of(key, summary), {})[key] = summary
+        if _limits_it(summary):
+            self._limiting[key] = summary
+        else:
+            self._limiting.pop(key, None)
+
+    def _drop_run(self, key: Key) -> dict[str, Any] | None:
+        gone = self.runs.pop(key, None)
+        self._limiting.pop(key, None)
+        if gone is not None:
+            system = _system_of(key, gone)
+            theirs = self._runs_by_system.get(system) or {}
+            theirs.pop(key, None)
+            if not theirs:
+                self._runs_by_system.pop(system, None)
+        return gone
 
     def deleted_run(self, ns: str, system: str) -> dict[str, Any] | None:
         with self.lock:
@@ -160,11 +196,7 @@ class Fleet:
 
     def runs_of(self, ns: str, system: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [
-                r
-                for (r_ns, _), r in self.runs.items()
-                if r_ns == ns and r["spec"]["systemRef"]["name"] == system
-            ]
+            return list((self._runs_by_system.get((ns, system)) or {}).values())
 
     def all_runs(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -174,30 +206,46 @@ class Fleet:
         """The runs started for the request (more than one when one rolled back and was
         retried), oldest window first."""
         with self.lock:
+            # A request's runs are runs of its system, and the request names its system.
+            theirs = self.requests.get((ns, request))
+            system = ((theirs or {}).get("spec") or {}).get("systemRef", {}).get("name")
+            candidates = (
+                self._runs_by_system.get((ns, system)) or {}
+                if system is not None
+                else {k: r for k, r in self.runs.items() if k[0] == ns}
+            )
             found = [
                 r
-                for (r_ns, _), r in self.runs.items()
-                if r_ns == ns and (r["spec"].get("requestRef") or {}).get("name") == request
+                for r in candidates.values()
+                if (r["spec"].get("requestRef") or {}).get("name") == request
             ]
         return sorted(found, key=lambda r: r["spec"]["window"]["start"])
 
     # ---- requests -----------------------------------------------------------------------
     def observe_request(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
         with self.lock:
-            self.requests[(meta["namespace"], meta["name"])] = slim(body)
+            self._drop_request(key)
+            self.requests[key] = kept = slim(body)
+            self._requests_by_system.setdefault(_system_of(key, kept), {})[key] = kept
 
     def forget_request(self, ns: str, name: str) -> None:
         with self.lock:
-            self.requests.pop((ns, name), None)
+            self._drop_request((ns, name))
+
+    def _drop_request(self, key: Key) -> None:
+        gone = self.requests.pop(key, None)
+        if gone is not None:
+            system = _system_of(key, gone)
+            theirs = self._requests_by_system.get(system) or {}
+            theirs.pop(key, None)
+            if not theirs:
+                self._requests_by_system.pop(system, None)
 
     def requests_of(self, ns: str, system: str) -> list[dict[str, Any]]:
         with self.lock:
-            return [
-                r
-                for (r_ns, _), r in self.requests.items()
-                if r_ns == ns and r["spec"]["systemRef"]["name"] == system
-            ]
+            return list((self._requests_by_system.get((ns, system)) or {}).values())
 
     # ---- admission ----------------------------------------------------------------------
     def admit(
@@ -212,7 +260,7 @@ class Fleet:
         system waits for a slot; returns why. One decision at a time, on the current runs."""
         population = self._population(window)
         with self.lock:
-            runs = list(self.runs.values())
+            runs = list(self._limiting.values())
             blocked = within_limits(customer, window, runs, self.limits, population)
             if blocked:
                 self.waiting.setdefault(key, (customer, window))
@@ -221,17 +269,17 @@ class Fleet:
             manifest = create()
             if manifest is not None:
                 meta = manifest["metadata"]
-                self.runs.setdefault(
-                    (meta["namespace"], meta["name"]),
-                    run_summary({**manifest, "status": {"phase": Phase.PENDING.value}}),
-                )
+                key = (meta["namespace"], meta["name"])
+                if key not in self.runs:
+                    pending = {**manifest, "status": {"phase": Phase.PENDING.value}}
+                    self._keep_run(key, run_summary(pending))
         return None
 
     def halted(self, window: Window) -> str | None:
         """Why no more runs start in ``window`` (its error budget is spent), if so."""
         population = self._population(window)
         with self.lock:
-            return halted(window, list(self.runs.values()), self.limits, population)
+            return halted(window, list(self._limiting.values()), self.limits, population)
 
     def _population(self, window: Window) -> Population:
         return self.population(window) if self.limits.by_percent else {}
@@ -245,7 +293,7 @@ class Fleet:
         """The systems held back by the limits that would now fit, oldest first, at most
         as many as there are free slots (decided again in :meth:`admit` when they start)."""
         with self.lock:
-            runs = list(self.runs.values())
+            runs = list(self._limiting.values())
             waiting = list(self.waiting.items())
         populations = {window: self._population(window) for _, (_, window) in waiting}
         fleet_wide = Limit.parse(self.limits.max_concurrent)

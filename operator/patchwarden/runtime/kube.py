@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from patchwarden.api.common import GROUP, VERSION
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
 FIELD_MANAGER = "patchwarden"
+LIST_PAGE = 500
 """The server-side-apply field manager of the images the operator sets (docs/gitops.md)."""
 ROLLBACK_MANAGER = "patchwarden-rollback"
 """The field manager of a rollback's write of the workload's recorded spec."""
@@ -139,13 +140,33 @@ class Kube:
 
     def list_objects(
         self, plural: str, ns: str | None = None, selector: str | None = None
-    ) -> list[dict[str, Any]]:
-        kwargs = {"label_selector": selector} if selector else {}
-        if ns is None:
-            result = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
-        else:
-            result = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural, **kwargs)
-        return list(result["items"])
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The objects, a page of LIST_PAGE at a time: a year of runs is never one response
+        (nor one parsed list) in memory."""
+        kwargs: dict[str, Any] = {"limit": LIST_PAGE}
+        if selector:
+            kwargs["label_selector"] = selector
+        token = None
+        while True:
+            more: dict[str, Any] = {"_continue": token} if token else {}
+            if ns is None:
+                page = self._raw(
+                    self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **kwargs, **more
+                )
+            else:
+                page = self._raw(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    ns,
+                    plural,
+                    **kwargs,
+                    **more,
+                )
+            yield list(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool:
         """Create; False when it already exists."""

@@ -113,3 +113,42 @@ def test_percentage_limits_count_the_systems_whose_window_overlaps() -> None:
     assert fleet.to_wake() == []
     fleet.observe_run(run("r1", "acme", "Succeeded"))
     assert fleet.to_wake() == [("ns", "s3")]
+
+
+def test_each_systems_runs_and_requests_are_indexed_and_the_limits_read_only_what_counts() -> None:
+    """A year of runs: a system's reconcile reads its own runs (not the fleet's), and an
+    admission reads the runs in progress and the failed ones, whatever the successes."""
+    fleet = Fleet(Limits(max_concurrent=2, per_customer=2, max_errors=1))
+    for week in range(52):
+        for system in ("a", "b"):
+            done = run(f"{system}-{week}", "acme", "Succeeded")
+            done["spec"]["systemRef"] = {"name": system}
+            fleet.observe_run(done)
+    failed = run("b-failed", "acme", "RolledBack")
+    failed["spec"]["systemRef"] = {"name": "b"}
+    failed["spec"]["requestRef"] = {"name": "ask"}
+    fleet.observe_run(failed)
+    fleet.observe_request(
+        {"metadata": {"namespace": "ns", "name": "ask"}, "spec": {"systemRef": {"name": "b"}}}
+    )
+    assert len(fleet.runs_of("ns", "a")) == 52 and len(fleet.runs_of("ns", "b")) == 53
+    assert fleet.runs_of("other", "a") == [] and fleet.runs_of("ns", "c") == []
+    assert [r["metadata"]["name"] for r in fleet.runs_of_request("ns", "ask")] == ["b-failed"]
+    assert [r["metadata"]["name"] for r in fleet.requests_of("ns", "b")] == ["ask"]
+    assert fleet.requests_of("ns", "a") == []
+    assert list(fleet._limiting) == [("ns", "b-failed")], "the successes are not read"
+    window = ("2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z")
+    assert "1 runs failed" in (fleet.halted(window) or ""), "the error budget still counts"
+    assert fleet.admit(("ns", "a"), "acme", window, lambda: None) is not None
+    fleet.forget_run("ns", "b-failed")
+    assert fleet.halted(window) is None and len(fleet.runs_of("ns", "b")) == 52
+    for week in range(52):
+        fleet.forget_run("ns", f"a-{week}")
+    assert fleet.runs_of("ns", "a") == [] and ("ns", "a") not in fleet._runs_by_system
+    fleet.forget_request("ns", "ask")
+    assert fleet.requests_of("ns", "b") == [] and fleet._requests_by_system == {}
+    # A run moving from in progress to succeeded leaves what the limits count.
+    fleet.observe_run(run("r", "acme", "Updating"))
+    assert list(fleet._limiting) == [("ns", "r")]
+    fleet.observe_run(run("r", "acme", "Succeeded"))
+    assert fleet._limiting == {}
