@@ -1176,6 +1176,269 @@ def waves_part(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---- part: a year of history -------------------------------------------------------------
+HISTORY_KINDS = (
+    ("updateruns", (GROUP, VERSION)),
+    ("jobs", ("batch", "v1")),
+    ("volumesnapshots", SNAPSHOTS),
+)
+
+
+def history_system(name: str) -> dict[str, Any]:
+    """A system whose runs take a snapshot of its one claim; its window opens only on 29
+    February (never while the benchmark runs); failed-state snapshots are kept a minute (a
+    week of this simulated year lasts some 20 s)."""
+    body = sync_system(name)
+    body["spec"].update(
+        {
+            "volumes": [name],
+            "backup": {"required": True},
+            "rollback": {"keepFailedState": "1m"},
+            "maintenance": {
+                "timeZone": "Europe/Berlin",
+                "windows": [{"name": "leap", "cron": "0 3 29 2 *", "duration": "4h"}],
+            },
+        }
+    )
+    return body
+
+
+def fails(week: int, index: int) -> bool:
+    """A quarter of the simulated runs roll back: 13 of each system's 52."""
+    return (week + index) % 4 == 0
+
+
+def count_objects(b: Bench, namespaces: list[str], plural: str, group: tuple[str, str]) -> int:
+    """How many there are, from one LIST of one item per namespace (remainingItemCount)."""
+    total = 0
+    for ns in namespaces:
+        if plural == "jobs":
+            page = b.batch.list_namespaced_job(ns, limit=1, _preload_content=False)
+        else:
+            page = b.custom.list_namespaced_custom_object(
+                *group, ns, plural, limit=1, _preload_content=False
+            )
+        listed = json.loads(page.data)
+        total += len(listed["items"]) + (listed["metadata"].get("remainingItemCount") or 0)
+    return total
+
+
+def per_system(b: Bench, namespaces: list[str], plural: str, group: tuple[str, str]) -> list[int]:
+    """Each system's count of ``plural`` (by the label ``patchwarden.io/system``)."""
+    counts: dict[tuple[str, str], int] = {}
+    for ns in namespaces:
+        token = None
+        while True:
+            more = {"_continue": token} if token else {}
+            if plural == "jobs":
+                raw = b.batch.list_namespaced_job(ns, limit=500, _preload_content=False, **more)
+            else:
+                raw = b.custom.list_namespaced_custom_object(
+                    *group, ns, plural, limit=500, _preload_content=False, **more
+                )
+            page = json.loads(raw.data)
+            for item in page["items"]:
+                system = (item["metadata"].get("labels") or {}).get(builders.LABEL_SYSTEM, "")
+                counts[(ns, system)] = counts.get((ns, system), 0) + 1
+            token = page["metadata"].get("continue")
+            if not token:
+                break
+    return sorted(counts.values())
+
+
+def pass_over(
+    b: Bench, part: str, namespaces: list[str], systems: int, timeout: float
+) -> dict[str, Any]:
+    """An operator started over the systems as they are: when it serves (/readyz), when it
+    has reconciled every system once, and its first minute (CPU, requests, writes), its peak
+    memory then; stopped after that minute."""
+    op = b.start_operator(part, namespaces, {})
+    try:
+        serving = reconciled = None
+        while time.monotonic() - op.started < timeout and reconciled is None:
+            if serving is None and op.ready():
+                serving = time.monotonic() - op.started
+            if serving is not None and op.metric("patchwarden_reconcile_total") >= systems:
+                reconciled = time.monotonic() - op.started
+            time.sleep(0.2)
+        time.sleep(max(0.0, 60.0 - (time.monotonic() - op.started)))
+        return {
+            "serving_seconds": round(serving, 2) if serving is not None else None,
+            "every_system_reconciled_seconds": round(reconciled, 2) if reconciled else None,
+            "first_minute_cpu_seconds": round(op.cpu_seconds(), 1),
+            "first_minute_requests": int(op.requests()),
+            "first_minute_writes": int(op.requests(WRITES)),
+            "peak_rss_mb": round(op.peak_rss_mb(), 1),
+        }
+    finally:
+        op.stop()
+
+
+def history_part(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    """A simulated year of weekly windows: for each system, 52 ended runs (a quarter rolled
+    back), each with its suspended Job (owned by the run, as the operator makes it) and its
+    snapshot, plus a failed-state snapshot for each rollback, all made directly while no
+    operator runs (a running one would take a new run for its own). Then an operator over
+    it: how long until runs, Jobs and snapshots are back within the limits, and what that
+    start costs; and the steady state against the same fleet with no history at all."""
+    count, weeks = args.history, args.history_weeks
+    namespaces = b.make_namespaces("history", args.history_namespaces)
+    names = [(namespaces[i % len(namespaces)], f"h{i}") for i in range(count)]
+    parallel(
+        args.parallelism,
+        lambda k: b.core.create_namespaced_persistent_volume_claim(k[0], claim(k[1])),
+        names,
+    )
+    parallel(
+        args.parallelism,
+        lambda k: b.apps.create_namespaced_deployment(k[0], deployment(k[1], replicas=0)),
+        names,
+    )
+    systems: dict[tuple[str, str], tuple[str, ManagedSystemSpec]] = {}
+
+    def make_system(k: tuple[str, str]) -> None:
+        body = history_system(k[1])
+        made = b.custom.create_namespaced_custom_object(
+            GROUP, VERSION, k[0], "managedsystems", body
+        )
+        systems[k] = (made["metadata"]["uid"], ManagedSystemSpec.model_validate(body["spec"]))
+
+    parallel(args.parallelism, make_system, names)
+    settle(b, namespaces)
+    # The same fleet with no history: its first sync, then a restart (the steady state).
+    first = b.start_operator("history-sync", namespaces, {})
+    try:
+        wait_until(
+            "every system reconciled",
+            lambda: first.metric("patchwarden_reconcile_total") >= count,
+            args.timeout,
+            every=0.5,
+        )
+        synced = time.monotonic() - first.started
+        time.sleep(10.0)  # its status writes land
+    finally:
+        first.stop()
+    without = pass_over(b, "history-none", namespaces, count, args.timeout)
+
+    year = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0)
+    year -= timedelta(weeks=weeks)
+
+    def one(item: tuple[int, tuple[str, str], int]) -> int:
+        week, (ns, name), index = item
+        uid, spec = systems[(ns, name)]
+        opens = year + timedelta(weeks=week)
+        window = WindowRef(
+            name="weekly",
+            start=opens.isoformat(),
+            end=(opens + timedelta(hours=4)).isoformat(),
+            cutoff=(opens + timedelta(hours=3)).isoformat(),
+        )
+        run = builders.update_run(
+            system=name,
+            system_uid=uid,
+            customer=spec.customer,
+            trigger=Trigger.SCHEDULE,
+            window=window,
+            window_start=opens,
+            classes=["security"],
+            components=[],
+        )
+        run_name = run["metadata"]["name"]
+        backup = builders.volume_snapshot(
+            run=run_name, system=name, claim=name, snapshot_class="standard-snapshots"
+        )
+        b.custom.create_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", backup)
+        made = b.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "updateruns", run)
+        job = builders.update_job(
+            run=run_name,
+            run_uid=made["metadata"]["uid"],
+            system=name,
+            spec=spec,
+            classes=["security"],
+            ticket=None,
+            deadline_seconds=3600,
+        )
+        job["spec"]["suspend"] = True  # its pod never runs: 52,000 pods would not fit kwok
+        b.batch.create_namespaced_job(ns, job)
+        writes = 4
+        phase = "Succeeded"
+        if fails(week, index):
+            phase = "RolledBack"
+            failed = builders.volume_snapshot(
+                run=run_name,
+                system=name,
+                claim=name,
+                snapshot_class="standard-snapshots",
+                failed_state=True,
+            )
+            b.custom.create_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", failed)
+            writes += 1
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        status = {"phase": phase, "startTime": now, "completionTime": now, "message": "simulated"}
+        b.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "updateruns", run_name, {"status": status}
+        )
+        return writes
+
+    started, writes = time.monotonic(), 0
+    for week in range(weeks):
+        items = [(week, k, i) for i, k in enumerate(names)]
+        with ThreadPoolExecutor(args.parallelism) as pool:
+            writes += sum(pool.map(one, items))
+    made = {plural: count_objects(b, namespaces, plural, g) for plural, g in HISTORY_KINDS}
+    made_seconds = time.monotonic() - started
+    # What the limits leave: the newest 3 successes and the newest 10 rollbacks of each
+    # system's runs (their Jobs with them); the snapshots of the newest 3 runs (retain) and
+    # of the newest success, and failed-state ones younger than the newest success less 1m.
+    runs_bound = sum(
+        min(sum(not fails(w, i) for w in range(weeks)), 3)
+        + min(sum(fails(w, i) for w in range(weeks)), 10)
+        for i in range(count)
+    )
+    op = b.start_operator("history-year", namespaces, {})
+    try:
+        serving = None
+
+        def within() -> bool:
+            nonlocal serving
+            if serving is None and op.ready():
+                serving = time.monotonic() - op.started
+            runs = count_objects(b, namespaces, "updateruns", (GROUP, VERSION))
+            jobs = count_objects(b, namespaces, "jobs", ("batch", "v1"))
+            snaps = count_objects(b, namespaces, "volumesnapshots", SNAPSHOTS)
+            return runs <= runs_bound and jobs <= runs_bound and snaps <= count * 6
+
+        wait_until("the history within its limits", within, args.timeout * 3, every=5)
+        bounded = time.monotonic() - op.started
+        pruned = {
+            "cpu_seconds": round(op.cpu_seconds(), 1),
+            "requests": int(op.requests()),
+            "writes": int(op.requests(WRITES)),
+            "peak_rss_mb": round(op.peak_rss_mb(), 1),
+        }
+    finally:
+        op.stop()
+    left = {plural: per_system(b, namespaces, plural, g) for plural, g in HISTORY_KINDS}
+    after = pass_over(b, "history-after", namespaces, count, args.timeout)
+    return {
+        "systems": count,
+        "weeks": weeks,
+        "namespaces": len(namespaces),
+        "no_history_first_sync_seconds": round(synced, 2),
+        "no_history_restart": without,
+        "year_made_seconds": round(made_seconds, 1),
+        "year_writes": writes,
+        "year_objects": made,
+        "year_start_serving_seconds": round(serving, 2) if serving is not None else None,
+        "year_start_within_limits_seconds": round(bounded, 1),
+        "year_start": pruned,
+        "runs_bound": runs_bound,
+        "left_per_system_max": {plural: max(c, default=0) for plural, c in left.items()},
+        "left_total": {plural: sum(c) for plural, c in left.items()},
+        "pruned_history_restart": after,
+    }
+
+
 # ---- main ------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1211,6 +1474,11 @@ def main() -> int:
     parser.add_argument(
         "--waves", type=int, default=0, help="systems for the waves-ledger part (0: skip)"
     )
+    parser.add_argument(
+        "--history", type=int, default=0, help="systems for the year-of-history part (0: skip)"
+    )
+    parser.add_argument("--history-weeks", type=int, default=52, help="default 52")
+    parser.add_argument("--history-namespaces", type=int, default=10, help="default 10")
     parser.add_argument("--timeout", type=float, default=900, help="per part, seconds")
     parser.add_argument(
         "--profile",
@@ -1269,6 +1537,11 @@ def main() -> int:
                 results["storm_notify"] = n = storm(b, args, args.notify_delay)
                 ok &= n["limit_held"] and n["runs_succeeded"] == n["systems"]
             show(results)
+        if args.history:
+            results["history"] = h = history_part(b, args)
+            ok &= h["left_total"]["updateruns"] <= h["runs_bound"]
+            show(results)
+            b.retire([ns for ns in b.namespaces if "-history-" in ns], args.timeout)
         if not args.skip_sync:
             results["fleet_sync"] = fleet_sync(b, args)
             ok &= results["fleet_sync"]["sync_seconds"] is not None
@@ -1288,6 +1561,7 @@ def show(results: dict[str, Any]) -> None:
         "storm_notify",
         "raw_storm_runs",
         "raw_storm",
+        "history",
         "fleet_sync",
     )
     for part in parts:
