@@ -42,6 +42,44 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": meta}
 
 
+class Strings:
+    """One copy of each string the cached systems repeat. A fleet's systems say the same
+    things (keys, condition types, reasons, messages, time zones): each parsed body had
+    its own copies, 10.8 KB a system; with one copy each, 5.7 KB (measured with
+    tracemalloc on a synced system's body). Values that are one object's own (its uid,
+    resourceVersion, times) are not kept, and the table stops growing at ``limit``
+    strings (the ones known by then are still shared)."""
+
+    OWN = frozenset(
+        {"uid", "resourceVersion", "creationTimestamp", "lastTransitionTime", "managedFields"}
+    )
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._known: dict[str, str] = {}
+
+    def one(self, text: str) -> str:
+        found = self._known.get(text)
+        if found is not None:
+            return found
+        if len(self._known) < self.limit:
+            self._known[text] = text
+        return text
+
+    def share(self, value: Any) -> Any:
+        """``value`` with the strings in it (keys and values) replaced by the shared copies."""
+        if isinstance(value, dict):
+            return {self.one(k): (v if k in self.OWN else self.share(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.share(v) for v in value]
+        if isinstance(value, str):
+            return self.one(value)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
 def refs_of(key: Key, body: Mapping[str, Any]) -> frozenset[Ref]:
     """The workload and claims the system names (whose changes concern it)."""
     spec = body.get("spec") or {}
@@ -85,6 +123,8 @@ class SystemController:
     """Set once the watches the reconciles read (workloads, claims) have listed; the
     workers wait for it (client-go's WaitForCacheSync). None: nothing to wait for."""
     reconciles: int = 0
+    strings: Strings = field(default_factory=Strings)
+    """The cached bodies' shared strings."""
     referrers: dict[Ref, set[Key]] = field(default_factory=dict)
     """A workload or claim → the systems that name it."""
     _refs: dict[Key, frozenset[Ref]] = field(default_factory=dict)
@@ -101,7 +141,12 @@ class SystemController:
             metrics.forget_system(*key)
             return
         old = self.systems.get(key)
-        self.systems[key] = slim(body)
+        # Same generation: the same spec (a status-only change), shared as it was.
+        spec = old.get("spec") if old is not None and not _news(old["metadata"], meta) else None
+        self.systems[key] = {
+            k: spec if k == "spec" and spec is not None else self.strings.share(v)
+            for k, v in slim(body).items()
+        }
         if old is None or _news(old["metadata"], meta):
             self._refer(key, refs_of(key, body))
             self.queue.add(key)

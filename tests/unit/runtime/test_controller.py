@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-from patchwarden.runtime.controller import SystemController, slim
+from patchwarden.runtime.controller import Strings, SystemController, slim
 from patchwarden.runtime.queue import DelayQueue
 from tests.unit.runtime.clock import A, Clock
 
@@ -152,3 +153,22 @@ def test_a_workload_or_claim_changing_queues_the_systems_that_name_them_only() -
         assert c.queue.due() == ("ns", "b")
 
     asyncio.run(scenario())
+
+
+def test_the_cached_systems_share_the_strings_they_repeat_but_not_their_own() -> None:
+    c = SystemController(reconcile=lambda body: 60.0, workers=1)
+    said = {"conditions": [{"type": "Ready", "message": "the system is reconciled"}]}
+    for name in ("a", "b"):
+        body = json.loads(json.dumps(system(name, 1, said)))  # parsed apart, as from a watch
+        body["metadata"]["uid"] = f"uid-{name}-" + "x" * 20
+        c.observe(None, body)
+    a, b = c.systems[("ns", "a")], c.systems[("ns", "b")]
+    assert a["status"] == said == b["status"]
+    message = a["status"]["conditions"][0]["message"]
+    assert message is b["status"]["conditions"][0]["message"], "one copy for both"
+    assert "uid-a-" + "x" * 20 not in [s for s in c.strings._known], "an object's own: not kept"
+    before = a["spec"]
+    c.observe("MODIFIED", json.loads(json.dumps(system("a", 1, {"eligible": True}))))
+    assert c.systems[("ns", "a")]["spec"] is before, "a status-only change keeps the spec"
+    strings = Strings(limit=2)
+    assert strings.share(["x", "y", "z"]) == ["x", "y", "z"] and len(strings) == 2
