@@ -91,9 +91,13 @@ def test_every_result_series_exists_at_zero_from_the_first_look() -> None:
         'patchwarden_update_runs_total{namespace="metrics-ns",package="",result="Succeeded",'
         'service_model="SaaS",system="z"} 0.0',
     ]
-    metrics.UPDATE_RUNS.labels("metrics-ns", "z", "SaaS", "", "RolledBack").inc()
+    metrics.RUN_COUNTS.ended("metrics-ns", "z", "SaaS", "", "RolledBack", rollback=True)
     observe(body("z", [], None))
     assert any('result="RolledBack"' in x and x.endswith(" 1.0") for x in lines("z")), "kept"
+    rolled = 'patchwarden_rollbacks_total{namespace="metrics-ns",result="RolledBack",system="z"}'
+    assert f"{rolled} 1.0" in lines("z")
+    metrics.RUN_COUNTS.seen("metrics-ns", "z", "SaaS", "advanced")  # new series, from 0
+    assert f"{rolled} 0.0" in lines("z")
     metrics.forget_system("metrics-ns", "z")
     assert lines("z") == []
 
