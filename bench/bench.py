@@ -324,8 +324,13 @@ class Operator:
             return False
 
     def metric(self, name: str) -> float:
-        """The sum of every series of counter ``name`` the operator exposes."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10).read()
+        """The sum of every series of counter ``name`` the operator exposes (0 while it does
+        not listen yet)."""
+        try:
+            url = f"http://127.0.0.1:{self.port}/metrics"
+            text = urllib.request.urlopen(url, timeout=10).read()
+        except OSError:
+            return 0.0
         pattern = rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$"
         return sum(float(m.group(1)) for m in re.finditer(pattern, text.decode(), re.M))
 
