@@ -522,6 +522,22 @@ def settle(b: Bench, namespaces: list[str]) -> float:
     after it."""
     started = time.monotonic()
 
+    def count(list_fn: Callable[..., Any]) -> int:
+        """How many, from one item per namespace (remainingItemCount): cheap to ask."""
+        total = 0
+        for ns in namespaces:
+            page = json.loads(list_fn(ns, limit=1, _preload_content=False).data)
+            total += len(page["items"]) + (page["metadata"].get("remainingItemCount") or 0)
+        return total
+
+    deployments = count(b.apps.list_namespaced_deployment)
+    wait_until(
+        "every Deployment's ReplicaSet created",
+        lambda: count(b.apps.list_namespaced_replica_set) >= deployments,
+        1800,
+        every=10,
+    )
+
     def settled() -> bool:
         return all(
             (d.status.observed_generation or 0) >= d.metadata.generation
@@ -529,7 +545,7 @@ def settle(b: Bench, namespaces: list[str]) -> float:
             for d in b.apps.list_namespaced_deployment(ns).items
         )
 
-    wait_until("every Deployment's status observed", settled, 1800, every=10)
+    wait_until("every Deployment's status observed", settled, 600, every=10)
     return time.monotonic() - started
 
 
