@@ -348,6 +348,15 @@ class Operator:
                 total += float(m.group(2))
         return total
 
+    def cost(self) -> dict[str, float]:
+        """What the process has cost so far: CPU, its requests and writes, peak memory."""
+        return {
+            "cpu_seconds": round(self.cpu_seconds(), 1),
+            "requests": int(self.requests()),
+            "writes": int(self.requests(WRITES)),
+            "peak_rss_mb": round(self.peak_rss_mb(), 1),
+        }
+
     def stop(self) -> None:
         if self.spy is not None:  # py-spy writes its profile when interrupted
             self.spy.send_signal(signal.SIGINT)
@@ -934,6 +943,35 @@ class Ready:
             raise TimeoutError(f"{kind} {ns}/{name} not ready within {timeout:.0f} s")
 
 
+def direct_run(
+    name: str, uid: str, spec: ManagedSystemSpec, window: WindowRef, opens: datetime
+) -> dict[str, Any]:
+    """The UpdateRun the operator would make for the system in that window (its builder)."""
+    return builders.update_run(
+        system=name,
+        system_uid=uid,
+        customer=spec.customer,
+        trigger=Trigger.SCHEDULE,
+        window=window,
+        window_start=opens,
+        classes=["security"],
+        components=[],
+    )
+
+
+def direct_job(run: str, run_uid: str, name: str, spec: ManagedSystemSpec) -> dict[str, Any]:
+    """The run's update Job, as the operator would make it (its builder)."""
+    return builders.update_job(
+        run=run,
+        run_uid=run_uid,
+        system=name,
+        spec=spec,
+        classes=["security"],
+        ticket=None,
+        deadline_seconds=3600,
+    )
+
+
 def raw_storm(
     b: Bench, args: argparse.Namespace, run_patches: int, waits: bool = False
 ) -> dict[str, Any]:
@@ -973,16 +1011,7 @@ def raw_storm(
     def one(k: tuple[str, str]) -> int:
         ns, name = k
         uid, spec = systems[k]
-        run = builders.update_run(
-            system=name,
-            system_uid=uid,
-            customer=spec.customer,
-            trigger=Trigger.SCHEDULE,
-            window=window,
-            window_start=opens,
-            classes=["security"],
-            components=[],
-        )
+        run = direct_run(name, uid, spec, window, opens)
         created = b.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "updateruns", run)
         run_name = run["metadata"]["name"]
         half = run_patches // 2
@@ -994,15 +1023,7 @@ def raw_storm(
         if ready is not None:
             ready.wait("snapshot", ns, snapshot["metadata"]["name"], args.timeout)
         patch_run(ns, run_name, range(half // 2, half))
-        job = builders.update_job(
-            run=run_name,
-            run_uid=created["metadata"]["uid"],
-            system=name,
-            spec=spec,
-            classes=["security"],
-            ticket=None,
-            deadline_seconds=3600,
-        )
+        job = direct_job(run_name, created["metadata"]["uid"], name, spec)
         b.batch.create_namespaced_job(ns, job)
         if ready is not None:
             ready.wait("job", ns, job["metadata"]["name"], args.timeout)
@@ -1301,10 +1322,7 @@ def pass_over(
         return {
             "serving_seconds": round(serving, 2) if serving is not None else None,
             "every_system_reconciled_seconds": round(reconciled, 2) if reconciled else None,
-            "first_minute_cpu_seconds": round(op.cpu_seconds(), 1),
-            "first_minute_requests": int(op.requests()),
-            "first_minute_writes": int(op.requests(WRITES)),
-            "peak_rss_mb": round(op.peak_rss_mb(), 1),
+            "first_minute": op.cost(),
         }
     finally:
         op.stop()
@@ -1369,31 +1387,14 @@ def history_part(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
             end=(opens + timedelta(hours=4)).isoformat(),
             cutoff=(opens + timedelta(hours=3)).isoformat(),
         )
-        run = builders.update_run(
-            system=name,
-            system_uid=uid,
-            customer=spec.customer,
-            trigger=Trigger.SCHEDULE,
-            window=window,
-            window_start=opens,
-            classes=["security"],
-            components=[],
-        )
+        run = direct_run(name, uid, spec, window, opens)
         run_name = run["metadata"]["name"]
         backup = builders.volume_snapshot(
             run=run_name, system=name, claim=name, snapshot_class="standard-snapshots"
         )
         b.custom.create_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots", backup)
         made = b.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "updateruns", run)
-        job = builders.update_job(
-            run=run_name,
-            run_uid=made["metadata"]["uid"],
-            system=name,
-            spec=spec,
-            classes=["security"],
-            ticket=None,
-            deadline_seconds=3600,
-        )
+        job = direct_job(run_name, made["metadata"]["uid"], name, spec)
         job["spec"]["suspend"] = True  # its pod never runs: 52,000 pods would not fit kwok
         b.batch.create_namespaced_job(ns, job)
         writes = 4
@@ -1446,12 +1447,7 @@ def history_part(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
         wait_until("the history within its limits", within, args.timeout * 3, every=5)
         bounded = time.monotonic() - op.started
-        pruned = {
-            "cpu_seconds": round(op.cpu_seconds(), 1),
-            "requests": int(op.requests()),
-            "writes": int(op.requests(WRITES)),
-            "peak_rss_mb": round(op.peak_rss_mb(), 1),
-        }
+        pruned = op.cost()
     finally:
         op.stop()
     left = {plural: per_system(b, namespaces, plural, g) for plural, g in HISTORY_KINDS}

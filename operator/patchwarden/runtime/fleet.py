@@ -60,6 +60,17 @@ def _system_of(key: Key, run: Mapping[str, Any]) -> Key:
     return key[0], run["spec"]["systemRef"]["name"]
 
 
+def _unindex(
+    by_system: dict[Key, dict[Key, dict[str, Any]]], key: Key, gone: Mapping[str, Any]
+) -> None:
+    """Take ``key`` (a run or request that went) out of its system's entry."""
+    system = _system_of(key, gone)
+    theirs = by_system.get(system) or {}
+    theirs.pop(key, None)
+    if not theirs:
+        by_system.pop(system, None)
+
+
 def run_summary(body: dict[str, Any]) -> dict[str, Any]:
     meta, status = body["metadata"], body.get("status") or {}
     summary = {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None}
@@ -176,11 +187,7 @@ class Fleet:
         gone = self.runs.pop(key, None)
         self._limiting.pop(key, None)
         if gone is not None:
-            system = _system_of(key, gone)
-            theirs = self._runs_by_system.get(system) or {}
-            theirs.pop(key, None)
-            if not theirs:
-                self._runs_by_system.pop(system, None)
+            _unindex(self._runs_by_system, key, gone)
         return gone
 
     def deleted_run(self, ns: str, system: str) -> dict[str, Any] | None:
@@ -237,11 +244,7 @@ class Fleet:
     def _drop_request(self, key: Key) -> None:
         gone = self.requests.pop(key, None)
         if gone is not None:
-            system = _system_of(key, gone)
-            theirs = self._requests_by_system.get(system) or {}
-            theirs.pop(key, None)
-            if not theirs:
-                self._requests_by_system.pop(system, None)
+            _unindex(self._requests_by_system, key, gone)
 
     def requests_of(self, ns: str, system: str) -> list[dict[str, Any]]:
         with self.lock:
