@@ -237,13 +237,21 @@ async def start_controller(memo: Any, **_: Any) -> None:
 
     async def wait_for_inventory() -> None:
         """The workers start once the workloads and claims are listed (a reconcile before
-        would ask the API server, and be done again when the list arrives), or after
-        INVENTORY_WAIT_SECONDS (a watch that cannot list: the reconciles ask the API)."""
+        would ask the API server, and be done again when the list arrives) and the runs'
+        snapshots (the retention counts them), or after INVENTORY_WAIT_SECONDS (a watch
+        that cannot list: the reconciles ask the API, and retention waits for a later
+        look)."""
         deadline = loop.time() + INVENTORY_WAIT_SECONDS
-        while not all(inventory.answers(k) for k in KINDS) and loop.time() < deadline:
+
+        def listed() -> bool:
+            return all(inventory.answers(k) for k in KINDS) and snapshots.listed()
+
+        while not listed() and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if not all(inventory.answers(k) for k in KINDS):
-            log.warning("workloads and claims not listed yet; reconciling systems without them")
+        if not listed():
+            log.warning(
+                "workloads, claims or snapshots not listed yet; reconciling systems without them"
+            )
         assert controller.synced is not None
         controller.synced.set()
 

@@ -145,10 +145,13 @@ class Snapshots:
             )
             self._by_system.setdefault(key, {})[name] = entry
 
+    def listed(self) -> bool:
+        return bool(self._synced) and all(e.is_set() for e in self._synced)
+
     def of(self, ns: str, system_label: str) -> list[dict[str, Any]] | None:
         """The system's snapshots as ``core/history.prunable`` reads them; None while the
         watches have not listed."""
-        if not self._synced or not all(e.is_set() for e in self._synced):
+        if not self.listed():
             return None
         found = dict(self._by_system.get((ns, system_label)) or {})
         out = []
