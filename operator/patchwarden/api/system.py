@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -30,8 +31,14 @@ from patchwarden.api.common import (
 )
 
 
+@functools.lru_cache(maxsize=1024)
+def _cron_ok(text: str) -> bool:
+    """Whether croniter accepts ``text`` (0.3 ms a call: a fleet repeats a few windows)."""
+    return bool(croniter.is_valid(text))
+
+
 def _valid_cron(text: str) -> str:
-    if len(text.split()) != 5 or not croniter.is_valid(text):
+    if len(text.split()) != 5 or not _cron_ok(text):
         raise ValueError(
             f"{text!r} is not a 5-field cron expression (minute hour day month weekday)"
         )

@@ -124,12 +124,13 @@ class Systems:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         now = self.now()
-        spec, _ = parse_system(body.get("spec") or {})
+        parsed = parse_system(body.get("spec") or {})
+        spec = parsed[0]
         mine = self.fleet.runs_of(ns, name)
         facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {})
         if spec is not None and needs_approval(spec) and assess(spec).proactive is not None:
             facts.proposal = self._proposal(body, spec, facts, now)
-        status, problems = system_status(body, facts, now)
+        status, problems = system_status(body, facts, now, parsed)
         self.writer.write("managedsystems", body, status)
         if facts.active_run is None and builders.RUN_FINALIZER in meta.get("finalizers", ()):
             # No run in progress: nothing holds a deletion any more.

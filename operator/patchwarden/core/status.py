@@ -118,9 +118,13 @@ def needs_attention(body: dict[str, Any], last: dict[str, Any] | None) -> str | 
 
 
 def system_status(
-    body: dict[str, Any], facts: SystemFacts, now: datetime
+    body: dict[str, Any],
+    facts: SystemFacts,
+    now: datetime,
+    parsed: tuple[ManagedSystemSpec | None, str | None] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The status a ManagedSystem should have, and the problems that stall it."""
+    """The status a ManagedSystem should have, and the problems that stall it. ``parsed``:
+    ``parse_system`` of its spec, when the caller has it already (half a millisecond)."""
     old: dict[str, Any] = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation")
     stamp = utc_text(now)
@@ -133,7 +137,7 @@ def system_status(
     known = facts.runs if facts.deleted_run is None else [*facts.runs, facts.deleted_run]
     status: dict[str, Any] = last_run(old, known)
     status["observedGeneration"] = generation
-    spec, invalid = parse_system(body.get("spec") or {})
+    spec, invalid = parsed if parsed is not None else parse_system(body.get("spec") or {})
     problems: list[tuple[str, str]] = []
     if spec is None:
         problems.append((c.INVALID_SPEC, f"the spec cannot be used: {invalid}"))
