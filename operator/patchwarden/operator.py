@@ -19,9 +19,8 @@ never act twice. docs/architecture.md draws the layers and one run's data flow.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +44,7 @@ from patchwarden.runtime.fleet import Fleet, WindowPopulation, shares
 from patchwarden.runtime.inventory import KINDS, Bodies, Inventory, Snapshots
 from patchwarden.runtime.kube import Kube, api_client
 from patchwarden.runtime.notify import Notifier
-from patchwarden.runtime.reflector import Deliver, watches
+from patchwarden.runtime.reflector import handoff, watches
 
 log = logging.getLogger(__name__)
 KEY = "patchwarden"
@@ -196,13 +195,6 @@ async def start_controller(memo: Any, **_: Any) -> None:
             if event is not None:
                 event.set()
 
-    def feed(fn: Callable[[list[tuple[str, dict[str, Any]]]], None]) -> Deliver:
-        def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the operator exits
-                loop.call_soon_threadsafe(fn, events)
-
-        return deliver
-
     catalog_bodies, class_bodies = Bodies(), Bodies()
     app.systems.catalog_bodies, app.systems.class_bodies = catalog_bodies, class_bodies
     app.systems.inventory = inventory = Inventory()
@@ -221,10 +213,10 @@ async def start_controller(memo: Any, **_: Any) -> None:
 
     memo["reflectors"] = reflectors = watches(
         app.settings.namespaces,
-        feed(observe),
-        feed(wake),
-        feed(catalogs),
-        feed(classes),
+        handoff(loop, observe),
+        handoff(loop, wake),
+        handoff(loop, catalogs),
+        handoff(loop, classes),
         inventory,
         lambda refs: loop.call_soon_threadsafe(controller.changed, refs),
         snapshots,

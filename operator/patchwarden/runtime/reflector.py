@@ -17,6 +17,7 @@ stream), as ``(type, body)`` pairs with ``type`` ADDED, MODIFIED or DELETED.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -47,6 +48,33 @@ namespaces keeps 300 of them. Bookmarks keep its resourceVersion fresh meanwhile
 READ_TIMEOUT = WATCH_SECONDS[1] + 30.0
 """The server ends every watch before this: silence this long is a dead connection."""
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+
+
+def handoff(loop: asyncio.AbstractEventLoop, fn: Callable[[list[Event]], object]) -> Deliver:
+    """Deliver a watch's batches to ``fn`` on the event loop, one at a time: the watch
+    thread waits until the loop has taken each batch. Without that wait, a LIST parsed
+    faster than the loop takes it can pile up in the loop's queue, pages of parsed bodies
+    in memory at once (inferred: at a start over 30,000 systems the peak RSS was 588 MB,
+    462 MB once synced). A closed or stopped loop (the operator exits) takes nothing."""
+
+    def deliver(events: list[Event]) -> None:
+        taken = threading.Event()
+
+        def run() -> None:
+            try:
+                fn(events)
+            finally:
+                taken.set()
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop is closed
+            return
+        while not taken.wait(1.0):
+            if loop.is_closed() or not loop.is_running():
+                return
+
+    return deliver
 
 
 class Gone(Exception):

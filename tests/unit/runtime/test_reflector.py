@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
 
-from patchwarden.runtime.reflector import Gone, Known, lines
+from patchwarden.runtime.reflector import Event, Gone, Known, handoff, lines
 
 
 def obj(name: str, version: str = "1", ns: str = "ns") -> dict[str, Any]:
@@ -62,3 +64,34 @@ def test_a_410_in_the_stream_means_list_again_and_other_errors_raise() -> None:
     with pytest.raises(ApiException) as err:
         known.event(line("ERROR", {"code": 500, "message": "internal error"}))
     assert err.value.status == 500
+
+
+def test_a_watch_hands_the_loop_one_batch_at_a_time_and_never_hangs_on_a_stopped_loop() -> None:
+    """The watch thread waits until the loop took its batch: parsed pages never pile up in
+    the loop's queue while it is busy."""
+    loop = asyncio.new_event_loop()
+    taken: list[int] = []
+    gate = threading.Event()
+
+    def slow(events: list[Event]) -> None:  # on the loop
+        gate.wait(5)
+        taken.append(len(events))
+
+    deliver = handoff(loop, slow)
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    returned = threading.Event()
+    watch = threading.Thread(target=lambda: (deliver([("ADDED", {})]), returned.set()))
+    watch.start()
+    assert not returned.wait(0.3), "the watch waits while the loop has not taken the batch"
+    gate.set()
+    assert returned.wait(5) and taken == [1]
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(5)
+    stopped = threading.Thread(target=deliver, args=([("ADDED", {})],))
+    stopped.start()
+    stopped.join(5)
+    assert not stopped.is_alive(), "a stopped loop takes nothing, and the watch goes on"
+    loop.close()
+    deliver([("ADDED", {})])  # a closed loop: nothing, no error
+    assert taken == [1]
