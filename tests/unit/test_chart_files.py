@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from patchwarden.runtime.metrics import REGISTRY
+from patchwarden.runtime.metrics import FAMILIES, REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "patchwarden"
@@ -24,7 +24,7 @@ def exported() -> set[str]:
             "histogram": ["_bucket", "_count", "_sum", "_created"],
         }
         names.update(family.name + s for s in suffixes.get(family.type, []))
-    return names
+    return names | {family.name for family in FAMILIES}  # the per-system series
 
 
 def used(text: str) -> set[str]:

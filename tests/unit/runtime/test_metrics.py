@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from patchwarden.core.status import parse_system
 from patchwarden.runtime import metrics
@@ -38,7 +38,7 @@ def debian(version: str) -> dict[str, Any]:
 
 
 def lines(name: str) -> list[str]:
-    text = generate_latest(metrics.REGISTRY).decode()
+    text = metrics.exposition().decode()
     return [
         line
         for line in text.splitlines()
@@ -91,12 +91,12 @@ def test_every_result_series_exists_at_zero_from_the_first_look() -> None:
         'patchwarden_update_runs_total{namespace="metrics-ns",package="",result="Succeeded",'
         'service_model="SaaS",system="z"} 0.0',
     ]
-    metrics.RUN_COUNTS.ended("metrics-ns", "z", "SaaS", "", "RolledBack", rollback=True)
+    metrics.SYSTEM_SERIES.ended(("metrics-ns", "z"), "SaaS", "", "RolledBack", rollback=True)
     observe(body("z", [], None))
     assert any('result="RolledBack"' in x and x.endswith(" 1.0") for x in lines("z")), "kept"
     rolled = 'patchwarden_rollbacks_total{namespace="metrics-ns",result="RolledBack",system="z"}'
     assert f"{rolled} 1.0" in lines("z")
-    metrics.RUN_COUNTS.seen("metrics-ns", "z", "SaaS", "advanced")  # new series, from 0
+    metrics.SYSTEM_SERIES.observe(("metrics-ns", "z"), "SaaS", "advanced", {})  # new, from 0
     assert f"{rolled} 0.0" in lines("z")
     metrics.forget_system("metrics-ns", "z")
     assert lines("z") == []
@@ -176,3 +176,34 @@ def test_readyz_says_what_is_still_being_listed_until_the_operator_can_decide() 
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_the_per_system_series_parse_as_prometheus_text_and_are_rendered_once() -> None:
+    b = body("p", [debian("12.7")], "2026-11-29T22:00:00Z")
+    observe(b)
+    text = metrics.exposition().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["patchwarden_update_runs"].type == "counter"
+    assert families["patchwarden_next_window_start_timestamp_seconds"].type == "gauge"
+    ours = [s for s in families["patchwarden_update_runs"].samples if s.labels["system"] == "p"]
+    assert sorted(s.labels["result"] for s in ours) == ["Failed", "RolledBack", "Succeeded"]
+    assert text.count("# TYPE patchwarden_update_runs_total counter") == 1, "one group each"
+    rendered = metrics.SYSTEM_SERIES._text[("metrics-ns", "p")]
+    observe(b)  # nothing changed: the lines are not rendered again
+    assert metrics.SYSTEM_SERIES._text[("metrics-ns", "p")] is rendered
+    observe(body("p", [debian("12.7")], "2026-12-06T22:00:00Z"))
+    assert metrics.SYSTEM_SERIES._text[("metrics-ns", "p")] is not rendered
+    odd = 'a"b\\c\nd'
+    metrics.SYSTEM_SERIES.set(
+        ("metrics-ns", "p"), (metrics.PENDING_UPDATES, ("metrics-ns", "p", odd)), 2
+    )
+    [pending] = [
+        s
+        for f in text_string_to_metric_families(metrics.exposition().decode())
+        if f.name == "patchwarden_pending_updates"
+        for s in f.samples
+        if s.labels["system"] == "p"
+    ]
+    assert pending.labels["class"] == odd and pending.value == 2, "label values escaped"
+    metrics.forget_system("metrics-ns", "p")
+    assert lines("p") == []
