@@ -558,22 +558,35 @@ def settle(b: Bench, namespaces: list[str]) -> float:
     return time.monotonic() - started
 
 
+SCRAPE_SECONDS = 30.0
+"""How often the idle part reads /metrics, as a Prometheus scraping the operator would."""
+
+
 def idle(b: Bench, op: Operator, namespaces: list[str], seconds: float) -> dict[str, Any]:
-    """The synced fleet left alone (no window opens, nothing changes) for ``seconds``: the
-    operator's CPU, requests and writes meanwhile, as its own counters and /proc say."""
+    """The synced fleet left alone (no window opens, nothing changes) for ``seconds``, read
+    by a Prometheus every SCRAPE_SECONDS as a monitored operator is: the operator's CPU,
+    requests and writes meanwhile, as its own counters and /proc say (the benchmark's own
+    reads of those counters come before and after the measured time)."""
 
     settle(b, namespaces)  # (fleet_sync did; a no-op unless something changed since)
     time.sleep(30.0)
     reconciles = lambda: op.metric("patchwarden_reconcile_total")  # noqa: E731
-    cpu0, req0, writes0, rec0 = op.cpu_seconds(), op.requests(), op.requests(WRITES), reconciles()
-    server0 = b.server_requests()
+    req0, writes0, rec0 = op.requests(), op.requests(WRITES), reconciles()
+    server0, cpu0 = b.server_requests(), op.cpu_seconds()
     started = time.monotonic()
-    time.sleep(seconds)
+    scrapes = 0
+    while (left := seconds - (time.monotonic() - started)) > 0:
+        time.sleep(min(SCRAPE_SECONDS, left))
+        if time.monotonic() - started < seconds:
+            urllib.request.urlopen(f"http://127.0.0.1:{op.port}/metrics", timeout=30).read()
+            scrapes += 1
     took = time.monotonic() - started
-    cpu, requests = op.cpu_seconds() - cpu0, op.requests() - req0
+    cpu = op.cpu_seconds() - cpu0
+    requests = op.requests() - req0
     server = b.server_requests() - server0 - 1  # less this benchmark's own /metrics read
     return {
         "seconds": round(took, 1),
+        "metrics_scrapes": scrapes,
         "cpu_seconds": round(cpu, 2),
         "cpu_share_of_one_core": f"{cpu / took:.2%}",
         "requests": int(requests),
