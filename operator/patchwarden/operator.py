@@ -231,8 +231,8 @@ async def start_controller(memo: Any, **_: Any) -> None:
         """The workers start once the workloads and claims are listed (a reconcile before
         would ask the API server, and be done again when the list arrives) and the runs'
         snapshots (the retention counts them), or after INVENTORY_WAIT_SECONDS (a watch
-        that cannot list: the reconciles ask the API, and retention waits for a later
-        look)."""
+        that cannot list: the reconciles ask the API; once the snapshots are listed,
+        every system that takes them is looked at again for its retention)."""
         deadline = loop.time() + INVENTORY_WAIT_SECONDS
 
         def listed() -> bool:
@@ -240,12 +240,18 @@ async def start_controller(memo: Any, **_: Any) -> None:
 
         while not listed() and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        late = not snapshots.listed()
         if not listed():
             log.warning(
                 "workloads, claims or snapshots not listed yet; reconciling systems without them"
             )
         assert controller.synced is not None
         controller.synced.set()
+        if late:
+            while not snapshots.listed():
+                await asyncio.sleep(1.0)
+            log.info("the runs' snapshots are listed: their systems' retention is looked at")
+            controller.requeue_if(takes_snapshots)
 
     async def refresh_waves() -> None:
         """Held-back systems sleep: while a run began or ended since the waves' ledger was
