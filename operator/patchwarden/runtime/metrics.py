@@ -275,7 +275,7 @@ class SystemSeries:
             ns, name = key
             by_family[UPDATE_RUNS] = [
                 UPDATE_RUNS.line((ns, name, model, package, result), count)
-                for result, count in zip(RESULTS, counts, strict=False)
+                for result, count in zip(RESULTS, counts[: len(RESULTS)], strict=True)
             ]
             by_family[ROLLBACKS] = [
                 ROLLBACKS.line((ns, name, result), count)
