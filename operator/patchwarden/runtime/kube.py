@@ -20,8 +20,9 @@ from patchwarden.api.common import GROUP, VERSION
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
 FIELD_MANAGER = "patchwarden"
-LIST_PAGE = 500
 """The server-side-apply field manager of the images the operator sets (docs/gitops.md)."""
+LIST_PAGE = 500
+"""Objects per page of :meth:`Kube.list_objects`."""
 ROLLBACK_MANAGER = "patchwarden-rollback"
 """The field manager of a rollback's write of the workload's recorded spec."""
 FINALIZER_ATTEMPTS = 5
