@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ INVENTORY_WAIT_SECONDS = 30.0
 listed."""
 WATCHED_WAIT_SECONDS = 15.0
 """A run waiting for its snapshots or Job looks again after this even if no watch event woke it."""
+MEMORIES = "kopf memories"
+SEEN = "bodies seen"
+RELEASE_SECONDS = 30.0
+"""After a run or request event, kopf's kept bodies are released at most this much later."""
 
 
 @dataclass
@@ -117,6 +122,34 @@ def make_app(ours: Settings) -> App:
     with ThreadPoolExecutor(ours.api_workers) as pool:
         list(pool.map(know, ours.namespaces or [None]))
     return app
+
+
+def kopf_memories() -> Any | None:
+    """kopf's container of what it keeps for each object, made here (and handed to kopf.run)
+    so that :func:`release_bodies` can reach it; None if this kopf keeps it elsewhere."""
+    try:
+        from kopf._core.reactor.inventory import ResourceMemories
+    except ImportError:  # pragma: no cover - a kopf that moved it (a unit test pins ours)
+        log.warning("kopf's ResourceMemories not found: bodies of ended runs stay in memory")
+        return None
+    return ResourceMemories()
+
+
+def release_bodies(memories: Any) -> int:
+    """Drop the last body kopf keeps of each object that has no daemon or timer running.
+
+    kopf keeps it for the daemons and timers to read, but keeps it also for every object
+    whose daemon never runs: an ended UpdateRun, a decided UpdateRequest. With a year of
+    retained runs that was most of the operator's memory (issue 17). kopf sets it again from
+    the object's next event, before it spawns a daemon (there is no await between the two),
+    and a daemon paused by peering is spawned again only by an event. Returns how many."""
+    released = 0
+    for memory in memories.iter_all_memories():
+        kept = memory.daemons_memory
+        if kept.live_fresh_body is not None and not kept.running_daemons:
+            kept.live_fresh_body = None
+            released += 1
+    return released
 
 
 def takes_snapshots(body: Mapping[str, Any]) -> bool:
@@ -271,6 +304,10 @@ async def start_controller(memo: Any, **_: Any) -> None:
             peering.watch(app.kube, app.settings, controller.set_active), name="peering check"
         ),
     ]
+    if memo.get(MEMORIES) is not None:
+        memo["controller_tasks"].append(
+            asyncio.create_task(release_kept(memo), name="kopf bodies release")
+        )
 
 
 @kopf.on.cleanup()
@@ -282,6 +319,26 @@ async def stop_controller(memo: Any, **_: Any) -> None:
         await asyncio.get_running_loop().run_in_executor(None, notifier.stop)
     for task in memo.get("controller_tasks", []):
         task.cancel()
+
+
+async def release_kept(memo: Any) -> None:
+    """While runs or requests have events, release the bodies kopf keeps of them (every
+    RELEASE_SECONDS at most; nothing while the fleet is at rest)."""
+    seen: threading.Event = memo[SEEN]
+    while True:
+        await asyncio.sleep(RELEASE_SECONDS)
+        if not seen.is_set():
+            continue
+        seen.clear()
+        released = release_bodies(memo[MEMORIES])
+        log.debug("released %d bodies kept by kopf", released)
+
+
+def _seen(memo: Any) -> None:
+    """A run or request had an event: kopf keeps its body (see :func:`release_kept`)."""
+    seen = memo.get(SEEN)
+    if seen is not None:
+        seen.set()
 
 
 def _controller(memo: Any) -> SystemController:
@@ -337,6 +394,7 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     waiting for its slot."""
     app, controller = _app(memo), _controller(memo)
     ns, name = body.metadata.namespace or "", body.metadata.name or ""
+    _seen(memo)
     if app.notifier is not None:
         if kwargs.get("type") == "DELETED":
             app.notifier.forget("updateruns", ns, name)
@@ -480,6 +538,7 @@ def request_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """Keep the fleet registry of requests (each system's reconcile reads it) current, and
     notify a request's decision."""
     app, ns, name = _app(memo), body.metadata.namespace or "", body.metadata.name or ""
+    _seen(memo)
     if kwargs.get("type") == "DELETED":
         app.fleet.forget_request(ns, name)
         if app.notifier is not None:
@@ -525,6 +584,8 @@ def run(settings: Settings, verbose: bool = False) -> None:
     kopf.configure(verbose=verbose)
     memo = kopf.Memo()
     memo[KEY] = make_app(settings)
+    # Shared by every object's copy of the memo: set from their handlers.
+    memo[MEMORIES], memo[SEEN] = kopf_memories(), threading.Event()
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
@@ -533,4 +594,5 @@ def run(settings: Settings, verbose: bool = False) -> None:
         identity=settings.identity,  # type: ignore[arg-type]
         peering_name=settings.peering_name,
         memo=memo,
+        memories=memo[MEMORIES],
     )
