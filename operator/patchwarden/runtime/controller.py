@@ -54,8 +54,8 @@ class Strings:
         {"uid", "resourceVersion", "creationTimestamp", "lastTransitionTime", "managedFields"}
     )
 
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
+    def __init__(self, limit: int = 100_000, own: frozenset[str] = OWN) -> None:
+        self.limit, self.own = limit, own
         self._known: dict[str, str] = {}
 
     def one(self, text: str) -> str:
@@ -69,7 +69,7 @@ class Strings:
     def share(self, value: Any) -> Any:
         """``value`` with the strings in it (keys and values) replaced by the shared copies."""
         if isinstance(value, dict):
-            return {self.one(k): (v if k in self.OWN else self.share(v)) for k, v in value.items()}
+            return {self.one(k): (v if k in self.own else self.share(v)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.share(v) for v in value]
         if isinstance(value, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from patchwarden.core.scheduler import Limits
@@ -152,3 +153,20 @@ def test_each_systems_runs_and_requests_are_indexed_and_the_limits_read_only_wha
     assert list(fleet._limiting) == [("ns", "r")]
     fleet.observe_run(run("r", "acme", "Succeeded"))
     assert fleet._limiting == {}
+
+
+def test_retained_runs_share_what_they_repeat_not_what_is_their_own() -> None:
+    app = Fleet(Limits(max_concurrent=2, per_customer=1, max_errors=3))
+    for name in ("r1", "r2"):
+        body = json.loads(json.dumps(run(name, "acme", "Succeeded")))  # parsed apart
+        body["status"]["completionTime"] = f"2026-11-30T0{name[1]}:00:00Z"
+        app.observe_run(body)
+    one, two = app.runs[("ns", "r1")], app.runs[("ns", "r2")]
+    assert one["spec"] == two["spec"] and one["spec"] is not two["spec"]
+    start = "2026-11-29T22:00:00Z"
+    assert one["spec"]["window"]["start"] == start
+    assert one["spec"]["window"]["start"] is two["spec"]["window"]["start"], "one copy"
+    assert one["metadata"]["namespace"] is two["metadata"]["namespace"]
+    known = set(app.strings._known)
+    assert {"r1", "r2", "2026-11-30T01:00:00Z"}.isdisjoint(known), "a run's own: not kept"
+    assert sorted(r["metadata"]["name"] for r in app.runs_of("ns", "s")) == ["r1", "r2"]
