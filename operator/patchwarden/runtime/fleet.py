@@ -182,7 +182,7 @@ class Fleet:
             gone = self._drop_run((ns, name))
             ended = ((gone or {}).get("status") or {}).get("completionTime")
             if gone is not None and ended:
-                system = (ns, gone["spec"]["systemRef"]["name"])
+                system = _system_of((ns, name), gone)
                 newest = (self.deleted.get(system) or {}).get("status", {}).get("completionTime")
                 if newest is None or ended > newest:
                     self.deleted[system] = gone

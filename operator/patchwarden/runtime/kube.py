@@ -7,6 +7,7 @@ name patchwarden creates is deterministic, so a retry finds its own object).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,18 @@ ROLLBACK_MANAGER = "patchwarden-rollback"
 """The field manager of a rollback's write of the workload's recorded spec."""
 FINALIZER_ATTEMPTS = 5
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def pages(call: Callable[..., dict[str, Any]], limit: int) -> Iterator[dict[str, Any]]:
+    """A paged LIST: each parsed page of at most ``limit`` items, as ``call(limit=...,
+    _continue=...)`` returns it, until the server says there is no more."""
+    token = None
+    while True:
+        page = call(limit=limit, **({"_continue": token} if token else {}))
+        yield page
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
 class KubeApi(Protocol):
@@ -144,30 +157,23 @@ class Kube:
     ) -> Iterator[list[dict[str, Any]]]:
         """The objects, a page of LIST_PAGE at a time: a year of runs is never one response
         (nor one parsed list) in memory."""
-        kwargs: dict[str, Any] = {"limit": LIST_PAGE}
-        if selector:
-            kwargs["label_selector"] = selector
-        token = None
-        while True:
-            more: dict[str, Any] = {"_continue": token} if token else {}
-            if ns is None:
-                page = self._raw(
-                    self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **kwargs, **more
-                )
-            else:
-                page = self._raw(
-                    self.custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    ns,
-                    plural,
-                    **kwargs,
-                    **more,
-                )
+        kwargs: dict[str, Any] = {"label_selector": selector} if selector else {}
+        if ns is None:
+            call = functools.partial(
+                self._raw, self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **kwargs
+            )
+        else:
+            call = functools.partial(
+                self._raw,
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ns,
+                plural,
+                **kwargs,
+            )
+        for page in pages(call, LIST_PAGE):
             yield list(page.get("items") or [])
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
 
     def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool:
         """Create; False when it already exists."""

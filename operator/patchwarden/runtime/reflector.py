@@ -34,7 +34,7 @@ from patchwarden.api.common import GROUP, VERSION
 from patchwarden.core.builders import LABEL_RUN
 from patchwarden.runtime import metrics
 from patchwarden.runtime.inventory import Inventory, Ref, Snapshots
-from patchwarden.runtime.kube import SNAPSHOTS, Kube, api_client
+from patchwarden.runtime.kube import SNAPSHOTS, Kube, api_client, pages
 
 log = logging.getLogger(__name__)
 
@@ -227,20 +227,15 @@ class Reflector:
             self._pages()
 
     def _pages(self) -> None:
-        token, first = None, True
-        while True:
-            page = json.loads(
-                self._call(limit=self.page, **({"_continue": token} if token else {})).data
-            )
+        first = True
+        for page in pages(lambda **kw: json.loads(self._call(**kw).data), self.page):
             meta = page.get("metadata") or {}
             events = self.known.listed(page.get("items") or [], meta["resourceVersion"], first)
-            first, token = False, meta.get("continue")
-            if not token:
+            first = False
+            if not meta.get("continue"):
                 events += self.known.relisted()
             if events:
                 self.deliver(events)
-            if not token:
-                return
 
     def _watch(self) -> None:
         response = self._call(

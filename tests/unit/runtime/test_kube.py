@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from patchwarden.runtime.kube import resource_of
+from patchwarden.runtime.kube import pages, resource_of
 
 
 @pytest.mark.parametrize(
@@ -20,3 +22,16 @@ from patchwarden.runtime.kube import resource_of
 )
 def test_the_request_counter_names_the_resource(path: str, resource: str) -> None:
     assert resource_of(path) == resource
+
+
+def test_a_paged_list_follows_the_continue_token_to_the_last_page() -> None:
+    served = {None: ("a", "t1"), "t1": ("b", "t2"), "t2": ("c", "")}
+    asked: list[dict[str, Any]] = []
+
+    def call(**kwargs: Any) -> dict[str, Any]:
+        asked.append(kwargs)
+        item, token = served[kwargs.get("_continue")]
+        return {"metadata": {"continue": token}, "items": [item]}
+
+    assert [p["items"] for p in pages(call, 2)] == [["a"], ["b"], ["c"]]
+    assert asked == [{"limit": 2}, {"limit": 2, "_continue": "t1"}, {"limit": 2, "_continue": "t2"}]
