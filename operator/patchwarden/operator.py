@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from patchwarden.runtime.controller import SystemController
 from patchwarden.runtime.events import EventPoster
 from patchwarden.runtime.fleet import Fleet, WindowPopulation, shares
 from patchwarden.runtime.inventory import KINDS, Bodies, Inventory, Snapshots
-from patchwarden.runtime.kube import Kube, api_client
+from patchwarden.runtime.kube import LIST_PAGE, Kube, api_client
 from patchwarden.runtime.notify import Notifier
 from patchwarden.runtime.reflector import handoff, watches
 
@@ -63,7 +62,9 @@ WATCHED_WAIT_SECONDS = 15.0
 MEMORIES = "kopf memories"
 SEEN = "bodies seen"
 RELEASE_SECONDS = 30.0
-"""After a run or request event, kopf's kept bodies are released at most this much later."""
+RELEASE_EVENTS = 500
+"""kopf's kept bodies are released once RELEASE_EVENTS run or request events came since the
+last release (a start listing a year of runs), else at most RELEASE_SECONDS after one."""
 
 
 @dataclass
@@ -173,6 +174,8 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 1500  # a watch reconnect per 25 min, not per 5
+    # kopf's first LIST of runs and requests a page at a time, not a year of them in one.
+    settings.watching.chunk_size = LIST_PAGE
     logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     if KEY not in memo:  # started by kopf's own CLI rather than `patchwarden run`
         memo[KEY] = make_app(Settings.from_env())
@@ -322,23 +325,36 @@ async def stop_controller(memo: Any, **_: Any) -> None:
 
 
 async def release_kept(memo: Any) -> None:
-    """While runs or requests have events, release the bodies kopf keeps of them (every
-    RELEASE_SECONDS at most; nothing while the fleet is at rest)."""
-    seen: threading.Event = memo[SEEN]
+    """While runs or requests have events, release the bodies kopf keeps of them (see
+    RELEASE_EVENTS; nothing while the fleet is at rest but a look each second)."""
+    kept: Kept = memo[SEEN]
+    since = 0.0
     while True:
-        await asyncio.sleep(RELEASE_SECONDS)
-        if not seen.is_set():
-            continue
-        seen.clear()
-        released = release_bodies(memo[MEMORIES])
-        log.debug("released %d bodies kept by kopf", released)
+        await asyncio.sleep(1.0)
+        since += 1.0
+        if kept.events >= RELEASE_EVENTS or (kept.events and since >= RELEASE_SECONDS):
+            kept.events, since = 0, 0.0
+            released = release_bodies(memo[MEMORIES])
+            log.debug("released %d bodies kept by kopf", released)
+
+
+@dataclass
+class Kept:
+    """Run and request events since kopf's kept bodies were last released."""
+
+    events: int = 0
+
+    def seen(self) -> None:
+        # From the event loop and from kopf's threads for sync handlers: a lost count
+        # only delays a release.
+        self.events += 1
 
 
 def _seen(memo: Any) -> None:
     """A run or request had an event: kopf keeps its body (see :func:`release_kept`)."""
-    seen = memo.get(SEEN)
-    if seen is not None:
-        seen.set()
+    kept = memo.get(SEEN)
+    if kept is not None:
+        kept.seen()
 
 
 def _controller(memo: Any) -> SystemController:
@@ -585,7 +601,7 @@ def run(settings: Settings, verbose: bool = False) -> None:
     memo = kopf.Memo()
     memo[KEY] = make_app(settings)
     # Shared by every object's copy of the memo: set from their handlers.
-    memo[MEMORIES], memo[SEEN] = kopf_memories(), threading.Event()
+    memo[MEMORIES], memo[SEEN] = kopf_memories(), Kept()
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
