@@ -1066,6 +1066,8 @@ def raw_storm(
             return all((j.status.succeeded or 0) + (j.status.failed or 0) > 0 for j in jobs)
 
         wait_until("the raw storm's Jobs complete", complete, args.timeout, every=2)
+    # Its runs were never stepped: a cluster-wide operator in a later part would take them.
+    b.retire(namespaces, args.timeout)
     return {
         "writes": writes,
         "run_status_patches_each": run_patches,
