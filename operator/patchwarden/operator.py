@@ -140,10 +140,10 @@ def release_bodies(memories: Any) -> int:
     """Drop the last body kopf keeps of each object that has no daemon or timer running.
 
     kopf keeps it for the daemons and timers to read, but keeps it also for every object
-    whose daemon never runs: an ended UpdateRun, a decided UpdateRequest. With a year of
-    retained runs that was most of the operator's memory (issue 17). kopf sets it again from
-    the object's next event, before it spawns a daemon (there is no await between the two),
-    and a daemon paused by peering is spawned again only by an event. Returns how many."""
+    whose daemon never runs: an ended UpdateRun, a decided UpdateRequest: 7.9 KB a retained
+    run (tracemalloc, issue 17). kopf sets it again from the object's next event, before it
+    spawns a daemon (there is no await between the two), and a daemon paused by peering is
+    spawned again only by an event. Returns how many."""
     released = 0
     for memory in memories.iter_all_memories():
         kept = memory.daemons_memory
