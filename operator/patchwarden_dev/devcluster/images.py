@@ -16,12 +16,13 @@ into it, so a change to the operator's code builds a new one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,9 @@ OPERATOR = f"{REGISTRY}/patchwarden"
 BASE = f"{REGISTRY}/debian-python"
 DEBIAN_SUITE = "bookworm"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+BLOB_INFO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
+"""Where buildah's image library (containers/image) keeps its blob-info cache when run
+as root, whatever ``--root`` says: buildah 1.28 has no flag to move it."""
 
 
 @dataclass(frozen=True)
@@ -173,17 +177,37 @@ def source_hash(repo: Path) -> str:
     return h.hexdigest()[:12]
 
 
+@contextlib.contextmanager
+def no_new_machine_paths(paths: Iterable[Path]) -> Iterator[None]:
+    """Remove afterwards those of ``paths`` (files, then emptied directories, in the
+    order given) that did not exist before: a tool's traces outside our directories."""
+    made = [p for p in paths if not os.path.lexists(p)]
+    try:
+        yield
+    finally:
+        for path in made:
+            if path.is_dir() and not path.is_symlink():
+                with contextlib.suppress(OSError):  # not empty: something else is there
+                    path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+
+
 def buildah(storage: Path, *args: str | Path) -> str:
-    return run(
-        "buildah",
-        "--root",
-        storage / "root",
-        "--runroot",
-        storage / "runroot",
-        "--storage-driver",
-        "overlay",
-        *args,
-    )
+    """buildah on our own store; its blob-info cache, which it writes to the machine's
+    ``/var/lib/containers`` whatever the store, is removed when it was not there."""
+    cache = [BLOB_INFO_CACHE, *list(BLOB_INFO_CACHE.parents)[:2]]  # file, cache/, containers/
+    with no_new_machine_paths(cache):
+        return run(
+            "buildah",
+            "--root",
+            storage / "root",
+            "--runroot",
+            storage / "runroot",
+            "--storage-driver",
+            "overlay",
+            *args,
+        )
 
 
 def base_image(cache: Path, storage: Path) -> str:

@@ -28,6 +28,7 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 WATCHED_DIRS = ("/run", "/var/run/netns", "/var/lib", "/etc/cni", "/opt", "/var/log")
 MACHINE_PATHS = (
     "/run/containerd",  # shim sockets (/run/containerd/s): containerd does not move them
+    "/run/mount",  # util-linux mount's utab, written when the kubelet or the CSI driver mounts
     "/var/lib/kubelet",  # device-plugins/kubelet.sock: the kubelet does not move it
     "/var/lib/cni",  # libcni's result cache
     "/var/log/containers",
@@ -38,7 +39,6 @@ MACHINE_PATHS = (
 )
 """Fixed paths a node writes to whatever its settings say; removed by :func:`restore`
 when they did not exist before ``up``."""
-"""Top-level entries a node might add outside its state directory."""
 
 
 def _mountpoints() -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from patchwarden_dev.devcluster import machine
+from patchwarden_dev.devcluster import images, machine
 from patchwarden_dev.devcluster.realnode import DRIVER, NODE_NAME, RealNodeCluster
 from tests.unit.dev.test_devcluster import go_mod_requirement
 
@@ -86,6 +86,30 @@ def test_restore_removes_only_known_paths_that_were_absent(
     assert not known.exists()
     assert other.exists()  # not a path a node writes: never touched
     assert (tmp_path / "ip_forward").read_text() == "0"
+
+
+def test_a_tools_new_traces_are_removed_and_what_was_there_stays(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "theirs").write_text("a user's file")
+    new_dir = tmp_path / "new"
+    paths = [new_dir / "cache.db", new_dir, kept / "cache.db", kept]
+    with images.no_new_machine_paths(paths):
+        new_dir.mkdir()
+        (new_dir / "cache.db").write_text("x")
+        (kept / "cache.db").write_text("x")
+    assert not new_dir.exists()
+    assert not (kept / "cache.db").exists()
+    assert (kept / "theirs").read_text() == "a user's file"  # the directory was there
+
+
+def test_a_new_directory_that_holds_something_else_is_left(tmp_path: Path) -> None:
+    new_dir = tmp_path / "new"
+    with images.no_new_machine_paths([new_dir / "cache.db", new_dir]):
+        new_dir.mkdir()
+        (new_dir / "cache.db").write_text("x")
+        (new_dir / "other").write_text("not ours to judge")
+    assert sorted(p.name for p in new_dir.iterdir()) == ["other"]
 
 
 @pytest.mark.parametrize(
