@@ -185,7 +185,8 @@ class Systems:
                 (ns, name),
                 spec.customer,
                 (window_ref(start.occurrence).start, window_ref(start.occurrence).end),
-                lambda: self._create_run(body, spec, start, [t.wire() for t in chosen]),
+                lambda: self._run_manifest(body, spec, start, [t.wire() for t in chosen]),
+                lambda manifest: self._create_run(body, start, manifest),
             )
             if blocked:
                 # A freed slot wakes it (Fleet.to_wake); its window's cutoff ends the wait.
@@ -379,17 +380,16 @@ class Systems:
             meta["name"],
         )
 
-    def _create_run(
+    def _run_manifest(
         self,
         body: Mapping[str, Any],
         spec: ManagedSystemSpec,
         start: Start,
         chosen: list[dict[str, Any]],
-    ) -> dict[str, Any] | None:
-        """Create the run (under the fleet's admission lock); None when it already existed."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    ) -> dict[str, Any]:
+        """The run that starts (built under the fleet's admission lock: no API call)."""
         manifest = builders.update_run(
-            system=name,
+            system=body["metadata"]["name"],
             system_uid=body["metadata"]["uid"],
             customer=spec.customer,
             trigger=start.trigger,
@@ -402,11 +402,16 @@ class Systems:
             template=spec.updates.template,
             ticket=start.ticket,
         )
-        manifest["metadata"]["namespace"] = ns
+        manifest["metadata"]["namespace"] = body["metadata"]["namespace"]
+        return manifest
+
+    def _create_run(self, body: Mapping[str, Any], start: Start, manifest: dict[str, Any]) -> bool:
+        """Create the admitted run (its slot is counted already); False when it existed."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         # Held while the run is in progress: a deletion of the system waits for its end.
         self.kube.set_finalizer("managedsystems", ns, name, builders.RUN_FINALIZER, True)
         if not self.kube.create("updateruns", ns, manifest):
-            return None
+            return False
         self.emit(
             dict(body),
             "Normal",
@@ -414,7 +419,7 @@ class Systems:
             f"update run {manifest['metadata']['name']} ({start.trigger.value}) started "
             f"in window {start.occurrence.window}",
         )
-        return manifest
+        return True
 
     def _retain_snapshots(
         self, ns: str, name: str, spec: ManagedSystemSpec, runs: list[dict[str, Any]]

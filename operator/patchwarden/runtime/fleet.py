@@ -270,11 +270,15 @@ class Fleet:
         key: Key,
         customer: str,
         window: Window,
-        create: Callable[[], dict[str, Any] | None],
+        build: Callable[[], dict[str, Any]],
+        create: Callable[[dict[str, Any]], bool],
     ) -> str | None:
-        """Start a run if the limits allow: ``create`` makes it (returns the manifest, or
-        None when it already existed) and the registry counts it at once. Otherwise the
-        system waits for a slot; returns why. One decision at a time, on the current runs."""
+        """Start a run if the limits allow; otherwise the system waits for a slot, and this
+        returns why. One decision at a time, on the current runs: ``build`` makes the run's
+        manifest and the registry counts it as Pending at once, under the lock; ``create``
+        then makes it in the cluster (False: it existed already) outside the lock, so a
+        slow API server holds up neither the other admissions nor the watches' events.
+        When ``create`` fails or finds the run there, the count it added is taken back."""
         population = self._population(window)
         with self.lock:
             runs = list(self._limiting.values())
@@ -283,13 +287,22 @@ class Fleet:
                 self.waiting.setdefault(key, (customer, window))
                 return blocked
             self.waiting.pop(key, None)
-            manifest = create()
-            if manifest is not None:
-                meta = manifest["metadata"]
-                key = (meta["namespace"], meta["name"])
-                if key not in self.runs:
-                    pending = {**manifest, "status": {"phase": Phase.PENDING.value}}
-                    self._keep_run(key, run_summary(pending, self.strings))
+            manifest = build()
+            meta = manifest["metadata"]
+            run_key = (meta["namespace"], meta["name"])
+            reserved = None
+            if run_key not in self.runs:
+                pending = {**manifest, "status": {"phase": Phase.PENDING.value}}
+                reserved = run_summary(pending, self.strings)
+                self._keep_run(run_key, reserved)
+        made = False
+        try:
+            made = create(manifest)
+        finally:
+            if not made and reserved is not None:
+                with self.lock:
+                    if self.runs.get(run_key) is reserved:  # the watch has not seen it since
+                        self._drop_run(run_key)
         return None
 
     def halted(self, window: Window) -> str | None:

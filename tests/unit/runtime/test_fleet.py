@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from patchwarden.core.scheduler import Limits
 from patchwarden.runtime.fleet import Fleet, WindowPopulation, run_summary
 
@@ -19,6 +21,17 @@ def run(name: str, customer: str, phase: str | None) -> dict[str, Any]:
         },
         "status": {"phase": phase} if phase else {},
     }
+
+
+def manifest(name: str, customer: str = "acme") -> dict[str, Any]:
+    body = run(name, customer, None)
+    del body["status"]
+    return body
+
+
+def existed(_manifest: dict[str, Any]) -> bool:
+    """A create that finds the run there already (no count is kept for it)."""
+    return False
 
 
 def test_a_freed_slot_wakes_the_oldest_waiters_that_fit() -> None:
@@ -107,9 +120,9 @@ def test_percentage_limits_count_the_systems_whose_window_overlaps() -> None:
     assert count(night)["acme"] == 9
     fleet = Fleet(Limits("20%", "50%", 3), population=count)  # 2 of 10; 5 of acme's 9
     fleet.observe_run(run("r1", "acme", "Updating"))
-    assert fleet.admit(("ns", "s2"), "acme", night, lambda: None) is None
+    assert fleet.admit(("ns", "s2"), "acme", night, lambda: manifest("x2"), existed) is None
     fleet.observe_run(run("r2", "acme", "Updating"))
-    blocked = fleet.admit(("ns", "s3"), "acme", night, lambda: None)
+    blocked = fleet.admit(("ns", "s3"), "acme", night, lambda: manifest("x3"), existed)
     assert blocked == "2 runs in progress, the fleet-wide limit is 20% of 10 systems in this window"
     assert fleet.to_wake() == []
     fleet.observe_run(run("r1", "acme", "Succeeded"))
@@ -140,7 +153,7 @@ def test_each_systems_runs_and_requests_are_indexed_and_the_limits_read_only_wha
     assert list(fleet._limiting) == [("ns", "b-failed")], "the successes are not read"
     window = ("2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z")
     assert "1 runs failed" in (fleet.halted(window) or ""), "the error budget still counts"
-    assert fleet.admit(("ns", "a"), "acme", window, lambda: None) is not None
+    assert fleet.admit(("ns", "a"), "acme", window, lambda: manifest("x"), existed) is not None
     fleet.forget_run("ns", "b-failed")
     assert fleet.halted(window) is None and len(fleet.runs_of("ns", "b")) == 52
     for week in range(52):
@@ -170,3 +183,43 @@ def test_retained_runs_share_what_they_repeat_not_what_is_their_own() -> None:
     known = set(app.strings._known)
     assert {"r1", "r2", "2026-11-30T01:00:00Z"}.isdisjoint(known), "a run's own: not kept"
     assert sorted(r["metadata"]["name"] for r in app.runs_of("ns", "s")) == ["r1", "r2"]
+
+
+def test_an_admitted_run_counts_at_once_and_its_creation_holds_no_lock() -> None:
+    """The API calls of a creation run outside the registry's lock: other admissions, the
+    watch's events and reconciles go on meanwhile, and the slot is taken already."""
+    fleet = Fleet(Limits(max_concurrent=1, per_customer=1, max_errors=3))
+    window = ("2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z")
+    seen: list[Any] = []
+
+    def create(body: dict[str, Any]) -> bool:
+        assert fleet.lock.acquire(blocking=False), "the lock is free while the run is created"
+        fleet.lock.release()
+        seen.append(fleet.admit(("ns", "other"), "globex", window, lambda: manifest("o"), existed))
+        fleet.observe_run(run("elsewhere", "initech", "Succeeded"))  # a watch event meanwhile
+        return True
+
+    assert fleet.admit(("ns", "s"), "acme", window, lambda: manifest("r"), create) is None
+    assert seen == ["1 runs in progress, the fleet-wide limit is 1"], "the slot was taken"
+    assert fleet.runs_of("ns", "s")[0]["status"]["phase"] == "Pending"
+
+
+def test_a_failed_or_needless_creation_gives_its_slot_back() -> None:
+    fleet = Fleet(Limits(max_concurrent=1, per_customer=1, max_errors=3))
+    window = ("2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z")
+
+    def refused(_body: dict[str, Any]) -> bool:
+        raise RuntimeError("403 from the API server")
+
+    with pytest.raises(RuntimeError, match="403"):  # the reconcile sees it, and retries
+        fleet.admit(("ns", "s"), "acme", window, lambda: manifest("r"), refused)
+    assert fleet.runs == {} and fleet._limiting == {}
+    assert fleet.admit(("ns", "s"), "acme", window, lambda: manifest("r"), existed) is None
+    assert fleet.runs == {}, "a run that existed is counted from its watch event, not twice"
+
+    def watched_meanwhile(body: dict[str, Any]) -> bool:
+        fleet.observe_run({**body, "status": {"phase": "Snapshotting"}})
+        return False
+
+    fleet.admit(("ns", "s"), "acme", window, lambda: manifest("r"), watched_meanwhile)
+    assert fleet.runs_of("ns", "s")[0]["status"]["phase"] == "Snapshotting", "the watch's stays"
