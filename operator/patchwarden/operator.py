@@ -94,6 +94,7 @@ class App:
             cached_system=cached,
             watched_wait=watched_wait,
             gate=self.systems.gate,
+            snapshot_classes=self.systems.snapshot_classes,
         )
 
 

@@ -50,6 +50,7 @@ class Runner:
         cached_system: Callable[[str, str], dict[str, Any] | None] = lambda ns, name: None,
         watched_wait: float | None = None,
         gate: Gate | None = None,
+        snapshot_classes: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -62,6 +63,9 @@ class Runner:
         watch of them wakes the run (the wait is then only a safety net)."""
         self.gate = gate
         """The alert gate, asked before each step that could change the workload."""
+        self.snapshot_classes = snapshot_classes or kube.snapshot_classes
+        """The VolumeSnapshotClasses (the systems controller's watch-fed copy: a window's
+        runs would otherwise list them in every snapshotting step)."""
         self.timeouts = machine.Timeouts(
             snapshot=timedelta(seconds=settings.snapshot_timeout_seconds),
             rollback=timedelta(seconds=settings.rollback_timeout_seconds),
@@ -145,7 +149,7 @@ class Runner:
         snapshot_class = None
         if Read.SNAPSHOT_CLASS in wanted and spec is not None:
             snapshot_class = resolve_snapshot_class(
-                self.kube.snapshot_classes(),
+                self.snapshot_classes(),
                 spec.backup.volume_snapshot_class_name,
                 self.settings.default_snapshot_class,
             )

@@ -229,7 +229,7 @@ class Systems:
             v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
         ]
         facts.snapshot_class = resolve_snapshot_class(
-            self._snapshot_classes(),
+            self.snapshot_classes(),
             spec.backup.volume_snapshot_class_name,
             self.settings.default_snapshot_class,
         )
@@ -510,9 +510,9 @@ class Systems:
             self._catalogs = (time.monotonic(), now_versions, catalogs)
         return catalogs
 
-    def _snapshot_classes(self) -> list[dict[str, Any]]:
+    def snapshot_classes(self) -> list[dict[str, Any]]:
         """The cluster's VolumeSnapshotClasses (as their watch has them, else listed at most
-        every CLASSES_TTL seconds)."""
+        every CLASSES_TTL seconds); the runs read them from here too."""
         watched = self.class_bodies.listed() if self.class_bodies is not None else None
         if watched is not None:
             return watched

@@ -211,6 +211,17 @@ def test_snapshots_are_recorded_and_created_in_one_step_with_one_write() -> None
     }
 
 
+def test_the_snapshot_classes_come_from_the_watch_fed_copy_when_there_is_one() -> None:
+    kube, runner = setup()
+    classes = kube.snapshot_classes()
+    runner.snapshot_classes = lambda: classes
+    kube.calls.clear()
+    run_of(kube)["status"] = {"phase": "Snapshotting", "phaseStartTime": "2027-02-10T12:00:00Z"}
+    runner.step(kube.get("updateruns", NS, "run") or {})
+    assert kube.created() == ["create volumesnapshots/run-data"]
+    assert not [c for c in kube.calls if "volumesnapshotclasses" in c], kube.calls
+
+
 def test_the_system_comes_from_the_cache_when_there_is_one() -> None:
     kube, runner = setup()
     system = kube.get("managedsystems", NS, "app")
