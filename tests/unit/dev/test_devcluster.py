@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
 from patchwarden_dev.devcluster.cluster import MANIFESTS, DevCluster
-from patchwarden_dev.devcluster.provisioner import PROVISIONED_LABEL, volume_for_claim
+from patchwarden_dev.devcluster.provisioner import (
+    PROVISIONED_LABEL,
+    PROVISIONER,
+    Provisioner,
+    volume_for_claim,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -134,3 +140,63 @@ def test_volume_for_claim_is_pre_bound_to_the_claim() -> None:
     assert pv["spec"]["capacity"] == {"storage": "5Gi"}
     assert pv["spec"]["storageClassName"] == "standard"
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+
+
+class _Api:
+    """What the provisioner calls, recorded; snapshots named in ``ready`` are ready."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.ready: set[str] = set()
+
+    def list_storage_class(self) -> Any:
+        self.calls.append("list storageclasses")
+        item = SimpleNamespace(metadata=SimpleNamespace(name="standard"), provisioner=PROVISIONER)
+        return SimpleNamespace(items=[item])
+
+    def create_persistent_volume(self, body: dict[str, Any]) -> None:
+        self.calls.append(f"create {body['metadata']['name']}")
+
+    def delete_persistent_volume(self, name: str) -> None:
+        self.calls.append(f"delete {name}")
+
+    def get_namespaced_custom_object(self, *args: str) -> dict[str, Any]:
+        self.calls.append(f"get snapshot {args[-1]}")
+        return {"status": {"readyToUse": args[-1] in self.ready}}
+
+
+def _claim(name: str, phase: str = "Pending", snapshot: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"storageClassName": "standard"}
+    if snapshot:
+        spec["dataSource"] = {"kind": "VolumeSnapshot", "name": snapshot}
+    meta = {"namespace": "shop", "name": name, "uid": f"u-{name}"}
+    return {"metadata": meta, "spec": spec, "status": {"phase": phase}}
+
+
+def test_the_provisioner_acts_on_what_its_watches_report_and_lists_no_claim() -> None:
+    from kubernetes import client
+
+    prov = Provisioner(client.ApiClient())
+    api = _Api()
+    prov.core = prov.storage = prov.custom = api  # type: ignore[assignment]
+    prov.claims([("ADDED", _claim("a")), ("ADDED", _claim("b", "Bound"))])
+    prov.claims([("ADDED", _claim("r", snapshot="snap"))])
+    assert prov.wake.is_set()
+    assert prov.sync() is True, "a claim waits for its snapshot: look again soon"
+    assert api.calls == ["list storageclasses", "create pvc-u-a", "get snapshot snap"]
+    api.calls.clear()
+    assert prov.sync() is True
+    assert api.calls == ["get snapshot snap"], "a provisioned claim is not made again"
+    api.ready.add("snap")
+    assert prov.sync() is False
+    assert api.calls[-1] == "create pvc-u-r"
+    prov.claims([("MODIFIED", _claim("a", "Bound")), ("DELETED", _claim("r"))])
+    assert prov.pending == {}
+    released = {"spec": {"persistentVolumeReclaimPolicy": "Delete"}, "status": {}}
+    prov.volumes([("MODIFIED", {**released, "metadata": {"name": "pvc-u-a"}})])
+    assert prov.released == set(), "bound: kept"
+    released["status"] = {"phase": "Released"}
+    prov.volumes([("MODIFIED", {**released, "metadata": {"name": "pvc-u-a"}})])
+    api.calls.clear()
+    assert prov.sync() is False
+    assert api.calls == ["delete pvc-u-a"] and prov.released == set()
