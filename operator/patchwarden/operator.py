@@ -34,6 +34,7 @@ from patchwarden.controllers.requests import Requests
 from patchwarden.controllers.runs import Runner
 from patchwarden.controllers.systems import LEDGER_TTL, Systems
 from patchwarden.core.builders import LABEL_RUN
+from patchwarden.core.run import wakes_its_run
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
 from patchwarden.runtime import metrics, peering
@@ -225,7 +226,9 @@ async def start_controller(memo: Any, **_: Any) -> None:
     wakeups: dict[tuple[str, str], asyncio.Event] = memo.setdefault(WAKEUPS, {})
 
     def wake(events: list[tuple[str, dict[str, Any]]]) -> None:  # on the event loop
-        for _, body in events:
+        for event_type, body in events:
+            if not wakes_its_run(event_type, body):
+                continue
             meta = body["metadata"]
             run = (meta.get("labels") or {}).get(LABEL_RUN)
             event = wakeups.get((meta.get("namespace") or "", run or ""))

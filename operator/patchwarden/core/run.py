@@ -341,6 +341,20 @@ def job_ended(job: Mapping[str, Any] | None) -> bool:
     return job is not None and job_result(job) is not None
 
 
+def wakes_its_run(event_type: str, body: Mapping[str, Any]) -> bool:
+    """Whether a watch event of a run's snapshot or Job is news for the run waiting on it:
+    it went, or it shows what a run acts on (a snapshot ready or failed; a Job with a
+    condition: complete, failed, suspended). A snapshot or Job just created, or a Job whose
+    pod merely started, is not: a step for it would read the run and the object for
+    nothing, two requests a run at a window's opening. (Listed again after a broken watch,
+    one that is ready or ended comes as ADDED, and wakes its run; the runs' safety poll
+    stays.)"""
+    if event_type == "DELETED":
+        return True
+    status = body.get("status") or {}
+    return bool(status.get("readyToUse") or status.get("error") or status.get("conditions"))
+
+
 def claims_to_read(
     status: UpdateRunStatus, spec: ManagedSystemSpec | None, workload: Any
 ) -> list[str]:
