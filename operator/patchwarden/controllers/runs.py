@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 """(object, type Normal|Warning, reason, message)."""
+BOOKKEEPING = (machine.Emit, machine.PhaseEnded)
+"""Actions that change nothing in the cluster: a step with only these may be chained."""
+CHAINED_STEPS = 2
+"""At most this many steps follow the first in one call (Pending → Snapshotting, and
+Recording → Updating, each with one write instead of two)."""
 
 
 def namespace_terminating(exc: ApiException) -> bool:
@@ -81,13 +86,26 @@ class Runner:
             return None
         seen = self.observe(run, status)
         out = machine.advance(run, status, seen, self.now(), self.timeouts)
+        began = status  # where the last of the chained steps began
+        for _ in range(CHAINED_STEPS):
+            # A step that only records (its phase, an Event) and goes on at once is followed
+            # by the next one now: one status write for both, the workload read once.
+            if out.wait is not Wait.NOW or out.status.phase in TERMINAL:
+                break
+            if not all(isinstance(a, BOOKKEEPING) for a in out.actions):
+                break
+            began, seen = out.status, self.observe(run, out.status, have=seen)
+            following = machine.advance(run, began, seen, self.now(), self.timeouts)
+            out = machine.Transition(
+                following.status, [*out.actions, *following.actions], following.wait
+            )
         try:
             for action in out.actions:
                 self.apply(run, body, action)
         except ApiException as exc:
             if not namespace_terminating(exc):
                 raise
-            out = machine.namespace_deleted(run, status, seen, self.now(), self.timeouts)
+            out = machine.namespace_deleted(run, began, seen, self.now(), self.timeouts)
             for action in out.actions:  # an Event (refused there, and logged) and metrics
                 self.apply(run, body, action)
         if out.status != status:
@@ -121,9 +139,12 @@ class Runner:
     def system(self, ns: str, name: str) -> dict[str, Any] | None:
         return self.cached_system(ns, name) or self.kube.get("managedsystems", ns, name)
 
-    def observe(self, run: machine.Run, status: UpdateRunStatus) -> machine.Observed:
+    def observe(
+        self, run: machine.Run, status: UpdateRunStatus, have: machine.Observed | None = None
+    ) -> machine.Observed:
         """Read what this step needs: the system always (from the cache), the rest by
-        :func:`~patchwarden.core.run.reads`."""
+        :func:`~patchwarden.core.run.reads`; the workload from ``have`` (what the step
+        before it in the same call read, and changed nothing since) when it is there."""
         ns = run.namespace
         system = self.system(ns, run.spec.system_ref.name)
         wanted = machine.reads(status)
@@ -133,7 +154,11 @@ class Runner:
             target = (spec.workload.kind, spec.workload.name)
         workload = None
         if Read.WORKLOAD in wanted and target is not None:
-            workload = self.kube.get_workload(target[0], ns, target[1])
+            known = have.workload if have is not None else None
+            if known is not None and (known.get("kind"), known["metadata"]["name"]) == target:
+                workload = dict(known)
+            else:
+                workload = self.kube.get_workload(target[0], ns, target[1])
         claims: dict[str, Any] = {}
         if Read.CLAIMS in wanted and (status.snapshots or workload is not None):
             for claim in machine.claims_to_read(status, spec, workload):

@@ -211,6 +211,24 @@ def test_snapshots_are_recorded_and_created_in_one_step_with_one_write() -> None
     }
 
 
+def test_steps_that_only_record_are_chained_with_the_next_one_write_one_workload_read() -> None:
+    """Pending → Snapshotting (its snapshot made), and once it is ready Snapshotting →
+    Recording → Updating (its Job made): each in one call and one status write."""
+    kube, runner = setup()
+    kube.calls.clear()
+    assert runner.step(kube.get("updateruns", NS, "run") or {}) != 0.0, "waits for the snapshot"
+    status = run_of(kube)["status"]
+    assert status["phase"] == "Snapshotting" and status["startTime"]
+    assert status["snapshots"][0]["created"] is True
+    assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
+    assert kube.calls.count("get deployments/app") == 1, kube.calls
+    kube.calls.clear()
+    runner.step(kube.get("updateruns", NS, "run") or {})  # the snapshot is ready (FakeKube)
+    assert run_of(kube)["status"]["phase"] == "Updating"  # through Recording
+    assert kube.created() == ["create jobs/run-update"]
+    assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
+
+
 def test_the_snapshot_classes_come_from_the_watch_fed_copy_when_there_is_one() -> None:
     kube, runner = setup()
     classes = kube.snapshot_classes()
