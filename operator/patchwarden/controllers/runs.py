@@ -87,6 +87,8 @@ class Runner:
         seen = self.observe(run, status)
         out = machine.advance(run, status, seen, self.now(), self.timeouts)
         began = status  # where the last of the chained steps began
+        entered = [out.status] if out.status.phase != status.phase else []
+        before_last = 0  # how many of ``entered`` the steps before the last one made
         for _ in range(CHAINED_STEPS):
             # A step that only records (its phase, an Event) and goes on at once is followed
             # by the next one now: one status write for both, the workload read once.
@@ -94,11 +96,14 @@ class Runner:
                 break
             if not all(isinstance(a, BOOKKEEPING) for a in out.actions):
                 break
+            before_last = len(entered)
             began, seen = out.status, self.observe(run, out.status, have=seen)
             following = machine.advance(run, began, seen, self.now(), self.timeouts)
             out = machine.Transition(
                 following.status, [*out.actions, *following.actions], following.wait
             )
+            if out.status.phase != began.phase:
+                entered.append(out.status)
         try:
             for action in out.actions:
                 self.apply(run, body, action)
@@ -106,6 +111,7 @@ class Runner:
             if not namespace_terminating(exc):
                 raise
             out = machine.namespace_deleted(run, began, seen, self.now(), self.timeouts)
+            entered = [*entered[:before_last], out.status]
             for action in out.actions:  # an Event (refused there, and logged) and metrics
                 self.apply(run, body, action)
         if out.status != status:
@@ -114,14 +120,8 @@ class Runner:
             body["status"] = wire
             for ended in (a for a in out.actions if isinstance(a, machine.RunEnded)):
                 metrics.observe_run_end(body, wire, ended.service_model, ended.package)
-            if out.status.phase != status.phase:
-                log.info(
-                    "run %s/%s: %s: %s",
-                    run.namespace,
-                    run.name,
-                    out.status.phase,
-                    out.status.message,
-                )
+            for passed in entered:  # each phase entered, the ones chained through too
+                log.info("run %s/%s: %s: %s", run.namespace, run.name, passed.phase, passed.message)
         match out.wait:
             case Wait.DONE:
                 return None

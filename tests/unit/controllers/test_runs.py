@@ -4,9 +4,11 @@ themselves are tested branch by branch in tests/unit/core/test_run.py.)"""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from kubernetes.client.rest import ApiException
 
 from patchwarden.controllers.runs import Runner
@@ -211,9 +213,12 @@ def test_snapshots_are_recorded_and_created_in_one_step_with_one_write() -> None
     }
 
 
-def test_steps_that_only_record_are_chained_with_the_next_one_write_one_workload_read() -> None:
+def test_steps_that_only_record_are_chained_with_the_next_one_write_one_workload_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Pending → Snapshotting (its snapshot made), and once it is ready Snapshotting →
     Recording → Updating (its Job made): each in one call and one status write."""
+    caplog.set_level(logging.INFO, logger="patchwarden.controllers.runs")
     kube, runner = setup()
     kube.calls.clear()
     assert runner.step(kube.get("updateruns", NS, "run") or {}) != 0.0, "waits for the snapshot"
@@ -227,6 +232,10 @@ def test_steps_that_only_record_are_chained_with_the_next_one_write_one_workload
     assert run_of(kube)["status"]["phase"] == "Updating"  # through Recording
     assert kube.created() == ["create jobs/run-update"]
     assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
+    logged = [
+        r.getMessage().split(": ")[1] for r in caplog.records if "run ns/run" in r.getMessage()
+    ]
+    assert logged == ["Snapshotting", "Recording", "Updating"], "each phase passed is logged"
 
 
 def test_the_snapshot_classes_come_from_the_watch_fed_copy_when_there_is_one() -> None:
