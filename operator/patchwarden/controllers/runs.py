@@ -3,8 +3,9 @@
 Each :meth:`Runner.step` reads what the run's recorded state needs
 (:func:`~patchwarden.core.run.reads`), asks the pure state machine for the next
 status and actions, applies the actions in order and writes the run's status
-once. It writes nothing but its run: the system and request controllers derive
-``lastRun`` and the requests' states from the runs.
+once. A step that only records and goes on at once is followed, in the same call
+and the same write, by the next. It writes nothing but its run: the system and
+request controllers derive ``lastRun`` and the requests' states from the runs.
 """
 
 from __future__ import annotations
