@@ -80,7 +80,7 @@ def volume_for_claim(claim: dict[str, Any], storage_class: str) -> dict[str, Any
 
 class Provisioner:
     """What the watches report is kept here; :meth:`sync` provisions the pending claims
-    and deletes the released volumes, and :meth:`run` calls it whenever they report."""
+    and deletes the released volumes, and :func:`main` calls it whenever they report."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
@@ -173,7 +173,7 @@ class Provisioner:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-            with self.lock:  # its binding (the next event) does not make it pending again
+            with self.lock:  # done (an event of it still Pending adds it back: then 409)
                 if self.pending.get(key) is claim:
                     del self.pending[key]
         for name in released:
