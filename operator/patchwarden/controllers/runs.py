@@ -10,6 +10,7 @@ request controllers derive ``lastRun`` and the requests' states from the runs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -87,9 +88,7 @@ class Runner:
             return None
         seen = self.observe(run, status)
         out = machine.advance(run, status, seen, self.now(), self.timeouts)
-        began = status  # where the last of the chained steps began
-        entered = [out.status] if out.status.phase != status.phase else []
-        before_last = 0  # how many of ``entered`` the steps before the last one made
+        passed = [status, out.status]  # where each chained step began, then where it ended
         for _ in range(CHAINED_STEPS):
             # A step that only records (its phase, an Event) and goes on at once is followed
             # by the next one now: one status write for both, the workload read once.
@@ -97,22 +96,21 @@ class Runner:
                 break
             if not all(isinstance(a, BOOKKEEPING) for a in out.actions):
                 break
-            before_last = len(entered)
-            began, seen = out.status, self.observe(run, out.status, have=seen)
-            following = machine.advance(run, began, seen, self.now(), self.timeouts)
+            seen = self.observe(run, out.status, have=seen)
+            following = machine.advance(run, out.status, seen, self.now(), self.timeouts)
             out = machine.Transition(
                 following.status, [*out.actions, *following.actions], following.wait
             )
-            if out.status.phase != began.phase:
-                entered.append(out.status)
+            passed.append(out.status)
         try:
             for action in out.actions:
                 self.apply(run, body, action)
         except ApiException as exc:
             if not namespace_terminating(exc):
                 raise
-            out = machine.namespace_deleted(run, began, seen, self.now(), self.timeouts)
-            entered = [*entered[:before_last], out.status]
+            # The run ends from where the last chained step began.
+            out = machine.namespace_deleted(run, passed[-2], seen, self.now(), self.timeouts)
+            passed[-1] = out.status
             for action in out.actions:  # an Event (refused there, and logged) and metrics
                 self.apply(run, body, action)
         if out.status != status:
@@ -121,8 +119,11 @@ class Runner:
             body["status"] = wire
             for ended in (a for a in out.actions if isinstance(a, machine.RunEnded)):
                 metrics.observe_run_end(body, wire, ended.service_model, ended.package)
-            for passed in entered:  # each phase entered, the ones chained through too
-                log.info("run %s/%s: %s: %s", run.namespace, run.name, passed.phase, passed.message)
+            for before, after in itertools.pairwise(passed):  # the chained phases too
+                if after.phase != before.phase:
+                    log.info(
+                        "run %s/%s: %s: %s", run.namespace, run.name, after.phase, after.message
+                    )
         match out.wait:
             case Wait.DONE:
                 return None
