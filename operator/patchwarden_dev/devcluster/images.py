@@ -43,6 +43,8 @@ HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BLOB_INFO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
 """Where buildah's image library (containers/image) keeps its blob-info cache when run
 as root, whatever ``--root`` says: buildah 1.28 has no flag to move it."""
+BLOB_INFO_PATHS = (BLOB_INFO_CACHE, BLOB_INFO_CACHE.parent, BLOB_INFO_CACHE.parent.parent)
+"""The cache, then the directories it makes (cache/, containers/): removed in that order."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,7 @@ def no_new_machine_paths(paths: Iterable[Path]) -> Iterator[None]:
 def buildah(storage: Path, *args: str | Path) -> str:
     """buildah on our own store; its blob-info cache, which it writes to the machine's
     ``/var/lib/containers`` whatever the store, is removed when it was not there."""
-    cache = [BLOB_INFO_CACHE, *list(BLOB_INFO_CACHE.parents)[:2]]  # file, cache/, containers/
-    with no_new_machine_paths(cache):
+    with no_new_machine_paths(BLOB_INFO_PATHS):
         return run(
             "buildah",
             "--root",
@@ -236,7 +237,8 @@ def base_image(cache: Path, storage: Path) -> str:
             buildah(storage, "config", "--cmd", "python3", container)
             buildah(storage, "commit", "--rm", container, name)
         except DevClusterError:
-            subprocess.run(["buildah", "rm", container], check=False, capture_output=True)
+            with contextlib.suppress(DevClusterError):  # the working container of our store
+                buildah(storage, "rm", container)
             raise
     stamp.touch()
     return name
