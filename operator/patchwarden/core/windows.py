@@ -204,10 +204,39 @@ def occurrences(
     return sorted(found)
 
 
+NEXT_MEMO = 1024
+"""How many window definitions :func:`next_windows` remembers its last answer for."""
+_Answer = tuple[datetime, datetime, tuple[Occurrence, ...]]
+_next_known: dict[tuple[str, timedelta, int], _Answer] = {}
+"""Definition (its JSON), expected duration, count → (asked at, holds until, answer)."""
+
+
 def next_windows(
     maintenance: Maintenance, expected: timedelta, after: datetime, count: int
 ) -> list[Occurrence]:
-    """The next ``count`` occurrences that end after ``after`` (within :data:`HORIZON`)."""
+    """The next ``count`` occurrences that end after ``after`` (within :data:`HORIZON`).
+
+    Remembered per definition: the answer is the first ``count`` occurrences, in order of
+    start, of those ending after ``after``, so it holds for any later instant until the
+    first of them ends (a later instant only drops occurrences that ended; none of these
+    did). Every system of a fleet that shares a definition asks at a slightly later
+    instant: one expansion serves them all, until a window ends. An answer cut short by
+    the horizon is not remembered (a later instant may see one more)."""
+    key = (maintenance.model_dump_json(), expected, count)
+    known = _next_known.get(key)
+    if known is not None and known[0] <= after < known[1]:
+        return list(known[2])
+    found = _next_windows(maintenance, expected, after, count)
+    if found and len(found) == count:
+        if len(_next_known) >= NEXT_MEMO:
+            _next_known.clear()
+        _next_known[key] = (after, min(o.end for o in found), tuple(found))
+    return found
+
+
+def _next_windows(
+    maintenance: Maintenance, expected: timedelta, after: datetime, count: int
+) -> list[Occurrence]:
     span = timedelta(days=31)
     while True:
         found = [
