@@ -118,6 +118,7 @@ async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]
                     if blockers
                     else "this replica holds the peering",
                 )
-            await asyncio.sleep(POLL_SECONDS)
+            # Until the record is listed, look again soon: the workers wait for this.
+            await asyncio.sleep(POLL_SECONDS if reflector.synced.is_set() else 0.05)
     finally:
         reflector.stop()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
+from patchwarden.runtime import reflector
 from patchwarden.runtime.reflector import Event, Gone, Known, handoff, lines
 
 
@@ -95,3 +96,37 @@ def test_a_watch_hands_the_loop_one_batch_at_a_time_and_never_hangs_on_a_stopped
     loop.close()
     deliver([("ADDED", {})])  # a closed loop: nothing, no error
     assert taken == [1]
+
+
+def test_a_reflector_lists_after_the_ones_it_waits_for_and_not_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The systems are listed after their namespace's workloads and claims; a list that
+    never ends (a kind the operator may not read) holds them back only AFTER_SECONDS."""
+    calls: list[dict[str, Any]] = []
+    listed = threading.Event()
+
+    def call(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if kwargs.get("watch"):
+            raise reflector.ApiException(status=403, reason="stop here")
+        listed.set()
+        return type(
+            "Response",
+            (),
+            {"data": json.dumps({"items": [], "metadata": {"resourceVersion": "1"}}).encode()},
+        )()
+
+    first = threading.Event()
+    r = reflector.Reflector(call, "waits", lambda events: None, after=(first,))
+    r.start()
+    assert not listed.wait(0.3), "no LIST before the one it waits for has listed"
+    first.set()
+    assert listed.wait(5) and calls[0] == {"limit": reflector.PAGE}
+    r.stop()
+    monkeypatch.setattr(reflector, "AFTER_SECONDS", 0.2)
+    listed.clear()
+    late = reflector.Reflector(call, "waits", lambda events: None, after=(threading.Event(),))
+    late.start()
+    assert listed.wait(5), "listed anyway once AFTER_SECONDS passed"
+    late.stop()
