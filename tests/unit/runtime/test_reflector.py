@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -109,13 +110,9 @@ def test_a_reflector_lists_after_the_ones_it_waits_for_and_not_forever(
     def call(**kwargs: Any) -> Any:
         calls.append(kwargs)
         if kwargs.get("watch"):
-            raise reflector.ApiException(status=403, reason="stop here")
+            raise ApiException(status=403, reason="stop here")
         listed.set()
-        return type(
-            "Response",
-            (),
-            {"data": json.dumps({"items": [], "metadata": {"resourceVersion": "1"}}).encode()},
-        )()
+        return SimpleNamespace(data=json.dumps({"items": [], "metadata": {"resourceVersion": "1"}}))
 
     first = threading.Event()
     r = reflector.Reflector(call, "waits", lambda events: None, after=(first,))
