@@ -106,12 +106,21 @@ def running_operator(
 ) -> Iterator[Operator]:
     op = Operator(cluster, namespace, tmp_path / "operator.log", env, clusterwide)
     op.start()
+    failed = False
     try:
         yield op
+    except BaseException:
+        failed = True  # the operator's log is what explains a test that failed while it ran
+        raise
     finally:
         op.stop()
         _release(cluster, namespace)
-        if op.proc is not None and op.proc.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
+        ended_badly = op.proc is not None and op.proc.returncode not in (
+            0,
+            -signal.SIGTERM,
+            -signal.SIGKILL,
+        )
+        if failed or ended_badly:
             print(op.output()[-5000:])
 
 

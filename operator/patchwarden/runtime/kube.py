@@ -376,18 +376,30 @@ class Kube:
         stderr)."""
         from kubernetes.stream import stream  # websockets: only for exec hooks
 
-        response = stream(
-            self.core.connect_get_namespaced_pod_exec,
-            pod,
-            ns,
-            container=container,
-            command=command,
-            stderr=True,
-            stdout=True,
-            stdin=False,
-            tty=False,
-            _preload_content=False,
-        )
+        # ``stream`` swaps the client's ``call_api`` for a websocket one while it connects:
+        # on the shared client, every other thread's request in that moment would go out
+        # as a websocket, and two execs at once could leave it swapped for good. So each
+        # exec has a client of its own.
+        with client.ApiClient(self.api.configuration) as own:
+            return self._exec(
+                stream(
+                    client.CoreV1Api(own).connect_get_namespaced_pod_exec,
+                    pod,
+                    ns,
+                    container=container,
+                    command=command,
+                    stderr=True,
+                    stdout=True,
+                    stdin=False,
+                    tty=False,
+                    _preload_content=False,
+                ),
+                timeout,
+            )
+
+    @staticmethod
+    def _exec(response: Any, timeout: float) -> tuple[int | None, str]:
+        """Read an exec's output until it ends or ``timeout`` seconds pass, then close it."""
         out, err = [], []
         deadline = time.monotonic() + timeout
         try:

@@ -35,3 +35,55 @@ def test_a_paged_list_follows_the_continue_token_to_the_last_page() -> None:
 
     assert [p["items"] for p in pages(call, 2)] == [["a"], ["b"], ["c"]]
     assert asked == [{"limit": 2}, {"limit": 2, "_continue": "t1"}, {"limit": 2, "_continue": "t2"}]
+
+
+class _Ended:
+    """What an exec's websocket looks like once the command has ended with code 0."""
+
+    returncode = 0
+
+    def is_open(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_exec_leaves_the_shared_client_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kubernetes.stream.stream`` swaps the client's ``call_api`` while it connects; two
+    execs at once (two systems' hooks) left the shared client sending every request as a
+    websocket. Each exec has a client of its own, so the shared one is never swapped."""
+    import functools
+    import threading
+
+    from kubernetes import client
+    from kubernetes import stream as stream_module
+    from kubernetes.stream.stream import _websocket_request
+
+    from patchwarden.runtime.kube import Kube
+
+    configuration = client.Configuration()
+    configuration.host = "https://127.0.0.1:1"
+    kube = Kube(client.ApiClient(configuration))
+    both = threading.Barrier(2, timeout=10)
+    swapped: list[bool] = []
+
+    def connect(*args: Any, **kwargs: Any) -> _Ended:
+        swapped.append("call_api" in vars(kube.api))
+        both.wait()  # both execs are connecting at once
+        return _Ended()
+
+    websocket = functools.partial(_websocket_request, connect, None)
+    monkeypatch.setattr(stream_module, "stream", websocket)
+    answers: list[tuple[int | None, str]] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(kube.exec("n", "p", "app", ["true"], 5)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == [(0, ""), (0, "")]
+    assert swapped == [False, False]
+    assert "call_api" not in vars(kube.api), "the shared client's requests are plain HTTP again"
