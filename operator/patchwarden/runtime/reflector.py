@@ -262,12 +262,20 @@ class Reflector:
             self._response = None
             response.release_conn()
 
-    def _run(self) -> None:
+    def _wait_for_the_lists_before(self) -> None:
+        """Wait until every list in ``after`` is done, at most ``AFTER_SECONDS``; a stop
+        ends the wait (looked at every 0.1 s)."""
         deadline = time.monotonic() + AFTER_SECONDS
         for event in self.after:
-            if not event.wait(max(0.0, deadline - time.monotonic())):
-                log.info("listing %s before the lists it waits for are done", self.what)
-                break
+            while not event.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+                if self._stop.is_set():
+                    return
+                if time.monotonic() >= deadline:
+                    log.info("listing %s before the lists it waits for are done", self.what)
+                    return
+
+    def _run(self) -> None:
+        self._wait_for_the_lists_before()
         listed, backoff = False, BACKOFF_FIRST
         while not self._stop.is_set():
             try:

@@ -127,3 +127,11 @@ def test_a_reflector_lists_after_the_ones_it_waits_for_and_not_forever(
     late.start()
     assert listed.wait(5), "listed anyway once AFTER_SECONDS passed"
     late.stop()
+    monkeypatch.setattr(reflector, "AFTER_SECONDS", 60.0)
+    listed.clear()
+    stopped = reflector.Reflector(call, "waits", lambda events: None, after=(threading.Event(),))
+    stopped.start()
+    stopped.stop()
+    stopped.thread.join(5)
+    assert not stopped.thread.is_alive(), "a stop ends the wait for the other lists"
+    assert not listed.is_set(), "and nothing is listed after it"
