@@ -66,6 +66,11 @@ RELEASE_SECONDS = 30.0
 RELEASE_EVENTS = 500
 """kopf's kept bodies are released once RELEASE_EVENTS run or request events came since the
 last release (a start listing a year of runs), else at most RELEASE_SECONDS after one."""
+WORKER_IDLE_SECONDS = 0.5
+"""kopf ends an object's worker (its task, its event queue, the last event's body) this long
+after the object's last event; its default, 5 s, kept one for every run and request a start
+listed, all at once (docs/scale.md: a start's peak memory with retained runs). A run's
+next event simply starts a new worker."""
 
 
 @dataclass
@@ -178,6 +183,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 1500  # a watch reconnect per 25 min, not per 5
     # kopf's first LIST of runs and requests a page at a time, not a year of them in one.
     settings.watching.chunk_size = LIST_PAGE
+    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
     logging.getLogger("kopf.objects").addFilter(_quiet_watch_handlers)
     if KEY not in memo:  # started by kopf's own CLI rather than `patchwarden run`
         memo[KEY] = make_app(Settings.from_env())
