@@ -66,6 +66,9 @@ class Operator:
             **FAST,
             "KUBECONFIG": str(self.cluster.kubeconfig),
             "PATCHWARDEN_PRIORITY": str(1000 + self.starts),
+            # The replicas of one test meet in a peering object of their own: one for the
+            # cluster (operator.py), which another test's operator must not share.
+            "PATCHWARDEN_PEERING_NAME": f"pw-{self.namespace}",
             **self.env,
         }
         out = self.log.open("ab")

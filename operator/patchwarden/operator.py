@@ -180,6 +180,9 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
+    # One peering object for the cluster, also when serving namespaces: kopf's default then
+    # is one per namespace, each with its keep-alive PATCH every ~50 s (runtime/peering.py).
+    settings.peering.clusterwide = True
     settings.watching.server_timeout = 1500  # a watch reconnect per 25 min, not per 5
     # kopf's first LIST of runs and requests a page at a time, not a year of them in one.
     settings.watching.chunk_size = LIST_PAGE

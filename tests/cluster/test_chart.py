@@ -89,6 +89,19 @@ def test_default_and_all_on_renderings(tools: Path) -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["PATCHWARDEN_NAMESPACES"] == "a,b"
+    # Serving namespaces, its own peering object (a cluster's: two such installs must not
+    # pause each other); serving the whole cluster, `patchwarden`; or the one named.
+    assert env["PATCHWARDEN_PEERING_NAME"] == "pw-patchwarden-patchwarden"
+
+    def peering(*extra: str) -> str:
+        deploy = next(
+            d for d in template(tools, "patchwarden", *extra) if d["kind"] == "Deployment"
+        )
+        env = deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        return str(next(e["value"] for e in env if e["name"] == "PATCHWARDEN_PEERING_NAME"))
+
+    assert peering() == "patchwarden"
+    assert peering("--set", "settings.peeringName=ours", *ALL_ON) == "ours"
     assert env["PATCHWARDEN_DEFAULT_SNAPSHOT_CLASS"] == "fast"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     dashboard = next(d for d in everything if d["kind"] == "ConfigMap")

@@ -176,7 +176,7 @@ def test_the_api_server_paused_for_30s_during_a_run(
 def test_two_replicas_run_each_update_once(
     cluster: Cluster, namespace: str, tmp_path: Path, kube: Any
 ) -> None:
-    core, apps, batch, _ = kube
+    core, apps, batch, custom = kube
     names = ["a", "b", "c"]
     for name in names:
         workload(core, apps, namespace, name=f"w-{name}")
@@ -199,6 +199,14 @@ def test_two_replicas_run_each_update_once(
             )
         for name in names:
             assert phase(wait_run(cluster, namespace, name, ENDED)) == "Succeeded"
+        # Serving a namespace, the replicas meet in one ClusterKopfPeering (named by the
+        # harness after the namespace), not in a KopfPeering per namespace served.
+        peering = custom.get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", f"pw-{namespace}"
+        )
+        assert len(peering.get("status") or {}) == 2, peering.get("status")
+        listed = custom.list_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings")
+        assert listed["items"] == []
     for name in names:
         assert len(runs_of(cluster, namespace, name)) == 1
     assert len(batch.list_namespaced_job(namespace).items) == len(names)

@@ -6,6 +6,17 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The ClusterKopfPeering the replicas meet in (values.yaml: settings.peeringName). */}}
+{{- define "patchwarden.peeringName" -}}
+{{- if .Values.settings.peeringName -}}
+{{- .Values.settings.peeringName -}}
+{{- else if .Values.watchNamespaces -}}
+{{- printf "%s-%s" (include "patchwarden.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" -}}
+{{- else -}}
+patchwarden
+{{- end -}}
+{{- end -}}
+
 {{- define "patchwarden.labels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -38,9 +49,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [patchwarden.io]
   resources: [managedsystems/status, updaterequests/status, updateruns/status]
   verbs: [patch]
-- apiGroups: [kopf.dev]
-  resources: [kopfpeerings]
-  verbs: [get, list, watch, patch, create]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create]

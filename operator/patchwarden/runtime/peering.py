@@ -1,6 +1,7 @@
 """Two replicas never act at once: kopf's peering, read and decided as kopf does.
 
-kopf keeps a peering object (``settings.peering_name``) in which every replica
+kopf keeps a peering object (``settings.peering_name``, a ``ClusterKopfPeering`` also for
+an operator serving namespaces: :func:`ensure_peering`) in which every replica
 records its identity, priority and last-seen time; kopf pauses its own handlers
 (the runs' daemons, the requests) on it. The system workers follow the same
 record: :func:`blocked_by` applies kopf's rule to it.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,27 +63,24 @@ def stale(peers: Mapping[str, Any], me: str, now: datetime) -> bool:
 
 
 def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
-    """Create the kopf peering object(s) the replicas meet in, if missing (one per
-    namespace served, in parallel: a replica serving 50 namespaces starts at once)."""
+    """Create the cluster's kopf peering object the replicas meet in, if missing.
+
+    One ``ClusterKopfPeering`` whether the operator serves the whole cluster or a list of
+    namespaces: kopf's default for a namespaced operator, a ``KopfPeering`` in each namespace
+    served, costs a keep-alive PATCH per namespace every 50 to 55 s and a watch of each (at 50
+    namespaces, about one write a second while idle; docs/scale.md). :func:`configure` in
+    operator.py tells kopf to use the cluster's object (``settings.peering.clusterwide``)."""
     custom = client.CustomObjectsApi(api)
-    body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": settings.peering_name}}
-
-    def create(ns: str | None) -> None:
-        try:
-            if ns is not None:
-                custom.create_namespaced_custom_object(
-                    "kopf.dev", "v1", ns, "kopfpeerings", {**body, "kind": "KopfPeering"}
-                )
-            else:
-                custom.create_cluster_custom_object(
-                    "kopf.dev", "v1", "clusterkopfpeerings", {**body, "kind": "ClusterKopfPeering"}
-                )
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
-    with ThreadPoolExecutor(settings.api_workers) as pool:
-        list(pool.map(create, settings.namespaces or [None]))
+    body = {
+        "apiVersion": "kopf.dev/v1",
+        "kind": "ClusterKopfPeering",
+        "metadata": {"name": settings.peering_name},
+    }
+    try:
+        custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
 
 
 async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]) -> None:
@@ -92,10 +89,7 @@ async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]
     The peering object is watched, not polled (a GET every 2 s was half the requests of an
     idle operator); the rule is applied to the last copy every ``POLL_SECONDS``, since a
     peer that stops renewing its record dies by the clock alone."""
-    if s.namespaces:
-        plural, ns = "kopfpeerings", s.namespaces[0]
-    else:
-        plural, ns = "clusterkopfpeerings", None
+    plural = "clusterkopfpeerings"  # also when serving namespaces (ensure_peering)
     last: dict[str, Mapping[str, Any]] = {}
 
     def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:  # in the watch's thread
@@ -104,7 +98,7 @@ async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]
                 last["peers"] = {} if kind == "DELETED" else dict(body.get("status") or {})
 
     reflector = Reflector(
-        lister(kube, plural, ns, ("kopf.dev", "v1")), f"{plural} (peering)", deliver
+        lister(kube, plural, None, ("kopf.dev", "v1")), f"{plural} (peering)", deliver
     )
     reflector.start()
     try:
