@@ -198,6 +198,15 @@ class UpdateRunStatus(Model):
     """Why the update failed, kept while the rollback runs."""
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    claims: list[str] | None = Field(default=None, max_length=256)
+    """The PersistentVolumeClaims the run backs up and a rollback restores, decided when it
+    started, before it changed anything: ``spec.volumes``, or every claim the workload
+    mounts and, of a StatefulSet, every existing claim of its volumeClaimTemplates (each
+    ordinal found, not only those below its replicas). Unset: a run started by an older
+    operator (it decides them at its first snapshot step)."""
+    start_replicas: int | None = None
+    """The workload's replicas when the run started (before it changed anything): what a
+    workload stopped for its snapshots is scaled back to."""
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
     stopped_replicas: int | None = None
     """The workload's replicas before it was stopped for the snapshots

@@ -161,9 +161,12 @@ class Runner:
                 workload = dict(known)
             else:
                 workload = self.kube.get_workload(target[0], ns, target[1])
+        existing = None
+        if Read.NAMESPACE_CLAIMS in wanted and workload is not None:
+            existing = tuple(self.kube.names("PersistentVolumeClaim", ns))
         claims: dict[str, Any] = {}
-        if Read.CLAIMS in wanted and (status.snapshots or workload is not None):
-            for claim in machine.claims_to_read(status, spec, workload):
+        if Read.CLAIMS in wanted:
+            for claim in machine.claims_to_read(status, spec, workload, existing):
                 claims[claim] = self.kube.get_claim(ns, claim)
         snapshots: dict[str, Any] = {}
         if Read.SNAPSHOTS in wanted:
@@ -216,6 +219,7 @@ class Runner:
             workload_pods=workload_pods,
             job_pods=tuple(job_pods),
             namespace_pods=tuple(namespace_pods),
+            namespace_claims=existing,
         )
 
     def hook(

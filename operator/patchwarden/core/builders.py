@@ -321,21 +321,3 @@ def restored_claim(original: dict[str, Any], snapshot: str) -> dict[str, Any]:
             "dataSource": {"apiGroup": SNAPSHOT_API, "kind": "VolumeSnapshot", "name": snapshot},
         },
     }
-
-
-def workload_claims(workload: dict[str, Any]) -> list[str]:
-    """Every PersistentVolumeClaim a Deployment or StatefulSet mounts."""
-    spec = workload.get("spec", {})
-    pod = spec.get("template", {}).get("spec", {})
-    claims = [
-        v["persistentVolumeClaim"]["claimName"]
-        for v in pod.get("volumes", []) or []
-        if v.get("persistentVolumeClaim")
-    ]
-    if workload.get("kind") == "StatefulSet":
-        name = workload["metadata"]["name"]
-        for tpl in spec.get("volumeClaimTemplates", []) or []:
-            claims += [
-                f"{tpl['metadata']['name']}-{name}-{i}" for i in range(spec.get("replicas", 1))
-            ]
-    return sorted(set(claims))

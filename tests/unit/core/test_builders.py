@@ -112,34 +112,6 @@ def test_restored_claim_keeps_the_spec_and_points_at_the_snapshot() -> None:
     }
 
 
-def test_workload_claims_of_deployments_and_statefulsets() -> None:
-    deploy = {
-        "kind": "Deployment",
-        "metadata": {"name": "d"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "volumes": [
-                        {"name": "a", "persistentVolumeClaim": {"claimName": "c1"}},
-                        {"name": "b", "emptyDir": {}},
-                    ]
-                }
-            }
-        },
-    }
-    sts = {
-        "kind": "StatefulSet",
-        "metadata": {"name": "db"},
-        "spec": {
-            "replicas": 2,
-            "template": {"spec": {}},
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}}],
-        },
-    }
-    assert builders.workload_claims(deploy) == ["c1"]
-    assert builders.workload_claims(sts) == ["data-db-0", "data-db-1"]
-
-
 def test_update_job_defaults_to_the_restricted_pod_security_profile() -> None:
     job = builders.update_job(
         run="r",

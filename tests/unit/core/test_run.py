@@ -81,6 +81,8 @@ def step(
     st: UpdateRunStatus, now: datetime = NOW, timeouts: m.Timeouts = TIMEOUTS, **seen: Any
 ) -> m.Transition:
     seen.setdefault("system", system())
+    if st.phase is None:  # a run starts only on a workload that exists
+        seen.setdefault("workload", workload())
     return m.advance(RUN, st, Observed(**seen), now, timeouts)
 
 
@@ -142,7 +144,7 @@ def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_
         pod("unrelated", "other"),
         pod("backup-7", "data", app="backup"),
     )
-    out = step(status(None), workload=with_claim, namespace_pods=pods)
+    out = step(status(None), workload=with_claim, namespace_pods=pods, namespace_claims=("data",))
     assert out.status.phase == Phase.FAILED
     assert out.status.message == (
         "claim data is also used by pod backup-7, outside Deployment app: a rollback could "
@@ -150,7 +152,9 @@ def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_
         "them); nothing was changed"
     )
     assert kinds(out) == ["RunEnded", "Emit"] and condition(out, "NeedsAttention") is None
-    alone = step(status(None), workload=with_claim, namespace_pods=pods[:3])
+    alone = step(
+        status(None), workload=with_claim, namespace_pods=pods[:3], namespace_claims=("data",)
+    )
     assert alone.status.phase == Phase.SNAPSHOTTING
     # A selector of matchExpressions only: the workload's pods are known by their owner.
     by_expression = workload()
@@ -170,7 +174,7 @@ def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_
 # ---- Snapshotting ------------------------------------------------------------------------
 def test_snapshots_are_recorded_and_requested_in_one_step() -> None:
     out = step(
-        status(Phase.SNAPSHOTTING, since=EARLIER),
+        status(Phase.SNAPSHOTTING, since=EARLIER, claims=["data"]),
         system=system(volumes=["data"]),
         workload=workload(),
         claims={"data": CLAIM},
@@ -193,7 +197,11 @@ def test_stopped_consistency_stops_the_workload_snapshots_it_at_rest_then_starts
         "claims": {"data": CLAIM},
         "snapshot_class": "std",
     }
-    first = step(status(Phase.SNAPSHOTTING), workload=workload(replicas=3), **seen)
+    first = step(
+        status(Phase.SNAPSHOTTING, claims=["data"], startReplicas=3),
+        workload=workload(replicas=3),
+        **seen,
+    )
     assert first.actions == [m.ScaleToZero("Deployment", "app")]
     assert first.status.stopped_replicas == 3 and not first.status.snapshots
     assert m.reads(first.status) == {
@@ -240,12 +248,17 @@ def test_without_volumes_the_workloads_claims_are_snapshotted() -> None:
     mounted["spec"]["template"]["spec"]["volumes"] = [
         {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}
     ]
-    st = status(Phase.SNAPSHOTTING)
-    assert m.claims_to_read(st, None, mounted) == []
+    started = step(status(None), workload=mounted, namespace_claims=("data", "other"))
+    assert started.status.claims == ["data"] and started.status.start_replicas == 1
+    assert m.claims_to_read(started.status) == ["data"]
+    # A run an older operator started (no claims recorded) decides them from the namespace's.
     from patchwarden.api.system import ManagedSystemSpec
 
     spec = ManagedSystemSpec.model_validate(system()["spec"])
-    assert m.claims_to_read(st, spec, mounted) == ["data"]
+    st = status(Phase.SNAPSHOTTING)
+    assert m.claims_to_read(st, None, mounted, ("data",)) == []
+    assert m.claims_to_read(st, spec, mounted, ("data",)) == ["data"]
+    assert Read.NAMESPACE_CLAIMS in m.reads(st)
 
 
 def test_a_system_without_claims_goes_straight_to_recording() -> None:
@@ -270,7 +283,8 @@ def test_a_system_without_claims_goes_straight_to_recording() -> None:
     ],
 )
 def test_snapshotting_fails_before_anything_changed(seen: dict[str, Any], why: str) -> None:
-    out = step(status(Phase.SNAPSHOTTING), system=system(volumes=["data"]), **seen)
+    st = status(Phase.SNAPSHOTTING, claims=["data"])
+    out = step(st, system=system(volumes=["data"]), **seen)
     assert out.status.phase == Phase.FAILED and why in (out.status.message or "")
     assert not any(isinstance(a, m.CreateSnapshot) for a in out.actions)
     assert condition(out, "NeedsAttention") is None
@@ -697,8 +711,11 @@ def test_an_ended_run_does_nothing(phase: Phase) -> None:
 @pytest.mark.parametrize(
     ("st", "wanted"),
     [
-        (status(None), {Read.WORKLOAD, Read.NAMESPACE_PODS}),
-        (status(Phase.SNAPSHOTTING), {Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS}),
+        (status(None), {Read.WORKLOAD, Read.NAMESPACE_PODS, Read.NAMESPACE_CLAIMS}),
+        (
+            status(Phase.SNAPSHOTTING, claims=["data"]),
+            {Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS},
+        ),
         (status(Phase.SNAPSHOTTING, snapshots=[SNAP]), {Read.SNAPSHOTS, Read.SNAPSHOT_CLASS}),
         (status(Phase.UPDATING), {Read.JOB}),
         (rolling(RollbackStep.SCALE_DOWN), {Read.WORKLOAD, Read.WORKLOAD_PODS, Read.JOB_PODS}),
@@ -1146,3 +1163,128 @@ def test_only_news_of_a_runs_snapshot_or_job_wakes_the_run(
     event: str, status: dict[str, Any], wakes: bool
 ) -> None:
     assert m.wakes_its_run(event, {"metadata": {"name": "x"}, "status": status}) is wakes
+
+
+# ---- issue 31: the claims are decided at the start, and no update runs without them -------
+SIX = tuple(f"{t}-db-{i}" for t in ("data", "wal") for i in range(3))
+
+
+def statefulset(replicas: int) -> dict[str, Any]:
+    return {
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "generation": 2, "resourceVersion": "7"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"spec": {"containers": [{"name": "a", "image": "v1"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": t}} for t in ("data", "wal")],
+        },
+        "status": {"observedGeneration": 2},
+    }
+
+
+def test_a_stopped_statefulset_is_snapshotted_claim_for_claim() -> None:
+    """The data-loss scenario of issue 31: a StatefulSet of 3 replicas and two claim
+    templates, ``backup.consistency: Stopped``. Its 6 claims are decided before it is
+    scaled to zero, and all 6 are snapshotted at rest — not the none its 0 replicas give."""
+    db = system(workload={"kind": "StatefulSet", "name": "db"}, backup={"consistency": "Stopped"})
+    started = step(status(None), system=db, workload=statefulset(3), namespace_claims=SIX)
+    assert started.status.claims == sorted(SIX) and started.status.start_replicas == 3
+    seen: dict[str, Any] = {
+        "system": db,
+        "claims": {c: {"metadata": {"name": c}, "spec": {}} for c in SIX},
+        "snapshot_class": "std",
+    }
+    stopping = step(started.status, workload=statefulset(3), **seen)
+    assert stopping.actions == [m.ScaleToZero("StatefulSet", "db")]
+    at_rest = step(stopping.status, workload=statefulset(0), **seen)
+    created = [a.body["spec"]["source"] for a in at_rest.actions if isinstance(a, m.CreateSnapshot)]
+    assert created == [{"persistentVolumeClaimName": c} for c in sorted(SIX)]
+    assert [r.claim for r in at_rest.status.snapshots] == sorted(SIX)
+
+
+def test_a_step_repeated_after_the_scale_down_scales_back_to_the_replicas_at_the_start() -> None:
+    """Killed between scaling to zero and writing the status, the operator repeats the step
+    and reads 0 replicas: the run still knows the 3 it started with."""
+    db = system(backup={"consistency": "Stopped"}, volumes=["data"])
+    st = status(Phase.SNAPSHOTTING, claims=["data"], startReplicas=3)
+    out = step(st, system=db, workload=workload(replicas=0), claims={"data": CLAIM})
+    assert out.status.stopped_replicas == 3
+
+
+def test_a_run_on_a_statefulset_without_its_claims_ends_before_changing_anything() -> None:
+    db = system(workload={"kind": "StatefulSet", "name": "db"})
+    out = step(status(None), system=db, workload=statefulset(0), namespace_claims=())
+    assert out.status.phase == Phase.FAILED and kinds(out) == ["RunEnded", "Emit"]
+    assert (out.status.message or "").startswith(
+        "StatefulSet db has volumeClaimTemplates (data, wal) but none of their claims exists"
+    )
+
+
+def test_no_update_starts_while_a_claim_decided_at_the_start_has_no_ready_backup() -> None:
+    """The guard: whatever went wrong between the start and the snapshots, Recording never
+    goes on to Updating with a claim of the system uncovered."""
+    st = status(
+        Phase.RECORDING,
+        claims=["data", "wal"],
+        snapshots=[SNAP, {"claim": "wal", "snapshot": "run-wal", "created": True}],
+    )
+    out = step(st, workload=workload())
+    assert out.status.phase == Phase.FAILED and out.status.recorded is None
+    assert out.status.message == (
+        "claim wal of the system had no ready pre-update snapshot; the update was not "
+        "started and nothing was changed"
+    )
+    assert condition(out, "NeedsAttention") is None
+    covered = status(Phase.RECORDING, claims=["data"], snapshots=[SNAP])
+    assert step(covered, workload=workload()).status.phase == Phase.UPDATING
+    skipped = status(Phase.RECORDING, claims=["data"], backupSkipped=m.BACKUP_SKIPPED)
+    assert step(skipped, workload=workload()).status.phase == Phase.UPDATING, "by choice"
+
+
+def test_every_failed_state_snapshot_is_asked_for_at_once() -> None:
+    st = rolling(RollbackStep.RESTORE_CLAIMS, since=EARLIER)
+    st.snapshots = [
+        st.snapshots[0],
+        st.snapshots[0].model_copy(update={"claim": "wal", "snapshot": "run-wal"}),
+    ]
+    out = step(
+        st,
+        workload=workload(replicas=0),
+        snapshots={"run-data": {}, "run-wal": {}},
+        claims={"data": CLAIM, "wal": {**CLAIM, "metadata": {"name": "wal"}}},
+        snapshot_class="std",
+    )
+    names = [a.body["metadata"]["name"] for a in out.actions if isinstance(a, m.CreateSnapshot)]
+    assert names == ["run-data-failed", "run-wal-failed"] and out.wait == Wait.WATCHED
+    assert not any(isinstance(a, m.DeleteClaim) for a in out.actions)
+
+
+@pytest.mark.parametrize(
+    ("fields", "phase", "message"),
+    [
+        (
+            {"claims": ["data", "wal"]},
+            Phase.FAILED,
+            "the update Job run-update failed; the rollback restored the workload and 1 of 2 "
+            "claims in 3600s, not wal (no pre-update snapshot): they hold what the failed "
+            "update wrote",
+        ),
+        (
+            {"claims": [], "snapshots": []},
+            Phase.ROLLED_BACK,
+            "the update Job run-update failed; restored the workload (it has no claims) in 3600s",
+        ),
+    ],
+)
+def test_a_rollback_never_reads_as_success_when_it_restored_less_than_expected(
+    fields: dict[str, Any], phase: Phase, message: str
+) -> None:
+    st = rolling(RollbackStep.VERIFY, claims=["data"], startTime=EARLIER)
+    st = st.model_copy(
+        update={k: v for k, v in fields.items() if k != "claims"} | {"claims": fields["claims"]}
+    )
+    out = step(st, workload=workload(replicas=2))
+    assert out.status.phase == phase and out.status.message == message
+    if phase == Phase.FAILED:
+        assert condition(out, "NeedsAttention") == "True"
