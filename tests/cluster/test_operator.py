@@ -208,16 +208,20 @@ def test_a_failed_job_rolls_back_claims_and_pod_template(
     assert run["metadata"]["name"] in last["message"]
 
 
+@pytest.mark.parametrize("consistency", ["Crash", "Stopped"])
 def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
     cluster: Cluster,
     namespace: str,
     operator: Operator,
     apps: client.AppsV1Api,
     core: client.CoreV1Api,
+    consistency: str,
 ) -> None:
     """The claims of every ordinal are snapshotted, kept as the failed update left them and
     recreated from their backups; the StatefulSet's spec is restored. Prints how long the
-    rollback took (docs/operator.md quotes it)."""
+    rollback took (docs/operator.md quotes it). ``Stopped`` scales it to zero before the
+    snapshots: its claims are still every ordinal's (issue 31: they were counted from the
+    zero replicas, and none was snapshotted)."""
     apps.create_namespaced_stateful_set(
         namespace,
         {
@@ -250,7 +254,12 @@ def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
         what="three ready replicas",
     )
     before = apps.read_namespaced_stateful_set("pg", namespace).to_dict()
-    body = system("pg", "SaaS", job={**FAIL, "devcluster.patchwarden.io/duration": "4s"})
+    body = system(
+        "pg",
+        "SaaS",
+        job={**FAIL, "devcluster.patchwarden.io/duration": "4s"},
+        backup={"consistency": consistency},
+    )
     body["spec"]["workload"] = {"kind": "StatefulSet", "name": "pg"}
     create(cluster, namespace, body)
     wait_run(cluster, namespace, "pg", {"Updating"})
@@ -277,6 +286,7 @@ def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
     assert phase(run) == "RolledBack", run["status"]
     ordinals = [f"data-pg-{i}" for i in range(3)]
     status = run["status"]
+    assert status["claims"] == ordinals and status["startReplicas"] == 3
     assert [s["claim"] for s in status["snapshots"]] == ordinals
     assert sorted(status["restore"]["claims"]) == ordinals
     assert sorted(r["claim"] for r in status["restore"]["failedState"]) == ordinals
@@ -292,7 +302,7 @@ def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
     assert said is not None, status["message"]
     # The message's figure is taken before the times are rounded to seconds.
     assert abs(int(said.group(1)) - took.total_seconds()) <= 1
-    print(f"\nrollback of a 3-replica StatefulSet: {took.total_seconds():.0f} s")
+    print(f"\nrollback of a 3-replica StatefulSet ({consistency}): {took.total_seconds():.0f} s")
 
 
 def test_without_a_snapshot_class_an_optional_backup_is_skipped_and_said_so(

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from patchwarden.api.run import TERMINAL
 from tests.conftest import Cluster, _fresh_namespace
 from tests.helpers import wait_for
 from tests.node.workloads import USER, busybox
@@ -45,7 +46,7 @@ OVERWRITE = (
     'for d in /c/*; do echo "update wrote $(basename $d)" > $d/payload; done; sync; '
     "echo 'update: overwrote every claim'; exit 1"
 )
-ENDED = {"RolledBack", "Failed", "Succeeded", "Cancelled"}
+ENDED = {p.value for p in TERMINAL}
 ENV = {
     "PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS": "240",
     "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "300",

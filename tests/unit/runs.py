@@ -1,10 +1,15 @@
 """The update run the run tests share: system ``app``, window 11:00 to 14:00 UTC (cutoff 13:00)
-on 2027-02-10, stepped at noon."""
+on 2027-02-10, stepped at noon; and the helpers that step it through the pure state machine
+(``tests/unit/core/test_run.py``, ``test_backup.py``, ``test_rollback.py``, ``test_hooks.py``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from patchwarden.api.run import Phase, RollbackStep, UpdateRunStatus
+from patchwarden.core import run as m
+from patchwarden.core.run import Observed
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 RUN_SPEC: dict[str, Any] = {
@@ -19,3 +24,107 @@ RUN_SPEC: dict[str, Any] = {
         "cutoff": "2027-02-10T13:00:00Z",
     },
 }
+
+
+STAMP = "2027-02-10T12:00:00Z"
+
+
+EARLIER = "2027-02-10T11:00:00Z"  # an hour before NOW
+
+
+TIMEOUTS = m.Timeouts(snapshot=timedelta(minutes=10), rollback=timedelta(minutes=15))
+
+
+RUN = m.Run.of(
+    {
+        "metadata": {"namespace": "ns", "name": "run", "uid": "u1", "generation": 1},
+        "spec": RUN_SPEC,
+    }
+)
+
+
+def system(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "app", "namespace": "ns"},
+        "spec": {
+            "customer": "acme",
+            "serviceModel": "SaaS",
+            "workload": {"kind": "Deployment", "name": "app"},
+            "updates": {
+                "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
+                "runTimeout": "4h",
+                "verifyTimeout": "10m",
+            },
+            **spec,
+        },
+    }
+
+
+def workload(replicas: int = 1, ready: bool = True, image: str = "v2") -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "app", "generation": 2, "resourceVersion": "7"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {"spec": {"containers": [{"name": "a", "image": image}]}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas if ready else 0,
+        },
+    }
+
+
+CLAIM = {"metadata": {"name": "data"}, "spec": {"storageClassName": "std"}}
+
+
+RECORDED = {
+    "kind": "Deployment",
+    "name": "app",
+    "replicas": 2,
+    "template": {"spec": {"containers": [{"name": "a", "image": "v1"}]}},
+}
+
+
+SNAP = {"claim": "data", "snapshot": "run-data", "created": True, "readyToUse": True}
+
+
+def status(phase: Phase | None, since: str = STAMP, **fields: Any) -> UpdateRunStatus:
+    wire: dict[str, Any] = {"phaseStartTime": since, **fields}
+    if phase is not None:
+        wire["phase"] = phase.value
+    return UpdateRunStatus.model_validate(wire)
+
+
+def step(
+    st: UpdateRunStatus, now: datetime = NOW, timeouts: m.Timeouts = TIMEOUTS, **seen: Any
+) -> m.Transition:
+    seen.setdefault("system", system())
+    if st.phase is None:  # a run starts only on a workload that exists
+        seen.setdefault("workload", workload())
+    return m.advance(RUN, st, Observed(**seen), now, timeouts)
+
+
+def kinds(out: m.Transition) -> list[str]:
+    return [type(a).__name__ for a in out.actions]
+
+
+def condition(out: m.Transition, type_: str) -> str | None:
+    return next((c.status.value for c in out.status.conditions if c.type == type_), None)
+
+
+def rolling(step_: RollbackStep, since: str = STAMP, **fields: Any) -> UpdateRunStatus:
+    return status(
+        Phase.ROLLING_BACK,
+        since=since,
+        recorded=RECORDED,
+        snapshots=[SNAP],
+        failure="the update Job run-update failed",
+        restore={"step": step_.value, **fields},
+    )
+
+
+FAILED_STATE = {"claim": "data", "snapshot": "run-data-failed", "created": True}
