@@ -29,7 +29,7 @@ from kubernetes import client
 from patchwarden.api.run import TERMINAL
 from tests.conftest import Cluster, _fresh_namespace
 from tests.helpers import wait_for
-from tests.node.workloads import USER, busybox
+from tests.node.workloads import USER, busybox, reader_pod
 from tests.operator_harness import create, phase, running_operator, runs_of, system
 
 TEMPLATES = ("data", "wal")
@@ -203,27 +203,7 @@ def read_claims(
     )
     for reader, names in readers.items():
         volumes, mounts = _mounts(names)
-        core.create_namespaced_pod(
-            ns,
-            {
-                "metadata": {"name": f"{tag}-{reader}"[:63]},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "terminationGracePeriodSeconds": 1,
-                    "securityContext": {**USER, "fsGroup": 1000},
-                    "containers": [
-                        {
-                            "name": "read",
-                            "image": busybox(),
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", script],
-                            "volumeMounts": mounts,
-                        }
-                    ],
-                    "volumes": volumes,
-                },
-            },
-        )
+        core.create_namespaced_pod(ns, reader_pod(f"{tag}-{reader}"[:63], script, volumes, mounts))
     out: dict[str, dict[str, str]] = {}
 
     def ended(name: str) -> bool:

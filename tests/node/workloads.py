@@ -143,30 +143,35 @@ def read_payload(cluster: Cluster, ns: str, claim: str, command: str = "head -c 
     """What ``command`` prints of :data:`PAYLOAD` on ``claim``, read by a pod of its own."""
     core = client.CoreV1Api(cluster.api)
     name = f"read-{claim}"
-    core.create_namespaced_pod(
-        ns,
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "restartPolicy": "Never",
-                "terminationGracePeriodSeconds": 1,
-                "securityContext": {**USER, "fsGroup": 1000},
-                "containers": [
-                    {
-                        "name": "read",
-                        "image": busybox(),
-                        "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", f"{command} {PAYLOAD}"],
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                    }
-                ],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-            },
-        },
-    )
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    mounts = [{"name": "data", "mountPath": "/data"}]
+    core.create_namespaced_pod(ns, reader_pod(name, f"{command} {PAYLOAD}", volumes, mounts))
     wait_for(
         lambda: core.read_namespaced_pod(name, ns).status.phase == "Succeeded",
         timeout=120,
         what=f"pod {name} to read claim {claim}",
     )
     return cluster.kubectl("logs", "-n", ns, name)
+
+
+def reader_pod(
+    name: str, script: str, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A pod that runs ``script`` once in busybox (as user 1000) with the claims mounted."""
+    container = {
+        "name": "read",
+        "image": busybox(),
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+        "volumeMounts": mounts,
+    }
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {**USER, "fsGroup": 1000},
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
