@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,14 @@ from typing import Any
 
 from kubernetes import client
 
+from patchwarden.api.run import TERMINAL
 from patchwarden_dev.devcluster import release_finalizers
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 
 GROUP, VERSION = "patchwarden.io", "v1alpha1"
+ENDED = frozenset(p.value for p in TERMINAL)
+"""The phases a run ends in (a test waiting for a run to end stops at any of them)."""
 PLURALS = {
     "ManagedSystem": "managedsystems",
     "UpdateRequest": "updaterequests",
@@ -277,7 +281,7 @@ def phase(run: dict[str, Any]) -> str | None:
 
 
 def wait_run(
-    cluster: Cluster, ns: str, system_name: str, phases: set[str], timeout: float = 90
+    cluster: Cluster, ns: str, system_name: str, phases: AbstractSet[str], timeout: float = 90
 ) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         return next((r for r in runs_of(cluster, ns, system_name) if phase(r) in phases), None)

@@ -14,6 +14,7 @@ from kubernetes import client
 from tests.conftest import Cluster
 from tests.helpers import holds_for, wait_for
 from tests.operator_harness import (
+    ENDED,
     condition,
     create,
     free_port,
@@ -29,7 +30,6 @@ from tests.operator_harness import (
 from tests.prometheus_harness import ALERT, Prometheus, prometheus
 
 pytestmark = pytest.mark.usefixtures("crds")
-ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
 QUERY = f'ALERTS{{alertname="{ALERT}", alertstate="firing"}}'
 
 

@@ -11,6 +11,7 @@ from kubernetes import client
 from tests.conftest import Cluster
 from tests.helpers import holds_for, wait_for
 from tests.operator_harness import (
+    ENDED,
     create,
     get,
     now_plus,
@@ -23,7 +24,6 @@ from tests.operator_harness import (
 )
 
 pytestmark = pytest.mark.usefixtures("crds")
-ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
 
 
 def test_only_the_approved_proposal_runs(

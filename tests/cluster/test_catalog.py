@@ -15,6 +15,7 @@ from patchwarden.api.common import GROUP, VERSION
 from tests.conftest import Cluster
 from tests.helpers import holds_for, wait_for
 from tests.operator_harness import (
+    ENDED,
     Operator,
     condition,
     create,
@@ -30,7 +31,6 @@ from tests.operator_harness import (
 )
 
 pytestmark = pytest.mark.usefixtures("crds")
-ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
 LONG_AGO = "2026-01-05T00:00:00Z"
 
 

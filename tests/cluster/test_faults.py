@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 from tests.conftest import Cluster
 from tests.helpers import holds_for, wait_for
 from tests.operator_harness import (
+    ENDED,
     condition,
     create,
     get,
@@ -31,7 +32,6 @@ from tests.operator_harness import (
     workload,
 )
 
-ENDED = {"Succeeded", "RolledBack", "Failed"}
 FAIL = {"devcluster.patchwarden.io/outcome": "fail"}
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
 

@@ -11,10 +11,17 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import Cluster
-from tests.operator_harness import create, phase, running_operator, system, wait_run, workload
+from tests.operator_harness import (
+    ENDED,
+    create,
+    phase,
+    running_operator,
+    system,
+    wait_run,
+    workload,
+)
 
 pytestmark = pytest.mark.usefixtures("crds")
-ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
 FAIL = {"devcluster.patchwarden.io/outcome": "fail"}
 
 

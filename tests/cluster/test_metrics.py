@@ -12,9 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Cluster
 from tests.helpers import wait_for
-from tests.operator_harness import create, free_port, running_operator, system, wait_run, workload
-
-ENDED = {"Succeeded", "RolledBack", "Failed"}
+from tests.operator_harness import (
+    ENDED,
+    create,
+    free_port,
+    running_operator,
+    system,
+    wait_run,
+    workload,
+)
 
 
 def scrape(port: int, path: str = "/metrics") -> str:

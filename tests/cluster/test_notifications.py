@@ -21,6 +21,7 @@ from kubernetes import client
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.operator_harness import (
+    ENDED,
     create,
     get,
     phase,
@@ -32,7 +33,6 @@ from tests.operator_harness import (
 )
 
 pytestmark = pytest.mark.usefixtures("crds")
-ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
 FAIL = {"devcluster.patchwarden.io/outcome": "fail"}
 KEY = "s3cr3t-hmac-key"
 

@@ -13,6 +13,7 @@ from kubernetes import client
 from tests.conftest import Cluster
 from tests.helpers import holds_for, wait_for
 from tests.operator_harness import (
+    ENDED,
     Operator,
     condition,
     create,
@@ -30,7 +31,6 @@ from tests.operator_harness import (
 )
 
 FAIL = {"devcluster.patchwarden.io/outcome": "fail"}
-ENDED = {"Succeeded", "RolledBack", "Failed"}
 
 
 pytestmark = pytest.mark.usefixtures("crds")

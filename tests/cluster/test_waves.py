@@ -14,6 +14,7 @@ from patchwarden.api.common import GROUP, VERSION
 from tests.conftest import Cluster
 from tests.helpers import holds_for
 from tests.operator_harness import (
+    ENDED,
     condition,
     create,
     get,
@@ -27,7 +28,6 @@ from tests.operator_harness import (
 )
 
 pytestmark = pytest.mark.usefixtures("crds")
-ENDED = {"Succeeded", "RolledBack", "Failed", "Cancelled"}
 FAIL = {"devcluster.patchwarden.io/outcome": "fail"}
 
 

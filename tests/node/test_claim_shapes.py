@@ -26,11 +26,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from patchwarden.api.run import TERMINAL
 from tests.conftest import Cluster, _fresh_namespace
 from tests.helpers import wait_for
 from tests.node.workloads import USER, busybox, reader_pod
-from tests.operator_harness import create, phase, running_operator, runs_of, system
+from tests.operator_harness import ENDED, create, phase, running_operator, runs_of, system
 
 TEMPLATES = ("data", "wal")
 SIZE = "64Mi"
@@ -46,7 +45,6 @@ OVERWRITE = (
     'for d in /c/*; do echo "update wrote $(basename $d)" > $d/payload; done; sync; '
     "echo 'update: overwrote every claim'; exit 1"
 )
-ENDED = {p.value for p in TERMINAL}
 ENV = {
     "PATCHWARDEN_SNAPSHOT_TIMEOUT_SECONDS": "240",
     "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "300",

@@ -23,7 +23,7 @@ from tests.node.workloads import (
     statefulset,
     update_system,
 )
-from tests.operator_harness import create, running_operator, wait_run
+from tests.operator_harness import ENDED, create, running_operator, wait_run
 
 # Real snapshots and pods take seconds, not the kwok profile's fraction of one.
 SLOWER = {
@@ -31,7 +31,6 @@ SLOWER = {
     "PATCHWARDEN_ROLLBACK_TIMEOUT_SECONDS": "240",
     "PATCHWARDEN_RUN_POLL_SECONDS": "1",
 }
-ENDED = {"Succeeded", "RolledBack", "Failed"}
 
 
 def snapshot_content(cluster: Cluster, ns: str, snapshot: str) -> dict[str, Any]:
