@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from patchwarden.api.run import Phase
-from patchwarden.core.status import request_status
+from patchwarden.core.request_status import request_status
 from patchwarden.runtime import metrics
 from patchwarden.runtime.fleet import Fleet
 from patchwarden.runtime.kube import KubeApi

@@ -15,15 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from patchwarden.api.common import describe_errors
-from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
-from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec, WindowRef
 from patchwarden.core import conditions as c
 from patchwarden.core.approval import PENDING
 from patchwarden.core.builders import pod_security
 from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
-from patchwarden.core.policy import Assessment, assess, decide_request
+from patchwarden.core.policy import Assessment, assess
 from patchwarden.core.releases import Known, State, end_of_life_passed, pending_counts
 from patchwarden.core.times import parse_time, utc_text
 from patchwarden.core.windows import Occurrence, first_usable, next_windows, overlapping
@@ -117,6 +115,25 @@ def needs_attention(body: dict[str, Any], last: dict[str, Any] | None) -> str | 
     )
 
 
+Problem = tuple[str, str]
+"""(reason, message) of something that stalls a system."""
+
+
+@dataclass
+class _Conditions:
+    """A status's conditions, each set through :func:`conditions.set_condition` (which keeps
+    the transition time of one that did not change)."""
+
+    items: list[dict[str, Any]]
+    generation: int | None
+    stamp: str
+
+    def set(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        self.items = c.set_condition(
+            self.items, type_, ok, reason, message, generation=self.generation, now=self.stamp
+        )
+
+
 def system_status(
     body: dict[str, Any],
     facts: SystemFacts,
@@ -127,149 +144,191 @@ def system_status(
     ``parse_system`` of its spec, when the caller has it already (half a millisecond)."""
     old: dict[str, Any] = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation")
-    stamp = utc_text(now)
-    conds: list[dict[str, Any]] = list(old.get("conditions") or [])
-
-    def cond(type_: str, ok: bool, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = c.set_condition(conds, type_, ok, reason, message, generation=generation, now=stamp)
-
+    conds = _Conditions(list(old.get("conditions") or []), generation, utc_text(now))
     known = facts.runs if facts.deleted_run is None else [*facts.runs, facts.deleted_run]
     status: dict[str, Any] = last_run(old, known)
     status["observedGeneration"] = generation
     spec, invalid = parsed if parsed is not None else parse_system(body.get("spec") or {})
-    problems: list[tuple[str, str]] = []
+    problems: list[Problem] = []
     if spec is None:
         problems.append((c.INVALID_SPEC, f"the spec cannot be used: {invalid}"))
     else:
-        assessment = assess(spec)
-        status["responsibility"] = {
-            "planning": assessment.planning.value,
-            "execution": assessment.execution.value,
-        }
-        status["eligible"] = assessment.eligible
-        status["eligibilityReason"] = assessment.reason
-        cond(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
-        expected = spec.reserved()
-        upcoming = next_windows(spec.maintenance, expected, now, LOOKAHEAD)
-        occ = first_usable(upcoming, now) if assessment.eligible else None
-        if occ is not None:
-            status["nextWindow"] = window_ref(occ).wire()
-        for name in overlapping(spec.maintenance, now):
-            problems.append(
-                (c.WINDOW_OVERLAP, f"window {name} is longer than the time between its occurrences")
-            )
-        if assessment.eligible and upcoming and occ is None:
-            problems.append(
-                (
-                    c.NO_USABLE_WINDOW,
-                    f"none of the next {len(upcoming)} windows is "
-                    "usable: each is frozen or shorter than updates.expectedDuration "
-                    "plus rollback.reserve",
-                )
-            )
-        kind, name = spec.workload.kind, spec.workload.name
-        if not facts.workload_found:
-            problems.append((c.WORKLOAD_NOT_FOUND, f"{kind} {name} not found in this namespace"))
-        if facts.missing_claims:
-            problems.append(
-                (
-                    c.CLAIM_NOT_FOUND,
-                    f"PersistentVolumeClaims not found: {', '.join(facts.missing_claims)}",
-                )
-            )
-        bound = any(x.container for x in spec.components)
-        if assessment.eligible and not spec.updates.template and not bound:
-            problems.append(
-                (
-                    c.NO_UPDATE_TEMPLATE,
-                    "spec.updates.template is required to run updates (unless components are "
-                    "bound to containers of the workload)",
-                )
-            )
-        above = pod_security(spec, facts.pod_security)
-        if above:
-            problems.append(
-                (
-                    c.POD_SECURITY,
-                    f"the update Job's pod would break the operator's Pod Security level "
-                    f"{facts.pod_security.value}, so no pod is created: " + "; ".join(above),
-                )
-            )
-        for i, state in enumerate(facts.components):
-            if state.stalls:
-                problems.append((c.CONTAINER_NOT_FOUND, f"spec.components[{i}]: {state.problem}"))
-        if facts.components:
-            _components(status, facts.components, assessment, now, cond)
-        if not spec.backup.required:
-            cond(c.BACKUP_CONFIGURED, True, c.BACKUP_NOT_REQUIRED, "backups are not required")
-        elif facts.snapshot_class:
-            cond(
-                c.BACKUP_CONFIGURED,
-                True,
-                c.SNAPSHOT_CLASS_FOUND,
-                f"snapshots use VolumeSnapshotClass {facts.snapshot_class}",
-            )
-        else:
-            wanted = spec.backup.volume_snapshot_class_name
-            message = (
-                f"VolumeSnapshotClass {wanted} not found"
-                if wanted
-                else "no VolumeSnapshotClass is named and the cluster has no default one"
-            )
-            cond(c.BACKUP_CONFIGURED, False, c.SNAPSHOT_CLASS_NOT_FOUND, message)
-            if assessment.eligible:
-                problems.append(
-                    (c.SNAPSHOT_CLASS_NOT_FOUND, message + " (backup.required is true)")
-                )
+        problems += _contract(status, spec, facts, now, conds)
     attention = needs_attention(body, status.get("lastRun"))
     if attention:
         problems.insert(0, (c.ROLLBACK_FAILED, attention))
+    _readiness(conds, problems)
+    _progress(conds, facts)
+    _rollout(status, old, facts, conds)
+    _last_update(conds, status.get("lastRun"))
+    status["conditions"] = conds.items
+    return status, [m for _, m in problems]
+
+
+def _contract(
+    status: dict[str, Any],
+    spec: ManagedSystemSpec,
+    facts: SystemFacts,
+    now: datetime,
+    conds: _Conditions,
+) -> list[Problem]:
+    """What the contract and the cluster say of a valid spec: responsibility, eligibility,
+    the next window, the components, the backups; and what stalls it."""
+    assessment = assess(spec)
+    status["responsibility"] = {
+        "planning": assessment.planning.value,
+        "execution": assessment.execution.value,
+    }
+    status["eligible"] = assessment.eligible
+    status["eligibilityReason"] = assessment.reason
+    conds.set(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
+    problems = _windows(status, spec, assessment.eligible, now)
+    problems += _cluster_problems(spec, facts, assessment.eligible)
+    if facts.components:
+        _components(status, facts.components, assessment, now, conds.set)
+    return problems + _backup(spec, facts, assessment.eligible, conds)
+
+
+def _windows(
+    status: dict[str, Any], spec: ManagedSystemSpec, eligible: bool, now: datetime
+) -> list[Problem]:
+    """``nextWindow`` (an eligible system's first usable one), and windows that overlap
+    themselves or none usable among the next :data:`LOOKAHEAD`."""
+    upcoming = next_windows(spec.maintenance, spec.reserved(), now, LOOKAHEAD)
+    occ = first_usable(upcoming, now) if eligible else None
+    if occ is not None:
+        status["nextWindow"] = window_ref(occ).wire()
+    problems = [
+        (c.WINDOW_OVERLAP, f"window {name} is longer than the time between its occurrences")
+        for name in overlapping(spec.maintenance, now)
+    ]
+    if eligible and upcoming and occ is None:
+        problems.append(
+            (
+                c.NO_USABLE_WINDOW,
+                f"none of the next {len(upcoming)} windows is "
+                "usable: each is frozen or shorter than updates.expectedDuration "
+                "plus rollback.reserve",
+            )
+        )
+    return problems
+
+
+def _cluster_problems(spec: ManagedSystemSpec, facts: SystemFacts, eligible: bool) -> list[Problem]:
+    """What the spec names and the cluster lacks, or what the operator would refuse."""
+    problems: list[Problem] = []
+    kind, name = spec.workload.kind, spec.workload.name
+    if not facts.workload_found:
+        problems.append((c.WORKLOAD_NOT_FOUND, f"{kind} {name} not found in this namespace"))
+    if facts.missing_claims:
+        missing = ", ".join(facts.missing_claims)
+        problems.append((c.CLAIM_NOT_FOUND, f"PersistentVolumeClaims not found: {missing}"))
+    bound = any(x.container for x in spec.components)
+    if eligible and not spec.updates.template and not bound:
+        problems.append(
+            (
+                c.NO_UPDATE_TEMPLATE,
+                "spec.updates.template is required to run updates (unless components are "
+                "bound to containers of the workload)",
+            )
+        )
+    above = pod_security(spec, facts.pod_security)
+    if above:
+        problems.append(
+            (
+                c.POD_SECURITY,
+                f"the update Job's pod would break the operator's Pod Security level "
+                f"{facts.pod_security.value}, so no pod is created: " + "; ".join(above),
+            )
+        )
+    for i, state in enumerate(facts.components):
+        if state.stalls:
+            problems.append((c.CONTAINER_NOT_FOUND, f"spec.components[{i}]: {state.problem}"))
+    return problems
+
+
+def _backup(
+    spec: ManagedSystemSpec, facts: SystemFacts, eligible: bool, conds: _Conditions
+) -> list[Problem]:
+    """The BackupConfigured condition; no snapshot class for required backups stalls an
+    eligible system."""
+    if not spec.backup.required:
+        conds.set(c.BACKUP_CONFIGURED, True, c.BACKUP_NOT_REQUIRED, "backups are not required")
+        return []
+    if facts.snapshot_class:
+        message = f"snapshots use VolumeSnapshotClass {facts.snapshot_class}"
+        conds.set(c.BACKUP_CONFIGURED, True, c.SNAPSHOT_CLASS_FOUND, message)
+        return []
+    wanted = spec.backup.volume_snapshot_class_name
+    message = (
+        f"VolumeSnapshotClass {wanted} not found"
+        if wanted
+        else "no VolumeSnapshotClass is named and the cluster has no default one"
+    )
+    conds.set(c.BACKUP_CONFIGURED, False, c.SNAPSHOT_CLASS_NOT_FOUND, message)
+    if not eligible:
+        return []
+    return [(c.SNAPSHOT_CLASS_NOT_FOUND, message + " (backup.required is true)")]
+
+
+def _readiness(conds: _Conditions, problems: list[Problem]) -> None:
+    """Stalled and Ready: the first problem's reason, every problem's message."""
     if problems:
         reason, _ = problems[0]
         message = "; ".join(m for _, m in problems)
-        cond(c.STALLED, True, reason, message)
-        cond(c.READY, False, reason, message)
+        conds.set(c.STALLED, True, reason, message)
+        conds.set(c.READY, False, reason, message)
     else:
-        cond(c.STALLED, False, c.RECONCILED, "")
-        cond(c.READY, True, c.RECONCILED, "the system is reconciled")
-    cond(
+        conds.set(c.STALLED, False, c.RECONCILED, "")
+        conds.set(c.READY, True, c.RECONCILED, "the system is reconciled")
+
+
+def _progress(conds: _Conditions, facts: SystemFacts) -> None:
+    """Reconciling (a run in progress) and UpdatesHalted (MaxErrors, or the alert gate)."""
+    active = facts.active_run
+    conds.set(
         c.RECONCILING,
-        facts.active_run is not None,
-        c.RUN_IN_PROGRESS if facts.active_run else c.RECONCILED,
-        f"update run {facts.active_run} in progress" if facts.active_run else "",
+        active is not None,
+        c.RUN_IN_PROGRESS if active else c.RECONCILED,
+        f"update run {active} in progress" if active else "",
     )
     if facts.halted is not None:
-        cond(c.UPDATES_HALTED, True, c.MAX_ERRORS_REACHED, facts.halted)
+        conds.set(c.UPDATES_HALTED, True, c.MAX_ERRORS_REACHED, facts.halted)
     elif facts.gate is not None:
-        cond(c.UPDATES_HALTED, facts.gate.blocked, facts.gate.decision.value, facts.gate.message)
+        gate = facts.gate
+        conds.set(c.UPDATES_HALTED, gate.blocked, gate.decision.value, gate.message)
     else:
-        cond(c.UPDATES_HALTED, False, c.WITHIN_ERROR_BUDGET, "")
+        conds.set(c.UPDATES_HALTED, False, c.WITHIN_ERROR_BUDGET, "")
+
+
+def _rollout(
+    status: dict[str, Any], old: dict[str, Any], facts: SystemFacts, conds: _Conditions
+) -> None:
+    """The proposal awaiting approval, the system's waves, and ReleasesHeld."""
     if facts.proposal is not None or old.get("proposal"):
         status["proposal"] = facts.proposal
     if facts.waves or old.get("waves"):
         status["waves"] = facts.waves
         if facts.held:
             reason = c.RELEASE_HALTED if facts.halted_release else c.WAITING_FOR_WAVE
-            cond(c.RELEASES_HELD, True, reason, "; ".join(facts.held))
+            conds.set(c.RELEASES_HELD, True, reason, "; ".join(facts.held))
         else:
-            cond(c.RELEASES_HELD, False, c.NOT_HELD, "")
-    last = status.get("lastRun")
-    if last:
-        # The outcome of the newest run that ended, alertable and in `kubectl describe`.
-        cond(
-            c.LAST_UPDATE_SUCCEEDED,
-            last["result"] == "Succeeded",
-            last["result"],
-            f"update run {last['name']} ended {last['result']} at {last.get('completionTime')}"
-            + (
-                f": {last['message']}"
-                if last.get("message") and last["result"] != "Succeeded"
-                else ""
-            ),
-        )
-    status["conditions"] = conds
-    return status, [m for _, m in problems]
+            conds.set(c.RELEASES_HELD, False, c.NOT_HELD, "")
+
+
+def _last_update(conds: _Conditions, last: dict[str, Any] | None) -> None:
+    """LastUpdateSucceeded: the outcome of the newest run that ended, alertable and in
+    ``kubectl describe``."""
+    if not last:
+        return
+    detail = f": {last['message']}" if last.get("message") and last["result"] != "Succeeded" else ""
+    conds.set(
+        c.LAST_UPDATE_SUCCEEDED,
+        last["result"] == "Succeeded",
+        last["result"],
+        f"update run {last['name']} ended {last['result']} at {last.get('completionTime')}"
+        + detail,
+    )
 
 
 def _components(
@@ -328,90 +387,6 @@ def _components(
         cond(c.END_OF_LIFE, False, c.SUPPORTED, "")
 
 
-def request_status(
-    body: dict[str, Any],
-    system: dict[str, Any] | None,
-    runs: list[dict[str, Any]],
-    now: datetime,
-) -> dict[str, Any]:
-    """Accepted (scheduled for a window) or rejected, with a reason a customer can read;
-    once a run serves it (``runs``: those whose requestRef names it), Running, then the
-    newest run's result: Succeeded, Failed, or RolledBack — after which it is accepted
-    again for the next usable window while ``spec.retries`` allows."""
-    old: dict[str, Any] = dict(body.get("status") or {})
-    request = UpdateRequestSpec.model_validate(body["spec"])
-    retry: dict[str, Any] | None = None
-    rolled_back = sum(
-        1
-        for r in runs
-        if (r.get("status") or {}).get("phase") == "RolledBack" and not gate_stopped(r)
-    )
-    if runs:
-        ordered = sorted(runs, key=lambda r: r["spec"]["window"]["start"])
-        newest = ordered[-1]
-        phase = (newest.get("status") or {}).get("phase")
-        if not gate_stopped(newest) and (phase != "RolledBack" or rolled_back > request.retries):
-            return {**old, **served(newest), "attempts": len(ordered)}
-        retry = newest  # decided again below, for a window after the one that rolled back
-    elif old.get("state") in SERVED:
-        return old  # served by runs that are gone since: keep what it said
-    skipped = ((system or {}).get("status") or {}).get("skippedWindow") or {}
-    if not runs and skipped.get("request") == body["metadata"]["name"]:
-        # Nothing was newer when its window came: served without a run.
-        return {
-            **old,
-            "state": RequestState.SUCCEEDED.value,
-            "message": f"nothing to install: system {request.system_ref.name} was up to date "
-            f"in window {skipped['name']} at {skipped['start']}; no run was needed",
-        }
-    generation = body.get("metadata", {}).get("generation")
-    stamp = utc_text(now)
-    status: dict[str, Any] = {"observedGeneration": generation}
-    spec, invalid = parse_system(system["spec"]) if system else (None, None)
-    if system is not None and spec is None:
-        state, ok, reason = RequestState.PENDING, False, "SystemInvalid"
-        message = f"waiting: system {request.system_ref.name} cannot be used: {invalid}"
-    else:
-        decision = decide_request(spec, request)
-        state = RequestState.ACCEPTED if decision.accepted else RequestState.REJECTED
-        ok, reason, message = decision.accepted, state.value, decision.reason
-        if decision.accepted and spec is not None:
-            earliest = max(now, request.not_before or now)
-            if retry is not None:  # not in the window whose run rolled back
-                earliest = max(earliest, parse_time(retry["spec"]["window"]["end"]))
-            occ = next_usable(spec, earliest)
-            if occ is None:
-                message += "; no usable window is planned yet"
-            else:
-                status["scheduledWindow"] = window_ref(occ).wire()
-                message = f"accepted: scheduled for window {occ.window} at {utc_text(occ.start)}"
-            if retry is not None and gate_stopped(retry):
-                message = (
-                    f"update run {retry['metadata']['name']} was stopped by the alert gate "
-                    "(not counted as a retry): " + message.removeprefix("accepted: ")
-                )
-            elif retry is not None:
-                message = (
-                    f"update run {retry['metadata']['name']} rolled back; retry {rolled_back} of "
-                    f"{request.retries}: " + message.removeprefix("accepted: ")
-                )
-            if retry is not None:
-                status["runRef"] = {"name": retry["metadata"]["name"]}
-                status["attempts"] = len(runs)
-    status["state"] = state.value
-    status["message"] = message
-    status["conditions"] = c.set_condition(
-        list(old.get("conditions") or []),
-        c.ACCEPTED,
-        ok,
-        reason,
-        message,
-        generation=generation,
-        now=stamp,
-    )
-    return status
-
-
 def next_look(status: Mapping[str, Any], facts: SystemFacts, now: datetime) -> datetime | None:
     """The next instant at which the clock alone changes the system's status or what it
     decides, with nothing in the cluster changing: its next window opens, stops taking runs
@@ -453,30 +428,6 @@ def resolve_snapshot_class(
         if annotations.get("snapshot.storage.kubernetes.io/is-default-class") == "true":
             return str(k["metadata"]["name"])
     return fallback if fallback in names else None
-
-
-def gate_stopped(run: dict[str, Any]) -> bool:
-    """Whether the alert gate ended the run (held back to its cutoff, cancelled, or rolled
-    back): a request it served is tried again in a later window, not counted as a retry."""
-    return bool((run.get("status") or {}).get("gateStopped"))
-
-
-def served(run: dict[str, Any]) -> dict[str, Any]:
-    """A request's state from the run that serves it."""
-    name = run["metadata"]["name"]
-    status = run.get("status") or {}
-    phase = status.get("phase") or "Pending"
-    if phase in TERMINAL:
-        # A cancelled run (its system deleted) fails the request: it was not served.
-        state, message = (
-            RequestState.FAILED if phase == "Cancelled" else RequestState(phase),
-            f"update run {name}: {phase}: {status.get('message', '')}",
-        )
-    elif phase == "Pending":
-        state, message = RequestState.RUNNING, f"update run {name} created"
-    else:
-        state, message = RequestState.RUNNING, f"update run {name} started"
-    return {"state": state.value, "message": message, "runRef": {"name": name}}
 
 
 def last_run(old: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,11 +9,11 @@ import pytest
 
 from patchwarden.api.system import Component
 from patchwarden.core.releases import State
+from patchwarden.core.request_status import request_status
 from patchwarden.core.status import (
     SystemFacts,
     last_run,
     next_look,
-    request_status,
     requeue_after,
     system_status,
 )
