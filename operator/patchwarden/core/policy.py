@@ -110,36 +110,27 @@ def assess(spec: ManagedSystemSpec) -> Assessment:
             "provider installed from standard repositories",
             "NothingInScope",
         )
-    if model == ServiceModel.SAAS:
-        return Assessment(
-            planning,
-            Party.PROVIDER,
-            True,
-            "SaaS: the provider runs security and feature updates proactively",
-            classes,
-            components,
-            Trigger.SCHEDULE,
-        )
-    if spec.package == Package.ADVANCED:
+    return _eligible(spec, planning, classes, components)
+
+
+def _eligible(
+    spec: ManagedSystemSpec,
+    planning: Party,
+    classes: frozenset[UpdateClass],
+    components: tuple[str, ...],
+) -> Assessment:
+    """An eligible system: what triggers its updates, by its model and package."""
+    trigger: Trigger | None
+    if spec.service_model == ServiceModel.SAAS:
+        why = "SaaS: the provider runs security and feature updates proactively"
+        trigger = Trigger.SCHEDULE
+    elif spec.package == Package.ADVANCED:
         period = spec.maintenance.cadence.period if spec.maintenance.cadence else "quarterly"
-        return Assessment(
-            planning,
-            Party.PROVIDER,
-            True,
-            f"PaaS advanced: security updates run automatically ({period}) and on request",
-            classes,
-            components,
-            Trigger.CADENCE,
-        )
-    return Assessment(
-        planning,
-        Party.PROVIDER,
-        True,
-        "PaaS basic: security updates run only on your explicit request",
-        classes,
-        components,
-        None,
-    )
+        why = f"PaaS advanced: security updates run automatically ({period}) and on request"
+        trigger = Trigger.CADENCE
+    else:
+        why, trigger = "PaaS basic: security updates run only on your explicit request", None
+    return Assessment(planning, Party.PROVIDER, True, why, classes, components, trigger)
 
 
 def may_start(assessment: Assessment, trigger: Trigger) -> bool:

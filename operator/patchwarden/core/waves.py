@@ -193,7 +193,22 @@ def build(
                 tallies[(known.catalog, known.component, known.version)][
                     wave[known.catalog]
                 ].needs += count
-    source = catalogs.sources
+    _count_runs(tallies, runs, catalogs, ledger)
+    for (catalog, component, version), by_wave in tallies.items():
+        ledger.progress[(catalog, component, version)] = _progress(rollouts[catalog], by_wave, now)
+    return ledger
+
+
+def _count_runs(
+    tallies: dict[tuple[str, str, str], dict[int, _Tally]],
+    runs: Iterable[Mapping[str, Any]],
+    catalogs: Catalogs,
+    ledger: Ledger,
+) -> None:
+    """Add each run's targets of a waved catalog to its release's tally in the system's
+    wave: running, succeeded (when), or failed (which run; not when the alert gate
+    stopped it)."""
+    source, rollouts = catalogs.sources, catalogs.rollouts
     for run in runs:
         spec, status = run["spec"], run.get("status") or {}
         system = (run["metadata"]["namespace"], spec["systemRef"]["name"])
@@ -213,9 +228,6 @@ def build(
                 tally.failed = tally.failed or (
                     f"run {run['metadata']['name']} of {system[0]}/{system[1]} ended {phase}"
                 )
-    for (catalog, component, version), by_wave in tallies.items():
-        ledger.progress[(catalog, component, version)] = _progress(rollouts[catalog], by_wave, now)
-    return ledger
 
 
 def _needs(body: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], frozenset[str]]]:
