@@ -151,16 +151,53 @@ class Runner:
         system = self.system(ns, run.spec.system_ref.name)
         wanted = machine.reads(status)
         spec: ManagedSystemSpec | None = parse_system((system or {}).get("spec") or {})[0]
+        workload = self._workload(ns, status, spec, wanted, have)
+        job = self.kube.get_job(ns, builders.job_name(run.name)) if Read.JOB in wanted else None
+        hook_result, hook_job, hook_pods = self.hook(run, status, spec, workload)
+        gate = None
+        if self.gate is not None and spec is not None and machine.gated(status):
+            gate = self.gate.verdict(ns, spec.updates.alert_gate)
+        return machine.Observed(
+            system=system,
+            gate=gate,
+            hook_result=hook_result,
+            hook_job=hook_job,
+            hook_pods=tuple(hook_pods),
+            workload=workload,
+            job=job,
+            **self._storage(ns, status, spec, workload, wanted),
+            **self._pods(run, workload, wanted, job),
+        )
+
+    def _workload(
+        self,
+        ns: str,
+        status: UpdateRunStatus,
+        spec: ManagedSystemSpec | None,
+        wanted: frozenset[Read],
+        have: machine.Observed | None,
+    ) -> dict[str, Any] | None:
+        """The workload the run recorded (else the system's), if the step reads it."""
         target = (status.recorded.kind, status.recorded.name) if status.recorded else None
         if target is None and spec is not None:
             target = (spec.workload.kind, spec.workload.name)
-        workload = None
-        if Read.WORKLOAD in wanted and target is not None:
-            known = have.workload if have is not None else None
-            if known is not None and (known.get("kind"), known["metadata"]["name"]) == target:
-                workload = dict(known)
-            else:
-                workload = self.kube.get_workload(target[0], ns, target[1])
+        if Read.WORKLOAD not in wanted or target is None:
+            return None
+        known = have.workload if have is not None else None
+        if known is not None and (known.get("kind"), known["metadata"]["name"]) == target:
+            return dict(known)
+        return self.kube.get_workload(target[0], ns, target[1])
+
+    def _storage(
+        self,
+        ns: str,
+        status: UpdateRunStatus,
+        spec: ManagedSystemSpec | None,
+        workload: dict[str, Any] | None,
+        wanted: frozenset[Read],
+    ) -> dict[str, Any]:
+        """The namespace's claim names, the claims, the snapshots and the snapshot class, as
+        far as the step reads them (``Observed``'s fields of those names)."""
         existing = None
         if Read.NAMESPACE_CLAIMS in wanted and workload is not None:
             existing = tuple(self.kube.names("PersistentVolumeClaim", ns))
@@ -183,7 +220,23 @@ class Runner:
                 spec.backup.volume_snapshot_class_name,
                 self.settings.default_snapshot_class,
             )
-        job = self.kube.get_job(ns, builders.job_name(run.name)) if Read.JOB in wanted else None
+        return {
+            "namespace_claims": existing,
+            "claims": claims,
+            "snapshots": snapshots,
+            "snapshot_class": snapshot_class,
+        }
+
+    def _pods(
+        self,
+        run: machine.Run,
+        workload: dict[str, Any] | None,
+        wanted: frozenset[Read],
+        job: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The update Job's pods, the namespace's and the number of the workload's, as far
+        as the step reads them (``Observed``'s fields of those names)."""
+        ns = run.namespace
         job_pods: list[dict[str, Any]] = []
         if Read.JOB_PODS in wanted or machine.job_ended(job):
             job_pods = self.kube.pods(ns, {builders.LABEL_RUN: run.name})
@@ -198,29 +251,13 @@ class Runner:
             namespace_pods = self.kube.pods(ns, {})
         workload_pods = 0
         if Read.WORKLOAD_PODS in wanted and workload is not None:
-            workload_pods = len(
-                self.kube.pods(ns, workload["spec"]["selector"].get("matchLabels", {}))
-            )
-        hook_result, hook_job, hook_pods = self.hook(run, status, spec, workload)
-        gate = None
-        if self.gate is not None and spec is not None and machine.gated(status):
-            gate = self.gate.verdict(ns, spec.updates.alert_gate)
-        return machine.Observed(
-            system=system,
-            gate=gate,
-            hook_result=hook_result,
-            hook_job=hook_job,
-            hook_pods=tuple(hook_pods),
-            workload=workload,
-            claims=claims,
-            snapshots=snapshots,
-            snapshot_class=snapshot_class,
-            job=job,
-            workload_pods=workload_pods,
-            job_pods=tuple(job_pods),
-            namespace_pods=tuple(namespace_pods),
-            namespace_claims=existing,
-        )
+            selector = workload["spec"]["selector"].get("matchLabels", {})
+            workload_pods = len(self.kube.pods(ns, selector))
+        return {
+            "job_pods": tuple(job_pods),
+            "namespace_pods": tuple(namespace_pods),
+            "workload_pods": workload_pods,
+        }
 
     def hook(
         self,
