@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from patchwarden.api.catalog import ReleaseCatalog
 from patchwarden.api.common import GROUP, describe_errors, parse_duration
+from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
-from patchwarden.api.system import Cadence, ManagedSystem, ManagedSystemSpec
+from patchwarden.api.system import ManagedSystem, ManagedSystemSpec
 from patchwarden.core.policy import Assessment, assess, decide_request
 from patchwarden.core.releases import Catalogs, end_of_life_passed, states, targets
 from patchwarden.core.scheduler import decide_start

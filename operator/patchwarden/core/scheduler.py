@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState
 from patchwarden.api.run import TERMINAL, Phase, Trigger
-from patchwarden.api.system import Cadence, ManagedSystemSpec
+from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core.builders import run_name
 from patchwarden.core.policy import Assessment
 from patchwarden.core.times import parse_time

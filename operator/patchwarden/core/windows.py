@@ -33,7 +33,7 @@ from croniter import croniter
 from dateutil.rrule import rrule, rrulestr
 
 from patchwarden.api.common import parse_duration
-from patchwarden.api.system import Cadence, CadencePeriod, Freeze, Maintenance, Recurrence
+from patchwarden.api.maintenance import Cadence, CadencePeriod, Freeze, Maintenance, Recurrence
 
 # Occurrences of recurrences without a DTSTART count from this Monday, so
 # "every 2 weeks" and similar intervals are stable whatever --from is.

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchwarden.api.system import Cadence, Maintenance
+from patchwarden.api.maintenance import Cadence, Maintenance
 from patchwarden.core import windows
 from patchwarden.core.windows import (
     _expand,
