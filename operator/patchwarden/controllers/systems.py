@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from patchwarden.api.common import parse_duration
-from patchwarden.api.run import TERMINAL, Phase, Trigger
+from patchwarden.api.run import TERMINAL, Phase, Target, Trigger
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
-from patchwarden.core.approval import APPROVE, approved_targets, propose, why_skipped
+from patchwarden.core.approval import APPROVE, propose
+from patchwarden.core.due import due_run
 from patchwarden.core.history import NEVER, prunable, to_prune
 from patchwarden.core.policy import assess
 from patchwarden.core.releases import Catalogs, states, targets
@@ -154,23 +155,15 @@ class Systems:
             return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
         last = (status.get("lastRun") or {}).get("name")
         start = decide_start(name, spec, assess(spec), now, requests, mine, last)
-        job = bool(spec.updates.template)
-        chosen = (
-            targets(facts.components, start.classes, job, facts.released)
-            if start is not None
-            else []
-        )
-        if start is not None and start.trigger != Trigger.REQUEST and needs_approval(spec):
-            allowed = approved_targets(facts.proposal, start.occurrence.start, chosen)
-            if allowed is None:
-                why = why_skipped(facts.proposal, start.occurrence.start)
-                self._skip(body, start, "NotApproved", why)
+        chosen: list[Target] = []
+        if start is not None:
+            answer = due_run(
+                start, spec, facts.components, facts.released, facts.proposal, needs_approval(spec)
+            )
+            if answer.skipped:
+                self._skip(body, start, answer.skipped, answer.why)
                 start = None
-            else:
-                chosen = allowed  # what was approved, nothing newer
-        if start is not None and not chosen and not job:
-            self._skip(body, start, "NothingToInstall")
-            start = None
+            chosen = answer.targets
         gated = facts.gate is not None and facts.gate.blocked
         if start is None or facts.halted is not None or gated:
             self.fleet.stop_waiting(ns, name)  # no run due here: not waiting for a slot

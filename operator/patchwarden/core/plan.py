@@ -23,8 +23,9 @@ from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystem, ManagedSystemSpec
+from patchwarden.core.due import NOTHING_TO_INSTALL, due_run
 from patchwarden.core.policy import Assessment, assess, decide_request
-from patchwarden.core.releases import Catalogs, end_of_life_passed, states, targets
+from patchwarden.core.releases import Catalogs, end_of_life_passed, states
 from patchwarden.core.scheduler import decide_start
 from patchwarden.core.status import needs_approval
 from patchwarden.core.times import utc_text
@@ -261,10 +262,12 @@ def plan_system(
             result.windows.append((occ, False, _why_no_run(spec, assessment, tz, begins, served)))
             continue
         if known and spec.components:
-            found = states(installed, catalogs, workload, begins)
-            chosen_targets = targets(found, chosen.classes, bool(spec.updates.template))
+            # The operator's rules (core/due.py); its waves and approvals are explained
+            # beside the windows, not applied: the plan cannot know them ahead.
+            answer = due_run(chosen, installed, states(installed, catalogs, workload, begins))
+            chosen_targets = answer.targets
             result.installs[occ.start] = [t.wire() for t in chosen_targets]
-            if not chosen_targets and not spec.updates.template:
+            if answer.skipped == NOTHING_TO_INSTALL:
                 why = "up to date: nothing newer to install, no run starts"
                 if chosen.trigger == Trigger.REQUEST:  # the operator ends it Succeeded
                     served_request = next(
