@@ -128,3 +128,20 @@ def rolling(step_: RollbackStep, since: str = STAMP, **fields: Any) -> UpdateRun
 
 
 FAILED_STATE = {"claim": "data", "snapshot": "run-data-failed", "created": True}
+
+
+FAILED_JOB = {
+    "status": {
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
+    }
+}
+"""A Job whose pod failed (its controller's condition)."""
+
+
+def ended_pod(container: str, code: int, message: str) -> dict[str, Any]:
+    """A pod whose container ``container`` ended with ``code`` and termination ``message``."""
+    terminated = {"exitCode": code, "message": message}
+    return {
+        "metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"name": container, "state": {"terminated": terminated}}]},
+    }

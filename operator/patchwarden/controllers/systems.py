@@ -27,7 +27,7 @@ from patchwarden.core.approval import APPROVE, propose
 from patchwarden.core.due import due_run
 from patchwarden.core.history import NEVER, prunable, to_prune
 from patchwarden.core.policy import assess
-from patchwarden.core.releases import Catalogs, states, targets
+from patchwarden.core.releases import Catalogs, states
 from patchwarden.core.scheduler import (
     Start,
     decide_start,
@@ -356,9 +356,8 @@ class Systems:
         if due is None or due.trigger == Trigger.REQUEST or due.occurrence.start != occ.start:
             # Its run started (or the window needs none): an approved proposal stays shown.
             return old if old and old.get("start") == utc_text(occ.start) else None
-        job = bool(spec.updates.template)
-        chosen = targets(facts.components, due.classes, job, facts.released)
-        if not chosen and not job:
+        answer = due_run(due, spec, facts.components, facts.released)  # approval aside
+        if answer.skipped:  # nothing to install: nothing to propose
             return None
         approval = spec.updates.approval
         assert approval is not None
@@ -366,7 +365,7 @@ class Systems:
             old,
             occ.window,
             occ.start,
-            chosen,
+            answer.targets,
             parse_duration(approval.before),
             (meta.get("annotations") or {}).get(APPROVE),
             now,

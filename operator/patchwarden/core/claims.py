@@ -31,16 +31,19 @@ class Claims:
     problem: str | None = None
 
 
+def pod_claims(pod: Mapping[str, Any]) -> list[str]:
+    """The claims a pod spec's volumes name, in their order."""
+    return [
+        str(v["persistentVolumeClaim"]["claimName"])
+        for v in pod.get("volumes") or []
+        if (v.get("persistentVolumeClaim") or {}).get("claimName")
+    ]
+
+
 def mounted(workload: Mapping[str, Any]) -> list[str]:
     """The claims the pod template mounts by name (``spec.template.spec.volumes``)."""
     pod = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return sorted(
-        {
-            str(v["persistentVolumeClaim"]["claimName"])
-            for v in pod.get("volumes") or []
-            if (v.get("persistentVolumeClaim") or {}).get("claimName")
-        }
-    )
+    return sorted(set(pod_claims(pod)))
 
 
 def templates(workload: Mapping[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from patchwarden.api.run import Change, UpdateRunSpec, WorkloadRecord
 from patchwarden.core import builders
+from patchwarden.core.claims import pod_claims
 
 CONTROLLER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
 """Annotations of a workload its controller keeps: neither recorded nor restored."""
@@ -57,10 +58,9 @@ def foreign_users(
             continue
         if not selector and _owned_by(meta, workload):
             continue
-        for volume in (pod.get("spec") or {}).get("volumes") or []:
-            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        for claim in pod_claims(pod.get("spec") or {}):
             if claim in wanted:
-                found.append((str(claim), str(meta["name"])))
+                found.append((claim, str(meta["name"])))
     return sorted(found)
 
 

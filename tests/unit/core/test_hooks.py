@@ -10,9 +10,11 @@ from patchwarden.core import run as m
 from patchwarden.core.run import Wait
 from tests.unit.runs import (
     CLAIM,
+    FAILED_JOB,
     NOW,
     RECORDED,
     condition,
+    ended_pod,
     kinds,
     status,
     step,
@@ -98,24 +100,9 @@ def test_a_post_hook_job_runs_once_the_workload_is_ready_and_a_failure_rolls_bac
     assert out.status.hooks[0].job == "run-post-smoke" and out.wait == Wait.WATCHED
     running = step(out.status, system=body, workload=workload(), hook_job={"status": {}})
     assert running.status.phase == Phase.VERIFYING and running.wait == Wait.WATCHED
-    failed = {
-        "status": {
-            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
-        }
-    }
-    pod = {
-        "metadata": {"name": "p"},
-        "status": {
-            "containerStatuses": [
-                {
-                    "name": "t",
-                    "state": {"terminated": {"exitCode": 22, "message": "curl: (22) 503"}},
-                }
-            ]
-        },
-    }
+    pod = ended_pod("t", 22, "curl: (22) 503")
     ended = step(
-        running.status, system=body, workload=workload(), hook_job=failed, hook_pods=(pod,)
+        running.status, system=body, workload=workload(), hook_job=FAILED_JOB, hook_pods=(pod,)
     )
     assert ended.status.phase == Phase.ROLLING_BACK
     assert ended.status.failure == "post-update hook smoke failed: curl: (22) 503"

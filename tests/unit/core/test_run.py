@@ -14,6 +14,7 @@ from patchwarden.core.podsecurity import Level
 from patchwarden.core.run import Observed, Read, Wait
 from tests.unit.runs import (
     EARLIER,
+    FAILED_JOB,
     NOW,
     RECORDED,
     RUN_SPEC,
@@ -21,6 +22,7 @@ from tests.unit.runs import (
     STAMP,
     TIMEOUTS,
     condition,
+    ended_pod,
     kinds,
     rolling,
     status,
@@ -149,22 +151,9 @@ def test_a_job_that_completes_moves_on_to_verifying() -> None:
 
 
 def test_a_failed_job_records_how_it_ended_and_rolls_back() -> None:
-    failed = {
-        "status": {
-            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]
-        }
-    }
-    pod = {
-        "metadata": {"name": "p"},
-        "status": {
-            "containerStatuses": [
-                {"name": "u", "state": {"terminated": {"exitCode": 3, "message": "E: no"}}}
-            ]
-        },
-    }
-    assert m.job_ended(failed) and not m.job_ended({"status": {}})
+    assert m.job_ended(FAILED_JOB) and not m.job_ended({"status": {}})
     st = status(Phase.UPDATING, recorded=RECORDED, job={"name": "run-update", "created": True})
-    out = step(st, job=failed, job_pods=(pod,))
+    out = step(st, job=FAILED_JOB, job_pods=(ended_pod("u", 3, "E: no"),))
     assert out.status.phase == Phase.ROLLING_BACK
     assert out.status.job is not None
     assert out.status.job.termination == "container u exited with code 3 (Error):\nE: no"
