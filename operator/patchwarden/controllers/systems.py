@@ -19,32 +19,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from patchwarden.api.common import parse_duration
-from patchwarden.api.run import TERMINAL, Phase, Target, Trigger
+from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
-from patchwarden.core.approval import APPROVE, propose
-from patchwarden.core.due import due_run
-from patchwarden.core.history import NEVER, prunable, to_prune
-from patchwarden.core.policy import assess
 from patchwarden.core.releases import Catalogs, states
-from patchwarden.core.scheduler import (
-    Start,
-    decide_start,
-    open_window,
-)
+from patchwarden.core.scheduler import open_window
 from patchwarden.core.settings import Settings
 from patchwarden.core.status import (
     SystemFacts,
-    needs_approval,
-    next_usable,
     parse_system,
-    requeue_after,
     resolve_snapshot_class,
-    system_status,
     window_ref,
 )
-from patchwarden.core.times import parse_time, utc_text
+from patchwarden.core.system import (
+    Decision,
+    DeleteRun,
+    DeleteSnapshot,
+    HoldRun,
+    ReleaseFinalizer,
+    SkipWindow,
+    StartRun,
+    Timing,
+    decide,
+)
 from patchwarden.core.waves import Ledger, wave_name, wave_of
 from patchwarden.core.waves import build as build_ledger
 from patchwarden.runtime import metrics
@@ -122,70 +119,86 @@ class Systems:
         return delay
 
     def _reconcile(self, body: dict[str, Any]) -> float:
+        """observe → decide (``core/system.py``) → write the status once → apply."""
+        parsed = parse_system(body.get("spec") or {})
+        now = self.now()
+        facts = self.observe(body, parsed[0], now)
+        decision = decide(body, facts, now, self.timing, parsed)
+        self.writer.write("managedsystems", body, decision.status)
+        self.apply(body, decision)
+        metrics.observe_system(body, parsed[0])
+        return decision.requeue
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.settings.resync_seconds, self.settings.alert_gate_interval_seconds)
+
+    def observe(
+        self, body: Mapping[str, Any], spec: ManagedSystemSpec | None, now: datetime
+    ) -> SystemFacts:
+        """Every fact the decision reads, gathered once: the cluster's (:meth:`facts`), the
+        system's requests (decided here by the requests controller, against the system as
+        stored), its snapshots, and the window this process last recorded as skipped."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        now = self.now()
-        parsed = parse_system(body.get("spec") or {})
-        spec = parsed[0]
         mine = self.fleet.runs_of(ns, name)
         facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {})
-        if spec is not None and needs_approval(spec) and assess(spec).proactive is not None:
-            facts.proposal = self._proposal(body, spec, facts, now)
-        status, problems = system_status(body, facts, now, parsed)
-        self.writer.write("managedsystems", body, status)
-        if facts.active_run is None and builders.RUN_FINALIZER in meta.get("finalizers", ()):
-            # No run in progress: nothing holds a deletion any more.
-            self.kube.set_finalizer("managedsystems", ns, name, builders.RUN_FINALIZER, False)
-        if meta.get("deletionTimestamp"):
-            # Being deleted: its run (if any) stops or rolls back and its end queues the
-            # system again, to let the deletion complete; nothing new starts.
+        facts.skipped = self._skipped.get((ns, name))
+        if self.snapshots is not None and spec is not None and facts.active_run is None:
+            facts.snapshots = self.snapshots.of(ns, builders.label_value(name))
+        if not meta.get("deletionTimestamp"):
+            facts.requests = self.requests(ns, name, dict(body), now)
+        return facts
+
+    def apply(self, body: dict[str, Any], decision: Decision) -> None:
+        """Carry out the decision's actions, in order. A system with no run to start stops
+        waiting for a slot of the fleet."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        started = False
+        for action in decision.actions:
+            match action:
+                case ReleaseFinalizer():
+                    self.kube.set_finalizer(
+                        "managedsystems", ns, name, builders.RUN_FINALIZER, False
+                    )
+                case DeleteRun(name=run):
+                    self.kube.delete("updateruns", ns, run)
+                case DeleteSnapshot(name=snapshot):
+                    log.info(
+                        "system %s/%s: snapshot %s is beyond the retention", ns, name, snapshot
+                    )
+                    self.kube.delete_snapshot(ns, snapshot)
+                case SkipWindow():
+                    self._skipped[(ns, name)] = dict(action.skipped)
+                    self.emit(body, action.type, action.reason, action.message)
+                case HoldRun(run=run, why=why):
+                    log.info("system %s/%s: run %s held back: %s", ns, name, run, why)
+                case StartRun():
+                    started = True
+                    self._admit(body, action)
+        if not started:
             self.fleet.stop_waiting(ns, name)
-            return self.settings.resync_seconds
-        if spec is not None:
-            # lastRun is written above: a pruned run's outcome stays recorded.
-            for run in to_prune(mine, spec.history.successful_runs, spec.history.failed_runs):
-                self.kube.delete("updateruns", ns, run)
-            if facts.active_run is None:
-                self._retain_snapshots(ns, name, spec, mine)
-        metrics.observe_system(body, spec)
-        requests = self.requests(ns, name, body, now)
-        if problems or spec is None:
-            self.fleet.stop_waiting(ns, name)
-            # What stalls it wakes it when it changes; its next window still moves on.
-            return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
-        last = (status.get("lastRun") or {}).get("name")
-        start = decide_start(name, spec, assess(spec), now, requests, mine, last)
-        chosen: list[Target] = []
-        if start is not None:
-            answer = due_run(
-                start, spec, facts.components, facts.released, facts.proposal, needs_approval(spec)
-            )
-            if answer.skipped:
-                self._skip(body, start, answer.skipped, answer.why)
-                start = None
-            chosen = answer.targets
-        gated = facts.gate is not None and facts.gate.blocked
-        if start is None or facts.halted is not None or gated:
-            self.fleet.stop_waiting(ns, name)  # no run due here: not waiting for a slot
-            if start is not None and gated and facts.gate is not None:
-                log.info(
-                    "system %s/%s: run %s held back: %s", ns, name, start.run, facts.gate.message
-                )
-                # Asked again at the next interval (the answer is shared that long).
-                return min(self.settings.alert_gate_interval_seconds, self.settings.resync_seconds)
-        else:
-            blocked = self.fleet.admit(
-                (ns, name),
-                spec.customer,
-                (window_ref(start.occurrence).start, window_ref(start.occurrence).end),
-                lambda: self._run_manifest(body, spec, start, [t.wire() for t in chosen]),
-                lambda manifest: self._create_run(body, start, manifest),
-            )
-            if blocked:
-                # A freed slot wakes it (Fleet.to_wake); its window's cutoff ends the wait.
-                log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
-        # While a run is in progress, its end queues the system again.
-        return requeue_after(status, facts, self.now(), self.settings.resync_seconds)
+
+    def _admit(self, body: dict[str, Any], start: StartRun) -> None:
+        """Start the run once the fleet admits it; else it waits for a slot (a freed one
+        wakes it, ``Fleet.to_wake``; its window's cutoff ends the wait)."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+
+        def create(manifest: dict[str, Any]) -> bool:
+            # Held while the run is in progress: a deletion of the system waits for its end.
+            self.kube.set_finalizer("managedsystems", ns, name, builders.RUN_FINALIZER, True)
+            if not self.kube.create("updateruns", ns, manifest):
+                return False
+            self.emit(body, "Normal", "RunStarted", start.event)
+            return True
+
+        blocked = self.fleet.admit(
+            (ns, name), start.customer, start.window, lambda: dict(start.manifest), create
+        )
+        if blocked:
+            log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
 
     def facts(
         self,
@@ -306,141 +319,6 @@ class Systems:
             if before != new.get(catalog, (component, version)):
                 for key in self._held.pop(release):
                     self.wake(key)
-
-    def _skip(
-        self, body: dict[str, Any], start: Start, reason: str, why: str | None = None
-    ) -> None:
-        """A window came and its due run does not start: nothing is newer (and no Job does
-        the update), or (``why``) its proposal was not approved. No run, no snapshot.
-        Recorded in ``status.skippedWindow`` (a request it would have served ends
-        Succeeded when nothing was to install) with one Event per window occurrence."""
-        skipped = {"name": start.occurrence.window, "start": window_ref(start.occurrence).start}
-        if start.request:
-            skipped["request"] = start.request
-        if why:
-            skipped["reason"] = why
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        if skipped in ((body.get("status") or {}).get("skippedWindow"), self._skipped.get(key)):
-            return
-        self.writer.write("managedsystems", body, {"skippedWindow": skipped})
-        self._skipped[key] = skipped
-        at = f"window {skipped['name']} at {skipped['start']}"
-        self.emit(
-            body,
-            "Warning" if why else "Normal",
-            reason,
-            f"{at}: {why}; no run started"
-            if why
-            else f"{at}: every component in scope runs its newest acceptable release; "
-            "no run started",
-        )
-
-    def _proposal(
-        self,
-        body: Mapping[str, Any],
-        spec: ManagedSystemSpec,
-        facts: SystemFacts,
-        now: datetime,
-    ) -> dict[str, Any] | None:
-        """The run proposed for the next window in which the provider would start one on its
-        own, with what it would install; None when none would start (approval needs a run
-        of the provider's own initiative, and something to do)."""
-        meta = body["metadata"]
-        occ = next_usable(spec, now)
-        if occ is None:
-            return None
-        at = max(now, occ.start)
-        last = ((body.get("status") or {}).get("lastRun") or {}).get("name")
-        due = decide_start(meta["name"], spec, assess(spec), at, [], facts.runs, last)
-        old = (body.get("status") or {}).get("proposal")
-        if due is None or due.trigger == Trigger.REQUEST or due.occurrence.start != occ.start:
-            # Its run started (or the window needs none): an approved proposal stays shown.
-            return old if old and old.get("start") == utc_text(occ.start) else None
-        answer = due_run(due, spec, facts.components, facts.released)  # approval aside
-        if answer.skipped:  # nothing to install: nothing to propose
-            return None
-        approval = spec.updates.approval
-        assert approval is not None
-        return propose(
-            old,
-            occ.window,
-            occ.start,
-            answer.targets,
-            parse_duration(approval.before),
-            (meta.get("annotations") or {}).get(APPROVE),
-            now,
-            meta["name"],
-        )
-
-    def _run_manifest(
-        self,
-        body: Mapping[str, Any],
-        spec: ManagedSystemSpec,
-        start: Start,
-        chosen: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        """The run that starts (built under the fleet's admission lock: no API call)."""
-        manifest = builders.update_run(
-            system=body["metadata"]["name"],
-            system_uid=body["metadata"]["uid"],
-            customer=spec.customer,
-            trigger=start.trigger,
-            window=window_ref(start.occurrence),
-            window_start=start.occurrence.start,
-            classes=list(start.classes),
-            components=list(assess(spec).components),
-            targets=chosen,
-            request=start.request,
-            template=spec.updates.template,
-            ticket=start.ticket,
-        )
-        manifest["metadata"]["namespace"] = body["metadata"]["namespace"]
-        return manifest
-
-    def _create_run(self, body: Mapping[str, Any], start: Start, manifest: dict[str, Any]) -> bool:
-        """Create the admitted run (its slot is counted already); False when it existed."""
-        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        # Held while the run is in progress: a deletion of the system waits for its end.
-        self.kube.set_finalizer("managedsystems", ns, name, builders.RUN_FINALIZER, True)
-        if not self.kube.create("updateruns", ns, manifest):
-            return False
-        self.emit(
-            dict(body),
-            "Normal",
-            "RunStarted",
-            f"update run {manifest['metadata']['name']} ({start.trigger.value}) started "
-            f"in window {start.occurrence.window}",
-        )
-        return True
-
-    def _retain_snapshots(
-        self, ns: str, name: str, spec: ManagedSystemSpec, runs: list[dict[str, Any]]
-    ) -> None:
-        """With no run in progress, the system's snapshots beyond ``backup.retain`` go, as
-        a successful run prunes them when it ends (``core/history.prunable``, the same rule:
-        the newest successful run keeps its own; failed-state snapshots go only once a
-        successful run ended ``rollback.keepFailedState`` after they were taken). Runs that
-        keep failing, or a history of runs made elsewhere, are bounded too."""
-        if self.snapshots is None:
-            return
-        listed = self.snapshots.of(ns, builders.label_value(name))
-        if not listed:
-            return
-        succeeded = [
-            r
-            for r in runs
-            if (r.get("status") or {}).get("phase") == Phase.SUCCEEDED.value
-            and r["status"].get("completionTime")
-        ]
-        newest = max(succeeded, key=lambda r: r["status"]["completionTime"], default=None)
-        keep_run, failed_before = "", NEVER
-        if newest is not None:
-            keep_run = newest["metadata"]["name"]
-            keep = parse_duration(spec.rollback.keep_failed_state)
-            failed_before = utc_text(parse_time(newest["status"]["completionTime"]) - keep)
-        for snapshot in prunable(listed, keep_run, spec.backup.retain, failed_before):
-            log.info("system %s/%s: snapshot %s is beyond the retention", ns, name, snapshot)
-            self.kube.delete_snapshot(ns, snapshot)
 
     # ---- cached reads ------------------------------------------------------------------
     def _workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:

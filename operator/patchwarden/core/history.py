@@ -4,11 +4,12 @@ which of its snapshots (``backup.retain``, ``rollback.keepFailedState``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from patchwarden.api.run import Phase
 from patchwarden.core import builders
-from patchwarden.core.times import parse_time
+from patchwarden.core.times import parse_time, utc_text
 
 NEVER = "1970-01-01T00:00:00Z"
 """A ``failed_state_before`` that prunes no failed-state snapshot."""
@@ -60,3 +61,29 @@ def prunable(
         for snap in by_run[other]
     ]
     return backups + expired
+
+
+def beyond_retention(
+    snapshots: Sequence[Mapping[str, Any]],
+    runs: Sequence[Mapping[str, Any]],
+    retain: int,
+    keep_failed_state: timedelta,
+) -> list[str]:
+    """A system's snapshots to delete while none of its runs is in progress: the rule a
+    successful run applies when it ends (:func:`prunable`), with its newest successful run
+    keeping its own, and failed-state snapshots going only once a successful run ended
+    ``keep_failed_state`` after they were taken. Runs that keep failing, or a history of
+    runs made elsewhere, are bounded too."""
+    if not snapshots:
+        return []
+    succeeded = [
+        r
+        for r in runs
+        if (r.get("status") or {}).get("phase") == Phase.SUCCEEDED.value
+        and r["status"].get("completionTime")
+    ]
+    newest = max(succeeded, key=lambda r: r["status"]["completionTime"], default=None)
+    if newest is None:
+        return prunable(snapshots, "", retain, NEVER)
+    failed_before = utc_text(parse_time(newest["status"]["completionTime"]) - keep_failed_state)
+    return prunable(snapshots, str(newest["metadata"]["name"]), retain, failed_before)

@@ -90,6 +90,13 @@ class SystemFacts:
     """Whether the waves let this system take a release (None: no catalog has waves)."""
     soaked: list[datetime] = field(default_factory=list)
     """When the waves that hold a release back from it have soaked."""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    """Its UpdateRequests, decided (the requests controller wrote their statuses)."""
+    snapshots: list[dict[str, Any]] | None = None
+    """Its runs' VolumeSnapshots (``core/history.py`` reads them); None: not listed yet."""
+    skipped: dict[str, Any] | None = None
+    """The window it last skipped as this process wrote it (the watch may not have
+    delivered that write yet)."""
 
 
 LAST_MESSAGE = 1024
