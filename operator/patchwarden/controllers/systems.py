@@ -198,7 +198,7 @@ class Systems:
             (ns, name), start.customer, start.window, lambda: dict(start.manifest), create
         )
         if blocked:
-            log.info("system %s/%s: run %s waits: %s", ns, name, start.run, blocked)
+            log.info("system %s/%s: run %s waits: %s", ns, name, start.start.run, blocked)
 
     def facts(
         self,
@@ -277,7 +277,7 @@ class Systems:
                         facts.soaked.append(progress.until)
                     if key is not None:  # woken when the release moves on
                         self._held.setdefault((known.catalog, *release), set()).add(key)
-        facts.released = lambda k: ledger.allows(k.catalog, (k.component, k.version), labels)
+        facts.released = ledger.released(labels)
 
     def ledger_stale(self) -> bool:
         """Systems are held back and a run began or ended since the ledger was built."""

@@ -9,6 +9,7 @@ is a contract documented in docs/plan.md.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,12 +24,13 @@ from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystem, ManagedSystemSpec
-from patchwarden.core.due import NOTHING_TO_INSTALL, due_run
 from patchwarden.core.policy import Assessment, assess, decide_request
-from patchwarden.core.releases import Catalogs, end_of_life_passed, states
-from patchwarden.core.scheduler import decide_start
-from patchwarden.core.status import needs_approval
+from patchwarden.core.releases import Catalogs, Known, end_of_life_passed, states
+from patchwarden.core.scheduler import Start, decide_start
+from patchwarden.core.status import SystemFacts, needs_approval
+from patchwarden.core.system import Decision, SkipWindow, Timing, decide
 from patchwarden.core.times import utc_text
+from patchwarden.core.waves import build as build_ledger
 from patchwarden.core.waves import wave_name, wave_of
 from patchwarden.core.windows import Occurrence, cadence_period, next_windows
 
@@ -190,6 +192,52 @@ def _why_not_usable(occ: Occurrence, expected: timedelta) -> str:
     )
 
 
+OFFLINE = Timing(resync=86400.0, gate_interval=60.0)
+"""The decision's intervals do not matter offline: only what it does is read."""
+SNAPSHOT_CLASS = "(the cluster's)"
+"""Offline the snapshot classes are not known: the plan takes it that the system's exists."""
+
+
+@dataclass
+class _Simulation:
+    """One system as the operator would find it at each window: the runs it would have made
+    by then (ended), the versions they installed, and the waves as they stand now."""
+
+    system: ManagedSystem
+    body: dict[str, Any]
+    installed: ManagedSystemSpec
+    workload: dict[str, Any] | None
+    catalogs: Catalogs
+    released: Callable[[Known], bool] | None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    served: dict[str, Occurrence] = field(default_factory=dict)
+    """Cadence period → the window that served it."""
+
+    @property
+    def known(self) -> bool:
+        """Whether the installed versions are known (the workload is in the input, or no
+        component is bound to its containers)."""
+        return self.workload is not None or not any(c.container for c in self.installed.components)
+
+    def decide(self, at: datetime, waiting: list[_Request]) -> tuple[Decision, SystemFacts]:
+        """The operator's own decision (``core/system.py``) at ``at``, on these facts. The
+        customer's approval is taken as given: the plan says by when it is needed."""
+        facts = SystemFacts(
+            snapshot_class=SNAPSHOT_CLASS,
+            runs=self.runs,
+            requests=_as_stored(waiting),
+            released=self.released,
+        )
+        if self.installed.components and self.known:
+            facts.components = states(self.installed, self.catalogs, self.workload, at)
+        approval = self.installed.updates.approval
+        spec = self.installed
+        if approval is not None and approval.required:
+            updates = spec.updates.model_copy(update={"approval": None})
+            spec = spec.model_copy(update={"updates": updates})
+        return decide(self.body, facts, at, OFFLINE, (spec, None)), facts
+
+
 def plan_system(
     system: ManagedSystem,
     requests: list[UpdateRequest],
@@ -197,112 +245,141 @@ def plan_system(
     count: int,
     catalogs: Catalogs | None = None,
     workload: dict[str, Any] | None = None,
+    released: Callable[[Known], bool] | None = None,
 ) -> SystemPlan:
-    """The system's next ``count`` windows and what the operator would do in each: the same
-    start decision (:func:`patchwarden.core.scheduler.decide_start`) on the runs it would
-    have made by then, at the window's first instant and at each accepted request's
-    notBefore inside it."""
+    """The system's next ``count`` windows and what the operator would do in each: its own
+    decision (:func:`patchwarden.core.system.decide`) on the runs it would have made by
+    then, at the window's first instant and at each accepted request's notBefore inside it.
+    ``released``: what the waves let through (``core/waves.py``), as they stand at ``start``."""
     spec = system.spec
-    name = system.metadata["name"]
-    assessment = assess(spec)
-    result = SystemPlan(system, assessment)
-    expected = spec.reserved()
+    result = SystemPlan(system, assess(spec))
     for req in requests:
-        decision = decide_request(spec, req.spec)
-        result.requests.append(_Request(req, decision.accepted, decision.reason))
-    runs: list[dict[str, Any]] = []  # the runs the operator would have made, ended
-    served: dict[str, Occurrence] = {}  # cadence period → the window that served it
-    tz = ZoneInfo(spec.maintenance.time_zone)
+        answer = decide_request(spec, req.spec)
+        result.requests.append(_Request(req, answer.accepted, answer.reason))
     catalogs = catalogs or Catalogs({})
     labels = system.metadata.get("labels") or {}
     for catalog, rollout in sorted(catalogs.rollouts.items()):
         mine = wave_of(rollout, labels)
         before = [w.name for w in rollout.waves[:mine]]
         result.waves.append({"catalog": catalog, "wave": wave_name(rollout, mine), "after": before})
-    installed = spec
-    bound = any(c.container for c in spec.components)
-    known = workload is not None or not bound
-    if spec.components and known:
-        for state in states(spec, catalogs, workload, start):
-            if end_of_life_passed(state, start.date()):
-                result.warnings.append(
-                    f"{state.component.name} {state.installed} is past its end of life "
-                    f"({state.end_of_life}) and its track offers no newer release"
-                )
-    elif bound:
-        result.warnings.append(
+    body = system.model_dump(by_alias=True, mode="json", exclude_none=True)
+    body["metadata"].setdefault("uid", "")
+    # A window skipped already is skipped again here: the plan says what happens, not
+    # whether its Event is new.
+    (body.get("status") or {}).pop("skippedWindow", None)
+    sim = _Simulation(system, body, spec, workload, catalogs, released)
+    result.warnings = _warnings(sim, start)
+    for occ in next_windows(spec.maintenance, spec.reserved(), start, count):
+        result.windows.append(_window(result, sim, occ, start))
+    return result
+
+
+def _warnings(sim: _Simulation, start: datetime) -> list[str]:
+    spec = sim.installed
+    if not sim.known:
+        return [
             f"{spec.workload.kind} {spec.workload.name} is not in the input: the versions its "
             "containers run, and so what each window installs, are unknown"
+        ]
+    return [
+        f"{state.component.name} {state.installed} is past its end of life "
+        f"({state.end_of_life}) and its track offers no newer release"
+        for state in states(spec, sim.catalogs, sim.workload, start)
+        if spec.components and end_of_life_passed(state, start.date())
+    ]
+
+
+def _window(
+    result: SystemPlan, sim: _Simulation, occ: Occurrence, start: datetime
+) -> tuple[Occurrence, bool, str]:
+    """Whether a run starts in ``occ`` and why (recording what it would install)."""
+    spec, assessment = sim.installed, result.assessment
+    begins = occ.latest_start(start)
+    if not assessment.eligible:
+        return occ, False, assessment.reason
+    if begins is None:
+        why = _why_not_usable(occ, spec.reserved()) if not occ.usable else "the cutoff has passed"
+        return occ, False, why
+    waiting = [r for r in result.requests if r.accepted and r.window is None]
+    not_before = {r.request.spec.not_before for r in waiting}
+    instants = sorted({begins} | {t for t in not_before if t and begins < t <= occ.cutoff})
+    for instant in instants:
+        decision, facts = sim.decide(instant, waiting)
+        if decision.started() or decision.skipped() or decision.problems:
+            break
+    if decision.problems:
+        return occ, False, "stalled: " + "; ".join(decision.problems)
+    started, skip = decision.started(), decision.skipped()
+    if skip is not None and sim.known:
+        return occ, False, _nothing_to_install(result, occ, skip, facts, waiting)
+    chosen = started.start if started is not None else None
+    if skip is not None:  # versions unknown offline: the operator installs what is newer
+        chosen = decide_start(
+            sim.system.metadata["name"], spec, assessment, instant, _as_stored(waiting), sim.runs
         )
-    for occ in next_windows(spec.maintenance, expected, start, count):
-        begins = occ.latest_start(start)
-        if not assessment.eligible:
-            result.windows.append((occ, False, assessment.reason))
-            continue
-        if begins is None:
-            why = _why_not_usable(occ, expected) if not occ.usable else "the cutoff has passed"
-            result.windows.append((occ, False, why))
-            continue
-        waiting = [r for r in result.requests if r.accepted and r.window is None]
-        instants = sorted(
-            {begins}
-            | {
-                r.request.spec.not_before
-                for r in waiting
-                if r.request.spec.not_before is not None
-                and begins < r.request.spec.not_before <= occ.cutoff
-            }
-        )
-        chosen = None
-        for instant in instants:
-            chosen = decide_start(name, spec, assessment, instant, _as_stored(waiting), runs)
-            if chosen is not None:
-                break
-        if chosen is None:
-            result.windows.append((occ, False, _why_no_run(spec, assessment, tz, begins, served)))
-            continue
-        if known and spec.components:
-            # The operator's rules (core/due.py); its waves and approvals are explained
-            # beside the windows, not applied: the plan cannot know them ahead.
-            answer = due_run(chosen, installed, states(installed, catalogs, workload, begins))
-            chosen_targets = answer.targets
-            result.installs[occ.start] = [t.wire() for t in chosen_targets]
-            if answer.skipped == NOTHING_TO_INSTALL:
-                why = "up to date: nothing newer to install, no run starts"
-                if chosen.trigger == Trigger.REQUEST:  # the operator ends it Succeeded
-                    served_request = next(
-                        r for r in waiting if r.request.metadata["name"] == chosen.request
-                    )
-                    served_request.window = occ
-                    why += f" (request {chosen.ticket} is served without one)"
-                result.windows.append((occ, False, why))
-                continue
-            # Later windows start from what this one installed.
-            installed, workload = _installed(installed, workload, chosen_targets)
-        elif bound:
-            result.installs[occ.start] = None
-        runs.append(
-            {
-                "metadata": {"name": chosen.run},
-                "spec": {"window": {"start": utc_text(chosen.occurrence.start)}},
-                "status": {"phase": "Succeeded"},
-            }
-        )
-        if chosen.trigger == Trigger.REQUEST:
-            request = next(r for r in waiting if r.request.metadata["name"] == chosen.request)
-            request.window = occ
-            why = f"on request ({chosen.ticket})"
-        elif chosen.trigger == Trigger.SCHEDULE:
-            why = "SaaS: the provider updates in every usable window"
-        else:
-            period = cadence_period(spec.maintenance.cadence or Cadence(), tz, begins)
-            served[period.label] = occ
-            why = f"cadence: first usable window of {period.label}"
-        if chosen.trigger != Trigger.REQUEST and needs_approval(spec):
-            lead = parse_duration(spec.updates.approval.before)  # type: ignore[union-attr]
-            why += f"; needs the customer's approval by {_utc(occ.start - lead)}"
-        result.windows.append((occ, True, why))
-    return result
+    if chosen is None:
+        tz = ZoneInfo(spec.maintenance.time_zone)
+        return occ, False, _why_no_run(spec, assessment, tz, begins, sim.served)
+    if spec.components and sim.known:
+        done = list(started.targets) if started is not None else []
+        result.installs[occ.start] = [t.wire() for t in done]
+        # Later windows start from what this one installed.
+        sim.installed, sim.workload = _installed(sim.installed, sim.workload, done)
+    elif not sim.known:
+        result.installs[occ.start] = None
+    return occ, True, _why_run(sim, chosen, waiting, begins)
+
+
+def _nothing_to_install(
+    result: SystemPlan,
+    occ: Occurrence,
+    skip: SkipWindow,
+    facts: SystemFacts,
+    waiting: list[_Request],
+) -> str:
+    result.installs[occ.start] = []
+    held = sorted(
+        f"{k.component} {k.version}"
+        for state in facts.components
+        for k in (state.security, state.feature)
+        if k is not None and facts.released is not None and not facts.released(k)
+    )
+    why = "up to date: nothing newer to install, no run starts"
+    if held:
+        why = f"nothing the waves let through to install (held: {', '.join(held)}), no run starts"
+    request = skip.skipped.get("request")
+    if request:  # the operator ends it Succeeded
+        served = next(r for r in waiting if r.request.metadata["name"] == request)
+        served.window = occ
+        why += f" (request {served.request.spec.ticket} is served without one)"
+    return why
+
+
+def _why_run(sim: _Simulation, chosen: Start, waiting: list[_Request], begins: datetime) -> str:
+    """Records the run the operator would have made, and says why it starts."""
+    spec = sim.installed
+    sim.runs.append(
+        {
+            "metadata": {"name": chosen.run},
+            "spec": {"window": {"start": utc_text(chosen.occurrence.start)}},
+            "status": {"phase": "Succeeded"},
+        }
+    )
+    if chosen.trigger == Trigger.REQUEST:
+        request = next(r for r in waiting if r.request.metadata["name"] == chosen.request)
+        request.window = chosen.occurrence
+        why = f"on request ({chosen.ticket})"
+    elif chosen.trigger == Trigger.SCHEDULE:
+        why = "SaaS: the provider updates in every usable window"
+    else:
+        tz = ZoneInfo(spec.maintenance.time_zone)
+        period = cadence_period(spec.maintenance.cadence or Cadence(), tz, begins)
+        sim.served[period.label] = chosen.occurrence
+        why = f"cadence: first usable window of {period.label}"
+    if chosen.trigger != Trigger.REQUEST and needs_approval(spec):
+        lead = parse_duration(spec.updates.approval.before)  # type: ignore[union-attr]
+        why += f"; needs the customer's approval by {_utc(chosen.occurrence.start - lead)}"
+    return why
 
 
 def _installed(
@@ -368,11 +445,17 @@ def plan(inputs: Inputs, start: datetime, count: int) -> tuple[list[SystemPlan],
         else:
             orphans.append(_Request(req, False, decide_request(None, req.spec).reason))
     plans = []
+    # The waves as they stand at the start (the runs of the fleet are not in the input: a
+    # later wave waits, as the operator's ledger has it before any run of the release).
+    bodies = [s.model_dump(by_alias=True, mode="json", exclude_none=True) for s in inputs.systems]
+    ledger = build_ledger(catalogs, bodies, [], start)
     for key in sorted(by_key):
-        spec = by_key[key].spec
+        system = by_key[key]
+        spec = system.spec
         workload = inputs.workloads.get((key[0], spec.workload.kind, spec.workload.name))
+        released = ledger.released(system.metadata.get("labels") or {})
         plans.append(
-            plan_system(by_key[key], grouped.get(key, []), start, count, catalogs, workload)
+            plan_system(system, grouped.get(key, []), start, count, catalogs, workload, released)
         )
     return plans, orphans
 

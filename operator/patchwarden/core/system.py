@@ -82,7 +82,8 @@ class SkipWindow:
 class StartRun:
     """The due run, as it is created once the fleet admits it."""
 
-    run: str
+    start: Start
+    targets: tuple[Target, ...]
     customer: str
     window: tuple[str, str]
     """The window occurrence's (start, end): the fleet's error budget is per occurrence."""
@@ -228,7 +229,9 @@ def _start(
         f"update run {start.run} ({start.trigger.value}) started in window "
         f"{start.occurrence.window}"
     )
-    return StartRun(start.run, spec.customer, (window.start, window.end), manifest, event)
+    return StartRun(
+        start, tuple(chosen), spec.customer, (window.start, window.end), manifest, event
+    )
 
 
 def proposal(

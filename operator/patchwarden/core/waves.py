@@ -17,7 +17,7 @@ phases) — and read per system in O(1).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -134,6 +134,12 @@ class Ledger:
         if rollout is None:
             return True
         return self.get(catalog, release).allows(wave_of(rollout, labels))
+
+    def released(self, labels: Mapping[str, str]) -> Callable[[Known], bool] | None:
+        """What a system with ``labels`` may take (None: no catalog has waves)."""
+        if not self.rollouts:
+            return None
+        return lambda k: self.allows(k.catalog, (k.component, k.version), labels)
 
     def get(self, catalog: str, release: Release) -> Progress:
         """The release's progress; one no system is known to need and no run took has not

@@ -171,7 +171,9 @@ spec:
   customer: c
   serviceModel: SaaS
   workload: {kind: Deployment, name: app}
-  updates: {expectedDuration: 90m}
+  updates:
+    expectedDuration: 90m
+    template: {spec: {containers: [{name: u, image: "registry.invalid/u:1"}]}}
   maintenance:
     windows:
       - {name: long, cron: "0 1 * * 1", duration: 4h}
@@ -204,6 +206,7 @@ spec:
   serviceModel: PaaS
   package: basic
   workload: {kind: Deployment, name: app}
+  updates: {template: {spec: {containers: [{name: u, image: "registry.invalid/u:1"}]}}}
   maintenance:
     windows: [{name: weekly, cron: "0 1 * * 1", duration: 4h}]
 ---

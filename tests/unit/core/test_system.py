@@ -55,7 +55,7 @@ def ended(name: str, phase: str, at: str) -> dict[str, Any]:
 def test_a_due_system_starts_its_run_with_its_manifest_and_looks_again_at_the_cutoff() -> None:
     decision = decide(system(), SystemFacts(), NOW, TIMING)
     start = decision.started()
-    assert start is not None and start.run == RUN
+    assert start is not None and start.start.run == RUN
     assert start.manifest["metadata"] == {
         **start.manifest["metadata"],
         "name": RUN,
