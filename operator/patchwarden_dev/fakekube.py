@@ -9,13 +9,17 @@ mypy check it), so a method the controllers start calling must appear in both.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from patchwarden.core.builders import LABEL_SYSTEM
+from patchwarden.core.releases import Catalogs
 from patchwarden.core.times import utc_text
 from patchwarden.runtime.kube import KubeApi
+from patchwarden.runtime.view import ReadModel
 
 WORKLOADS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 Key = tuple[str, str, str]
@@ -222,3 +226,41 @@ class FakeKube:
 
 _checked: KubeApi = FakeKube()
 """mypy: the fake satisfies the same Protocol as :class:`patchwarden.runtime.kube.Kube`."""
+
+
+class FakeView:
+    """The read model (``runtime/view.py: ReadModel``) over a :class:`FakeKube`'s objects,
+    as if every watch had listed them: reading it records no call (a watch-fed view asks
+    the API server nothing)."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+
+    def _all(self, plural: str, ns: str | None = None) -> list[dict[str, Any]]:
+        return [o for (p, n, _), o in self.kube.objects.items() if p == plural and ns in (None, n)]
+
+    def exists(self, kind: str, ns: str, name: str) -> bool:
+        return (WORKLOADS.get(kind, "persistentvolumeclaims"), ns, name) in self.kube.objects
+
+    def workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        found = self.kube.objects.get((WORKLOADS[kind], ns, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def catalogs(self) -> Catalogs:
+        return Catalogs.of(self._all("releasecatalogs"))
+
+    def snapshot_classes(self) -> list[dict[str, Any]]:
+        return self._all("volumesnapshotclasses")
+
+    def snapshots_of(self, ns: str, system_label: str) -> list[dict[str, Any]]:
+        return [
+            s
+            for s in self._all("volumesnapshots", ns)
+            if (s["metadata"].get("labels") or {}).get(LABEL_SYSTEM) == system_label
+        ]
+
+    def all_systems(self) -> Iterable[Mapping[str, Any]]:
+        return self._all("managedsystems")
+
+
+_view: ReadModel = FakeView(FakeKube())

@@ -40,7 +40,7 @@ def test_kopf_keeps_an_ended_runs_body_until_released() -> None:
     from kopf._core.intents.causes import SpawningCause
     from kopf._core.reactor.processing import process_spawning_cause
 
-    from patchwarden.operator import kopf_memories, release_bodies
+    from patchwarden.kopf_memory import kopf_memories, release_bodies
 
     memories = kopf_memories()
     assert memories is not None, "this kopf's ResourceMemories moved: release_bodies is off"

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,15 +46,12 @@ from patchwarden.core.waves import build as build_ledger
 from patchwarden.runtime import metrics
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
-from patchwarden.runtime.inventory import Bodies, Inventory, Snapshots
 from patchwarden.runtime.kube import KubeApi
+from patchwarden.runtime.view import ReadModel
 from patchwarden.runtime.writer import EventFn, StatusWriter
 
 log = logging.getLogger(__name__)
 
-CLASSES_TTL = 10.0
-LEDGER_TTL = 10.0
-NAMES_TTL = 30.0
 RequestsFn = Callable[[str, str, dict[str, Any] | None, datetime], list[dict[str, Any]]]
 """(namespace, system, system body, now) → the system's requests, decided."""
 
@@ -68,31 +64,20 @@ class Systems:
     fleet: Fleet
     requests: RequestsFn
     """Decides the system's requests (the requests controller) and returns them."""
+    view: ReadModel
+    """The read model (``runtime/view.py``): every cluster fact a reconcile reads."""
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     gate: Gate | None = None
     """The alert gate (asked while a window is open); None: no gate at all."""
-    cached_systems: Callable[[], Iterable[Mapping[str, Any]]] = lambda: ()
-    """Every ManagedSystem as the watch last delivered it (the waves' ledger counts them)."""
     wake: Callable[[tuple[str, str]], None] = lambda key: None
     """Queue a system for a reconcile (the operator's work queue)."""
-    inventory: Inventory | None = None
-    """The namespaces' workloads and claims, kept by watches (None: ask the API server)."""
-    snapshots: Snapshots | None = None
-    """The runs' snapshots, kept by their watches (None: retention is left to the runs)."""
-    catalog_bodies: Bodies | None = None
-    """The ReleaseCatalogs, kept by their watch (None: list them)."""
-    class_bodies: Bodies | None = None
-    """The VolumeSnapshotClasses, kept by their watch (None: list them)."""
-    _ledger_cache: tuple[float, Ledger | None] = (0.0, None)
+    _ledger: Ledger | None = None
+    """How far each waved release has come: built when the catalogs' rollouts change and
+    by :meth:`refresh_ledger` after the fleet changed (runs began or ended, systems'
+    needs changed), never per reconcile."""
     _held: dict[tuple[str, str, str], set[tuple[str, str]]] = field(default_factory=dict)
     """A waved release → the systems it holds back (woken when it moves on)."""
     _ledger_lock: threading.Lock = field(default_factory=threading.Lock)
-    _runs_changed: float = 0.0
-    """When (monotonic) a run last began or ended (the waves' ledger counts runs)."""
-    _classes: tuple[float, list[dict[str, Any]]] = (0.0, [])
-    _catalogs: tuple[float, tuple[tuple[str, str], ...], Catalogs] = (0.0, (), Catalogs({}))
-    _names: dict[tuple[str, str], tuple[float, frozenset[str]]] = field(default_factory=dict)
-    _names_locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _skipped: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     """The window each system last skipped, as written: the cache may still hold a body from
     before that write (a system is never reconciled by two workers at once)."""
@@ -144,8 +129,8 @@ class Systems:
         mine = self.fleet.runs_of(ns, name)
         facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {})
         facts.skipped = self._skipped.get((ns, name))
-        if self.snapshots is not None and spec is not None and facts.active_run is None:
-            facts.snapshots = self.snapshots.of(ns, builders.label_value(name))
+        if spec is not None and facts.active_run is None:
+            facts.snapshots = self.view.snapshots_of(ns, builders.label_value(name))
         if not meta.get("deletionTimestamp"):
             facts.requests = self.requests(ns, name, dict(body), now)
         return facts
@@ -218,24 +203,24 @@ class Systems:
         )
         if spec is None:
             return facts
-        facts.workload_found = self._exists(spec.workload.kind, ns, spec.workload.name)
+        facts.workload_found = self.view.exists(spec.workload.kind, ns, spec.workload.name)
         if spec.components:
             # The installed versions are read from the workload's containers.
             bound = any(x.container for x in spec.components)
             workload = (
-                self._workload(spec.workload.kind, ns, spec.workload.name)
+                self.view.workload(spec.workload.kind, ns, spec.workload.name)
                 if bound and facts.workload_found
                 else None
             )
-            catalogs = self._release_catalogs()
+            catalogs = self.view.catalogs()
             facts.components = states(spec, catalogs, workload, now)
             if catalogs.rollouts:
                 self._waves(facts, catalogs, labels or {}, now, (ns, name))
         facts.missing_claims = [
-            v for v in spec.volumes if not self._exists("PersistentVolumeClaim", ns, v)
+            v for v in spec.volumes if not self.view.exists("PersistentVolumeClaim", ns, v)
         ]
         facts.snapshot_class = resolve_snapshot_class(
-            self.snapshot_classes(),
+            self.view.snapshot_classes(),
             spec.backup.volume_snapshot_class_name,
             self.settings.default_snapshot_class,
         )
@@ -258,7 +243,7 @@ class Systems:
     ) -> None:
         """The system's wave in each catalog with waves, which of its newest releases they
         hold back (and why), and the filter its targets go through."""
-        ledger = self._ledger(catalogs, now)
+        ledger = self._ledger_of(catalogs, now)
         facts.waves = [
             {"catalog": name, "wave": wave_name(rollout, wave_of(rollout, labels))}
             for name, rollout in sorted(catalogs.rollouts.items())
@@ -279,34 +264,22 @@ class Systems:
                         self._held.setdefault((known.catalog, *release), set()).add(key)
         facts.released = ledger.released(labels)
 
-    def ledger_stale(self) -> bool:
-        """Systems are held back and a run began or ended since the ledger was built."""
-        return bool(self._held) and self._ledger_cache[0] < self._runs_changed
-
     def refresh_ledger(self) -> None:
-        """Build the ledger again and wake the systems whose held release moved on (called
-        every LEDGER_TTL seconds while :meth:`ledger_stale`: the held systems sleep, and
-        the reconcile of the system whose run ended may have come too soon to rebuild)."""
-        catalogs = self._release_catalogs()
+        """Build the ledger again and wake the systems whose held release moved on: the
+        runtime calls it after the fleet changed (``runtime/app.py``), one build at a time
+        however many changes came meanwhile."""
+        catalogs = self.view.catalogs()
         if catalogs.rollouts:
-            self._ledger(catalogs, self.now(), force=True)
+            self._ledger_of(catalogs, self.now(), force=True)
 
-    def _ledger(self, catalogs: Catalogs, now: datetime, force: bool = False) -> Ledger:
-        """How far each waved release has come, built from the cached systems and the fleet's
-        runs at most every LEDGER_TTL seconds (one pass over the fleet, shared by all)."""
+    def _ledger_of(self, catalogs: Catalogs, now: datetime, force: bool = False) -> Ledger:
+        """The ledger (one pass over the fleet, shared by all systems): built again when the
+        catalogs' rollouts changed, or when :meth:`refresh_ledger` forces it."""
         with self._ledger_lock:
-            built_at, ledger = self._ledger_cache
-            if (
-                force
-                or ledger is None
-                or time.monotonic() - built_at > LEDGER_TTL
-                or ledger.rollouts is not catalogs.rollouts
-            ):
-                old = self._ledger_cache[1]
-                ledger = build_ledger(
-                    catalogs, list(self.cached_systems()), self.fleet.all_runs(), now
-                )
-                self._ledger_cache = (time.monotonic(), ledger)
+            ledger = self._ledger
+            if force or ledger is None or ledger.rollouts is not catalogs.rollouts:
+                ledger = build_ledger(catalogs, self.view.all_systems(), self.fleet.all_runs(), now)
+                old, self._ledger = self._ledger, ledger
                 self._wake_held(old, ledger)
             return ledger
 
@@ -320,74 +293,6 @@ class Systems:
                 for key in self._held.pop(release):
                     self.wake(key)
 
-    # ---- cached reads ------------------------------------------------------------------
-    def _workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-        """The workload's containers, from the watches' inventory (else a GET)."""
-        if self.inventory is not None and self.inventory.answers(kind):
-            return self.inventory.workload(kind, ns, name)
-        return self.kube.get_workload(kind, ns, name)
-
-    def _exists(self, kind: str, ns: str, name: str) -> bool:
-        """Whether a workload or claim exists: the watches' inventory knows (its changes
-        queue the systems that name it). Until it has listed: one LIST per kind and
-        namespace answers every system there for NAMES_TTL seconds; a name the list lacks
-        is confirmed by a GET, as the object may be newer than the list."""
-        known = self.inventory.exists(kind, ns, name) if self.inventory is not None else None
-        if known is not None:
-            return known
-        key = (kind, ns)
-        with self._names_locks.setdefault(key, threading.Lock()):
-            listed_at, names = self._names.get(key, (0.0, frozenset()))
-            if time.monotonic() - listed_at > NAMES_TTL:
-                names = frozenset(self.kube.names(kind, ns))
-                self._names[key] = (time.monotonic(), names)
-        if name in names:
-            return True
-        if kind == "PersistentVolumeClaim":
-            return self.kube.get_claim(ns, name) is not None
-        return self.kube.get_workload(kind, ns, name) is not None
-
-    def runs_changed(self) -> None:
-        """A run began or ended: the waves' ledger built before is out of date."""
-        self._runs_changed = time.monotonic()
-
-    def catalogs_changed(self) -> None:
-        """A ReleaseCatalog changed (the watch says so): list them again at the next look."""
-        _, versions, catalogs = self._catalogs
-        self._catalogs = (0.0, versions, catalogs)
-
     def forget(self, ns: str, name: str) -> None:
         """The system is gone: drop what this controller remembers of it."""
         self._skipped.pop((ns, name), None)
-
-    def _release_catalogs(self) -> Catalogs:
-        """The ReleaseCatalogs (as their watch has them, else listed at most every
-        CLASSES_TTL seconds), indexed again only when one of them changed."""
-        listed_at, versions, catalogs = self._catalogs
-        watched = self.catalog_bodies.listed() if self.catalog_bodies is not None else None
-        if watched is not None or time.monotonic() - listed_at > CLASSES_TTL:
-            bodies = watched if watched is not None else self.kube.release_catalogs()
-            now_versions = tuple(
-                sorted(
-                    (b["metadata"]["name"], b["metadata"].get("resourceVersion", ""))
-                    for b in bodies
-                )
-            )
-            if now_versions != versions or not versions:
-                catalogs = Catalogs.of(bodies)
-                for name, why in catalogs.invalid.items():
-                    log.warning("ReleaseCatalog %s is ignored: %s", name, why)
-            self._catalogs = (time.monotonic(), now_versions, catalogs)
-        return catalogs
-
-    def snapshot_classes(self) -> list[dict[str, Any]]:
-        """The cluster's VolumeSnapshotClasses (as their watch has them, else listed at most
-        every CLASSES_TTL seconds); the runs read them from here too."""
-        watched = self.class_bodies.listed() if self.class_bodies is not None else None
-        if watched is not None:
-            return watched
-        listed_at, classes = self._classes
-        if time.monotonic() - listed_at > CLASSES_TTL:
-            classes = self.kube.snapshot_classes()
-            self._classes = (time.monotonic(), classes)
-        return classes

@@ -297,6 +297,10 @@ class Reflector:
                 if exc.status == 410:
                     listed = False
                     continue
+                if exc.status == 404 and not listed:
+                    # The kind is not installed (no snapshot CRDs): there is none of it,
+                    # which is an answer; it is listed again until it is installed.
+                    self.synced.set()
                 why = f"API error {exc.status}: {exc.reason}"
             except (HTTPError, OSError, ValueError, KeyError) as exc:
                 why = f"{type(exc).__name__}: {exc}"

@@ -16,50 +16,17 @@ from patchwarden.core.plan import as_json, load, plan
 from patchwarden.core.scheduler import Limits
 from patchwarden.core.settings import Settings
 from patchwarden.runtime.fleet import Fleet
-from patchwarden_dev.fakekube import FakeKube
+from patchwarden_dev.fakekube import FakeKube, FakeView
+from tests.unit.systems import CATALOG as SHARED
+from tests.unit.systems import POSTGRES
 
 BEFORE = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 """The first look: two days before the window (statuses written, proposals made)."""
 IN_WINDOW = datetime(2027, 2, 13, 1, 5, tzinfo=UTC)
 WINDOW = {"windows": [{"name": "sat", "once": "2027-02-13T01:00:00Z", "duration": "3h"}]}
 TEMPLATE = {"spec": {"containers": [{"name": "u", "image": "registry.invalid/u:1"}]}}
-CATALOG = {
-    "apiVersion": "patchwarden.io/v1alpha1",
-    "kind": "ReleaseCatalog",
-    "metadata": {"name": "tested", "resourceVersion": "1"},
-    "spec": {
-        "rollout": {
-            "waves": [
-                {"name": "canary", "selector": {"matchLabels": {"ring": "canary"}}, "soak": "24h"}
-            ]
-        },
-        "components": [
-            {
-                "name": "postgres",
-                "releases": [
-                    {
-                        "version": v,
-                        "image": f"pg:{v}",
-                        "classes": c,
-                        "released": "2027-01-01T00:00:00Z",
-                    }
-                    for v, c in (
-                        ("16.3", ["security"]),
-                        ("16.4", ["security"]),
-                        ("16.5", ["feature"]),
-                    )
-                ],
-            }
-        ],
-    },
-}
-POSTGRES = {
-    "name": "postgres",
-    "container": "db",
-    "installedBy": "provider",
-    "source": "standard-repository",
-    "layer": "middleware",
-}
+CANARY = {"name": "canary", "selector": {"matchLabels": {"ring": "canary"}}, "soak": "24h"}
+CATALOG = {**SHARED, "spec": {**SHARED["spec"], "rollout": {"waves": [CANARY]}}}
 
 
 def system(
@@ -126,11 +93,17 @@ def operate() -> tuple[FakeKube, list[dict[str, Any]]]:
     kube, clock = FakeKube(), [BEFORE]
     fleet = Fleet(Limits(10, 10, 3))
     requests = Requests(kube, lambda *_: None, fleet)
+    view = FakeView(kube)
     controller = Systems(
-        Settings(), kube, lambda *_: None, fleet, requests.reconcile_for_system, lambda: clock[0]
+        Settings(),
+        kube,
+        lambda *_: None,
+        fleet,
+        requests.reconcile_for_system,
+        view,
+        lambda: clock[0],
     )
     names = [body["metadata"]["name"] for body, _ in FLEET]
-    controller.cached_systems = lambda: [kube.stored("managedsystems", "ns", n) for n in names]
     kube.put("releasecatalogs", "", copy.deepcopy(CATALOG))
     for body, workload in FLEET:
         if workload is not None:

@@ -15,39 +15,14 @@ from patchwarden.core.settings import Settings
 from patchwarden.core.times import parse_time, utc_text
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
-from patchwarden.runtime.inventory import Bodies, Inventory, Snapshots
-from patchwarden_dev.fakekube import FakeKube
+from patchwarden.runtime.inventory import KINDS
+from patchwarden.runtime.view import View
+from patchwarden_dev.fakekube import FakeKube, FakeView
+from tests.unit.systems import CATALOG, POSTGRES
 
 LIMITS = Limits(10, 2, 3)
 DEFAULT_CLASS = {"snapshot.storage.kubernetes.io/is-default-class": "true"}
 FAILED = {"patchwarden.io/state": "failed"}
-
-
-def test_one_list_per_namespace_answers_yes_and_a_no_is_confirmed_by_a_get() -> None:
-    asked: list[str] = []
-
-    class Kube:
-        def names(self, kind: str, ns: str) -> list[str]:
-            asked.append(f"list {kind} {ns}")
-            return ["web", "db"] if kind == "Deployment" else ["data"]
-
-        def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
-            asked.append(f"get {name}")
-            return {"kind": kind} if name == "newer-than-the-list" else None
-
-        def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
-            asked.append(f"get {name}")
-            return None
-
-    app = Systems(Settings(), Kube(), lambda *_: None, Fleet(LIMITS), lambda *_: [])  # type: ignore[arg-type]
-    assert app._exists("Deployment", "ns", "web")
-    assert app._exists("Deployment", "ns", "db")
-    assert app._exists("PersistentVolumeClaim", "ns", "data")
-    assert asked == ["list Deployment ns", "list PersistentVolumeClaim ns"]
-    assert app._exists("Deployment", "ns", "newer-than-the-list")
-    assert not app._exists("Deployment", "ns", "gone")
-    assert asked[2:] == ["get newer-than-the-list", "get gone"]
-    assert app._exists("Deployment", "other", "web") and asked[-1] == "list Deployment other"
 
 
 def test_with_the_watches_listed_a_reconcile_that_changes_nothing_asks_the_api_nothing() -> None:
@@ -58,22 +33,28 @@ def test_with_the_watches_listed_a_reconcile_that_changes_nothing_asks_the_api_n
     }
     body["spec"]["volumes"] = ["data"]
     body["spec"]["backup"] = {"required": True}
-    app = systems(kube)
-    app.inventory = inventory = Inventory()
-    app.class_bodies, app.catalog_bodies = Bodies(), Bodies()
-    for kind in ("Deployment", "PersistentVolumeClaim"):
+    view = View()
+    app = Systems(
+        Settings(), kube, lambda *_: None, Fleet(LIMITS), lambda *_: [], view, lambda: NOW
+    )
+    inventory = view.inventory
+    for kind in KINDS:
         listed = threading.Event()
         listed.set()
         inventory.watched_by(kind, listed)
     inventory.observe("Deployment", [("ADDED", {"metadata": {"namespace": "ns", "name": "a"}})])
     for bodies, item in (
-        (app.class_bodies, {"metadata": {"name": "std", "annotations": DEFAULT_CLASS}}),
-        (app.catalog_bodies, None),
+        (view.class_bodies, {"metadata": {"name": "std", "annotations": DEFAULT_CLASS}}),
+        (view.catalog_bodies, None),
     ):
         bodies.synced = threading.Event()
         bodies.synced.set()
         if item is not None:
             bodies.observe([("ADDED", item)])
+    snapshots_listed = threading.Event()
+    snapshots_listed.set()
+    view.snapshots.watched_by(snapshots_listed)
+    assert view.synced()
     app.reconcile(body)
     stalled = kube.stored("managedsystems", "ns", "a")["status"]
     assert "PersistentVolumeClaims not found: data" in conditions(stalled)["Stalled"]
@@ -119,7 +100,9 @@ def saas(kube: FakeKube, name: str, customer: str = "acme") -> dict[str, Any]:
 
 
 def systems(kube: FakeKube, limits: Limits = LIMITS) -> Systems:
-    return Systems(Settings(), kube, lambda *_: None, Fleet(limits), lambda *_: [], lambda: NOW)
+    return Systems(
+        Settings(), kube, lambda *_: None, Fleet(limits), lambda *_: [], FakeView(kube), lambda: NOW
+    )
 
 
 def test_a_due_system_starts_its_run_and_the_registry_counts_it_at_once() -> None:
@@ -184,31 +167,6 @@ def test_a_system_without_a_run_in_progress_has_no_finalizer() -> None:
     assert "finalizers" not in kube.stored("managedsystems", "ns", "a")["metadata"]
 
 
-CATALOG = {
-    "metadata": {"name": "tested", "resourceVersion": "1"},
-    "spec": {
-        "components": [
-            {
-                "name": "postgres",
-                "releases": [
-                    {
-                        "version": v,
-                        "image": f"pg:{v}",
-                        "classes": c,
-                        "released": "2027-01-01T00:00:00Z",
-                    }
-                    for v, c in (
-                        ("16.3", ["security"]),
-                        ("16.4", ["security"]),
-                        ("16.5", ["feature"]),
-                    )
-                ],
-            }
-        ]
-    },
-}
-
-
 def bound(kube: FakeKube, image: str, model: str = "PaaS") -> dict[str, Any]:
     """A system whose postgres runs in container db of its Deployment, with no Job template."""
     kube.put(
@@ -231,15 +189,7 @@ def bound(kube: FakeKube, image: str, model: str = "PaaS") -> dict[str, Any]:
                 **({"package": "advanced"} if model == "PaaS" else {}),
                 "workload": {"kind": "Deployment", "name": "db"},
                 "maintenance": OPEN,
-                "components": [
-                    {
-                        "name": "postgres",
-                        "container": "db",
-                        "installedBy": "provider",
-                        "source": "standard-repository",
-                        "layer": "middleware",
-                    }
-                ],
+                "components": [POSTGRES],
                 "backup": {"required": False},
             },
         },
@@ -281,6 +231,7 @@ def test_an_up_to_date_system_starts_no_run_and_says_so_once() -> None:
         lambda _b, _t, reason, _m: events.append(reason),
         Fleet(LIMITS),
         lambda *_: [],
+        FakeView(kube),
         lambda: NOW,
     )
     controller.reconcile(body)
@@ -327,6 +278,7 @@ def test_a_component_past_its_end_of_life_with_nothing_newer_says_so_once() -> N
         lambda _b, _t, reason, message: events.append((reason, message)),
         Fleet(LIMITS),
         lambda *_: [],
+        FakeView(kube),
         lambda: NOW,
     )
     controller.reconcile(body)
@@ -358,7 +310,14 @@ def test_firing_alerts_hold_a_due_run_back_and_say_so_until_they_clear() -> None
     )
     gate = Answers(settings, [{"alertname": "NodeDown", "node": "n1"}])
     controller = Systems(
-        settings, kube, lambda *_: None, Fleet(LIMITS), lambda *_: [], lambda: NOW, gate
+        settings,
+        kube,
+        lambda *_: None,
+        Fleet(LIMITS),
+        lambda *_: [],
+        FakeView(kube),
+        lambda: NOW,
+        gate,
     )
     body = saas(kube, "a")
     assert controller.reconcile(body) == settings.alert_gate_interval_seconds
@@ -384,7 +343,13 @@ def test_a_proposal_is_approved_with_an_annotation_and_only_then_runs() -> None:
     }
     clock = [NOW]
     controller = Systems(
-        Settings(), kube, lambda *_: None, Fleet(LIMITS), lambda *_: [], lambda: clock[0]
+        Settings(),
+        kube,
+        lambda *_: None,
+        Fleet(LIMITS),
+        lambda *_: [],
+        FakeView(kube),
+        lambda: clock[0],
     )
     controller.reconcile(body)
     proposal = kube.stored("managedsystems", "ns", "a")["status"]["proposal"]
@@ -411,7 +376,13 @@ def test_an_unapproved_window_is_skipped_with_the_reason() -> None:
     body = saas(kube, "a")
     body["spec"]["updates"]["approval"] = {}
     controller = Systems(
-        Settings(), kube, lambda *e: events.append(e[1:]), Fleet(LIMITS), lambda *_: [], lambda: NOW
+        Settings(),
+        kube,
+        lambda *e: events.append(e[1:]),
+        Fleet(LIMITS),
+        lambda *_: [],
+        FakeView(kube),
+        lambda: NOW,
     )
     controller.reconcile(body)  # the window opened 5 minutes ago: 24 h too late to approve
     stored = kube.stored("managedsystems", "ns", "a")
@@ -436,10 +407,6 @@ def test_with_no_run_in_progress_snapshots_beyond_the_retention_go() -> None:
     body["spec"]["backup"] = {"required": False, "retain": 2}
     body["spec"]["rollback"] = {"keepFailedState": "72h"}
     app = systems(kube)
-    app.snapshots = index = Snapshots()
-    listed = threading.Event()
-    listed.set()
-    index.watched_by(listed)
     year = datetime(2027, 1, 1, 23, tzinfo=UTC)
 
     def snapshot(name: str, run: str, taken: datetime, **labels: str) -> dict[str, Any]:
@@ -456,10 +423,10 @@ def test_with_no_run_in_progress_snapshots_beyond_the_retention_go() -> None:
     # each of those took a failed-state snapshot half an hour later.
     for week, phase in enumerate(["RolledBack", "Succeeded", *["RolledBack"] * 3], start=1):
         run, taken = f"r{week}", year + timedelta(weeks=week)
-        index.observe([("ADDED", snapshot(f"{run}-data", run, taken))])
+        kube.put("volumesnapshots", "ns", snapshot(f"{run}-data", run, taken))
         if phase == "RolledBack":
             failed = snapshot(f"{run}-failed", run, taken + timedelta(minutes=30), **FAILED)
-            index.observe([("ADDED", failed)])
+            kube.put("volumesnapshots", "ns", failed)
         app.fleet.observe_run(ended(run, phase, taken + timedelta(minutes=40)))
     # r6 is in progress (it took no snapshot yet): nothing goes.
     app.fleet.observe_run(ended("r6", "Updating"))

@@ -135,3 +135,25 @@ def test_a_reflector_lists_after_the_ones_it_waits_for_and_not_forever(
     stopped.thread.join(5)
     assert not stopped.thread.is_alive(), "a stop ends the wait for the other lists"
     assert not listed.is_set(), "and nothing is listed after it"
+
+
+def test_a_kind_not_installed_counts_as_listed_and_empty_but_a_refusal_does_not() -> None:
+    """A 404 on the first LIST (no VolumeSnapshot CRDs) is an answer: none exist, and the
+    read model may be used; a 403 (no permission) is not: nothing is reconciled before."""
+
+    def refused(status: int) -> Any:
+        def call(**kwargs: Any) -> Any:
+            raise ApiException(status=status, reason="no")
+
+        return call
+
+    missing = reflector.Reflector(refused(404), "volumesnapshots", lambda events: None)
+    forbidden = reflector.Reflector(refused(403), "deployments", lambda events: None)
+    for r in (missing, forbidden):
+        r.start()
+    try:
+        assert missing.synced.wait(5), "not installed: listed, empty"
+        assert not forbidden.synced.wait(0.5), "refused: never counts as listed"
+    finally:
+        missing.stop()
+        forbidden.stop()
