@@ -33,11 +33,13 @@ from patchwarden.core.settings import Settings
 from patchwarden.kopf_memory import Kept, kopf_memories, release_bodies
 from patchwarden.runtime import metrics, peering
 from patchwarden.runtime.alerts import Gate
+from patchwarden.runtime.clock import Clock
 from patchwarden.runtime.controller import Key, SystemController
 from patchwarden.runtime.events import EventPoster
 from patchwarden.runtime.fleet import Fleet, WindowPopulation, shares
 from patchwarden.runtime.kube import Kube, api_client
 from patchwarden.runtime.notify import Notifier
+from patchwarden.runtime.queue import DelayQueue
 from patchwarden.runtime.reflector import Reflector, handoff, watches
 from patchwarden.runtime.view import View
 
@@ -68,8 +70,9 @@ def _needs(body: Mapping[str, Any]) -> tuple[Any, ...]:
 class Runtime:
     """One operator process: see the module."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock = clock or Clock()
         api = api_client(settings.api_workers + settings.run_threads + 2)  # + peering, Events
         peering.ensure_peering(api, settings)
         self.kube = Kube(api, metrics.count_kube_request)
@@ -82,10 +85,10 @@ class Runtime:
                 settings.max_runs_per_customer,
                 settings.max_errors_per_window,
             ),
-            population=WindowPopulation(lambda: cache.values()),
+            population=WindowPopulation(lambda: cache.values(), clock=clock.monotonic),
         )
-        self.requests = Requests(self.kube, self.emit, self.fleet)
-        self.gate = Gate(settings)
+        self.requests = Requests(self.kube, self.emit, self.fleet, clock.now)
+        self.gate = Gate(settings, clock.monotonic)
         self.systems = Systems(
             settings,
             self.kube,
@@ -93,6 +96,7 @@ class Runtime:
             self.fleet,
             self.requests.reconcile_for_system,
             self.view,
+            clock.now,
             gate=self.gate,
             wake=self._wake_system,
         )
@@ -100,9 +104,10 @@ class Runtime:
             self.systems.reconcile,
             settings.api_workers,
             ThreadPoolExecutor(settings.api_workers, thread_name_prefix="system"),
+            queue=DelayQueue(clock.monotonic),
             systems=cache,
         )
-        self.notifier = Notifier(settings, self.kube.annotate)
+        self.notifier = Notifier(settings, self.kube.annotate, clock.monotonic, clock.now)
         self.memories = kopf_memories()
         self.kept = Kept()
         self.wakeups: dict[Key, asyncio.Event] = {}
@@ -137,6 +142,7 @@ class Runtime:
             self.kube,
             self.settings,
             self.emit,
+            self.clock.now,
             cached_system=lambda ns, name: cache.get((ns, name)),
             watched_wait=WATCHED_WAIT_SECONDS,
             gate=self.gate,
@@ -176,7 +182,7 @@ class Runtime:
             asyncio.create_task(self._wait_for_sync(), name="watches listed"),
             asyncio.create_task(self._keep_ledger(), name="waves ledger"),
             asyncio.create_task(
-                peering.watch(self.kube, self.settings, self.controller.set_active),
+                peering.watch(self.kube, self.settings, self.controller.set_active, self.clock.now),
                 name="peering check",
             ),
         ]

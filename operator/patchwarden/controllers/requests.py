@@ -15,6 +15,7 @@ from typing import Any
 
 from patchwarden.api.run import Phase
 from patchwarden.core.request_status import request_status
+from patchwarden.core.windows import Calendar
 from patchwarden.runtime import metrics
 from patchwarden.runtime.fleet import Fleet
 from patchwarden.runtime.kube import KubeApi
@@ -27,13 +28,15 @@ class Requests:
     emit: EventFn
     fleet: Fleet
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    calendar: Calendar = field(default_factory=Calendar)
+    """The window expansions remembered for the requests' windows (``core/windows.py``)."""
 
     def reconcile(
         self, body: dict[str, Any], system: dict[str, Any] | None, now: datetime | None = None
     ) -> None:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         runs = self.fleet.runs_of_request(ns, name)
-        status = request_status(body, system, runs, now or self.now())
+        status = request_status(body, system, runs, now or self.now(), self.calendar)
         StatusWriter(self.kube, self.emit).write("updaterequests", body, status)
         metrics.observe_request(ns, name, status.get("state"))
 

@@ -1,11 +1,13 @@
-"""The ManagedSystem controller: gathers the facts, derives the status, starts a due run.
+"""The ManagedSystem controller: observe → decide → write once → apply, like the runs'.
 
-One reconcile of a system: read what the status depends on (does the workload
-exist, its claims, the snapshot class, the system's runs from the fleet
-registry), derive the status (``core/status.py``) and write it when it changed,
-let the requests controller decide the system's requests, and start the run
-that is due (``core/scheduler.py``) when the fleet admits it. It writes only
-ManagedSystem statuses (``lastRun`` included, derived from the runs).
+One reconcile of a system: :meth:`Systems.observe` gathers every fact once (from the read
+model, ``runtime/view.py``: the workload, its claims, the catalogs, the snapshot classes
+and snapshots; from the fleet registry: its runs and requests, which the requests
+controller decides here; the waves' ledger, the fleet's error budget and the alert gate),
+``core/system.py: decide`` turns them into the status, the actions and the next look,
+the status is written once (when it changed) and :meth:`Systems.apply` carries out the
+actions (a run starts only when the fleet admits it). It writes only ManagedSystem
+statuses (``lastRun`` included, derived from the runs) and their run finalizer.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from patchwarden.core.system import (
 )
 from patchwarden.core.waves import Ledger, wave_name, wave_of
 from patchwarden.core.waves import build as build_ledger
+from patchwarden.core.windows import Calendar
 from patchwarden.runtime import metrics
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.fleet import Fleet
@@ -71,6 +74,8 @@ class Systems:
     """The alert gate (asked while a window is open); None: no gate at all."""
     wake: Callable[[tuple[str, str]], None] = lambda key: None
     """Queue a system for a reconcile (the operator's work queue)."""
+    calendar: Calendar = field(default_factory=Calendar)
+    """The window expansions remembered for the fleet (``core/windows.py``)."""
     _ledger: Ledger | None = None
     """How far each waved release has come: built when the catalogs' rollouts change and
     by :meth:`refresh_ledger` after the fleet changed (runs began or ended, systems'
@@ -200,6 +205,7 @@ class Systems:
             runs=mine,
             deleted_run=self.fleet.deleted_run(ns, name),
             pod_security=self.settings.pod_security_level,
+            calendar=self.calendar,
         )
         if spec is None:
             return facts
@@ -224,7 +230,7 @@ class Systems:
             spec.backup.volume_snapshot_class_name,
             self.settings.default_snapshot_class,
         )
-        occ = open_window(spec, now)
+        occ = open_window(spec, now, self.calendar)
         if occ is not None:
             ref = window_ref(occ)
             opened = (ref.start, ref.end)

@@ -32,7 +32,7 @@ from patchwarden.core.system import Decision, SkipWindow, Timing, decide
 from patchwarden.core.times import utc_text
 from patchwarden.core.waves import build as build_ledger
 from patchwarden.core.waves import wave_name, wave_of
-from patchwarden.core.windows import Occurrence, cadence_period, next_windows
+from patchwarden.core.windows import Calendar, Occurrence, cadence_period, next_windows
 
 
 class PlanInputError(ValueError):
@@ -209,6 +209,7 @@ class _Simulation:
     workload: dict[str, Any] | None
     catalogs: Catalogs
     released: Callable[[Known], bool] | None
+    calendar: Calendar
     runs: list[dict[str, Any]] = field(default_factory=list)
     served: dict[str, Occurrence] = field(default_factory=dict)
     """Cadence period → the window that served it."""
@@ -227,6 +228,7 @@ class _Simulation:
             runs=self.runs,
             requests=_as_stored(waiting),
             released=self.released,
+            calendar=self.calendar,
         )
         if self.installed.components and self.known:
             facts.components = states(self.installed, self.catalogs, self.workload, at)
@@ -246,6 +248,7 @@ def plan_system(
     catalogs: Catalogs | None = None,
     workload: dict[str, Any] | None = None,
     released: Callable[[Known], bool] | None = None,
+    calendar: Calendar | None = None,
 ) -> SystemPlan:
     """The system's next ``count`` windows and what the operator would do in each: its own
     decision (:func:`patchwarden.core.system.decide`) on the runs it would have made by
@@ -267,9 +270,9 @@ def plan_system(
     # A window skipped already is skipped again here: the plan says what happens, not
     # whether its Event is new.
     (body.get("status") or {}).pop("skippedWindow", None)
-    sim = _Simulation(system, body, spec, workload, catalogs, released)
+    sim = _Simulation(system, body, spec, workload, catalogs, released, calendar or Calendar())
     result.warnings = _warnings(sim, start)
-    for occ in next_windows(spec.maintenance, spec.reserved(), start, count):
+    for occ in next_windows(spec.maintenance, spec.reserved(), start, count, sim.calendar):
         result.windows.append(_window(result, sim, occ, start))
     return result
 
@@ -314,9 +317,8 @@ def _window(
         return occ, False, _nothing_to_install(result, occ, skip, facts, waiting)
     chosen = started.start if started is not None else None
     if skip is not None:  # versions unknown offline: the operator installs what is newer
-        chosen = decide_start(
-            sim.system.metadata["name"], spec, assessment, instant, _as_stored(waiting), sim.runs
-        )
+        name, stored = sim.system.metadata["name"], _as_stored(waiting)
+        chosen = decide_start(name, spec, assessment, instant, stored, sim.runs, None, sim.calendar)
     if chosen is None:
         tz = ZoneInfo(spec.maintenance.time_zone)
         return occ, False, _why_no_run(spec, assessment, tz, begins, sim.served)
@@ -449,13 +451,16 @@ def plan(inputs: Inputs, start: datetime, count: int) -> tuple[list[SystemPlan],
     # later wave waits, as the operator's ledger has it before any run of the release).
     bodies = [s.model_dump(by_alias=True, mode="json", exclude_none=True) for s in inputs.systems]
     ledger = build_ledger(catalogs, bodies, [], start)
+    calendar = Calendar()  # the fleet's systems share window definitions
     for key in sorted(by_key):
         system = by_key[key]
         spec = system.spec
         workload = inputs.workloads.get((key[0], spec.workload.kind, spec.workload.name))
         released = ledger.released(system.metadata.get("labels") or {})
         plans.append(
-            plan_system(system, grouped.get(key, []), start, count, catalogs, workload, released)
+            plan_system(
+                system, grouped.get(key, []), start, count, catalogs, workload, released, calendar
+            )
         )
     return plans, orphans
 

@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 import semver
@@ -31,16 +31,15 @@ from patchwarden.core.times import utc_text
 _CLAUSE = re.compile(r"(>=|<=|>|<|==|!=) ?([^,\s]+)")
 
 
-@lru_cache(maxsize=65536)
 def version_key(version: str, scheme: VersionScheme) -> Any:
-    """A sort key of ``version`` in ``scheme``; ValueError when it does not parse (cached:
-    the same few hundred versions are compared for every system)."""
+    """A sort key of ``version`` in ``scheme``; ValueError when it does not parse (a
+    :class:`Line` remembers them: the same few hundred versions are compared for every
+    system)."""
     if scheme == VersionScheme.SEMVER:
         return semver.Version.parse(version)
     return DebianVersion(version)
 
 
-@lru_cache(maxsize=65536)
 def series(version: str, scheme: VersionScheme, depth: int) -> tuple[str, ...]:
     """The first ``depth`` numeric parts of a version (with its epoch): ``15.8`` → ``('',
     '15')`` at depth 1; releases of one track share it."""
@@ -54,16 +53,29 @@ def series(version: str, scheme: VersionScheme, depth: int) -> tuple[str, ...]:
     return (epoch, *numbers)
 
 
-def in_track(track: str, installed: str, candidate: str, scheme: VersionScheme) -> bool:
-    """Whether ``candidate`` is acceptable for a component at ``installed`` on ``track``."""
+Parse = Callable[[str, VersionScheme], Any]
+Series = Callable[[str, VersionScheme, int], tuple[str, ...]]
+
+
+def in_track(
+    track: str,
+    installed: str,
+    candidate: str,
+    scheme: VersionScheme,
+    key_of: Parse = version_key,
+    series_of: Series = series,
+) -> bool:
+    """Whether ``candidate`` is acceptable for a component at ``installed`` on ``track``
+    (``key_of`` and ``series_of``: :func:`version_key` and :func:`series`, or a line's
+    remembered ones)."""
     if track == "any":
         return True
     if track in ("major", "minor"):
         depth = 1 if track == "major" else 2
-        return series(candidate, scheme, depth) == series(installed, scheme, depth)
-    key = version_key(candidate, scheme)
+        return series_of(candidate, scheme, depth) == series_of(installed, scheme, depth)
+    key = key_of(candidate, scheme)
     for op, bound in _CLAUSE.findall(track):
-        other = version_key(bound, scheme)
+        other = key_of(bound, scheme)
         ok = {
             ">=": key >= other,
             "<=": key <= other,
@@ -121,6 +133,22 @@ class Line:
 
     index: dict[str, int] = field(default_factory=dict)
     """Version → its position in ``releases`` (once sorted)."""
+    _keys: dict[tuple[str, VersionScheme], Any] = field(default_factory=dict)
+    _series: dict[tuple[str, VersionScheme, int], tuple[str, ...]] = field(default_factory=dict)
+
+    def key_of(self, version: str, scheme: VersionScheme) -> Any:
+        """:func:`version_key`, remembered by the line (for as long as its catalogs are)."""
+        found = self._keys.get((version, scheme))
+        if found is None:
+            found = self._keys[(version, scheme)] = version_key(version, scheme)
+        return found
+
+    def series_of(self, version: str, scheme: VersionScheme, depth: int) -> tuple[str, ...]:
+        """:func:`series`, remembered by the line."""
+        found = self._series.get((version, scheme, depth))
+        if found is None:
+            found = self._series[(version, scheme, depth)] = series(version, scheme, depth)
+        return found
 
     def add(self, known: Known) -> None:
         if known.version in self.index:
@@ -142,7 +170,7 @@ class Line:
         is one of the line's; a bisection otherwise)."""
         at = self.index.get(version)
         if at is None:
-            floor = version_key(version, self.scheme)
+            floor = self.key_of(version, self.scheme)
             at = bisect_right([k.key for k in self.releases], floor) - 1
         return self.releases[at + 1 :]
 
@@ -359,7 +387,9 @@ def _on_track(line: Line, installed: str, track: str, today: date) -> Iterator[K
         if release.end_of_life is not None and release.end_of_life < today:
             continue
         try:
-            if in_track(track, installed, release.version, line.scheme):
+            if in_track(
+                track, installed, release.version, line.scheme, line.key_of, line.series_of
+            ):
                 yield known
         except ValueError:
             continue

@@ -17,6 +17,7 @@ from patchwarden.core import conditions as c
 from patchwarden.core.policy import decide_request
 from patchwarden.core.status import next_usable, parse_system, window_ref
 from patchwarden.core.times import parse_time, utc_text
+from patchwarden.core.windows import Calendar
 
 
 def request_status(
@@ -24,6 +25,7 @@ def request_status(
     system: dict[str, Any] | None,
     runs: list[dict[str, Any]],
     now: datetime,
+    calendar: Calendar | None = None,
 ) -> dict[str, Any]:
     """Accepted (scheduled for a window) or rejected, with a reason a customer can read;
     once a run serves it (``runs``: those whose requestRef names it), Running, then the
@@ -55,7 +57,7 @@ def request_status(
             "message": f"nothing to install: system {request.system_ref.name} was up to date "
             f"in window {skipped['name']} at {skipped['start']}; no run was needed",
         }
-    return _decided(body, old, request, system, now, (retry, rolled_back, len(runs)))
+    return _decided(body, old, request, system, now, (retry, rolled_back, len(runs)), calendar)
 
 
 def _decided(
@@ -65,6 +67,7 @@ def _decided(
     system: dict[str, Any] | None,
     now: datetime,
     retrying: tuple[dict[str, Any] | None, int, int],
+    calendar: Calendar | None = None,
 ) -> dict[str, Any]:
     """A request not (or no more) served by a run: accepted for the next usable window, or
     rejected by the contract. ``retrying``: the run that rolled back and is retried, the
@@ -81,7 +84,7 @@ def _decided(
         state = RequestState.ACCEPTED if decision.accepted else RequestState.REJECTED
         ok, reason, message = decision.accepted, state.value, decision.reason
         if decision.accepted and spec is not None:
-            message = _scheduled(status, spec, request, now, message, retrying)
+            message = _scheduled(status, spec, request, now, message, retrying, calendar)
             if retry is not None:
                 status["runRef"] = {"name": retry["metadata"]["name"]}
                 status["attempts"] = attempts
@@ -106,6 +109,7 @@ def _scheduled(
     now: datetime,
     message: str,
     retrying: tuple[dict[str, Any] | None, int, int],
+    calendar: Calendar | None = None,
 ) -> str:
     """An accepted request's window (``scheduledWindow``: the first usable one after its
     ``notBefore`` and after the window of a run that rolled back), and its message."""
@@ -113,7 +117,7 @@ def _scheduled(
     earliest = max(now, request.not_before or now)
     if retry is not None:  # not in the window whose run rolled back
         earliest = max(earliest, parse_time(retry["spec"]["window"]["end"]))
-    occ = next_usable(spec, earliest)
+    occ = next_usable(spec, earliest, calendar)
     if occ is None:
         message += "; no usable window is planned yet"
     else:

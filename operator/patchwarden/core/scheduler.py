@@ -23,7 +23,7 @@ from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core.builders import run_name
 from patchwarden.core.policy import Assessment
 from patchwarden.core.times import parse_time
-from patchwarden.core.windows import Occurrence, cadence_period, occurrences
+from patchwarden.core.windows import Calendar, Occurrence, cadence_period, occurrences
 
 FAILED = {Phase.ROLLED_BACK.value, Phase.FAILED.value}
 """Runs that count against a window's error budget (a cancelled run does not)."""
@@ -41,10 +41,13 @@ class Start:
     classes: tuple[str, ...] = ()
 
 
-def open_window(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
+def open_window(
+    spec: ManagedSystemSpec, now: datetime, calendar: Calendar | None = None
+) -> Occurrence | None:
     """The usable window occurrence in which a run may start now, if any."""
     expected = spec.reserved()
-    for occ in occurrences(spec.maintenance, expected, now, now + timedelta(seconds=1)):
+    span = (now, now + timedelta(seconds=1))
+    for occ in occurrences(spec.maintenance, expected, *span, calendar):
         if occ.latest_start(now) is not None:
             return occ
     return None
@@ -58,6 +61,7 @@ def decide_start(
     requests: list[dict[str, Any]],
     runs: list[dict[str, Any]],
     last_run: str | None = None,
+    calendar: Calendar | None = None,
 ) -> Start | None:
     """The run this system should start now, ignoring fleet limits; None if none is due.
 
@@ -67,7 +71,7 @@ def decide_start(
     """
     if not assessment.eligible:
         return None
-    occ = open_window(spec, now)
+    occ = open_window(spec, now, calendar)
     if occ is None:
         return None
     name = run_name(system, occ.start)

@@ -24,7 +24,13 @@ from patchwarden.core.podsecurity import Level
 from patchwarden.core.policy import Assessment, assess
 from patchwarden.core.releases import Known, State, end_of_life_passed, pending_counts
 from patchwarden.core.times import parse_time, utc_text
-from patchwarden.core.windows import Occurrence, first_usable, next_windows, overlapping
+from patchwarden.core.windows import (
+    Calendar,
+    Occurrence,
+    first_usable,
+    next_windows,
+    overlapping,
+)
 
 LOOKAHEAD = 24
 """Window occurrences examined for the next usable one."""
@@ -51,9 +57,12 @@ def needs_approval(spec: ManagedSystemSpec) -> bool:
     return spec.updates.approval is not None and spec.updates.approval.required
 
 
-def next_usable(spec: ManagedSystemSpec, now: datetime) -> Occurrence | None:
+def next_usable(
+    spec: ManagedSystemSpec, now: datetime, calendar: Calendar | None = None
+) -> Occurrence | None:
     expected = spec.reserved()
-    return first_usable(next_windows(spec.maintenance, expected, now, LOOKAHEAD), now)
+    upcoming = next_windows(spec.maintenance, expected, now, LOOKAHEAD, calendar)
+    return first_usable(upcoming, now)
 
 
 @dataclass
@@ -90,6 +99,8 @@ class SystemFacts:
     """Whether the waves let this system take a release (None: no catalog has waves)."""
     soaked: list[datetime] = field(default_factory=list)
     """When the waves that hold a release back from it have soaked."""
+    calendar: Calendar = field(default_factory=Calendar)
+    """The window expansions its controller remembers (``core/windows.py``)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     """Its UpdateRequests, decided (the requests controller wrote their statuses)."""
     snapshots: list[dict[str, Any]] | None = None
@@ -189,7 +200,7 @@ def _contract(
     status["eligible"] = assessment.eligible
     status["eligibilityReason"] = assessment.reason
     conds.set(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
-    problems = _windows(status, spec, assessment.eligible, now)
+    problems = _windows(status, spec, assessment.eligible, now, facts.calendar)
     problems += _cluster_problems(spec, facts, assessment.eligible)
     if facts.components:
         _components(status, facts.components, assessment, now, conds.set)
@@ -197,17 +208,21 @@ def _contract(
 
 
 def _windows(
-    status: dict[str, Any], spec: ManagedSystemSpec, eligible: bool, now: datetime
+    status: dict[str, Any],
+    spec: ManagedSystemSpec,
+    eligible: bool,
+    now: datetime,
+    calendar: Calendar,
 ) -> list[Problem]:
     """``nextWindow`` (an eligible system's first usable one), and windows that overlap
     themselves or none usable among the next :data:`LOOKAHEAD`."""
-    upcoming = next_windows(spec.maintenance, spec.reserved(), now, LOOKAHEAD)
+    upcoming = next_windows(spec.maintenance, spec.reserved(), now, LOOKAHEAD, calendar)
     occ = first_usable(upcoming, now) if eligible else None
     if occ is not None:
         status["nextWindow"] = window_ref(occ).wire()
     problems = [
         (c.WINDOW_OVERLAP, f"window {name} is longer than the time between its occurrences")
-        for name in overlapping(spec.maintenance, now)
+        for name in overlapping(spec.maintenance, now, calendar=calendar)
     ]
     if eligible and upcoming and occ is None:
         problems.append(

@@ -146,7 +146,9 @@ def decide(
         # What stalls it wakes it when it changes; its next window still moves on.
         return Decision(status, tuple(actions), later, tuple(problems))
     last = (status.get("lastRun") or {}).get("name")
-    start = decide_start(meta["name"], spec, assess(spec), now, facts.requests, facts.runs, last)
+    start = decide_start(
+        meta["name"], spec, assess(spec), now, facts.requests, facts.runs, last, facts.calendar
+    )
     if start is None:
         return Decision(status, tuple(actions), later)
     due = due_run(
@@ -241,13 +243,13 @@ def proposal(
     own, with what it would install; None when none would start (approval needs a run of
     the provider's own initiative, and something to do)."""
     meta = body["metadata"]
-    occ = next_usable(spec, now)
+    occ = next_usable(spec, now, facts.calendar)
     if occ is None:
         return None
     at = max(now, occ.start)
     old_status = body.get("status") or {}
     last = (old_status.get("lastRun") or {}).get("name")
-    due = decide_start(meta["name"], spec, assess(spec), at, [], facts.runs, last)
+    due = decide_start(meta["name"], spec, assess(spec), at, [], facts.runs, last, facts.calendar)
     old = old_status.get("proposal")
     if due is None or due.trigger == Trigger.REQUEST or due.occurrence.start != occ.start:
         # Its run started (or the window needs none): an approved proposal stays shown.

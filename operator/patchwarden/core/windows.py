@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
@@ -128,28 +127,78 @@ def _ical_intervals(text: str, tz: ZoneInfo, begin: datetime, end: datetime) -> 
         )
 
 
-def expand(rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime) -> list[Interval]:
-    """Every occurrence of ``rec`` that overlaps [begin, end) (aware instants), sorted.
+class Calendar:
+    """A memo of window expansions, owned by its caller (a controller, a plan): a fleet
+    shares a handful of window definitions and each reconcile asks again a little later,
+    so one expansion serves them all. No process-wide state: whoever holds the calendar
+    holds the memo, and every function here computes the same answer without one.
 
-    The expansion is memoised over whole UTC days: a fleet shares a handful of
-    window definitions, and each reconcile asks again with a slightly later
-    ``begin``. The occurrences overlapping the day-aligned span include every one
-    overlapping [begin, end), so filtering them gives the same answer.
-    """
+    * expansions are remembered over whole UTC days (the occurrences overlapping the
+      day-aligned span include every one overlapping the span asked, so filtering them
+      gives the same answer), up to ``days`` of them;
+    * :func:`next_windows` answers are remembered per definition, expected duration and
+      count (see there), up to ``answers`` of them.
+
+    A full memo is emptied and filled again (its size bounds the memory)."""
+
+    def __init__(self, days: int = 4096, answers: int = 1024) -> None:
+        self.days, self.answers = days, answers
+        self._days: dict[tuple[str, str, datetime, datetime], tuple[Interval, ...]] = {}
+        self._next: dict[
+            tuple[str, timedelta, int], tuple[datetime, datetime, tuple[Occurrence, ...]]
+        ] = {}
+
+    def expand_days(
+        self, rec: Recurrence, tz: ZoneInfo, first: datetime, last: datetime
+    ) -> tuple[Interval, ...]:
+        key = (rec.model_dump_json(), str(tz.key), first, last)
+        found = self._days.get(key)
+        if found is None:
+            found = tuple(_expand(rec, tz, first, last))
+            if len(self._days) >= self.days:
+                self._days.clear()
+            self._days[key] = found
+        return found
+
+    def next_windows(
+        self, maintenance: Maintenance, expected: timedelta, after: datetime, count: int
+    ) -> list[Occurrence]:
+        """:func:`next_windows`, remembered: the answer is the first ``count`` occurrences,
+        in order of start, of those ending after ``after``, so it holds for any later
+        instant until the first of them ends (a later instant only drops occurrences that
+        ended; none of these did). An answer cut short by the horizon is not remembered (a
+        later instant may see one more)."""
+        key = (maintenance.model_dump_json(), expected, count)
+        known = self._next.get(key)
+        if known is not None and known[0] <= after < known[1]:
+            return list(known[2])
+        found = _next_windows(maintenance, expected, after, count, self)
+        if found and len(found) == count:
+            if len(self._next) >= self.answers:
+                self._next.clear()
+            self._next[key] = (after, min(o.end for o in found), tuple(found))
+        return found
+
+
+def expand(
+    rec: Recurrence,
+    tz: ZoneInfo,
+    begin: datetime,
+    end: datetime,
+    calendar: Calendar | None = None,
+) -> list[Interval]:
+    """Every occurrence of ``rec`` that overlaps [begin, end) (aware instants), sorted;
+    expanded over whole UTC days (remembered by ``calendar``, if given)."""
     first = begin.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     last = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if last < end:
         last += timedelta(days=1)
-    found = _expand_days(type(rec), rec.model_dump_json(), str(tz.key), first, last)
+    if calendar is not None:
+        found: Iterable[Interval] = calendar.expand_days(rec, tz, first, last)
+    else:
+        found = _expand(rec, tz, first, last)
     window = Interval(begin, end)
     return [i for i in found if i.overlaps(window)]
-
-
-@lru_cache(maxsize=4096)
-def _expand_days(
-    kind: type[Recurrence], rec_json: str, tz_name: str, begin: datetime, end: datetime
-) -> tuple[Interval, ...]:
-    return tuple(_expand(kind.model_validate_json(rec_json), ZoneInfo(tz_name), begin, end))
 
 
 def _expand(rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime) -> list[Interval]:
@@ -174,27 +223,35 @@ def _expand(rec: Recurrence, tz: ZoneInfo, begin: datetime, end: datetime) -> li
 
 
 def freeze_intervals(
-    freeze: Freeze, tz: ZoneInfo, begin: datetime, end: datetime
+    freeze: Freeze,
+    tz: ZoneInfo,
+    begin: datetime,
+    end: datetime,
+    calendar: Calendar | None = None,
 ) -> list[Interval]:
     if freeze.end is not None and freeze.once is not None:
         one = Interval(freeze.once.astimezone(UTC), freeze.end.astimezone(UTC))
         return [one] if one.overlaps(Interval(begin, end)) else []
-    return expand(freeze, tz, begin, end)
+    return expand(freeze, tz, begin, end, calendar)
 
 
 def occurrences(
-    maintenance: Maintenance, expected: timedelta, begin: datetime, end: datetime
+    maintenance: Maintenance,
+    expected: timedelta,
+    begin: datetime,
+    end: datetime,
+    calendar: Calendar | None = None,
 ) -> list[Occurrence]:
     """All window occurrences overlapping [begin, end), each marked with its cutoff and freeze."""
     tz = ZoneInfo(maintenance.time_zone)
     freezes = [
         (f.name, interval)
         for f in maintenance.freezes
-        for interval in freeze_intervals(f, tz, begin - HORIZON / 12, end + HORIZON / 12)
+        for interval in freeze_intervals(f, tz, begin - HORIZON / 12, end + HORIZON / 12, calendar)
     ]
     found = []
     for window in maintenance.windows:
-        for interval in expand(window, tz, begin, end):
+        for interval in expand(window, tz, begin, end, calendar):
             frozen = next((name for name, f in freezes if f.overlaps(interval)), None)
             found.append(
                 Occurrence(
@@ -204,43 +261,33 @@ def occurrences(
     return sorted(found)
 
 
-NEXT_MEMO = 1024
-"""How many window definitions :func:`next_windows` remembers its last answer for."""
-_Answer = tuple[datetime, datetime, tuple[Occurrence, ...]]
-_next_known: dict[tuple[str, timedelta, int], _Answer] = {}
-"""Definition (its JSON), expected duration, count → (asked at, holds until, answer)."""
-
-
 def next_windows(
-    maintenance: Maintenance, expected: timedelta, after: datetime, count: int
+    maintenance: Maintenance,
+    expected: timedelta,
+    after: datetime,
+    count: int,
+    calendar: Calendar | None = None,
 ) -> list[Occurrence]:
-    """The next ``count`` occurrences that end after ``after`` (within :data:`HORIZON`).
-
-    Remembered per definition: the answer is the first ``count`` occurrences, in order of
-    start, of those ending after ``after``, so it holds for any later instant until the
-    first of them ends (a later instant only drops occurrences that ended; none of these
-    did). Every system of a fleet that shares a definition asks at a slightly later
-    instant: one expansion serves them all, until a window ends. An answer cut short by
-    the horizon is not remembered (a later instant may see one more)."""
-    key = (maintenance.model_dump_json(), expected, count)
-    known = _next_known.get(key)
-    if known is not None and known[0] <= after < known[1]:
-        return list(known[2])
-    found = _next_windows(maintenance, expected, after, count)
-    if found and len(found) == count:
-        if len(_next_known) >= NEXT_MEMO:
-            _next_known.clear()
-        _next_known[key] = (after, min(o.end for o in found), tuple(found))
-    return found
+    """The next ``count`` occurrences that end after ``after`` (within :data:`HORIZON`);
+    remembered by ``calendar`` (:meth:`Calendar.next_windows`), if given."""
+    if calendar is not None:
+        return calendar.next_windows(maintenance, expected, after, count)
+    return _next_windows(maintenance, expected, after, count, None)
 
 
 def _next_windows(
-    maintenance: Maintenance, expected: timedelta, after: datetime, count: int
+    maintenance: Maintenance,
+    expected: timedelta,
+    after: datetime,
+    count: int,
+    calendar: Calendar | None,
 ) -> list[Occurrence]:
     span = timedelta(days=31)
     while True:
         found = [
-            o for o in occurrences(maintenance, expected, after, after + span) if o.end > after
+            o
+            for o in occurrences(maintenance, expected, after, after + span, calendar)
+            if o.end > after
         ]
         if len(found) >= count or span >= HORIZON:
             return found[:count]
@@ -282,7 +329,9 @@ def cadence_period(cadence: Cadence, tz: ZoneInfo, instant: datetime) -> Period:
     return Period(resolve(opened, tz), f"period from {opened:%Y-%m-%d %H:%M}")
 
 
-def overlapping(maintenance: Maintenance, after: datetime, count: int = 4) -> list[str]:
+def overlapping(
+    maintenance: Maintenance, after: datetime, count: int = 4, calendar: Calendar | None = None
+) -> list[str]:
     """Names of recurring windows whose occurrences overlap each other: a window
     longer than its period, which cannot be meant."""
     tz = ZoneInfo(maintenance.time_zone)
@@ -291,7 +340,7 @@ def overlapping(maintenance: Maintenance, after: datetime, count: int = 4) -> li
         if window.cron is None and window.rrule is None:
             continue
         span = timedelta(days=400)
-        occs = expand(window, tz, after, after + span)[:count]
+        occs = expand(window, tz, after, after + span, calendar)[:count]
         if any(a.end > b.start for a, b in pairwise(occs)):
             found.append(window.name)
     return found

@@ -83,7 +83,12 @@ def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
             raise
 
 
-async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]) -> None:
+async def watch(
+    kube: Kube,
+    s: Settings,
+    set_active: Callable[[bool, str], None],
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
     """Let the workers run only while no live peer outranks this replica (kopf's rule).
 
     The peering object is watched, not polled (a GET every 2 s was half the requests of an
@@ -103,9 +108,9 @@ async def watch(kube: Kube, s: Settings, set_active: Callable[[bool, str], None]
     reflector.start()
     try:
         while True:
-            peers, now = last.get("peers", {}), datetime.now(UTC)
-            if reflector.synced.is_set() and not stale(peers, s.identity, now):
-                blockers = blocked_by(peers, s.identity, s.priority, now)
+            peers, at = last.get("peers", {}), now()
+            if reflector.synced.is_set() and not stale(peers, s.identity, at):
+                blockers = blocked_by(peers, s.identity, s.priority, at)
                 set_active(
                     not blockers,
                     f"peers {', '.join(blockers)} outrank this replica"

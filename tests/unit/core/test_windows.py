@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patchwarden.api.maintenance import Cadence, Maintenance
-from patchwarden.core import windows
 from patchwarden.core.windows import (
+    Calendar,
     _expand,
-    _next_windows,
     cadence_period,
     expand,
     first_usable,
@@ -294,8 +293,10 @@ def test_memoised_expansion_equals_a_fresh_one(
     tz = ZoneInfo(m.time_zone)
     begin = after + timedelta(seconds=shift)
     end = begin + timedelta(seconds=span)
+    calendar = Calendar()
     for rec in [*m.windows, *m.freezes]:
-        assert expand(rec, tz, begin, end) == _expand(rec, tz, begin, end)
+        assert expand(rec, tz, begin, end, calendar) == _expand(rec, tz, begin, end)
+        assert expand(rec, tz, begin, end, calendar) == expand(rec, tz, begin, end)
 
 
 @given(scenarios(), st.lists(st.integers(0, 9 * 24 * 3600), min_size=2, max_size=8))
@@ -306,17 +307,20 @@ def test_remembered_next_windows_equal_fresh_ones(
     answer is the one computed afresh, across window ends, freezes and DST nights."""
     m, expected, after = scenario
     instants = [after + timedelta(seconds=s) for s in sorted(steps)] + [after]
+    calendar = Calendar()
     for at in instants:
-        assert next_windows(m, expected, at, 6) == _next_windows(m, expected, at, 6)
+        assert next_windows(m, expected, at, 6, calendar) == next_windows(m, expected, at, 6)
 
 
 def test_next_windows_are_remembered_until_the_first_of_them_ends() -> None:
     m = maintenance({"name": "sun", "cron": "0 23 * * 0", "duration": "4h"})
-    first = next_windows(m, HALF_HOUR, utc(2027, 1, 4, 12), 3)  # Monday noon
-    again = next_windows(m, HALF_HOUR, utc(2027, 1, 10, 22, 59), 3)  # Sunday, just before
+    calendar = Calendar()
+    first = next_windows(m, HALF_HOUR, utc(2027, 1, 4, 12), 3, calendar)  # Monday noon
+    again = next_windows(m, HALF_HOUR, utc(2027, 1, 10, 22, 59), 3, calendar)  # Sunday
     assert again == first and again is not first, "the same answer, a list of its own"
-    assert windows._next_known, "remembered"
-    opened = next_windows(m, HALF_HOUR, utc(2027, 1, 11, 1, 59), 3)  # within it: 02:59 CET
+    assert calendar._next, "remembered by the calendar that was asked"
+    assert not Calendar()._next, "and by no other: nothing process-wide"
+    opened = next_windows(m, HALF_HOUR, utc(2027, 1, 11, 1, 59), 3, calendar)  # 02:59 CET
     assert opened == first, "the first window has not ended yet"
-    after = next_windows(m, HALF_HOUR, utc(2027, 1, 11, 2), 3)  # it ended (03:00 CET)
+    after = next_windows(m, HALF_HOUR, utc(2027, 1, 11, 2), 3, calendar)  # ended (03:00 CET)
     assert after[0] == first[1] and len(after) == 3
