@@ -79,13 +79,14 @@ class Runtime:
         self.emit = EventPoster(self.kube).emit
         cache: dict[Key, dict[str, Any]] = {}
         self.view = View(cache)
+        self.population = WindowPopulation()
         self.fleet = Fleet(
             Limits(
                 settings.max_concurrent_runs,
                 settings.max_runs_per_customer,
                 settings.max_errors_per_window,
             ),
-            population=WindowPopulation(lambda: cache.values(), clock=clock.monotonic),
+            population=self.population,
         )
         self.requests = Requests(self.kube, self.emit, self.fleet, clock.now)
         self.gate = Gate(settings, clock.monotonic)
@@ -256,6 +257,7 @@ class Runtime:
             key = (meta.get("namespace") or "", meta["name"])
             old = cache.get(key)
             self.controller.observe(kind, body)
+            self.population.observe(key, None if kind == "DELETED" else body)
             if kind == "DELETED":
                 self.fleet.forget_system(*key)
                 self.systems.forget(*key)

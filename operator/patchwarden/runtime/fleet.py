@@ -11,9 +11,8 @@ the limits themselves are a pure rule (:func:`patchwarden.core.scheduler.within_
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,33 +109,42 @@ def shares(body: Mapping[str, Any], window: Window) -> bool:
 
 class WindowPopulation:
     """What percentage limits are of: per customer, the systems whose ``status.nextWindow``
-    overlaps a window, counted in the watch-fed cache of systems (an eligible system's next
-    window is the open one until its cutoff), at most once per ``ttl`` seconds a window."""
+    overlaps a window (an eligible system's next window is the open one until its cutoff).
 
-    def __init__(
-        self,
-        systems: Callable[[], Iterable[Mapping[str, Any]]],
-        ttl: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.systems, self.ttl, self.clock = systems, ttl, clock
-        self._counted: dict[Window, tuple[float, Population]] = {}
+    A projection of the systems' watch events (:meth:`observe`), kept as a tally per
+    customer and distinct next window (a fleet shares a handful of windows): counting a
+    window reads the tally, not the fleet, and is current with the last event."""
+
+    def __init__(self) -> None:
+        self._tally: Counter[tuple[str, str, str]] = Counter()
+        self._of: dict[Key, tuple[str, str, str]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, window: Window) -> Population:
+    def observe(self, key: Key, body: Mapping[str, Any] | None) -> None:
+        """A system's event (None: it was deleted)."""
+        theirs = ((body or {}).get("status") or {}).get("nextWindow") or {}
+        start = str(theirs.get("start") or "")
+        now = None
+        if body is not None and start:
+            customer = str((body.get("spec") or {}).get("customer", ""))
+            now = (customer, start, str(theirs.get("end") or start))
         with self._lock:
-            counted = self._counted.get(window)
-            if counted is not None and self.clock() - counted[0] < self.ttl:
-                return counted[1]
-            tally: Counter[str] = Counter()
-            for body in list(self.systems()):
-                if shares(body, window):
-                    tally[(body.get("spec") or {}).get("customer", "")] += 1
-            now = self.clock()
-            # Windows counted long ago are forgotten (one entry per window of the night).
-            self._counted = {w: c for w, c in self._counted.items() if now - c[0] < 600}
-            self._counted[window] = (now, tally)
-            return tally
+            before = self._of.pop(key, None)
+            if before is not None:
+                self._tally[before] -= 1
+                if not self._tally[before]:
+                    del self._tally[before]
+            if now is not None:
+                self._of[key] = now
+                self._tally[now] += 1
+
+    def __call__(self, window: Window) -> Population:
+        found: Counter[str] = Counter()
+        with self._lock:
+            for (customer, start, end), count in self._tally.items():
+                if overlaps((start, end), window):
+                    found[customer] += count
+        return found
 
 
 @dataclass

@@ -105,19 +105,23 @@ def test_percentage_limits_count_the_systems_whose_window_overlaps() -> None:
             "status": {"nextWindow": {"start": start, "end": end}},
         }
 
-    cache = [
+    fleet_of = [
         *(system("acme", "2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z") for _ in range(8)),
         system("globex", "2026-11-29T23:30:00Z", "2026-11-30T01:00:00Z"),  # overlaps
         system("globex", "2026-11-30T22:00:00Z", "2026-12-01T02:00:00Z"),  # the next night
         {"spec": {"customer": "initech"}, "status": {}},  # not eligible: no next window
     ]
-    clock = [0.0]
-    count = WindowPopulation(lambda: cache, ttl=5.0, clock=lambda: clock[0])
+    count = WindowPopulation()
+    for i, body in enumerate(fleet_of):
+        count.observe(("ns", f"s{i}"), body)
     assert count(night) == {"acme": 8, "globex": 1}
-    cache.append(system("acme", *night))
-    assert count(night)["acme"] == 8, "counted again only after the TTL"
-    clock[0] = 6.0
-    assert count(night)["acme"] == 9
+    count.observe(("ns", "new"), system("acme", *night))
+    assert count(night)["acme"] == 9, "current with the last event"
+    count.observe(("ns", "s8"), system("globex", "2026-11-30T22:00:00Z", "2026-12-01T02:00:00Z"))
+    count.observe(("ns", "s0"), None)  # deleted
+    assert count(night) == {"acme": 8}, "a system counts where its next window is now"
+    for i in (0, 8):  # back as they were: 9 of acme's, 1 of globex's
+        count.observe(("ns", f"s{i}"), fleet_of[i])
     fleet = Fleet(Limits("20%", "50%", 3), population=count)  # 2 of 10; 5 of acme's 9
     fleet.observe_run(run("r1", "acme", "Updating"))
     assert fleet.admit(("ns", "s2"), "acme", night, lambda: manifest("x2"), existed) is None
