@@ -40,6 +40,7 @@ def test_kopf_keeps_an_ended_runs_body_until_released() -> None:
     from kopf._core.intents.causes import SpawningCause
     from kopf._core.reactor.processing import process_spawning_cause
 
+    import patchwarden.operator  # noqa: F401  (registers the operator's handlers with kopf)
     from patchwarden.kopf_memory import kopf_memories, release_bodies
 
     memories = kopf_memories()
