@@ -167,6 +167,11 @@ class Model(BaseModel):
         """The object as the API server stores it (camelCase, unset fields left out)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def patch(self) -> dict[str, Any]:
+        """The fields that were set, as a JSON merge patch (camelCase): one set to None
+        removes what is stored."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
 
 class ServiceModel(StrEnum):
     IAAS = "IaaS"

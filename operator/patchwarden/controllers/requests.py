@@ -37,8 +37,8 @@ class Requests:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         runs = self.fleet.runs_of_request(ns, name)
         status = request_status(body, system, runs, now or self.now(), self.calendar)
-        StatusWriter(self.kube, self.emit).write("updaterequests", body, status)
-        metrics.observe_request(ns, name, status.get("state"))
+        StatusWriter(self.kube, self.emit).write("updaterequests", body, status.patch())
+        metrics.observe_request(ns, name, status.state.value if status.state else None)
 
     def reconcile_for_system(
         self, ns: str, system: str, system_body: dict[str, Any] | None, now: datetime

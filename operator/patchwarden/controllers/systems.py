@@ -114,7 +114,7 @@ class Systems:
         now = self.now()
         facts = self.observe(body, parsed[0], now)
         decision = decide(body, facts, now, self.timing, parsed)
-        self.writer.write("managedsystems", body, decision.status)
+        self.writer.write("managedsystems", body, decision.status.patch())
         self.apply(body, decision)
         metrics.observe_system(body, parsed[0])
         return decision.requeue

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec
+from patchwarden.api.request import SERVED, RequestState, UpdateRequestSpec, UpdateRequestStatus
 from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import conditions as c
@@ -21,6 +21,18 @@ from patchwarden.core.windows import Calendar
 
 
 def request_status(
+    body: dict[str, Any],
+    system: dict[str, Any] | None,
+    runs: list[dict[str, Any]],
+    now: datetime,
+    calendar: Calendar | None = None,
+) -> UpdateRequestStatus:
+    """The status an UpdateRequest should have (typed: the CRD's own model; what it sets is
+    its merge patch, ``.patch()``): see :func:`_request_status`."""
+    return UpdateRequestStatus.model_validate(_request_status(body, system, runs, now, calendar))
+
+
+def _request_status(
     body: dict[str, Any],
     system: dict[str, Any] | None,
     runs: list[dict[str, Any]],

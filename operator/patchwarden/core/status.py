@@ -7,7 +7,7 @@ differs from what is stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from patchwarden.api.common import describe_errors
-from patchwarden.api.system import ManagedSystemSpec, WindowRef
+from patchwarden.api.system import ManagedSystemSpec, ManagedSystemStatus, WindowRef
 from patchwarden.core import conditions as c
 from patchwarden.core.approval import PENDING
 from patchwarden.core.builders import pod_security
@@ -157,8 +157,9 @@ def system_status(
     facts: SystemFacts,
     now: datetime,
     parsed: tuple[ManagedSystemSpec | None, str | None] | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """The status a ManagedSystem should have, and the problems that stall it. ``parsed``:
+) -> tuple[ManagedSystemStatus, list[str]]:
+    """The status a ManagedSystem should have (typed: the CRD's own model; what it sets is
+    its merge patch, ``.patch()``), and the problems that stall it. ``parsed``:
     ``parse_system`` of its spec, when the caller has it already (half a millisecond)."""
     old: dict[str, Any] = dict(body.get("status") or {})
     generation = body.get("metadata", {}).get("generation")
@@ -180,7 +181,7 @@ def system_status(
     _rollout(status, old, facts, conds)
     _last_update(conds, status.get("lastRun"))
     status["conditions"] = conds.items
-    return status, [m for _, m in problems]
+    return ManagedSystemStatus.model_validate(status), [m for _, m in problems]
 
 
 def _contract(
@@ -409,25 +410,26 @@ def _components(
         cond(c.END_OF_LIFE, False, c.SUPPORTED, "")
 
 
-def next_look(status: Mapping[str, Any], facts: SystemFacts, now: datetime) -> datetime | None:
+def next_look(status: ManagedSystemStatus, facts: SystemFacts, now: datetime) -> datetime | None:
     """The next instant at which the clock alone changes the system's status or what it
     decides, with nothing in the cluster changing: its next window opens, stops taking runs
     (cutoff) or closes; its proposal's approval deadline passes; a release becomes approved
     or an end of life passes; a wave that holds a release back has soaked. None: no such
     instant (only a change in the cluster, which wakes the system, changes anything)."""
     found: list[datetime] = []
-    window = status.get("nextWindow") or {}
-    found += [parse_time(window[k]) for k in ("start", "cutoff", "end") if window.get(k)]
-    proposal = status.get("proposal") or {}
-    if proposal.get("state") == PENDING and proposal.get("approveBy"):
-        found.append(parse_time(proposal["approveBy"]))
+    window = status.next_window
+    if window is not None:
+        found += [parse_time(t) for t in (window.start, window.cutoff, window.end)]
+    proposal = status.proposal
+    if proposal is not None and proposal.state == PENDING and proposal.approve_by:
+        found.append(parse_time(proposal.approve_by))
     found += [s.changes_at for s in facts.components if s.changes_at is not None]
     found += facts.soaked
     return min((t for t in found if t > now), default=None)
 
 
 def requeue_after(
-    status: Mapping[str, Any], facts: SystemFacts, now: datetime, resync: float
+    status: ManagedSystemStatus, facts: SystemFacts, now: datetime, resync: float
 ) -> float:
     """Seconds until the system needs another look: :func:`next_look`, or the safety resync
     (a watch event missed) when that comes first. What happens meanwhile (its spec, its

@@ -19,7 +19,7 @@ from typing import Any
 
 from patchwarden.api.common import parse_duration
 from patchwarden.api.run import Target, Trigger
-from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.api.system import ManagedSystemSpec, ManagedSystemStatus, SkippedWindow
 from patchwarden.core import builders
 from patchwarden.core.approval import APPROVE, propose
 from patchwarden.core.due import Due, due_run
@@ -105,7 +105,8 @@ Action = ReleaseFinalizer | DeleteRun | DeleteSnapshot | SkipWindow | StartRun |
 
 @dataclass(frozen=True)
 class Decision:
-    status: dict[str, Any]
+    status: ManagedSystemStatus
+    """What the status should be (``.patch()``: what the controller writes)."""
     actions: tuple[Action, ...]
     requeue: float
     """Seconds until the system needs another look (with nothing in the cluster changing)."""
@@ -145,7 +146,7 @@ def decide(
     if problems or spec is None:
         # What stalls it wakes it when it changes; its next window still moves on.
         return Decision(status, tuple(actions), later, tuple(problems))
-    last = (status.get("lastRun") or {}).get("name")
+    last = status.last_run.name if status.last_run is not None else None
     start = decide_start(
         meta["name"], spec, assess(spec), now, facts.requests, facts.runs, last, facts.calendar
     )
@@ -157,7 +158,7 @@ def decide(
     if due.skipped:
         skip = _skip(body, facts, due)
         if skip is not None:
-            status["skippedWindow"] = dict(skip.skipped)
+            status.skipped_window = SkippedWindow.model_validate(skip.skipped)
             actions.append(skip)
         return Decision(status, tuple(actions), later)
     if facts.halted is not None:

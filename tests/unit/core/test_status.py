@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from patchwarden.api.system import Component
+from patchwarden.api.system import Component, ManagedSystemStatus
 from patchwarden.core.releases import State
-from patchwarden.core.request_status import request_status
+from patchwarden.core.request_status import request_status as typed_request_status
 from patchwarden.core.status import (
     SystemFacts,
     last_run,
     next_look,
     requeue_after,
-    system_status,
 )
+from patchwarden.core.status import system_status as typed_status
 from patchwarden.core.times import parse_time, utc_text
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
@@ -31,6 +31,21 @@ def body(**spec: Any) -> dict[str, Any]:
         "maintenance": {"windows": [{"name": "w", "cron": "0 23 * * 0", "duration": "4h"}]},
     }
     return {"metadata": {"name": "s", "namespace": "ns", "generation": 3}, "spec": {**base, **spec}}
+
+
+def system_status(*args: Any) -> tuple[dict[str, Any], list[str]]:
+    """The status as the controller writes it (its merge patch), and the problems."""
+    status, problems = typed_status(*args)
+    return status.patch(), problems
+
+
+def request_status(*args: Any) -> dict[str, Any]:
+    """A request's status as the controller writes it (its merge patch)."""
+    return typed_request_status(*args).patch()
+
+
+def typed(status: dict[str, Any]) -> ManagedSystemStatus:
+    return ManagedSystemStatus.model_validate(status)
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -134,10 +149,16 @@ def summary(
     return {"metadata": {"namespace": "ns", "name": name}, "spec": spec, "status": status}
 
 
+ACCEPTED = {
+    "type": "Accepted",
+    "status": "True",
+    "reason": "Accepted",
+    "lastTransitionTime": "2027-02-01T00:00:00Z",
+}
 REQUEST = {
     "metadata": {"name": "r", "generation": 1},
     "spec": {"systemRef": {"name": "s"}, "ticket": "T"},
-    "status": {"state": "Accepted", "conditions": [{"type": "Accepted"}]},
+    "status": {"state": "Accepted", "conditions": [ACCEPTED]},
 }
 
 
@@ -146,7 +167,7 @@ def test_a_request_follows_the_run_that_serves_it() -> None:
     assert (created["state"], created["message"]) == ("Running", "update run s-1 created")
     running = request_status(REQUEST, body(), [summary("s-1", "Updating")], NOW)
     assert running["message"] == "update run s-1 started" and running["runRef"] == {"name": "s-1"}
-    assert running["conditions"] == [{"type": "Accepted"}], "the decision stays as it was"
+    assert running["conditions"] == [ACCEPTED], "the decision stays as it was"
     for phase in ("Succeeded", "Failed"):
         done = request_status(REQUEST, body(), [summary("s-1", phase, "2027-02-08T01:00:00Z")], NOW)
         assert (done["state"], done["attempts"]) == (phase, 1)
@@ -252,11 +273,10 @@ def test_a_past_one_off_window_is_no_problem() -> None:
 def test_requeue_at_the_next_window_boundary_and_never_in_a_loop_inside_an_open_one() -> None:
     now = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
-    def at(start: int, cutoff: int = 60, end: int = 120) -> dict[str, Any]:
+    def at(start: int, cutoff: int = 60, end: int = 120) -> ManagedSystemStatus:
         window = {"start": start, "cutoff": start + cutoff, "end": start + end}
-        return {
-            "nextWindow": {k: (now + timedelta(minutes=v)).isoformat() for k, v in window.items()}
-        }
+        times = {k: (now + timedelta(minutes=v)).isoformat() for k, v in window.items()}
+        return typed({"nextWindow": {"name": "w", **times}})
 
     facts = SystemFacts()
     assert requeue_after(at(10), facts, now, 3600) == 600
@@ -264,15 +284,16 @@ def test_requeue_at_the_next_window_boundary_and_never_in_a_loop_inside_an_open_
     assert requeue_after(at(-5), facts, now, 36000) == 55 * 60, "open: at its cutoff"
     assert requeue_after(at(-70), facts, now, 36000) == 50 * 60, "past its cutoff: at its end"
     assert requeue_after(at(-121), facts, now, 36000) == 36000, "ended (not yet moved on)"
-    assert requeue_after({}, facts, now, 60) == 60
+    assert requeue_after(typed({}), facts, now, 60) == 60
 
 
 def test_the_clock_alone_wakes_a_system_at_approval_deadlines_releases_and_soaks() -> None:
     now = datetime(2026, 11, 27, 12, tzinfo=UTC)
     later = lambda hours: now + timedelta(hours=hours)  # noqa: E731
-    proposal = {"proposal": {"state": "Pending", "approveBy": later(3).isoformat()}}
+    window = {"window": "w", "start": later(27).isoformat(), "approveBy": later(3).isoformat()}
+    proposal = typed({"proposal": {**window, "state": "Pending"}})
     assert next_look(proposal, SystemFacts(), now) == later(3)
-    approved = {"proposal": {"state": "Approved", "approveBy": later(3).isoformat()}}
+    approved = typed({"proposal": {**window, "state": "Approved"}})
     assert next_look(approved, SystemFacts(), now) is None, "decided: no deadline any more"
     component = Component.model_validate(
         {
@@ -283,10 +304,10 @@ def test_the_clock_alone_wakes_a_system_at_approval_deadlines_releases_and_soaks
         }
     )
     states = [State(component, True, changes_at=later(5)), State(component, True)]
-    assert next_look({}, SystemFacts(components=states), now) == later(5)
+    assert next_look(typed({}), SystemFacts(components=states), now) == later(5)
     soaked = SystemFacts(components=states, soaked=[later(4), now - timedelta(hours=1)])
-    assert next_look(proposal | {}, soaked, now) == later(3)
-    assert next_look({}, soaked, now) == later(4), "a past soak end is no wake-up"
+    assert next_look(proposal, soaked, now) == later(3)
+    assert next_look(typed({}), soaked, now) == later(4), "a past soak end is no wake-up"
 
 
 def test_a_failed_rollback_stalls_the_system_until_a_person_acknowledges_it() -> None:
@@ -330,7 +351,6 @@ def test_a_request_whose_window_had_nothing_to_install_succeeds_without_a_run() 
 
 def test_a_template_above_the_pod_security_floor_stalls_naming_the_field() -> None:
     from patchwarden.core.podsecurity import Level
-    from patchwarden.core.status import SystemFacts, system_status
 
     system = body()
     system["spec"]["updates"] = {

@@ -63,7 +63,8 @@ def test_a_due_system_starts_its_run_with_its_manifest_and_looks_again_at_the_cu
     }
     assert start.window == ("2027-02-10T11:55:00Z", "2027-02-10T13:55:00Z")
     assert not decision.problems
-    cutoff = parse_time(decision.status["nextWindow"]["cutoff"])  # the next instant that matters
+    assert decision.status.next_window is not None
+    cutoff = parse_time(decision.status.next_window.cutoff)  # the next instant that matters
     assert decision.requeue == (cutoff - NOW).total_seconds()
 
 
@@ -71,8 +72,8 @@ def test_a_stalled_system_starts_nothing_and_says_why() -> None:
     decision = decide(system(), SystemFacts(workload_found=False), NOW, TIMING)
     assert decision.actions == ()
     assert decision.problems == ("Deployment a not found in this namespace",)
-    stalled = next(c for c in decision.status["conditions"] if c["type"] == "Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("True", "WorkloadNotFound")
+    stalled = next(c for c in decision.status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", "WorkloadNotFound")
 
 
 def test_an_invalid_spec_names_the_field_and_starts_nothing() -> None:
@@ -113,9 +114,12 @@ def test_nothing_to_install_skips_the_window_once() -> None:
     skip = decision.skipped()
     assert skip is not None and decision.started() is None
     assert (skip.type, skip.reason) == ("Normal", "NothingToInstall")
-    assert decision.status["skippedWindow"] == {"name": "now", "start": "2027-02-10T11:55:00Z"}
+    assert decision.status.patch()["skippedWindow"] == {
+        "name": "now",
+        "start": "2027-02-10T11:55:00Z",
+    }
     again = decide(body, SystemFacts(components=found, skipped=dict(skip.skipped)), NOW, TIMING)
-    assert again.skipped() is None and "skippedWindow" not in again.status
+    assert again.skipped() is None and "skippedWindow" not in again.status.patch()
 
 
 def test_firing_alerts_hold_the_run_and_ask_again_at_the_gate_interval() -> None:
@@ -128,8 +132,8 @@ def test_firing_alerts_hold_the_run_and_ask_again_at_the_gate_interval() -> None
 def test_a_spent_error_budget_starts_nothing() -> None:
     decision = decide(system(), SystemFacts(halted="3 runs failed"), NOW, TIMING)
     assert decision.actions == ()
-    halted = next(c for c in decision.status["conditions"] if c["type"] == "UpdatesHalted")
-    assert halted["status"] == "True"
+    halted = next(c for c in decision.status.conditions if c.type == "UpdatesHalted")
+    assert halted.status == "True"
 
 
 def test_history_and_retention_prune_only_with_no_run_in_progress() -> None:
