@@ -144,7 +144,7 @@ class Runtime:
             self.settings,
             self.emit,
             self.clock.now,
-            cached_system=lambda ns, name: cache.get((ns, name)),
+            system_of=lambda ns, name: cache.get((ns, name)),
             watched_wait=WATCHED_WAIT_SECONDS,
             gate=self.gate,
             snapshot_classes=self.view.snapshot_classes,
@@ -203,25 +203,26 @@ class Runtime:
         if self.metrics_server is not None:
             await self.metrics_server.cleanup()
 
+    def listing(self) -> list[str]:
+        """The watches that have not listed yet (each once is enough)."""
+        return [r.what for r in self.reflectors if not r.synced.is_set()] + self.view.listing()
+
     def ready(self) -> str | None:
         """Why the operator cannot decide yet (None: it can): the watches have not all
         listed (the runs were listed before kopf started)."""
-        listing = [r.what for r in self.reflectors if not r.synced.is_set()]
-        if listing:
-            return f"listing {', '.join(listing)}"
         if not self.synced.is_set():
-            return "listing " + ", ".join(self.view.listing())
+            return "listing " + (", ".join(self.listing()) or "…")
         return None
 
     async def _wait_for_sync(self) -> None:
         """Set :attr:`synced` once every watch has listed (client-go's WaitForCacheSync);
         until then say, now and then, what is still listing."""
         waited = 0.0
-        while not self.view.synced():
+        while self.listing():
             await asyncio.sleep(0.05)
             waited += 0.05
             if waited >= LISTING_LOG_SECONDS:
-                log.warning("still listing %s: no system is reconciled before", self.view.listing())
+                log.warning("still listing %s: no system is reconciled before", self.listing())
                 waited = 0.0
         self.synced.set()
         self.ledger_dirty.set()

@@ -54,7 +54,7 @@ class Runner:
         settings: Settings,
         emit: EventFn,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        cached_system: Callable[[str, str], dict[str, Any] | None] = lambda ns, name: None,
+        system_of: Callable[[str, str], dict[str, Any] | None] | None = None,
         watched_wait: float | None = None,
         gate: Gate | None = None,
         snapshot_classes: Callable[[], list[dict[str, Any]]] | None = None,
@@ -63,8 +63,10 @@ class Runner:
         self.settings = settings
         self.emit = emit
         self.now = now
-        self.cached_system = cached_system
-        """The controller's watch-fed copy of a system, if it has one (saves a GET per step)."""
+        self.system_of = system_of or (lambda ns, name: kube.get("managedsystems", ns, name))
+        """A system as the read model has it (the operator's runtime gives the watch-fed
+        cache, which has listed every system before a run steps: a system it lacks is gone);
+        without one, read from the API server."""
         self.watched_wait = watched_wait or settings.run_poll_seconds
         """How long to wait for a snapshot or the Job to change: longer than the poll when a
         watch of them wakes the run (the wait is then only a safety net)."""
@@ -139,7 +141,7 @@ class Runner:
 
     # ---- observe ------------------------------------------------------------------------
     def system(self, ns: str, name: str) -> dict[str, Any] | None:
-        return self.cached_system(ns, name) or self.kube.get("managedsystems", ns, name)
+        return self.system_of(ns, name)
 
     def observe(
         self, run: machine.Run, status: UpdateRunStatus, have: machine.Observed | None = None

@@ -249,19 +249,20 @@ def test_the_snapshot_classes_come_from_the_watch_fed_copy_when_there_is_one() -
     assert not [c for c in kube.calls if "volumesnapshotclasses" in c], kube.calls
 
 
-def test_the_system_comes_from_the_cache_when_there_is_one() -> None:
+def test_the_system_comes_from_the_read_model_when_there_is_one() -> None:
     kube, runner = setup()
+    assert runner.system(NS, "app") is not None
+    assert kube.calls[-1] == "get managedsystems/app", "without a read model: from the API"
     system = kube.get("managedsystems", NS, "app")
-    runner.cached_system = lambda ns, name: system if (ns, name) == (NS, "app") else None
+    runner.system_of = lambda ns, name: system if (ns, name) == (NS, "app") else None
     kube.calls.clear()
     phase = drive(
         kube, runner, on_phase=lambda p: finish_job(kube, "Complete") if p == "Updating" else None
     )
     assert phase == "Succeeded"
     assert "get managedsystems/app" not in kube.calls
-    runner.cached_system = lambda ns, name: None  # not cached (yet): read from the API
-    assert runner.system(NS, "app") is not None
-    assert kube.calls[-1] == "get managedsystems/app"
+    assert runner.system(NS, "gone") is None, "one the read model lacks is gone: no GET"
+    assert "get managedsystems/gone" not in kube.calls
 
 
 def test_a_failed_job_records_how_its_container_ended_and_its_pods_go_before_the_claims() -> None:
