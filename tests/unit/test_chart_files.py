@@ -66,3 +66,16 @@ def test_metric_names_follow_prometheus_conventions() -> None:
         assert family.name.startswith("patchwarden_"), family.name
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
+
+
+def test_the_charts_kubernetes_floor_serves_the_admission_policy_it_installs_by_default() -> None:
+    """ValidatingAdmissionPolicy is served as admissionregistration.k8s.io/v1 from
+    Kubernetes 1.30: a chart that installs one by default cannot promise an older cluster."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    policy = (CHART / "templates" / "admission-policy.yaml").read_text()
+    assert values["admissionPolicy"]["enabled"] is True
+    assert "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy" in policy
+    found = re.fullmatch(r">=\s*(\d+)\.(\d+)(?:\.\d+)?(?:-0)?", chart["kubeVersion"])
+    assert found, f"Chart.yaml kubeVersion {chart['kubeVersion']!r}: expected a '>=X.Y' floor"
+    assert (int(found[1]), int(found[2])) >= (1, 30), chart["kubeVersion"]
