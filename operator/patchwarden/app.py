@@ -204,8 +204,9 @@ class Runtime:
             await self.metrics_server.cleanup()
 
     def listing(self) -> list[str]:
-        """The watches that have not listed yet (each once is enough)."""
-        return [r.what for r in self.reflectors if not r.synced.is_set()] + self.view.listing()
+        """The watches that have not listed yet (each once is enough); the read model is
+        fed by them, and is asked too in case one of its parts has no watch."""
+        return [r.what for r in self.reflectors if not r.synced.is_set()] or self.view.listing()
 
     def ready(self) -> str | None:
         """Why the operator cannot decide yet (None: it can): the watches have not all

@@ -175,10 +175,6 @@ class FakeKube:
         meta = stored["metadata"]
         meta["generation"] = meta.get("generation", 1) + 1
 
-    def release_catalogs(self) -> list[dict[str, Any]]:
-        self._call("list", "releasecatalogs")
-        return [copy.deepcopy(o) for o in self._list("releasecatalogs", "")]
-
     def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
         self._call("scale", WORKLOADS[kind], name)
         self.stored(WORKLOADS[kind], ns, name)["spec"]["replicas"] = replicas

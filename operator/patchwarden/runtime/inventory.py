@@ -9,8 +9,8 @@ way a system can see: created, deleted, or a container's image changed. A Deploy
 status changing (its pods coming and going) is no news to a system.
 
 Only names and the containers' images are kept, not the bodies. Until a kind's watches
-have listed, the inventory does not answer for it (None) and the caller asks the API
-server.
+have listed, the inventory does not answer for it (None); the read model
+(``runtime/view.py``) is not read before then.
 """
 
 from __future__ import annotations

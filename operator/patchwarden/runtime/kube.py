@@ -74,7 +74,6 @@ class KubeApi(Protocol):
     def get_job(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, ns: str, body: dict[str, Any]) -> None: ...
     def suspend_job(self, ns: str, name: str) -> None: ...
-    def release_catalogs(self) -> list[dict[str, Any]]: ...
     def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None: ...
 
 
@@ -306,15 +305,6 @@ class Kube:
         except ApiException as exc:
             if not _missing(exc):
                 raise
-
-    def release_catalogs(self) -> list[dict[str, Any]]:
-        try:
-            listed = self.custom.list_cluster_custom_object(GROUP, VERSION, "releasecatalogs")
-        except ApiException as exc:
-            if _missing(exc):  # the CRD of an older install: no catalogs
-                return []
-            raise
-        return list(listed["items"])
 
     # ---- workloads, pods, claims, jobs -------------------------------------------------
     def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None:
