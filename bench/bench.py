@@ -108,7 +108,10 @@ def sync_system(name: str) -> dict[str, Any]:
             "serviceModel": "SaaS",
             "workload": {"kind": "Deployment", "name": name},
             "backup": {"required": False},
-            "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+            "updates": {
+                "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
+                "runJob": "EveryWindow",
+            },
             "maintenance": {
                 "timeZone": "Europe/Berlin",
                 "windows": [{"name": "sunday", "cron": "0 23 * * 0", "duration": "4h"}],
@@ -126,6 +129,7 @@ def storm_system(name: str, opens: datetime) -> dict[str, Any]:
             "updates": {
                 "expectedDuration": "5m",
                 "verifyTimeout": "2m",
+                "runJob": "EveryWindow",
                 "template": {"spec": {"containers": [{"name": "u", "image": "upd:1"}]}},
             },
             "maintenance": {

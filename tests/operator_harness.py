@@ -213,6 +213,7 @@ def system(
             "updates": {
                 "expectedDuration": "1m",
                 "verifyTimeout": "30s",
+                "runJob": "EveryWindow",  # the Job is the update: it runs with no target
                 "template": {
                     "metadata": {"annotations": job or {}},
                     "spec": {

@@ -173,6 +173,11 @@ class Hooks(Model):
     verification, and the run rolls back."""
 
 
+class RunJob(StrEnum):
+    WHEN_NEWER = "WhenNewer"
+    EVERY_WINDOW = "EveryWindow"
+
+
 class Updates(Model):
     """What an update run does."""
 
@@ -189,6 +194,11 @@ class Updates(Model):
     """The update Job's pod template (a core/v1 PodTemplateSpec), run after the target
     images are set: it receives the targets in ``PATCHWARDEN_TARGETS`` (JSON). Optional
     when every component is bound to a container."""
+    run_job: RunJob = RunJob.WHEN_NEWER
+    """When the update Job runs: ``WhenNewer`` (only in a run that installs a newer release
+    of a component; with nothing newer no run starts, so no snapshots are taken and no
+    no-op is proposed for approval), or ``EveryWindow`` (in every window, also with
+    nothing newer known: e.g. ``apt-get upgrade`` of packages no catalog lists)."""
     catalogs: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] | None = Field(
         default=None, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
     )

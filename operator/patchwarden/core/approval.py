@@ -9,17 +9,20 @@ The customer approves by annotating the system with the proposed window's start:
 
 An approval seen before ``approveBy`` approves the proposal; none by then expires it,
 and the window is skipped with that reason. An approved run installs only the proposed
-targets (a newer release that appeared meanwhile waits for the next proposal). Requests
+targets, as long as each is still acceptable (a newer release that appeared meanwhile
+waits for the next proposal; one past its end of life or halted by the waves is dropped,
+and the skip or the run says so). Requests
 need no approval: a customer who asks has approved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from patchwarden.api.run import Target
+from patchwarden.core.releases import Known, State, target
 from patchwarden.core.times import utc_text
 
 APPROVE = "patchwarden.io/approve"
@@ -79,14 +82,40 @@ def _message(proposal: Mapping[str, Any], system: str) -> str:
 
 
 def approved_targets(
-    proposal: Mapping[str, Any] | None, start: datetime, chosen: Sequence[Target]
-) -> list[Target] | None:
+    proposal: Mapping[str, Any] | None,
+    start: datetime,
+    found: Sequence[State],
+    classes: Iterable[str],
+    released: Callable[[Known], bool] | None = None,
+) -> tuple[list[Target], list[str]] | None:
     """The targets an approved proposal for the window opening at ``start`` lets the run
-    install (those proposed, as proposed); None when it is not approved."""
+    install: each proposed release that is still acceptable (newer than what runs, on the
+    track, not past its end of life, not held back by the waves), whatever appeared since;
+    and why each one that is not is dropped. None when the proposal is not approved."""
     if not proposal or proposal.get("start") != utc_text(start) or proposal["state"] != APPROVED:
         return None
-    wanted = {(t["component"], t["to"]) for t in proposal.get("targets") or []}
-    return [t for t in chosen if (t.component, t.to_version) in wanted]
+    by_name = {s.component.name: s for s in found}
+    allowed = set(classes)
+    chosen: list[Target] = []
+    dropped: list[str] = []
+    for wanted in proposal.get("targets") or []:
+        name, to = wanted["component"], wanted["to"]
+        state = by_name.get(name)
+        known = next((k for k in state.newer if k.version == to), None) if state else None
+        if state is None or state.installed is None:
+            dropped.append(f"the approved {name} {to} is dropped: its installed version is unknown")
+        elif state.installed == to:
+            continue  # installed meanwhile: nothing left to do
+        elif known is None:
+            dropped.append(
+                f"the approved {name} {state.installed}→{to} is no longer acceptable (past its "
+                "end of life, off the track, or no longer in the catalogs)"
+            )
+        elif released is not None and not released(known):
+            dropped.append(f"the approved {name} {to} is held back by the rollout's waves")
+        else:
+            chosen.append(target(state, known, allowed))
+    return chosen, dropped
 
 
 def why_skipped(proposal: Mapping[str, Any] | None, start: datetime) -> str:

@@ -23,7 +23,7 @@ from patchwarden.api.common import GROUP, describe_errors, parse_duration
 from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
-from patchwarden.api.system import ManagedSystem, ManagedSystemSpec
+from patchwarden.api.system import ManagedSystem, ManagedSystemSpec, RunJob
 from patchwarden.core.policy import Assessment, assess, decide_request
 from patchwarden.core.releases import Catalogs, Known, end_of_life_passed, states
 from patchwarden.core.scheduler import Start, decide_start
@@ -314,7 +314,10 @@ def _window(
         return occ, False, "stalled: " + "; ".join(decision.problems)
     started, skip = decision.started(), decision.skipped()
     if skip is not None and sim.known:
-        return occ, False, _nothing_to_install(result, occ, skip, facts, waiting)
+        why = _nothing_to_install(result, occ, skip, facts, waiting)
+        if spec.updates.template:
+            why += "; the update Job runs only with something newer (updates.runJob: WhenNewer)"
+        return occ, False, why
     chosen = started.start if started is not None else None
     if skip is not None:  # versions unknown offline: the operator installs what is newer
         name, stored = sim.system.metadata["name"], _as_stored(waiting)
@@ -381,6 +384,9 @@ def _why_run(sim: _Simulation, chosen: Start, waiting: list[_Request], begins: d
     if chosen.trigger != Trigger.REQUEST and needs_approval(spec):
         lead = parse_duration(spec.updates.approval.before)  # type: ignore[union-attr]
         why += f"; needs the customer's approval by {_utc(chosen.occurrence.start - lead)}"
+    every = spec.updates.template and spec.updates.run_job == RunJob.EVERY_WINDOW
+    if chosen.trigger != Trigger.REQUEST and every:
+        why += "; its update Job runs in every window (updates.runJob: EveryWindow)"
     return why
 
 

@@ -457,28 +457,31 @@ def targets(
             for k in state.newer
             if allowed & set(k.release.classes) and (released is None or released(k))
         ]
-        if not chosen:
-            continue
-        to = chosen[-1]
-        brought = state.newer[: state.newer.index(to) + 1]  # sorted: up to the target
-        advisories = list(dict.fromkeys(a for k in brought for a in k.release.advisories))
-        # Built from validated releases: constructed without validating them again.
-        out.append(
-            Target.model_construct(
-                component=state.component.name,
-                container=state.component.container,
-                from_version=state.installed,
-                to_version=to.version,
-                from_image=state.image,
-                image=to.release.image,
-                classes=[
-                    UpdateClass(c)
-                    for c in sorted({str(c) for k in brought for c in k.release.classes} & allowed)
-                ],
-                advisories=advisories,
-            )
-        )
+        if chosen:
+            out.append(target(state, chosen[-1], allowed))
     return out
+
+
+def target(state: State, to: Known, allowed: set[str]) -> Target:
+    """The target taking ``state``'s component to ``to`` (one of ``state.newer``), with the
+    classes (of ``allowed``) and advisories of every release it brings."""
+    assert state.installed is not None
+    brought = state.newer[: state.newer.index(to) + 1]  # sorted: up to the target
+    advisories = list(dict.fromkeys(a for k in brought for a in k.release.advisories))
+    # Built from validated releases: constructed without validating them again.
+    return Target.model_construct(
+        component=state.component.name,
+        container=state.component.container,
+        from_version=state.installed,
+        to_version=to.version,
+        from_image=state.image,
+        image=to.release.image,
+        classes=[
+            UpdateClass(c)
+            for c in sorted({str(c) for k in brought for c in k.release.classes} & allowed)
+        ],
+        advisories=advisories,
+    )
 
 
 def pending_counts(found: Sequence[State], classes: Iterable[str]) -> dict[str, int]:

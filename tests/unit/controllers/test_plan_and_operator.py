@@ -76,7 +76,7 @@ FLEET = [
         image=None,
         serviceModel="PaaS",
         package="basic",
-        updates={"template": TEMPLATE},
+        updates={"template": TEMPLATE, "runJob": "EveryWindow"},
     ),
 ]
 REQUEST = {

@@ -92,7 +92,10 @@ def saas(kube: FakeKube, name: str, customer: str = "acme") -> dict[str, Any]:
                 "serviceModel": "SaaS",
                 "workload": {"kind": "Deployment", "name": name},
                 "maintenance": OPEN,
-                "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+                "updates": {
+                    "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
+                    "runJob": "EveryWindow",
+                },
                 "backup": {"required": False},
             },
         },

@@ -62,12 +62,16 @@ def test_plan_answers_for_every_example(capsys: pytest.CaptureFixture[str], tmp_
 
     saas = systems["files"]
     assert saas["responsibility"] == {"planning": "Provider", "execution": "Provider"}
-    assert all(w["update"] for w in saas["windows"])
-    # SemVer: neither the pre-release nor the next major version; later windows start from it.
-    installs = [
-        [(t["component"], t["from"], t["to"]) for t in w["targets"]] for w in saas["windows"]
+    # SemVer: neither the pre-release nor the next major version; later windows start from
+    # it, have nothing newer, and its update Job does not run for nothing (issue 33, 1.5).
+    assert [w["update"] for w in saas["windows"]] == [True] + [False] * 5
+    assert [(t["component"], t["from"], t["to"]) for t in saas["windows"][0]["targets"]] == [
+        ("nextcloud", "32.0.1", "32.0.2")
     ]
-    assert installs[0] == [("nextcloud", "32.0.1", "32.0.2")] and installs[1:] == [[]] * 5
+    assert saas["windows"][1]["why"] == (
+        "up to date: nothing newer to install, no run starts; the update Job runs only with "
+        "something newer (updates.runJob: WhenNewer)"
+    )
 
     assert [(t["component"], t["to"], t["image"]) for t in updates[0]["targets"]] == [
         ("redis", "7.2.6", "registry.example.com/library/redis:7.2.6")  # track minor: not 7.4
@@ -173,6 +177,7 @@ spec:
   workload: {kind: Deployment, name: app}
   updates:
     expectedDuration: 90m
+    runJob: EveryWindow
     template: {spec: {containers: [{name: u, image: "registry.invalid/u:1"}]}}
   maintenance:
     windows:
@@ -206,7 +211,9 @@ spec:
   serviceModel: PaaS
   package: basic
   workload: {kind: Deployment, name: app}
-  updates: {template: {spec: {containers: [{name: u, image: "registry.invalid/u:1"}]}}}
+  updates:
+    runJob: EveryWindow
+    template: {spec: {containers: [{name: u, image: "registry.invalid/u:1"}]}}
   maintenance:
     windows: [{name: weekly, cron: "0 1 * * 1", duration: 4h}]
 ---

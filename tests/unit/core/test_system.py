@@ -37,7 +37,10 @@ def system(**spec: Any) -> dict[str, Any]:
             "maintenance": {
                 "windows": [{"name": "now", "once": "2027-02-10T11:55:00Z", "duration": "2h"}]
             },
-            "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+            "updates": {
+                "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
+                "runJob": "EveryWindow",
+            },
             "backup": {"required": False},
             **spec,
         },
