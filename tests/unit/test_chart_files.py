@@ -58,6 +58,10 @@ def test_every_alert_uses_exported_metrics() -> None:
         "PatchwardenAdvancedSystemNotUpdatedThisQuarter",
         "PatchwardenComponentEndOfLifeSoon",
         "PatchwardenOperatorDown",
+        "PatchwardenSystemStalled",
+        "PatchwardenSystemNeverUpdated",
+        "PatchwardenReleaseHalted",
+        "PatchwardenApprovalDeadlineNear",
     }
 
 

@@ -123,6 +123,7 @@ KINDS = [
             _col("Package", ".spec.package"),
             _col("Eligible", ".status.eligible", "boolean"),
             _col("Next Window", ".status.nextWindow.start"),
+            _col("Scheduled", '.status.conditions[?(@.type=="Scheduled")].status'),
             _col("Last Result", ".status.lastRun.result"),
             _READY,
             _AGE,

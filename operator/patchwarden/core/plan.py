@@ -24,7 +24,7 @@ from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystem, ManagedSystemSpec, RunJob
-from patchwarden.core.policy import Assessment, assess, decide_request
+from patchwarden.core.policy import Assessment, assess, decide_request, installed_classes
 from patchwarden.core.releases import Catalogs, Known, end_of_life_passed, states
 from patchwarden.core.scheduler import Start, decide_start
 from patchwarden.core.status import SystemFacts, needs_approval
@@ -284,11 +284,12 @@ def _warnings(sim: _Simulation, start: datetime) -> list[str]:
             f"{spec.workload.kind} {spec.workload.name} is not in the input: the versions its "
             "containers run, and so what each window installs, are unknown"
         ]
+    classes = installed_classes(assess(spec))
     return [
         f"{state.component.name} {state.installed} is past its end of life "
-        f"({state.end_of_life}) and its track offers no newer release"
+        f"({state.end_of_life}) and its track offers no newer release the contract installs"
         for state in states(spec, sim.catalogs, sim.workload, start)
-        if spec.components and end_of_life_passed(state, start.date())
+        if spec.components and end_of_life_passed(state, start.date(), classes)
     ]
 
 

@@ -170,3 +170,9 @@ def decide_request(spec: ManagedSystemSpec | None, request: UpdateRequestSpec) -
     return RequestDecision(
         True, f"accepted: {', '.join(sorted(wanted))} updates in the next usable window", wanted
     )
+
+
+def installed_classes(assessment: Assessment) -> list[str]:
+    """The update classes the contract installs (both where it names none: an ineligible
+    system is still told what it runs behind), sorted."""
+    return sorted(x.value for x in assessment.classes) or ["security", "feature"]

@@ -429,9 +429,16 @@ def changes_at(
     return min(found, default=None)
 
 
-def end_of_life_passed(state: State, today: date) -> bool:
-    """The installed release's end of life has passed and its track offers nothing newer."""
-    return bool(state.end_of_life and state.end_of_life < today and not state.newer)
+def end_of_life_passed(
+    state: State, today: date, classes: Iterable[str] = ("security", "feature")
+) -> bool:
+    """The installed release's end of life has passed and its track offers nothing newer
+    the contract can install (a release of one of ``classes``: a feature-only release
+    is no way out for a contract that installs security updates only)."""
+    if not (state.end_of_life and state.end_of_life < today):
+        return False
+    allowed = set(classes)
+    return not any(allowed & set(k.release.classes) for k in state.newer)
 
 
 def targets(

@@ -21,7 +21,7 @@ from patchwarden.core.approval import PENDING
 from patchwarden.core.builders import pod_security
 from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
-from patchwarden.core.policy import Assessment, assess
+from patchwarden.core.policy import Assessment, assess, installed_classes
 from patchwarden.core.releases import Known, State, end_of_life_passed, pending_counts
 from patchwarden.core.times import parse_time, utc_text
 from patchwarden.core.windows import (
@@ -201,7 +201,7 @@ def _contract(
     status["eligible"] = assessment.eligible
     status["eligibilityReason"] = assessment.reason
     conds.set(c.ELIGIBLE, assessment.eligible, assessment.code, assessment.reason)
-    problems = _windows(status, spec, assessment.eligible, now, facts.calendar)
+    problems = _windows(status, spec, assessment.eligible, now, facts.calendar, conds)
     problems += _cluster_problems(spec, facts, assessment.eligible)
     if facts.components:
         _components(status, facts.components, assessment, now, conds.set)
@@ -214,26 +214,34 @@ def _windows(
     eligible: bool,
     now: datetime,
     calendar: Calendar,
+    conds: _Conditions,
 ) -> list[Problem]:
-    """``nextWindow`` (an eligible system's first usable one), and windows that overlap
-    themselves or none usable among the next :data:`LOOKAHEAD`."""
+    """``nextWindow`` (an eligible system's first usable one) and the Scheduled condition;
+    windows that overlap themselves, or no usable one ahead (an eligible system that is
+    never updated: a person must add or fix a window)."""
     upcoming = next_windows(spec.maintenance, spec.reserved(), now, LOOKAHEAD, calendar)
     occ = first_usable(upcoming, now) if eligible else None
-    if occ is not None:
-        status["nextWindow"] = window_ref(occ).wire()
     problems = [
         (c.WINDOW_OVERLAP, f"window {name} is longer than the time between its occurrences")
         for name in overlapping(spec.maintenance, now, calendar=calendar)
     ]
-    if eligible and upcoming and occ is None:
-        problems.append(
-            (
-                c.NO_USABLE_WINDOW,
-                f"none of the next {len(upcoming)} windows is "
-                "usable: each is frozen or shorter than updates.expectedDuration "
-                "plus rollback.reserve",
-            )
+    if occ is not None:
+        ref = window_ref(occ)
+        status["nextWindow"] = ref.wire()
+        message = f"next usable window: {occ.window} at {ref.start}"
+        conds.set(c.SCHEDULED, True, c.WINDOW_AHEAD, message)
+    elif not eligible:
+        conds.set(c.SCHEDULED, False, c.NOT_ELIGIBLE, "the provider does not update this system")
+    else:
+        why = (
+            f"none of the next {len(upcoming)} windows is usable: each is frozen, shorter "
+            "than updates.expectedDuration plus rollback.reserve, or past its cutoff"
+            if upcoming
+            else "no maintenance window lies ahead (none is defined, or each was a one-off "
+            "that has passed)"
         )
+        conds.set(c.SCHEDULED, False, c.NO_USABLE_WINDOW, why)
+        problems.append((c.NO_USABLE_WINDOW, f"{why}: the system is never updated"))
     return problems
 
 
@@ -363,11 +371,17 @@ def _components(
 ) -> None:
     """The components' status, ``pendingUpdates``, and the UpToDate and EndOfLife conditions."""
     status["components"] = [s.wire() for s in found]
-    classes = sorted(x.value for x in assessment.classes) or ["security", "feature"]
+    classes = installed_classes(assessment)
     counts = pending_counts(found, classes)
     status["pendingUpdates"] = ", ".join(f"{k} {v}" for k, v in counts.items())
     behind = [s for s in found if s.in_scope and set(s.pending()) & set(classes)]
     unknown = [s for s in found if s.in_scope and s.installed is None and s.problem]
+    ended = [s for s in found if end_of_life_passed(s, now.date(), classes)]
+    eol = "; ".join(
+        f"{s.component.name} {s.installed} reached its end of life on {s.end_of_life} and "
+        f"its track offers no newer {' or '.join(classes)} release the contract installs"
+        for s in ended
+    )
     if behind:
         parts = []
         for s in behind:
@@ -386,6 +400,8 @@ def _components(
             c.VERSION_UNKNOWN,
             "; ".join(f"{s.component.name}: {s.problem}" for s in unknown),
         )
+    elif any(s.in_scope for s in ended):  # nothing it installs, and what runs is unsupported
+        cond(c.UP_TO_DATE, False, c.END_OF_LIFE_PASSED, eol)
     else:
         in_scope = sum(1 for s in found if s.in_scope)
         cond(
@@ -394,18 +410,8 @@ def _components(
             c.NOTHING_PENDING,
             f"all {in_scope} components in scope run their newest acceptable, approved release",
         )
-    ended = [s for s in found if end_of_life_passed(s, now.date())]
     if ended:
-        cond(
-            c.END_OF_LIFE,
-            True,
-            c.END_OF_LIFE_PASSED,
-            "; ".join(
-                f"{s.component.name} {s.installed} reached its end of life on {s.end_of_life} "
-                "and its track offers no newer release"
-                for s in ended
-            ),
-        )
+        cond(c.END_OF_LIFE, True, c.END_OF_LIFE_PASSED, eol)
     else:
         cond(c.END_OF_LIFE, False, c.SUPPORTED, "")
 

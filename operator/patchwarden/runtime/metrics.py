@@ -234,6 +234,23 @@ ROLLBACKS = Family(
     "Rollbacks that ended, by result (RolledBack: restored; Failed: a person must act).",
     ("namespace", "system", "result"),
 )
+CONDITION = Family(
+    "patchwarden_system_condition",
+    "gauge",
+    "1 while the system's condition is True, 0 while False, with its reason: Stalled (a "
+    "person must act), Scheduled (a usable window lies ahead), ReleasesHeld (the waves hold "
+    "a release back; reason ReleaseHalted when one failed).",
+    ("namespace", "system", "condition", "reason"),
+)
+APPROVE_BY = Family(
+    "patchwarden_proposal_approve_by_timestamp_seconds",
+    "gauge",
+    "Unix time by which the customer must approve the system's pending proposal (present "
+    "only while one waits).",
+    ("namespace", "system", "window"),
+)
+ALERTED_CONDITIONS = ("Stalled", "Scheduled", "ReleasesHeld")
+"""The conditions exported as series (each a system's one series: the alerts need no more)."""
 FAMILIES = (
     LAST_SUCCESS,
     NEXT_WINDOW,
@@ -242,6 +259,8 @@ FAMILIES = (
     BEHIND_SINCE,
     UPDATE_RUNS,
     ROLLBACKS,
+    CONDITION,
+    APPROVE_BY,
 )
 Sample = tuple[Family, tuple[str, ...]]
 
@@ -373,6 +392,14 @@ def observe_system(body: dict[str, Any], spec: Any) -> None:
         behind = _ts(seen.get("behindSince"))
         if behind is not None and seen.get("inScope", True):
             wanted[(BEHIND_SINCE, (ns, name, component.name))] = behind
+    for cond in status.get("conditions") or []:
+        if cond.get("type") in ALERTED_CONDITIONS:
+            labels = (ns, name, cond["type"], cond.get("reason") or "")
+            wanted[(CONDITION, labels)] = 1.0 if cond.get("status") == "True" else 0.0
+    proposal = status.get("proposal") or {}
+    deadline = _ts(proposal.get("approveBy"))
+    if proposal.get("state") == "Pending" and deadline is not None:
+        wanted[(APPROVE_BY, (ns, name, proposal.get("window") or ""))] = deadline
     pending = status.get("pendingUpdates")
     if pending:  # "security 1, feature 0": the contract's classes, each with its count
         for part in pending.split(", "):

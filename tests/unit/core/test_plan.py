@@ -87,7 +87,8 @@ def test_plan_answers_for_every_example(capsys: pytest.CaptureFixture[str], tmp_
         ("postgresql", "15.8", "15.10"),  # dpkg order: 15.10 is newer than 15.8
     ]
     assert iaas["warnings"] == [
-        "centos 7 is past its end of life (2024-06-30) and its track offers no newer release"
+        "centos 7 is past its end of life (2024-06-30) and its track offers no newer release "
+        "the contract installs"
     ]
     assert all("outside cadence" in w["why"] for w in advanced["windows"][2:])
 

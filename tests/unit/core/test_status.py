@@ -8,16 +8,18 @@ from typing import Any
 import pytest
 
 from patchwarden.api.system import Component, ManagedSystemStatus
-from patchwarden.core.releases import State
+from patchwarden.core.releases import State, states
 from patchwarden.core.request_status import request_status as typed_request_status
 from patchwarden.core.status import (
     SystemFacts,
     last_run,
     next_look,
+    parse_system,
     requeue_after,
 )
 from patchwarden.core.status import system_status as typed_status
 from patchwarden.core.times import parse_time, utc_text
+from tests.unit.core.test_releases import _release, catalogs, workload
 
 NOW = datetime(2027, 2, 10, 12, 0, tzinfo=UTC)
 
@@ -260,14 +262,25 @@ def test_a_freeze_over_every_window_stalls() -> None:
     assert conditions(status)["Stalled"] == ("True", "NoUsableWindow")
 
 
-def test_a_past_one_off_window_is_no_problem() -> None:
-    spec = {
-        "maintenance": {
-            "windows": [{"name": "w", "once": "2020-01-01T00:00:00Z", "duration": "1h"}]
-        }
-    }
-    status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
-    assert problems == [] and "nextWindow" not in status
+def test_an_eligible_system_with_no_window_ahead_says_it_is_never_updated() -> None:
+    """Issue 33, 1.4: its only window was a one-off that passed (or it has none): it was
+    Ready with no condition, and never updated."""
+    for windows in ([{"name": "w", "once": "2020-01-01T00:00:00Z", "duration": "1h"}], []):
+        spec = {"maintenance": {"windows": windows}}
+        status, problems = system_status(body(**spec), SystemFacts(snapshot_class="std"), NOW)
+        assert "nextWindow" not in status
+        assert conditions(status)["Scheduled"] == ("False", "NoUsableWindow")
+        assert conditions(status)["Ready"] == ("False", "NoUsableWindow")
+        assert problems == [
+            "no maintenance window lies ahead (none is defined, or each was a one-off that "
+            "has passed): the system is never updated"
+        ]
+    healthy, _ = system_status(body(), SystemFacts(snapshot_class="std"), NOW)
+    assert conditions(healthy)["Scheduled"] == ("True", "WindowAhead")
+    iaas, problems = system_status(
+        body(serviceModel="IaaS", maintenance={"windows": []}), SystemFacts(), NOW
+    )
+    assert conditions(iaas)["Scheduled"] == ("False", "NotEligible") and problems == []
 
 
 def test_requeue_at_the_next_window_boundary_and_never_in_a_loop_inside_an_open_one() -> None:
@@ -385,3 +398,32 @@ def test_a_request_whose_run_the_alert_gate_stopped_is_tried_again_without_using
     assert retry["state"] == "Accepted" and "retry 1 of 1" in retry["message"]
     unlucky = {**stopped, "status": {**stopped["status"], "gateStopped": False}}
     assert request_status(REQUEST, body(), [unlucky], NOW)["state"] == "Failed"
+
+
+def test_end_of_life_and_up_to_date_are_judged_by_what_the_contract_installs() -> None:
+    """Issue 33, 1.2: PaaS installs security releases only. On 16.3, past its end of life,
+    with only a feature release newer on its track, it read EndOfLife=False, UpToDate=True."""
+    ended = catalogs(
+        _release("16.3", ["security"], endOfLife="2027-01-31"),
+        _release("16.5", ["feature"]),
+        shop=[_release("1.0.0", ["feature"], image="reg.example/shop:1.0.0")],
+    )
+    pg = {"name": "postgres", "container": "db", "installedBy": "provider"}
+    pg |= {"source": "standard-repository", "layer": "middleware"}
+    for model, extra, eol, up in (
+        ("PaaS", {"package": "basic"}, ("True", "EndOfLifePassed"), "EndOfLifePassed"),
+        ("SaaS", {}, ("False", "Supported"), "UpdatesPending"),
+    ):
+        b = body(serviceModel=model, components=[pg], **extra)
+        spec, _ = parse_system(b["spec"])
+        assert spec is not None
+        found = states(spec, ended, workload(), NOW)
+        status, _ = system_status(b, SystemFacts(snapshot_class="std", components=found), NOW)
+        assert conditions(status)["EndOfLife"] == eol, model
+        assert conditions(status)["UpToDate"] == ("False", up), model
+        if model == "PaaS":
+            eol_message = next(c for c in status["conditions"] if c["type"] == "EndOfLife")
+            assert eol_message["message"] == (
+                "postgres 16.3 reached its end of life on 2027-01-31 and its track offers no "
+                "newer security release the contract installs"
+            )

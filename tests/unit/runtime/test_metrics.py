@@ -207,3 +207,35 @@ def test_the_per_system_series_parse_as_prometheus_text_and_are_rendered_once() 
     assert pending.labels["class"] == odd and pending.value == 2, "label values escaped"
     metrics.forget_system("metrics-ns", "p")
     assert lines("p") == []
+
+
+def test_conditions_and_a_waiting_proposal_are_series_the_alerts_read() -> None:
+    """Issue 33, 1.4 and 1.9: a system with no usable window, a stalled one, a held release
+    and a proposal near its deadline are each a series an alert can fire on."""
+    b = body("d", [], None)
+    b["status"]["conditions"] = [
+        {"type": "Scheduled", "status": "False", "reason": "NoUsableWindow"},
+        {"type": "Stalled", "status": "True", "reason": "RollbackFailed"},
+        {"type": "Ready", "status": "False", "reason": "RollbackFailed"},
+    ]
+    b["status"]["proposal"] = {
+        "window": "w",
+        "state": "Pending",
+        "approveBy": "2026-12-09T21:00:00Z",
+    }
+    observe(b)
+    found = {
+        x for x in lines("d") if x.startswith(("patchwarden_system_condition", "patchwarden_p"))
+    }
+    assert found == {
+        'patchwarden_system_condition{condition="Scheduled",namespace="metrics-ns",'
+        'reason="NoUsableWindow",system="d"} 0.0',
+        'patchwarden_system_condition{condition="Stalled",namespace="metrics-ns",'
+        'reason="RollbackFailed",system="d"} 1.0',
+        'patchwarden_proposal_approve_by_timestamp_seconds{namespace="metrics-ns",system="d",'
+        'window="w"} 1.79685e+09',
+    }
+    b["status"]["proposal"]["state"] = "Approved"
+    observe(b)
+    assert not [x for x in lines("d") if x.startswith("patchwarden_proposal")], "approved: gone"
+    metrics.forget_system("metrics-ns", "d")
