@@ -278,9 +278,11 @@ class Runtime:
 
     def _catalogs_changed(self, events: Events) -> None:
         # A catalog changed (or was listed at start): the targets of systems with components.
+        specs = self.view.catalog_bodies.generations()
         if self.view.catalog_bodies.observe(events):
-            self.ledger_dirty.set()
-            self.controller.requeue_if(lambda b: bool((b.get("spec") or {}).get("components")))
+            self.ledger_dirty.set()  # its rollout's record, too: a halt lifted by hand
+            if self.view.catalog_bodies.generations() != specs:
+                self.controller.requeue_if(lambda b: bool((b.get("spec") or {}).get("components")))
 
     def _classes_changed(self, events: Events) -> None:
         # A class came or went (or a default changed): the systems that take snapshots.

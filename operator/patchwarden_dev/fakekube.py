@@ -245,6 +245,12 @@ class FakeView:
     def catalogs(self) -> Catalogs:
         return Catalogs.of(self._all("releasecatalogs"))
 
+    def catalog_records(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            b["metadata"]["name"]: list((b.get("status") or {}).get("rollout") or [])
+            for b in self._all("releasecatalogs")
+        }
+
     def snapshot_classes(self) -> list[dict[str, Any]]:
         return self._all("volumesnapshotclasses")
 

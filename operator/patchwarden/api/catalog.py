@@ -171,6 +171,47 @@ class ReleaseCatalogSpec(Model):
     )
 
 
+class WaveRecord(Model):
+    """A wave that ran the release successfully: when its last successful run ended (the
+    next wave's soak counts from it)."""
+
+    name: str = Field(max_length=63)
+    succeeded_time: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class HaltRecord(Model):
+    """The failed run that halted the release: no system takes it any more."""
+
+    run: str = Field(max_length=253)
+    system: str = Field(max_length=317)
+    """``namespace/name``."""
+    wave: str = Field(max_length=63)
+    phase: str = Field(max_length=32)
+    """``RolledBack`` or ``Failed``."""
+    time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the run ended."""
+
+
+class ReleaseRecord(Model):
+    """How far one release has come through the waves, kept where deleting or pruning its
+    runs cannot change it."""
+
+    component: str = Field(max_length=63)
+    version: str = Field(max_length=128)
+    waves: list[WaveRecord] = Field(
+        default_factory=list, max_length=11, json_schema_extra=map_by("name")
+    )
+    halted: HaltRecord | None = None
+
+
+class ReleaseCatalogStatus(Model):
+    """Written by the operator alone (its waves' ledger): the rollout's record."""
+
+    rollout: list[ReleaseRecord] = Field(default_factory=list, max_length=2048)
+    """Each release of this catalog a wave ran successfully or a failed run halted (the
+    releases still listed in the spec)."""
+
+
 class ReleaseCatalog(Model):
     api_version: Literal["patchwarden.io/v1alpha1"] = "patchwarden.io/v1alpha1"
     kind: Literal["ReleaseCatalog"] = "ReleaseCatalog"

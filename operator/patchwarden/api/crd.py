@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from patchwarden.api.catalog import ReleaseCatalogSpec
+from patchwarden.api.catalog import ReleaseCatalogSpec, ReleaseCatalogStatus
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.api.request import UpdateRequestSpec, UpdateRequestStatus
 from patchwarden.api.run import UpdateRunSpec, UpdateRunStatus
@@ -165,8 +165,12 @@ KINDS = [
         "releasecatalogs",
         ["rcat"],
         ReleaseCatalogSpec,
-        None,
-        [_col("Components", ".spec.components[*].name", priority=1), _AGE],
+        ReleaseCatalogStatus,
+        [
+            _col("Components", ".spec.components[*].name", priority=1),
+            _col("Halted", ".status.rollout[?(@.halted)].version"),
+            _AGE,
+        ],
         scope="Cluster",
     ),
 ]

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
@@ -284,10 +286,24 @@ class Systems:
         with self._ledger_lock:
             ledger = self._ledger
             if force or ledger is None or ledger.rollouts is not catalogs.rollouts:
-                ledger = build_ledger(catalogs, self.view.all_systems(), self.fleet.all_runs(), now)
+                recorded = self.view.catalog_records()
+                systems, runs = self.view.all_systems(), self.fleet.all_runs()
+                ledger = build_ledger(catalogs, systems, runs, now, recorded)
                 old, self._ledger = self._ledger, ledger
                 self._wake_held(old, ledger)
+                self._record(ledger, recorded)
             return ledger
+
+    def _record(self, ledger: Ledger, recorded: Mapping[str, list[dict[str, Any]]]) -> None:
+        """Write each waved catalog's rollout record where it changed (this is its one
+        writer): a wave's success and a halt outlive the runs that made them."""
+        for name, records in ledger.records.items():
+            if name not in recorded or records == recorded[name]:
+                continue
+            try:
+                self.kube.patch_status("releasecatalogs", "", name, {"rollout": records})
+            except ApiException as exc:  # deleted meanwhile; any other answer: the next build
+                log.warning("ReleaseCatalog %s: its rollout record not written: %s", name, exc)
 
     def _wake_held(self, old: Ledger | None, new: Ledger) -> None:
         """Queue the systems a release held back once its progress changed (a wave got

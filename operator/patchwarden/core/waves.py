@@ -129,7 +129,8 @@ class _Tally:
     needs: int = 0
     running: int = 0
     succeeded: datetime | None = None
-    failed: str | None = None
+    failed: dict[str, str] | None = None
+    """The halting run's record (``HaltRecord``'s fields)."""
 
 
 @dataclass
@@ -143,6 +144,10 @@ class Ledger:
     may take it)."""
     waves: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     """System (namespace, name) → catalog → its wave index."""
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Catalog name → its rollout's record (``ReleaseCatalogStatus.rollout``): the recorded
+    one with what the runs add (a wave's later success, a halt); the operator writes it
+    when it differs from the stored one."""
 
     def allows(self, catalog: str, release: Release, labels: Mapping[str, str]) -> bool:
         rollout = self.rollouts.get(catalog)
@@ -179,10 +184,13 @@ def build(
     systems: Iterable[Mapping[str, Any]],
     runs: Iterable[Mapping[str, Any]],
     now: datetime,
+    recorded: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
 ) -> Ledger:
     """The ledger of every release of a waved catalog that a system needs or a run took.
 
-    ``systems`` are stored ManagedSystems, ``runs`` the fleet's run summaries. What a system
+    ``systems`` are stored ManagedSystems, ``runs`` the fleet's run summaries, ``recorded``
+    each catalog's stored record (``status.rollout``): a wave's success and a halt count
+    from there too, so deleting or pruning the runs changes nothing. What a system
     needs is worked out here from its installed versions (``status.components``), its
     spec (tracks, catalogs, approval delay, classes) and the catalogs as they are now —
     not from the newest releases its status shows, which may predate a catalog change."""
@@ -214,10 +222,72 @@ def build(
                 tallies[(known.catalog, known.component, known.version)][
                     wave[known.catalog]
                 ].needs += count
+    _count_records(tallies, recorded or {}, catalogs)
     _count_runs(tallies, runs, catalogs, ledger)
     for (catalog, component, version), by_wave in tallies.items():
         ledger.progress[(catalog, component, version)] = _progress(rollouts[catalog], by_wave, now)
+    ledger.records = _records(tallies, catalogs)
     return ledger
+
+
+def _count_records(
+    tallies: dict[tuple[str, str, str], dict[int, _Tally]],
+    recorded: Mapping[str, Iterable[Mapping[str, Any]]],
+    catalogs: Catalogs,
+) -> None:
+    """Add each catalog's stored record to the tallies: its waves' successes and its halt."""
+    for catalog, records in recorded.items():
+        rollout = catalogs.rollouts.get(catalog)
+        if rollout is None:
+            continue
+        index = {wave_name(rollout, i): i for i in range(len(rollout.waves) + 1)}
+        for record in records:
+            release = (catalog, str(record.get("component")), str(record.get("version")))
+            if catalogs.sources.get(release[1:]) != catalog:
+                continue  # no longer listed (or another catalog's): forgotten
+            for wave in record.get("waves") or []:
+                if wave.get("name") in index and wave.get("succeededTime"):
+                    tally = tallies[release][index[wave["name"]]]
+                    done = parse_time(wave["succeededTime"])
+                    tally.succeeded = max(tally.succeeded or done, done)
+            halt = record.get("halted")
+            if halt and halt.get("wave") in index:
+                tallies[release][index[halt["wave"]]].failed = dict(halt)
+
+
+def _records(
+    tallies: Mapping[tuple[str, str, str], Mapping[int, _Tally]], catalogs: Catalogs
+) -> dict[str, list[dict[str, Any]]]:
+    """Each waved catalog's record: its releases that a wave ran successfully or a run
+    halted, sorted by component and version (every waved catalog has one, maybe empty)."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in catalogs.rollouts}
+    for (catalog, component, version), by_wave in sorted(tallies.items()):
+        rollout = catalogs.rollouts[catalog]
+        waves = [
+            {"name": wave_name(rollout, i), "succeededTime": utc_text(t.succeeded)}
+            for i, t in sorted(by_wave.items())
+            if t.succeeded is not None
+        ]
+        halt = next((t.failed for _, t in sorted(by_wave.items()) if t.failed), None)
+        if not waves and halt is None:
+            continue
+        record: dict[str, Any] = {"component": component, "version": version, "waves": waves}
+        if halt is not None:
+            record["halted"] = halt
+        out[catalog].append(record)
+    return out
+
+
+def halts(status: Mapping[str, Any]) -> bool:
+    """Whether a run that ended (its summary's status) halts its releases: it failed, and
+    not because the alert gate stopped it before it changed anything or because the gate
+    could not be asked. A run rolled back because alerts of its own system fired once it
+    was updated (the canary's own alert) halts: that is what a canary is for."""
+    if status.get("phase") not in FAILED:
+        return False
+    if not status.get("gateStopped"):
+        return True
+    return status.get("phase") == "RolledBack" and status.get("gateDecision") == "AlertsFiring"
 
 
 def _count_runs(
@@ -227,8 +297,7 @@ def _count_runs(
     ledger: Ledger,
 ) -> None:
     """Add each run's targets of a waved catalog to its release's tally in the system's
-    wave: running, succeeded (when), or failed (which run; not when the alert gate
-    stopped it)."""
+    wave: running, succeeded (when), or failed (which run: :func:`halts`)."""
     source, rollouts = catalogs.sources, catalogs.rollouts
     for run in runs:
         spec, status = run["spec"], run.get("status") or {}
@@ -245,10 +314,16 @@ def _count_runs(
             elif phase == "Succeeded" and status.get("completionTime"):
                 done = parse_time(status["completionTime"])
                 tally.succeeded = max(tally.succeeded or done, done)
-            elif phase in FAILED and not status.get("gateStopped"):
-                tally.failed = tally.failed or (
-                    f"run {run['metadata']['name']} of {system[0]}/{system[1]} ended {phase}"
-                )
+            elif halts(status) and tally.failed is None:
+                wave = wave_name(rollouts[catalog], ledger.waves[system][catalog])
+                tally.failed = {
+                    "run": run["metadata"]["name"],
+                    "system": f"{system[0]}/{system[1]}",
+                    "wave": wave,
+                    "phase": str(phase),
+                }
+                if status.get("completionTime"):
+                    tally.failed["time"] = status["completionTime"]
 
 
 def _needs(body: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], frozenset[str]]]:
@@ -287,8 +362,12 @@ def _waved(catalogs: Catalogs, key: tuple[Any, ...], now: datetime) -> list[Know
 def _progress(rollout: Rollout, by_wave: Mapping[int, _Tally], now: datetime) -> Progress:
     for wave, tally in sorted(by_wave.items()):
         if tally.failed:
-            name = wave_name(rollout, wave)
-            return Progress(wave, f"{tally.failed} in wave {name}; publish a fixed release")
+            halt = tally.failed
+            return Progress(
+                wave,
+                f"run {halt['run']} of {halt['system']} ended {halt['phase']} in wave "
+                f"{halt['wave']}; publish a fixed release",
+            )
     last = len(rollout.waves)
     for wave in range(last):
         tally = by_wave.get(wave) or _Tally()

@@ -83,8 +83,10 @@ def run_summary(body: dict[str, Any], strings: Strings | None = None) -> dict[st
     summary = {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None}
     if is_true(status.get("conditions") or [], NEEDS_ATTENTION):
         summary["needsAttention"] = True
-    if status.get("phase") in TERMINAL and (status.get("alertGate") or {}).get("stopped"):
+    gate = status.get("alertGate") or {}
+    if status.get("phase") in TERMINAL and gate.get("stopped"):
         summary["gateStopped"] = True
+        summary["gateDecision"] = gate.get("decision")
     spec: dict[str, Any] = body["spec"]
     ns: str = meta["namespace"]
     if strings is not None:

@@ -105,6 +105,16 @@ class Bodies:
                 changed = True
         return changed
 
+    def generations(self) -> tuple[tuple[str, str], ...]:
+        """(name, generation) of every object, sorted: what changes with their specs (a
+        status write changes only the resourceVersion)."""
+        return tuple(
+            sorted(
+                (name, str(b["metadata"].get("generation") or b["metadata"].get("resourceVersion")))
+                for name, b in self._bodies.items()
+            )
+        )
+
     def listed(self) -> list[dict[str, Any]] | None:
         """Every object, or None while the watch has not listed."""
         if self.synced is None or not self.synced.is_set():

@@ -185,9 +185,15 @@ class Kube:
             raise
 
     def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
-        response = self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
-        )
+        """Merge-patch the status (``ns`` empty: a cluster-scoped object)."""
+        if ns:
+            response = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
+            )
+        else:
+            response = self.custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, plural, name, {"status": status}, _preload_content=False
+            )
         response.read()  # the answer (the whole object) is read, for the connection, not parsed
 
     def set_finalizer(self, plural: str, ns: str, name: str, finalizer: str, present: bool) -> None:

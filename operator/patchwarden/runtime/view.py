@@ -32,6 +32,8 @@ class ReadModel(Protocol):
 
     def catalogs(self) -> Catalogs: ...
 
+    def catalog_records(self) -> dict[str, list[dict[str, Any]]]: ...
+
     def snapshot_classes(self) -> list[dict[str, Any]]: ...
 
     def snapshots_of(self, ns: str, system_label: str) -> list[dict[str, Any]]: ...
@@ -84,15 +86,12 @@ class View:
             raise NotListed(kind) from None
 
     def catalogs(self) -> Catalogs:
-        """The ReleaseCatalogs, indexed again only when one of them changed."""
+        """The ReleaseCatalogs, indexed again only when the spec of one of them changed (the
+        operator's own status writes, the rollout's record, do not index them again)."""
         bodies = self.catalog_bodies.listed()
         if bodies is None:
             raise NotListed("ReleaseCatalog")
-        versions = tuple(
-            sorted(
-                (b["metadata"]["name"], b["metadata"].get("resourceVersion", "")) for b in bodies
-            )
-        )
+        versions = self.catalog_bodies.generations()
         known, catalogs = self._catalogs
         if versions != known or not versions:
             catalogs = Catalogs.of(bodies)
@@ -100,6 +99,16 @@ class View:
                 log.warning("ReleaseCatalog %s is ignored: %s", name, why)
             self._catalogs = (versions, catalogs)
         return catalogs
+
+    def catalog_records(self) -> dict[str, list[dict[str, Any]]]:
+        """Each catalog's rollout record as stored (``status.rollout``)."""
+        bodies = self.catalog_bodies.listed()
+        if bodies is None:
+            raise NotListed("ReleaseCatalog")
+        return {
+            b["metadata"]["name"]: list((b.get("status") or {}).get("rollout") or [])
+            for b in bodies
+        }
 
     def snapshot_classes(self) -> list[dict[str, Any]]:
         classes = self.class_bodies.listed()

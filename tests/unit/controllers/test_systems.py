@@ -443,3 +443,57 @@ def test_with_no_run_in_progress_snapshots_beyond_the_retention_go() -> None:
     # Kept: r4's and r5's backups (the newest two runs' with snapshots; r6, the newest
     # success, took none) and r5's failed state (taken less than 72 h before r6 ended).
     assert deleted == ["r1-data", "r1-failed", "r2-data", "r3-data", "r3-failed", "r4-failed"]
+
+
+def test_the_ledger_records_a_halt_in_the_catalog_and_a_deleted_run_does_not_lift_it() -> None:
+    """Issue 33, 1.3: the halt lived only in the runs; ``kubectl delete urun`` lifted it."""
+    kube = FakeKube()
+    body = bound(kube, "pg:16.3", model="SaaS")
+    waved = copy.deepcopy(CATALOG)
+    waved["spec"]["rollout"] = {
+        "waves": [{"name": "canary", "selector": {"matchLabels": {"ring": "canary"}}}]
+    }
+    kube.put("releasecatalogs", "", waved)
+    body["metadata"]["labels"] = {"ring": "canary"}
+    kube.put("managedsystems", "ns", body)
+    kube.put(
+        "managedsystems",
+        "ns",
+        {**copy.deepcopy(body), "metadata": {"name": "late", "uid": "u2", "generation": 1}},
+    )
+    controller = systems(kube)
+    controller.reconcile(kube.stored("managedsystems", "ns", "db"))
+    run = kube.stored("updateruns", "ns", "db-202702101155")
+    run["status"] = {"phase": "RolledBack", "completionTime": "2027-02-10T12:00:00Z"}
+    controller.fleet.observe_run(copy.deepcopy(run))
+    controller.refresh_ledger()
+    record = kube.stored("releasecatalogs", "", "tested")["status"]["rollout"]
+    assert record == [
+        {
+            "component": "postgres",
+            "version": "16.5",
+            "waves": [],
+            "halted": {
+                "run": "db-202702101155",
+                "system": "ns/db",
+                "wave": "canary",
+                "phase": "RolledBack",
+                "time": "2027-02-10T12:00:00Z",
+            },
+        }
+    ]
+    controller.fleet.forget_run("ns", "db-202702101155")  # kubectl delete urun
+    kube.objects.pop(("updateruns", "ns", "db-202702101155"))
+    controller.refresh_ledger()
+    assert kube.stored("releasecatalogs", "", "tested")["status"]["rollout"] == record
+    controller.reconcile(kube.stored("managedsystems", "ns", "late"))
+    held = next(
+        c
+        for c in kube.stored("managedsystems", "ns", "late")["status"]["conditions"]
+        if c["type"] == "ReleasesHeld"
+    )
+    assert (held["status"], held["reason"]) == ("True", "ReleaseHalted")
+    assert (
+        "postgres 16.5 is halted: run db-202702101155 of ns/db ended RolledBack"
+        in (held["message"])
+    )

@@ -154,6 +154,72 @@ def test_a_failed_run_halts_the_release_for_everyone() -> None:
     )
     stopped = run("c1", "Cancelled", "2027-02-10T11:00:00Z", gateStopped=True)
     assert build(CATALOGS, fleet, [stopped], NOW).allows("tested", PG, CANARY)
+    unasked = run(
+        "c1",
+        "RolledBack",
+        "2027-02-10T11:00:00Z",
+        gateStopped=True,
+        gateDecision="AlertGateUnreachable",
+    )
+    assert build(CATALOGS, fleet, [unasked], NOW).allows("tested", PG, CANARY), "not its fault"
+
+
+def test_a_canary_rolled_back_by_its_own_alert_halts_the_release() -> None:
+    """Issue 33, 1.3: the gate stopped the canary in Verifying because alerts about it
+    fired, and it rolled back: exactly what a canary is for. It read "still need it"."""
+    fleet = [system("c1", CANARY), system("g1", OTHER)]
+    own = run(
+        "c1", "RolledBack", "2027-02-10T11:00:00Z", gateStopped=True, gateDecision="AlertsFiring"
+    )
+    found = build(CATALOGS, fleet, [own], NOW)
+    assert found.why_not("tested", PG, OTHER).startswith(
+        "postgresql 15.10 is halted: run c1-run of ns/c1 ended RolledBack in wave canary"
+    )
+
+
+def test_the_rollout_is_recorded_so_deleting_or_pruning_its_runs_changes_nothing() -> None:
+    """Issue 33, 1.3: the soak and the halt were derived from runs that still exist, so
+    ``history.*Runs: 0`` or ``kubectl delete urun`` lifted a halt or skipped a soak."""
+    fleet = [system("c1", CANARY, installed="15.10"), system("c2", CANARY), system("g1", OTHER)]
+    runs = [
+        run("c1", "Succeeded", "2027-02-10T11:00:00Z"),
+        {
+            **run("c2", "RolledBack", "2027-02-10T11:30:00Z"),
+            "metadata": {"namespace": "ns", "name": "c2-run"},
+        },
+    ]
+    first = build(CATALOGS, fleet, runs, NOW)
+    assert first.records == {
+        "tested": [
+            {
+                "component": "postgresql",
+                "version": "15.10",
+                "waves": [{"name": "canary", "succeededTime": "2027-02-10T11:00:00Z"}],
+                "halted": {
+                    "run": "c2-run",
+                    "system": "ns/c2",
+                    "wave": "canary",
+                    "phase": "RolledBack",
+                    "time": "2027-02-10T11:30:00Z",
+                },
+            }
+        ]
+    }
+    # The runs are gone (pruned, or deleted by hand): the record keeps the halt.
+    kept = build(CATALOGS, fleet, [], NOW, first.records)
+    assert kept.records == first.records
+    assert not kept.allows("tested", PG, CANARY)
+    assert "is halted: run c2-run of ns/c2 ended RolledBack" in kept.why_not("tested", PG, OTHER)
+    # Without the halt, the canary's success still soaks: the record keeps its time.
+    soaking = [{**first.records["tested"][0], "halted": None}]
+    del soaking[0]["halted"]
+    fleet = [system("c1", CANARY, installed="15.10"), system("g1", OTHER)]
+    soaked = build(CATALOGS, fleet, [], NOW, {"tested": soaking})
+    assert "soaking until 2027-02-11T11:00:00Z" in soaked.why_not("tested", PG, OTHER)
+    assert build(CATALOGS, fleet, [], NOW).allows("tested", PG, OTHER), "what it was without"
+    # A release no longer in the catalog is forgotten.
+    gone = [{**soaking[0], "version": "15.99"}]
+    assert build(CATALOGS, fleet, [], NOW, {"tested": gone}).records == {"tested": []}
 
 
 def test_an_empty_wave_and_systems_updated_only_on_request_hold_nothing_back() -> None:

@@ -90,6 +90,7 @@ def test_a_run_the_alert_gate_stopped_is_marked_in_its_summary() -> None:
     started_anyway = run("r2", "acme", "Failed")
     started_anyway["status"]["alertGate"] = {"decision": "AlertGateUnreachable", "stopped": False}
     assert run_summary(stopped)["status"]["gateStopped"] is True
+    assert run_summary(stopped)["status"]["gateDecision"] == "AlertsFiring"  # waves.halts
     assert "gateStopped" not in run_summary(started_anyway)["status"]
     held = run("r3", "acme", "Pending")
     held["status"]["alertGate"] = {"decision": "AlertsFiring", "stopped": True}

@@ -52,3 +52,17 @@ def test_the_catalogs_are_indexed_again_only_when_one_changed() -> None:
         [("MODIFIED", {**CATALOG, "metadata": {"name": "c", "resourceVersion": "2"}})]
     )
     assert view.catalogs() is not first
+    second = view.catalogs()
+    # The operator's own status write (the rollout's record): the same generation, no new
+    # index, but the record is read as stored.
+    meta = {"name": "c", "resourceVersion": "3", "generation": 1}
+    record = [{"component": "pg", "version": "1", "waves": []}]
+    view.catalog_bodies.observe([("MODIFIED", {**CATALOG, "metadata": meta})])
+    third = view.catalogs()
+    meta = {"name": "c", "resourceVersion": "4", "generation": 1}
+    status = {"rollout": record}
+    assert view.catalog_bodies.observe(
+        [("MODIFIED", {**CATALOG, "metadata": meta, "status": status})]
+    )
+    assert view.catalogs() is third and third is not second
+    assert view.catalog_records() == {"c": record}
