@@ -397,7 +397,24 @@ class ComponentStatus(Model):
     """Since when an approved, acceptable newer release exists."""
     end_of_life: str | None = Field(default=None, json_schema_extra={"format": "date"})
     """End of life of the installed release."""
+    installed_from: str | None = Field(default=None, max_length=512)
+    """For a component described by hand: where ``installed`` comes from (``spec``, or the
+    update run that installed it while the spec still names the version it replaced)."""
     message: str | None = Field(default=None, max_length=1024)
+
+
+class LearnedVersion(Model):
+    """The version of a component described by hand that an update run installed (the
+    update Job reported it, or it was the run's target for the Job)."""
+
+    component: str
+    version: str
+    spec_version: str | None = None
+    """``spec.components[].version`` when it was learned: the learned version counts while
+    the spec still says this (GitOps wrote nothing newer)."""
+    run: str
+    time: str = Field(json_schema_extra={"format": "date-time"})
+    """When that run ended."""
 
 
 class SkippedWindow(Model):
@@ -454,6 +471,11 @@ class ManagedSystemStatus(Model):
     proposal: Proposal | None = None
     waves: list[WaveMembership] = Field(default_factory=list, max_length=16)
     """The system's wave in each ReleaseCatalog that has waves (docs/waves.md)."""
+    learned_versions: list[LearnedVersion] = Field(
+        default_factory=list, max_length=128, json_schema_extra=map_by("component")
+    )
+    """Versions of components described by hand that update runs installed
+    (docs/gitops.md): the operator's record, kept when the runs are pruned."""
 
 
 class ManagedSystem(Model):

@@ -25,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from patchwarden.api.run import TERMINAL
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import builders
+from patchwarden.core.history import counted, learned_versions
 from patchwarden.core.releases import Catalogs, states
 from patchwarden.core.scheduler import open_window
 from patchwarden.core.settings import Settings
@@ -134,7 +135,8 @@ class Systems:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         mine = self.fleet.runs_of(ns, name)
-        facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {})
+        learned = (body.get("status") or {}).get("learnedVersions") or []
+        facts = self.facts(ns, name, spec, mine, now, meta.get("labels") or {}, learned)
         facts.skipped = self._skipped.get((ns, name))
         if spec is not None and facts.active_run is None:
             facts.snapshots = self.view.snapshots_of(ns, builders.label_value(name))
@@ -200,6 +202,7 @@ class Systems:
         mine: list[dict[str, Any]],
         now: datetime,
         labels: Mapping[str, str] | None = None,
+        learned: list[dict[str, Any]] | None = None,
     ) -> SystemFacts:
         active = (r for r in mine if (r.get("status") or {}).get("phase") not in TERMINAL)
         facts = SystemFacts(
@@ -221,7 +224,12 @@ class Systems:
                 else None
             )
             catalogs = self.view.catalogs()
-            facts.components = states(spec, catalogs, workload, now)
+            by_hand = {c.name: c.version for c in spec.components if c.container is None}
+            if by_hand:  # what runs installed of them counts (core/history.py)
+                known = mine if facts.deleted_run is None else [*mine, facts.deleted_run]
+                facts.learned = learned_versions(learned or [], by_hand, known)
+            installed = counted(facts.learned, by_hand) if by_hand else None
+            facts.components = states(spec, catalogs, workload, now, installed)
             if catalogs.rollouts:
                 self._waves(facts, catalogs, labels or {}, now, (ns, name))
         facts.missing_claims = [

@@ -87,3 +87,56 @@ def beyond_retention(
         return prunable(snapshots, "", retain, NEVER)
     failed_before = utc_text(parse_time(newest["status"]["completionTime"]) - keep_failed_state)
     return prunable(snapshots, str(newest["metadata"]["name"]), retain, failed_before)
+
+
+def learned_versions(
+    old: Sequence[Mapping[str, Any]],
+    by_hand: Mapping[str, str | None],
+    runs: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """The versions of components described by hand (``by_hand``: name → the spec's
+    version) that succeeded runs installed: what the update Job reported (``reported`` in
+    the run's summary) or, without a report, the run's targets the Job was to apply. The
+    newest run of each component wins; an entry stays when its run is pruned (``old``, as
+    stored) and goes only with its component. Each remembers the spec's version it
+    replaced: it counts while the spec still says that (:func:`counted`)."""
+    entries = {e["component"]: dict(e) for e in old if e.get("component") in by_hand}
+    done = [
+        r
+        for r in runs
+        if (r.get("status") or {}).get("phase") == Phase.SUCCEEDED.value
+        and r["status"].get("completionTime")
+    ]
+    for run in sorted(done, key=lambda r: r["status"]["completionTime"]):
+        ended = run["status"]["completionTime"]
+        found = {
+            t["component"]: t["to"]
+            for t in (run.get("spec") or {}).get("targets") or []
+            if not t.get("container") and t.get("component") in by_hand and t.get("to")
+        }
+        for change in run["status"].get("reported") or []:
+            if change.get("component") in by_hand and change.get("to"):
+                found[change["component"]] = change["to"]
+        for name, version in found.items():
+            known = entries.get(name)
+            if known is not None and known["time"] >= ended:
+                continue  # learned from this run or a newer one already
+            entry = {"component": name, "version": version, "run": run["metadata"]["name"]}
+            if by_hand[name] is not None:
+                entry["specVersion"] = by_hand[name]  # what it replaces, as GitOps wrote it
+            entry["time"] = ended
+            entries[name] = entry
+    return [entries[k] for k in sorted(entries)]
+
+
+def _counts(entry: Mapping[str, Any], by_hand: Mapping[str, str | None]) -> bool:
+    return by_hand.get(entry["component"]) == entry.get("specVersion")
+
+
+def counted(
+    entries: Sequence[Mapping[str, Any]], by_hand: Mapping[str, str | None]
+) -> dict[str, tuple[str, str]]:
+    """Component → (version, run) of each learned version that counts: the spec still
+    names the version it replaced (GitOps wrote nothing since; once it writes another,
+    the spec counts again)."""
+    return {e["component"]: (e["version"], e["run"]) for e in entries if _counts(e, by_hand)}

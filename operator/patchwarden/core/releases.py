@@ -263,6 +263,8 @@ class State:
     """Why the installed version is unknown (the component then gets no target)."""
     stalls: bool = False
     """The problem is in the spec or the workload (a missing container), not the catalog."""
+    installed_from: str | None = None
+    """For a component described by hand: ``spec``, or the run whose version counts."""
     changes_at: datetime | None = None
     """The next instant at which the clock alone changes what is acceptable (a newer release
     approved, an end of life passed): the system looks again then, not on a timer."""
@@ -280,6 +282,7 @@ class State:
             ("feature", self.feature.version if self.feature else None),
             ("behindSince", utc_text(self.behind_since) if self.behind_since else None),
             ("endOfLife", self.end_of_life.isoformat() if self.end_of_life else None),
+            ("installedFrom", self.installed_from),
             ("message", self.problem),
         ):
             if value is not None:
@@ -301,8 +304,11 @@ def states(
     catalogs: Catalogs,
     workload: Mapping[str, Any] | None,
     now: datetime,
+    learned: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[State]:
-    """Every component of the system: what is installed, what is newer and acceptable."""
+    """Every component of the system: what is installed, what is newer and acceptable.
+    ``learned``: component described by hand → (version, run) an update run installed
+    that counts over the spec's (``core/history.py: counted``)."""
     lines = catalogs.lines(spec.updates.catalogs)
     scope = set(in_scope(spec))
     approve = parse_duration(spec.updates.approve_after) if spec.updates.approve_after else None
@@ -337,6 +343,12 @@ def states(
             state.installed = known.version
         else:
             state.installed = comp.version
+            state.installed_from = "spec"
+            if learned and comp.name in learned:
+                state.installed, run = learned[comp.name]
+                state.installed_from = (
+                    f"update run {run} installed it (the spec still says {comp.version})"
+                )
             if line is None:
                 continue  # described by hand, with no catalog: the Job alone updates it
         assert line is not None and state.installed is not None

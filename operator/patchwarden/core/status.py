@@ -108,6 +108,8 @@ class SystemFacts:
     skipped: dict[str, Any] | None = None
     """The window it last skipped as this process wrote it (the watch may not have
     delivered that write yet)."""
+    learned: list[dict[str, Any]] = field(default_factory=list)
+    """``status.learnedVersions``: what runs installed of components described by hand."""
 
 
 LAST_MESSAGE = 1024
@@ -173,6 +175,8 @@ def system_status(
         problems.append((c.INVALID_SPEC, f"the spec cannot be used: {invalid}"))
     else:
         problems += _contract(status, spec, facts, now, conds)
+        if facts.learned or old.get("learnedVersions"):
+            status["learnedVersions"] = facts.learned  # an invalid spec keeps what is stored
     attention = needs_attention(body, status.get("lastRun"))
     if attention:
         problems.insert(0, (c.ROLLBACK_FAILED, attention))

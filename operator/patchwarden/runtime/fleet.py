@@ -83,6 +83,14 @@ def run_summary(body: dict[str, Any], strings: Strings | None = None) -> dict[st
     summary = {k: status[k] for k in SUMMARY_STATUS if status.get(k) is not None}
     if is_true(status.get("conditions") or [], NEEDS_ATTENTION):
         summary["needsAttention"] = True
+    if status.get("phase") == "Succeeded":
+        reported = [
+            {"component": c.get("component"), "to": c.get("to")}
+            for c in status.get("changes") or []
+            if c.get("source") == "job" and c.get("component") and c.get("to")
+        ]
+        if reported:  # the versions of components described by hand (core/history.py)
+            summary["reported"] = reported
     gate = status.get("alertGate") or {}
     if status.get("phase") in TERMINAL and gate.get("stopped"):
         summary["gateStopped"] = True

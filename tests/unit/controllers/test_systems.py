@@ -497,3 +497,78 @@ def test_the_ledger_records_a_halt_in_the_catalog_and_a_deleted_run_does_not_lif
         "postgres 16.5 is halted: run db-202702101155 of ns/db ended RolledBack"
         in (held["message"])
     )
+
+
+DEBIAN_CATALOG: dict[str, Any] = {
+    "metadata": {"name": "os"},
+    "spec": {
+        "components": [
+            {
+                "name": "debian",
+                "releases": [
+                    {"version": v, "image": f"debian:{v}", "classes": ["security"]}
+                    | {"released": "2027-01-01T00:00:00Z"}
+                    for v in ("12.7", "12.8")
+                ],
+            }
+        ]
+    },
+}
+
+
+def test_a_version_written_by_hand_advances_with_the_run_that_installed_it() -> None:
+    """Issue 33, 1.6: after a Job reported debian 12.7→12.8, the system still read 12.7,
+    UpToDate=False, and the next window targeted the same update again."""
+    kube = FakeKube()
+    kube.put("releasecatalogs", "", DEBIAN_CATALOG)
+    body = saas(kube, "vm")
+    debian = {"name": "debian", "version": "12.7", "installedBy": "provider"}
+    body["spec"]["components"] = [debian | {"source": "standard-repository", "layer": "os"}]
+    body["spec"]["updates"]["runJob"] = "WhenNewer"
+    body["spec"]["history"] = {"successfulRuns": 0}  # pruned at once: the record outlives it
+    kube.put("managedsystems", "ns", body)
+    controller = systems(kube)
+    controller.reconcile(kube.stored("managedsystems", "ns", "vm"))
+    run = kube.stored("updateruns", "ns", "vm-202702101155")
+    assert [(t["from"], t["to"]) for t in run["spec"]["targets"]] == [("12.7", "12.8")]
+    run["status"] = {
+        "phase": "Succeeded",
+        "completionTime": "2027-02-10T12:30:00Z",
+        "changes": [{"component": "debian", "from": "12.7", "to": "12.8", "source": "job"}],
+    }
+    controller.fleet.observe_run(copy.deepcopy(run))
+    controller.reconcile(kube.stored("managedsystems", "ns", "vm"))
+    assert "delete updateruns/vm-202702101155" in kube.calls, "history 0: pruned"
+    status = kube.stored("managedsystems", "ns", "vm")["status"]
+    assert status["learnedVersions"] == [
+        {
+            "component": "debian",
+            "version": "12.8",
+            "specVersion": "12.7",
+            "run": "vm-202702101155",
+            "time": "2027-02-10T12:30:00Z",
+        }
+    ]
+    (component,) = status["components"]
+    assert (component["installed"], component["installedFrom"]) == (
+        "12.8",
+        "update run vm-202702101155 installed it (the spec still says 12.7)",
+    )
+    assert conditions(status)["UpToDate"].startswith("True")
+    # Pruned and forgotten by the registry: the next window has nothing to install.
+    controller.fleet.forget_run("ns", "vm-202702101155")
+    kube.objects.pop(("updateruns", "ns", "vm-202702101155"), None)
+    stored = kube.stored("managedsystems", "ns", "vm")
+    stored["spec"]["maintenance"] = {
+        "windows": [{"name": "later", "once": "2027-02-10T11:58:00Z", "duration": "2h"}]
+    }
+    kube.calls.clear()
+    controller.reconcile(stored)
+    assert not [c for c in kube.calls if c.startswith("create updateruns")], "no second 12.7→12.8"
+    assert kube.stored("managedsystems", "ns", "vm")["status"]["skippedWindow"]["name"] == "later"
+    # GitOps writes the new version: the spec counts again.
+    stored = kube.stored("managedsystems", "ns", "vm")
+    stored["spec"]["components"][0]["version"] = "12.8"
+    controller.reconcile(stored)
+    (component,) = kube.stored("managedsystems", "ns", "vm")["status"]["components"]
+    assert (component["installed"], component["installedFrom"]) == ("12.8", "spec")
