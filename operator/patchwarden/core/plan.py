@@ -24,6 +24,7 @@ from patchwarden.api.maintenance import Cadence
 from patchwarden.api.request import RequestState, UpdateRequest
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystem, ManagedSystemSpec, RunJob
+from patchwarden.core.history import counted
 from patchwarden.core.policy import Assessment, assess, decide_request, installed_classes
 from patchwarden.core.releases import Catalogs, Known, end_of_life_passed, states
 from patchwarden.core.scheduler import Start, decide_start
@@ -270,7 +271,18 @@ def plan_system(
     # A window skipped already is skipped again here: the plan says what happens, not
     # whether its Event is new.
     (body.get("status") or {}).pop("skippedWindow", None)
-    sim = _Simulation(system, body, spec, workload, catalogs, released, calendar or Calendar())
+    # What update runs installed of components described by hand counts (docs/gitops.md).
+    by_hand = {c.name: c.version for c in spec.components if c.container is None}
+    learned = counted((body.get("status") or {}).get("learnedVersions") or [], by_hand)
+    installed = spec.model_copy(
+        update={
+            "components": [
+                c.model_copy(update={"version": learned[c.name][0]}) if c.name in learned else c
+                for c in spec.components
+            ]
+        }
+    )
+    sim = _Simulation(system, body, installed, workload, catalogs, released, calendar or Calendar())
     result.warnings = _warnings(sim, start)
     for occ in next_windows(spec.maintenance, spec.reserved(), start, count, sim.calendar):
         result.windows.append(_window(result, sim, occ, start))

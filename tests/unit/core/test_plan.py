@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from patchwarden.cli import main
 
@@ -352,3 +353,32 @@ def test_plan_says_when_a_window_needs_the_customers_approval(
     files = by_name(plan_of(capsys, tmp_path, text, count=2))["files"]
     updates = [w for w in files["windows"] if w["update"]]
     assert updates and all("needs the customer's approval by " in w["why"] for w in updates)
+
+
+def test_the_plan_reads_the_versions_runs_installed_of_components_described_by_hand(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 33, 1.6: shop-db's debian is 12.7 in its spec; a run installed 12.8. The plan
+    must not install 12.8 again."""
+    before = by_name(plan_of(capsys, tmp_path, examples_text(), count=6))["shop-db"]
+    (quarter,) = [w for w in before["windows"] if w["update"]]
+    found = [(t["component"], t["from"], t["to"]) for t in quarter["targets"]]
+    assert ("debian", "12.7", "12.8") in found
+    docs = [d for d in yaml.safe_load_all(examples_text()) if d]
+    shop = next(
+        d for d in docs if d["kind"] == "ManagedSystem" and d["metadata"]["name"] == "shop-db"
+    )
+    shop["status"] = {
+        "learnedVersions": [
+            {
+                "component": "debian",
+                "version": "12.8",
+                "specVersion": "12.7",
+                "run": "r1",
+                "time": "2026-11-01T01:00:00Z",
+            }
+        ]
+    }
+    after = by_name(plan_of(capsys, tmp_path, yaml.safe_dump_all(docs), count=6))["shop-db"]
+    (quarter,) = [w for w in after["windows"] if w["update"]]
+    assert [t["component"] for t in quarter["targets"]] == ["postgresql"]
