@@ -115,10 +115,19 @@ def test_metrics_after_a_success_and_a_rollback_pass_promtool(
         wait_run(cluster, namespace, "bad", ENDED)
 
         def rolled_back() -> str | None:
+            # The series exists at 0 from the first look: wait for its value, and the
+            # good run's, not for its name.
             text = scrape(port)
-            return text if 'result="RolledBack"' in text else None
+            found = samples(text)
+            counted = [
+                value(
+                    found, "patchwarden_update_runs_total", namespace=namespace, system=s, result=r
+                )
+                for s, r in (("bad", "RolledBack"), ("good", "Succeeded"))
+            ]
+            return text if counted == [1, 1] else None
 
-        text = wait_for(rolled_back, timeout=30, what="the rollback in /metrics")
+        text = wait_for(rolled_back, timeout=30, what="both runs counted in /metrics")
         assert scrape(port, "/healthz").strip() == "ok"
 
     found = samples(text)

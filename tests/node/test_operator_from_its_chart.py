@@ -114,17 +114,19 @@ def test_the_chart_runs_the_operator_through_an_update_and_a_rollback(
     )
 
     # /metrics, scraped from the node (the operator shares its network namespace).
-    def scrape() -> str | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{installed}/metrics", timeout=5) as r:
-            text: str = r.read().decode()
-        return text if 'result="RolledBack"' in text else None
-
-    text = wait_for(scrape, timeout=30, what="the rollback in the operator's /metrics")
-    for system_name, result in (("good", "Succeeded"), ("bad", "RolledBack")):
-        assert any(
+    def counted(text: str, system_name: str, result: str) -> bool:
+        return any(
             line.startswith("patchwarden_update_runs_total{")
             and f'system="{system_name}"' in line
             and f'result="{result}"' in line
             and line.endswith(" 1.0")
             for line in text.splitlines()
-        ), text
+        )
+
+    def scrape() -> bool:
+        # The result series exist at 0 from the first look: wait for the values.
+        with urllib.request.urlopen(f"http://127.0.0.1:{installed}/metrics", timeout=5) as r:
+            text: str = r.read().decode()
+        return counted(text, "good", "Succeeded") and counted(text, "bad", "RolledBack")
+
+    wait_for(scrape, timeout=30, what="both runs counted in the operator's /metrics")
