@@ -443,8 +443,15 @@ class Proposal(Model):
     targets: list[ProposedTarget] = Field(default_factory=list, max_length=256)
     approve_by: str = Field(json_schema_extra={"format": "date-time"})
     state: str
-    """``Pending``, ``Approved`` or ``Expired`` (not approved by ``approveBy``)."""
+    """``Pending``, ``Approved``, ``Rejected`` (by the customer, with a reason) or
+    ``Expired`` (not approved by ``approveBy``)."""
     approved_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    approved_by: str | None = Field(default=None, max_length=512)
+    """Who approved it: the user the API server recorded (docs/approvals.md)."""
+    rejected_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    rejected_by: str | None = Field(default=None, max_length=512)
+    reason: str | None = Field(default=None, max_length=1024)
+    """Why the customer rejected it."""
     message: str = ""
 
 

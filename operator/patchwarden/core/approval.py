@@ -3,12 +3,17 @@
 A system with ``spec.updates.approval`` gets, for its next window in which the provider
 would start a run on its own (SaaS schedule, PaaS advanced cadence), a proposal in
 ``status.proposal``: the window, the targets, and the time by which it must be approved.
-The customer approves by annotating the system with the proposed window's start::
+The customer approves by annotating the system with the proposed window's start and their
+own user name (``kubectl patchwarden approve shop-db`` does both)::
 
-    kubectl annotate managedsystem shop-db patchwarden.io/approve=2026-12-06T01:00:00Z
+    kubectl annotate managedsystem shop-db patchwarden.io/approve=2026-12-06T01:00:00Z \
+        patchwarden.io/approved-by=$(kubectl auth whoami -o jsonpath='{.status.userInfo.username}')
 
-An approval seen before ``approveBy`` approves the proposal; none by then expires it,
-and the window is skipped with that reason. An approved run installs only the proposed
+The chart's admission policy admits the name only when it is the requester's, so the
+approver is the one the API server authenticated. An approval seen before ``approveBy``
+approves the proposal; none by then expires it, and the window is skipped with that
+reason. A rejection (``patchwarden.io/reject`` with ``reject-reason`` and ``rejected-by``)
+skips the window with the customer's reason. An approved run installs only the proposed
 targets, as long as each is still acceptable (a newer release that appeared meanwhile
 waits for the next proposal; one past its end of life or halted by the waves is dropped,
 and the skip or the run says so). Requests
@@ -27,7 +32,15 @@ from patchwarden.core.times import utc_text
 
 APPROVE = "patchwarden.io/approve"
 """Annotation of a ManagedSystem: the start (RFC 3339 UTC) of the proposed window approved."""
-PENDING, APPROVED, EXPIRED = "Pending", "Approved", "Expired"
+APPROVED_BY = "patchwarden.io/approved-by"
+"""Who approved: the chart's admission policy admits only the requester's own user name."""
+REJECT = "patchwarden.io/reject"
+"""The start of the proposed window the customer rejects."""
+REJECTED_BY = "patchwarden.io/rejected-by"
+REJECT_REASON = "patchwarden.io/reject-reason"
+ANSWERS = (APPROVE, APPROVED_BY, REJECT, REJECTED_BY, REJECT_REASON)
+"""The annotations a customer's answer sets (the approver role may set nothing else)."""
+PENDING, APPROVED, REJECTED, EXPIRED = "Pending", "Approved", "Rejected", "Expired"
 
 
 def propose(
@@ -36,12 +49,14 @@ def propose(
     start: datetime,
     targets: Sequence[Target],
     before: timedelta,
-    approval: str | None,
+    answers: Mapping[str, str],
     now: datetime,
     system: str,
 ) -> dict[str, Any]:
     """The proposal for the window ``window`` opening at ``start``: the one already made for
-    it, moved on by an approval or the deadline, or a new one."""
+    it, moved on by the customer's answer (``answers``: the system's annotations) or the
+    deadline, or a new one. An approval counts only with the approver's name recorded
+    (``approved-by``) and before ``approveBy``; a rejection, any time before the window."""
     start_text = utc_text(start)
     approve_by = start - before
     if old is not None and old.get("start") == start_text:
@@ -57,10 +72,16 @@ def propose(
             "approveBy": utc_text(approve_by),
             "state": PENDING,
         }
-    if proposal["state"] == PENDING:
-        if approval == start_text and now <= approve_by:
+    if proposal["state"] in (PENDING, EXPIRED) and answers.get(REJECT) == start_text:
+        proposal["state"] = REJECTED
+        proposal["rejectedTime"] = utc_text(now)
+        proposal["rejectedBy"] = answers.get(REJECTED_BY) or "unknown"
+        proposal["reason"] = (answers.get(REJECT_REASON) or "no reason given")[:1024]
+    elif proposal["state"] == PENDING:
+        if answers.get(APPROVE) == start_text and answers.get(APPROVED_BY) and now <= approve_by:
             proposal["state"] = APPROVED
             proposal["approvedTime"] = utc_text(now)
+            proposal["approvedBy"] = answers[APPROVED_BY]
         elif now > approve_by:
             proposal["state"] = EXPIRED
     proposal["message"] = _message(proposal, system)
@@ -72,12 +93,17 @@ def _message(proposal: Mapping[str, Any], system: str) -> str:
     what = what or "the update Job"
     at = f"window {proposal['window']} at {proposal['start']}"
     if proposal["state"] == APPROVED:
-        return f"approved at {proposal['approvedTime']}: {what} in {at}"
+        return f"approved by {proposal['approvedBy']} at {proposal['approvedTime']}: {what} in {at}"
+    if proposal["state"] == REJECTED:
+        return (
+            f"rejected by {proposal['rejectedBy']} at {proposal['rejectedTime']} "
+            f"({proposal['reason']}): {at} is skipped ({what})"
+        )
     if proposal["state"] == EXPIRED:
         return f"not approved by {proposal['approveBy']}: {at} is skipped ({what})"
     return (
-        f"proposed: {what} in {at}; approve by {proposal['approveBy']} with: kubectl annotate "
-        f"managedsystem {system} {APPROVE}={proposal['start']} --overwrite"
+        f"proposed: {what} in {at}; approve by {proposal['approveBy']} with: kubectl "
+        f"patchwarden approve {system} (or reject {system} --reason …)"
     )
 
 
@@ -121,6 +147,8 @@ def approved_targets(
 def why_skipped(proposal: Mapping[str, Any] | None, start: datetime) -> str:
     """The reason a window with a due, unapproved run is skipped (for status and Event)."""
     if proposal and proposal.get("start") == utc_text(start):
+        if proposal["state"] == REJECTED:
+            return f"the proposal was rejected by {proposal['rejectedBy']}: {proposal['reason']}"
         if proposal["state"] == EXPIRED:
             return f"the proposal was not approved by {proposal['approveBy']}"
         return f"the proposal is not approved (it had to be by {proposal['approveBy']})"

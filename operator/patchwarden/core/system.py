@@ -21,7 +21,7 @@ from patchwarden.api.common import parse_duration
 from patchwarden.api.run import Target, Trigger
 from patchwarden.api.system import ManagedSystemSpec, ManagedSystemStatus, SkippedWindow
 from patchwarden.core import builders
-from patchwarden.core.approval import APPROVE, propose
+from patchwarden.core.approval import ANSWERS, propose
 from patchwarden.core.due import Due, due_run
 from patchwarden.core.history import beyond_retention, to_prune
 from patchwarden.core.policy import assess
@@ -266,7 +266,7 @@ def proposal(
         occ.start,
         answer.targets,
         parse_duration(approval.before),
-        (meta.get("annotations") or {}).get(APPROVE),
+        {k: v for k, v in (meta.get("annotations") or {}).items() if k in ANSWERS},
         now,
         meta["name"],
     )

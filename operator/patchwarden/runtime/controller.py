@@ -25,7 +25,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from patchwarden.core.approval import APPROVE
+from patchwarden.core.approval import ANSWERS
 from patchwarden.core.status import ACKNOWLEDGED
 from patchwarden.runtime import metrics
 from patchwarden.runtime.inventory import Ref
@@ -103,7 +103,7 @@ def _news(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     if bool(old.get("deletionTimestamp")) != bool(new.get("deletionTimestamp")):
         return True
     before, after = old.get("annotations") or {}, new.get("annotations") or {}
-    return any(before.get(a) != after.get(a) for a in (ACKNOWLEDGED, APPROVE))
+    return any(before.get(a) != after.get(a) for a in (ACKNOWLEDGED, *ANSWERS))
 
 
 @dataclass

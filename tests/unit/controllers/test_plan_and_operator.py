@@ -116,7 +116,10 @@ def operate() -> tuple[FakeKube, list[dict[str, Any]]]:
         controller.reconcile(kube.stored("managedsystems", "ns", name))
     approved = kube.stored("managedsystems", "ns", "approved")
     assert approved["status"]["proposal"]["state"] == "Pending"
-    approved["metadata"]["annotations"] = {"patchwarden.io/approve": "2027-02-13T01:00:00Z"}
+    approved["metadata"]["annotations"] = {
+        "patchwarden.io/approve": "2027-02-13T01:00:00Z",
+        "patchwarden.io/approved-by": "jane@acme.example",
+    }
     controller.reconcile(approved)
     stored = [copy.deepcopy(kube.stored("managedsystems", "ns", n)) for n in names]
     clock[0] = IN_WINDOW

@@ -362,13 +362,18 @@ def test_a_proposal_is_approved_with_an_annotation_and_only_then_runs() -> None:
         "2027-02-12T01:00:00Z",
     )
     assert proposal["message"].endswith(
-        "with: kubectl annotate managedsystem a "
-        "patchwarden.io/approve=2027-02-13T01:00:00Z --overwrite"
+        "with: kubectl patchwarden approve a (or reject a --reason …)"
     )
     stored = kube.stored("managedsystems", "ns", "a")
     stored["metadata"]["annotations"] = {"patchwarden.io/approve": "2027-02-13T01:00:00Z"}
     controller.reconcile(stored)
-    assert kube.stored("managedsystems", "ns", "a")["status"]["proposal"]["state"] == "Approved"
+    proposal = kube.stored("managedsystems", "ns", "a")["status"]["proposal"]
+    assert proposal["state"] == "Pending", "no approver recorded: no approval"
+    stored = kube.stored("managedsystems", "ns", "a")
+    stored["metadata"]["annotations"]["patchwarden.io/approved-by"] = "jane@acme.example"
+    controller.reconcile(stored)
+    proposal = kube.stored("managedsystems", "ns", "a")["status"]["proposal"]
+    assert (proposal["state"], proposal["approvedBy"]) == ("Approved", "jane@acme.example")
     clock[0] = datetime(2027, 2, 13, 1, 5, tzinfo=UTC)
     controller.reconcile(kube.stored("managedsystems", "ns", "a"))
     assert kube.created() == ["create updateruns/a-202702130100"]
@@ -394,6 +399,45 @@ def test_an_unapproved_window_is_skipped_with_the_reason() -> None:
     assert stored["status"]["skippedWindow"]["reason"] == (
         "the proposal was not approved by 2027-02-09T11:55:00Z"
     )
+    assert ("Warning", "NotApproved") in [e[:2] for e in events]
+
+
+def test_a_rejected_proposal_skips_its_window_with_the_customers_reason() -> None:
+    kube, events = FakeKube(), []
+    body = saas(kube, "a")
+    body["spec"]["updates"]["approval"] = {}
+    body["spec"]["maintenance"] = {
+        "windows": [{"name": "sat", "once": "2027-02-13T01:00:00Z", "duration": "3h"}]
+    }
+    clock = [NOW]
+    controller = Systems(
+        Settings(),
+        kube,
+        lambda *e: events.append(e[1:]),
+        Fleet(LIMITS),
+        lambda *_: [],
+        FakeView(kube),
+        lambda: clock[0],
+    )
+    controller.reconcile(body)
+    stored = kube.stored("managedsystems", "ns", "a")
+    stored["metadata"]["annotations"] = {
+        "patchwarden.io/reject": "2027-02-13T01:00:00Z",
+        "patchwarden.io/rejected-by": "jane@acme.example",
+        "patchwarden.io/reject-reason": "month-end closing",
+    }
+    controller.reconcile(stored)
+    proposal = kube.stored("managedsystems", "ns", "a")["status"]["proposal"]
+    assert (proposal["state"], proposal["rejectedBy"], proposal["reason"]) == (
+        "Rejected",
+        "jane@acme.example",
+        "month-end closing",
+    )
+    clock[0] = datetime(2027, 2, 13, 1, 5, tzinfo=UTC)
+    controller.reconcile(kube.stored("managedsystems", "ns", "a"))
+    assert kube.created() == []
+    skipped = kube.stored("managedsystems", "ns", "a")["status"]["skippedWindow"]
+    assert skipped["reason"] == "the proposal was rejected by jane@acme.example: month-end closing"
     assert ("Warning", "NotApproved") in [e[:2] for e in events]
 
 
