@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -41,3 +45,25 @@ def holds_for(
     while time.monotonic() < deadline:
         assert probe(), f"{what} stopped holding before {duration}s passed"
         time.sleep(interval)
+
+
+def kubectl_plugin(
+    cluster: Any, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl patchwarden ARGS`` as a user runs it: kubectl finds the plugin
+    ``kubectl-patchwarden`` on the PATH (the venv's, where the package installs it)."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    out = subprocess.run(
+        [str(cluster.tools / "kubectl"), "patchwarden", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out

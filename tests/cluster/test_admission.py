@@ -18,19 +18,26 @@ from kubernetes import client
 
 from tests.catalogue import SYSTEM
 from tests.conftest import REPO, Cluster
-from tests.helpers import wait_for
+from tests.helpers import kubectl_plugin, wait_for
 
 pytestmark = pytest.mark.usefixtures("crds")
 CHART = REPO / "charts" / "patchwarden"
 
+CONTRACT = {
+    "apiGroups": ["patchwarden.io"],
+    "resources": ["managedsystems/contract"],
+    "verbs": ["update"],
+}
+"""Trusted with the contract (docs/rbac.md): the provider's people below all are."""
 ROLES: dict[str, list[dict[str, Any]]] = {
-    # A customer's help desk: edits systems' descriptions, asks for updates; runs nothing.
+    # The provider's help desk: edits systems' descriptions, asks for updates; runs nothing.
     "alice": [
         {
             "apiGroups": ["patchwarden.io"],
             "resources": ["managedsystems", "updaterequests", "updateruns"],
             "verbs": ["get", "list", "create", "update", "patch"],
-        }
+        },
+        CONTRACT,
     ],
     # The provider's operations team in this namespace: may run Jobs, change the workload
     # (and, by a too-wide role, create UpdateRuns: the policy still refuses them).
@@ -43,6 +50,7 @@ ROLES: dict[str, list[dict[str, Any]]] = {
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["update"]},
         {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["delete"]},
+        CONTRACT,
     ],
 }
 # The provider's deploy team: bob's rights, acting as ServiceAccount deployer, exec.
@@ -101,7 +109,7 @@ def policies(cluster: Cluster, tools: Path, namespace: str) -> Iterator[str]:
         if d
         and (
             d["kind"].startswith("ValidatingAdmissionPolicy")
-            or d["metadata"]["name"].endswith(("-edit", "-view"))
+            or d["metadata"]["name"].endswith(("-edit", "-view", "-approver", "-contract-editor"))
         )
     ]
     text = yaml.safe_dump_all(docs)
@@ -348,3 +356,185 @@ def test_the_built_in_roles_cover_patchwarden_through_aggregation(
     assert can("erin", "create", "updaterequests.patchwarden.io")
     assert not can("erin", "create", "updateruns.patchwarden.io")
     assert can("erin", "delete", "updateruns.patchwarden.io")
+
+
+def test_customers_approve_with_a_role_that_can_do_nothing_else_in_their_own_name(
+    cluster: Cluster, tools: Path, namespace: str, policies: str
+) -> None:
+    """Issue 33, section 2: approving needed `patch managedsystems` — the role that rewrites
+    the contract. Now: frank (the approver role) answers proposals and nothing else, only
+    in his own name and only in his namespace; gina (`edit`) no longer rewrites contracts;
+    henry (`edit` and the contract editor) does."""
+    ns = namespace
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    for user, role in (
+        ("frank", f"{policies}-approver"),
+        ("gina", "edit"),
+        ("henry", "edit"),
+        ("henry", f"{policies}-contract-editor"),
+    ):
+        rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": f"{user}-{role}"[:63]},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [
+                    {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
+                ],
+            },
+        )
+    shop = system("shop", ns)
+    ok, out = kubectl(cluster, tools, "create", "-f", "-", stdin=yaml.safe_dump(shop))
+    assert ok, out
+    # The policies and the aggregated edit role are in force once gina's change is refused
+    # by the policy (the API server loads them asynchronously): wait, with a deadline.
+    change = json.dumps({"spec": {"customer": "someone-else"}})
+
+    def patch(user: str, *args: str, target: str = "shop", where: str = ns) -> tuple[bool, str]:
+        return kubectl(
+            cluster, tools, "--as", user, "-n", where, "patch", "managedsystem", target, *args
+        )
+
+    wait_for(
+        lambda: "are the customer's contract" in patch("gina", "--type=merge", "-p", change)[1],
+        timeout=30,
+        what="the contract guard in force for an edit user",
+    )
+    tried: list[tuple[str, str, bool, str]] = []
+
+    def expect(user: str, what: str, allowed: bool, says: str, *args: str, **kw: str) -> None:
+        ok, out = patch(user, *args, **kw)
+        tried.append((user, what, ok, out.strip().splitlines()[-1] if out.strip() else ""))
+        assert ok is allowed, (user, what, out)
+        assert says in out, (user, what, out)
+
+    contract = (
+        "the spec, labels and annotations of ManagedSystem shop are the customer's contract: "
+    )
+    expect(
+        "gina",
+        "the customer (edit role)",
+        False,
+        contract + "gina may only answer",
+        "--type=merge",
+        "-p",
+        change,
+    )
+    expect("henry", "the customer (contract editor)", True, "patched", "--type=merge", "-p", change)
+    model = json.dumps({"spec": {"serviceModel": "IaaS"}})
+    expect(
+        "frank",
+        "the service model",
+        False,
+        contract + "frank may only answer",
+        "--type=merge",
+        "-p",
+        model,
+    )
+    label = json.dumps({"metadata": {"labels": {"ring": "canary"}}})
+    expect("frank", "a label (waves select on them)", False, contract, "--type=merge", "-p", label)
+    ack = json.dumps({"metadata": {"annotations": {"patchwarden.io/acknowledged-run": "x"}}})
+    expect("frank", "acknowledging a failed rollback", False, contract, "--type=merge", "-p", ack)
+    start = "2030-01-05T01:00:00Z"
+
+    def answer(**annotations: str) -> tuple[str, str]:
+        return ("--type=merge", "-p", json.dumps({"metadata": {"annotations": annotations}}))
+
+    approve, by = "patchwarden.io/approve", "patchwarden.io/approved-by"
+    expect(
+        "frank",
+        "an approval in alice's name",
+        False,
+        "an approval records who gave it, as the API server knows them: it must be frank",
+        *answer(**{approve: start, by: "alice"}),
+    )
+    expect(
+        "frank",
+        "an approval in his own name",
+        True,
+        "patched",
+        *answer(**{approve: start, by: "frank"}),
+    )
+    stored = json.loads(
+        kubectl(cluster, tools, "-n", ns, "get", "managedsystem", "shop", "-o", "json")[1]
+    )
+    assert stored["metadata"]["annotations"][by] == "frank", "the recorded approver is the real one"
+    expect(
+        "gina",
+        "the approver's name changed to hers",
+        False,
+        "it must be gina",
+        *answer(**{by: "gina"}),
+    )
+    expect(
+        "frank",
+        "a rejection with a reason",
+        True,
+        "patched",
+        *answer(
+            **{
+                "patchwarden.io/reject": start,
+                "patchwarden.io/rejected-by": "frank",
+                "patchwarden.io/reject-reason": "month-end closing",
+            }
+        ),
+    )
+    ok, out = kubectl(cluster, tools, "--as", "frank", "-n", ns, "delete", "managedsystem", "shop")
+    tried.append(("frank", "deleting the system", ok, out.strip().splitlines()[-1]))
+    assert not ok and "forbidden" in out, out
+    # Another customer's namespace: frank has no role there.
+    other = f"{ns}-other"
+    client.CoreV1Api(cluster.api).create_namespace({"metadata": {"name": other}})
+    try:
+        elsewhere = system("theirs", other)
+        ok, out = kubectl(cluster, tools, "create", "-f", "-", stdin=yaml.safe_dump(elsewhere))
+        assert ok, out
+        expect(
+            "frank",
+            "an approval in another customer's namespace",
+            False,
+            "forbidden",
+            *answer(**{approve: start, by: "frank"}),
+            target="theirs",
+            where=other,
+        )
+    finally:
+        client.CoreV1Api(cluster.api).delete_namespace(other)
+    # The plugin answers in the caller's name as the API server knows it (SelfSubjectReview,
+    # impersonated here): a proposal written into the status, as the operator would.
+    proposal = {
+        "window": "w",
+        "start": "2030-01-12T01:00:00Z",
+        "approveBy": "2030-01-11T01:00:00Z",
+        "state": "Pending",
+        "targets": [],
+    }
+    ok, out = kubectl(
+        cluster,
+        tools,
+        "-n",
+        ns,
+        "patch",
+        "managedsystem",
+        "shop",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"proposal": proposal}}),
+    )
+    assert ok, out
+    said = kubectl_plugin(cluster, "--as", "frank", "-n", ns, "approve", "shop").stdout
+    assert said.strip().endswith("approved as frank"), said
+    stored = json.loads(
+        kubectl(cluster, tools, "-n", ns, "get", "managedsystem", "shop", "-o", "json")[1]
+    )
+    annotations = stored["metadata"]["annotations"]
+    assert (annotations[approve], annotations[by]) == ("2030-01-12T01:00:00Z", "frank")
+    refused = sum(1 for *_, ok, _ in tried if not ok)
+    print(f"{len(tried)} attempts, {refused} refused:")
+    for user, what, ok, line in tried:
+        print(f"  {user}: {what}: {'allowed' if ok else 'refused: ' + line}")
