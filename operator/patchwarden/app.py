@@ -38,7 +38,7 @@ from patchwarden.runtime.controller import Key, SystemController
 from patchwarden.runtime.events import EventPoster
 from patchwarden.runtime.fleet import Fleet, WindowPopulation, shares
 from patchwarden.runtime.kube import Kube, api_client
-from patchwarden.runtime.notify import Notifier
+from patchwarden.runtime.notify import NAMESPACE_SECRET, Notifier, target_of
 from patchwarden.runtime.queue import DelayQueue
 from patchwarden.runtime.reflector import Reflector, handoff, watches
 from patchwarden.runtime.view import View
@@ -108,7 +108,14 @@ class Runtime:
             queue=DelayQueue(clock.monotonic),
             systems=cache,
         )
-        self.notifier = Notifier(settings, self.kube.annotate, clock.monotonic, clock.now)
+        self.notifier = Notifier(
+            settings,
+            self.kube.annotate,
+            clock.monotonic,
+            clock.now,
+            namespace_target=lambda ns: target_of(self.kube.secret(ns, NAMESPACE_SECRET)),
+        )
+        self.systems.notice = lambda body: self.notifier.observe("managedsystems", body)
         self.memories = kopf_memories()
         self.kept = Kept()
         self.wakeups: dict[Key, asyncio.Event] = {}

@@ -149,6 +149,10 @@ class FakeKube:
     def delete_snapshot(self, ns: str, name: str) -> None:
         self._delete("volumesnapshots", ns, name)
 
+    def secret(self, ns: str, name: str) -> dict[str, Any] | None:
+        self._call("get", "secrets", name)
+        return self.objects.get(("secrets", ns, name))
+
     def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
         return self._get(WORKLOADS[kind], ns, name)
 

@@ -4,6 +4,7 @@ and a receiver that is down stalls no update."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import threading
@@ -24,6 +25,7 @@ from tests.operator_harness import (
     ENDED,
     create,
     get,
+    now_plus,
     phase,
     running_operator,
     system,
@@ -59,8 +61,9 @@ class Receiver:
             ]
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def serving() -> Iterator[Receiver]:
+    """A webhook receiver on loopback, for as long as the block runs."""
     got = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -101,6 +104,12 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serving() as got:
+        yield got
 
 
 def env(receiver: Receiver) -> dict[str, str]:
@@ -219,3 +228,57 @@ def test_a_receiver_that_is_down_stalls_no_update(
         f"\nnotifications: a run with its receiver down ended in {took:.1f} s; "
         f"{receiver.refused} attempts refused, then both events delivered in order"
     )
+
+
+def test_a_customer_namespace_gets_its_own_events_and_its_proposals(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    receiver: Receiver,
+) -> None:
+    """Issue 33, section 2: the customer is told, at their own receiver (a Secret in their
+    namespace), of their runs and of a proposal that waits for their approval; the
+    provider's webhook gets the same."""
+    with serving() as customer:
+        core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "patchwarden-notifications"},
+                "stringData": {"url": customer.url, "hmacKey": KEY},
+            },
+        )
+        workload(core, apps, namespace, name="ok")
+        workload(core, apps, namespace, name="files")
+        with running_operator(cluster, namespace, tmp_path, **env(receiver)):
+            create(cluster, namespace, system("ok", "SaaS", workload_name="ok"))
+            files = system("files", "SaaS", workload_name="files", window_start=now_plus(72 * 3600))
+            files["spec"]["updates"]["approval"] = {"before": "24h"}
+            create(cluster, namespace, files)
+            name = wait_run(cluster, namespace, "ok", ENDED)["metadata"]["name"]
+
+            def told(got: Receiver) -> bool:
+                kinds = {e["type"] for e in got.events}
+                return len(got.of(name)) == 2 and "io.patchwarden.proposal.waiting.v1" in kinds
+
+            wait_for(lambda: told(customer), timeout=30, what="the customer's receiver told")
+            wait_for(lambda: told(receiver), timeout=30, what="the provider's receiver told")
+            recorded = wait_for(
+                lambda: (
+                    get(cluster, namespace, "ManagedSystem", "files")["metadata"].get("annotations")
+                    or {}
+                ).get("patchwarden.io/notified"),
+                timeout=10,
+                what="the proposal's delivery recorded on the system",
+            )
+    assert customer.of(name) == ["started", "succeeded"]
+    assert all(e["signed"] for e in customer.events)
+    (waiting,) = [e for e in customer.events if e["type"].endswith("proposal.waiting.v1")]
+    assert waiting["data"]["system"] == "files"
+    assert waiting["data"]["approve"] == f"kubectl patchwarden -n {namespace} approve files"
+    assert waiting["source"].endswith(f"/namespaces/{namespace}/managedsystems/files")
+    assert sorted(recorded.split(",")) == [
+        f"proposal-waiting-{waiting['data']['start']}",
+        f"proposal-waiting-{waiting['data']['start']}@ns",
+    ]

@@ -73,4 +73,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [snapshot.storage.k8s.io]
   resources: [volumesnapshots]
   verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [patchwarden-notifications]  # a namespace's own webhook (docs/notifications.md)
+  verbs: [get]
 {{- end -}}

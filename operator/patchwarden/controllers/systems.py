@@ -79,6 +79,8 @@ class Systems:
     """Queue a system for a reconcile (the operator's work queue)."""
     calendar: Calendar = field(default_factory=Calendar)
     """The window expansions remembered for the fleet (``core/windows.py``)."""
+    notice: Callable[[dict[str, Any]], None] = lambda body: None
+    """Hands the reconciled system (its proposal) to the notifier (``runtime/notify.py``)."""
     _ledger: Ledger | None = None
     """How far each waved release has come: built when the catalogs' rollouts change and
     by :meth:`refresh_ledger` after the fleet changed (runs began or ended, systems'
@@ -118,6 +120,7 @@ class Systems:
         facts = self.observe(body, parsed[0], now)
         decision = decide(body, facts, now, self.timing, parsed)
         self.writer.write("managedsystems", body, decision.status.patch())
+        self.notice(body)  # a proposal waiting for its answer is announced
         self.apply(body, decision)
         metrics.observe_system(body, parsed[0])
         return decision.requeue

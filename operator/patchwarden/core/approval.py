@@ -41,6 +41,9 @@ REJECT_REASON = "patchwarden.io/reject-reason"
 ANSWERS = (APPROVE, APPROVED_BY, REJECT, REJECTED_BY, REJECT_REASON)
 """The annotations a customer's answer sets (the approver role may set nothing else)."""
 PENDING, APPROVED, REJECTED, EXPIRED = "Pending", "Approved", "Rejected", "Expired"
+REMIND = timedelta(hours=6)
+"""A proposal still waiting this long before ``approveBy`` is announced again (the CloudEvent
+``proposal.deadline``; the alert ``PatchwardenApprovalDeadlineNear`` uses the same)."""
 
 
 def propose(

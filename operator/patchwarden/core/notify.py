@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from patchwarden.api.common import GROUP, VERSION
 from patchwarden.api.run import TERMINAL
+from patchwarden.core.approval import PENDING, REMIND
+from patchwarden.core.times import parse_time, utc_text
 
 TYPE_PREFIX = "io.patchwarden"
 NOTIFIED = "patchwarden.io/notified"
@@ -148,6 +151,48 @@ def request_notices(body: Mapping[str, Any]) -> list[Notice]:
             },
         )
     ]
+
+
+def proposal_notices(body: Mapping[str, Any], now: datetime) -> list[Notice]:
+    """What a ManagedSystem owes its customer while its proposal waits for an answer:
+    ``proposal.waiting`` once, and ``proposal.deadline`` once less than
+    :data:`~patchwarden.core.approval.REMIND` is left before ``approveBy``. Keyed by the
+    proposed window's start: each proposal is announced once."""
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    proposal = status.get("proposal")
+    if not proposal or proposal.get("state") != PENDING:
+        return []
+    start, by = proposal["start"], parse_time(proposal["approveBy"])
+    data = {
+        "namespace": meta["namespace"],
+        "system": meta["name"],
+        "customer": spec.get("customer"),
+        "window": proposal.get("window"),
+        "start": start,
+        "approveBy": proposal["approveBy"],
+        "targets": proposal.get("targets") or [],
+        "message": proposal.get("message"),
+        "approve": f"kubectl patchwarden -n {meta['namespace']} approve {meta['name']}",
+    }
+    out = [_proposal_notice(meta, "waiting", start, utc_text(now), data)]
+    if now >= by - REMIND:
+        out.append(_proposal_notice(meta, "deadline", start, utc_text(by - REMIND), data))
+    return out
+
+
+def _proposal_notice(
+    meta: Mapping[str, Any], what: str, start: str, time: str, data: dict[str, Any]
+) -> Notice:
+    key = f"proposal-{what}-{start}"
+    return Notice(
+        key=key,
+        type=f"{TYPE_PREFIX}.proposal.{what}.v1",
+        id=f"{meta.get('uid', meta['name'])}/{key}",
+        source=_source("managedsystems", meta),
+        subject=f"{meta['namespace']}/{meta['name']}",
+        time=time,
+        data=data,
+    )
 
 
 def owed(notices: list[Notice], done: frozenset[str]) -> list[Notice]:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from patchwarden.api.common import describe_errors
 from patchwarden.api.system import ManagedSystemSpec, ManagedSystemStatus, WindowRef
 from patchwarden.core import conditions as c
-from patchwarden.core.approval import PENDING
+from patchwarden.core.approval import PENDING, REMIND
 from patchwarden.core.builders import pod_security
 from patchwarden.core.gate import Verdict
 from patchwarden.core.podsecurity import Level
@@ -432,7 +432,8 @@ def next_look(status: ManagedSystemStatus, facts: SystemFacts, now: datetime) ->
         found += [parse_time(t) for t in (window.start, window.cutoff, window.end)]
     proposal = status.proposal
     if proposal is not None and proposal.state == PENDING and proposal.approve_by:
-        found.append(parse_time(proposal.approve_by))
+        deadline = parse_time(proposal.approve_by)
+        found += [deadline - REMIND, deadline]  # the reminder's CloudEvent, then the expiry
     found += [s.changes_at for s in facts.components if s.changes_at is not None]
     found += facts.soaked
     return min((t for t in found if t > now), default=None)

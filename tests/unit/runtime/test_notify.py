@@ -8,7 +8,7 @@ from typing import Any
 
 from patchwarden.core.notify import NOTIFIED, Notice
 from patchwarden.core.settings import Settings
-from patchwarden.runtime.notify import Notifier
+from patchwarden.runtime.notify import NAMESPACE_SECRET, Notifier, Target, target_of
 
 NOW = datetime(2026, 12, 6, 1, 30, tzinfo=UTC)
 
@@ -45,20 +45,26 @@ class Scripted(Notifier):
         )
         self.answers = answers
         self.sent_ids: list[str] = []
+        self._namespaces["ns"] = (float("inf"), None)  # known: no webhook of its own
 
-    def deliver(self, notice: Notice) -> tuple[bool, str]:
+    def deliver(self, notice: Notice, target: Target | None = None) -> tuple[bool, str]:
         ok = self.answers.pop(0) if self.answers else True
         if ok:
-            self.sent_ids.append(notice.id)
+            where = "" if target is None or not target.suffix else "@" + target.url
+            self.sent_ids.append(notice.id + where)
         return ok, "" if ok else "HTTP 503"
 
     def step(self) -> bool:
-        ready = self._next()
-        if ready is None:
-            return False
-        key, notice = ready
-        self._done(key, notice, *self.deliver(notice))
-        return True
+        """One delivery, as a worker makes it (a namespace without a webhook: dropped)."""
+        while (ready := self._next()) is not None:
+            key, notice = ready
+            target = self.boxes[key].target or self.namespace_target(key[1])
+            if target is None:
+                self._drop(key)
+                continue
+            self._done(key, notice, *self.deliver(notice, target))
+            return True
+        return False
 
 
 def test_a_runs_events_go_in_order_and_are_recorded_once_delivered() -> None:
@@ -142,3 +148,49 @@ def test_the_record_keeps_what_an_earlier_process_delivered() -> None:
     n.observe("updateruns", run("a", "Succeeded", {NOTIFIED: "started"}))
     assert n.step() and n.sent_ids == ["a/succeeded"]
     assert n.recorded == [("a", {NOTIFIED: "started,succeeded"})]
+
+
+def test_a_namespace_with_its_own_webhook_gets_its_objects_events_too() -> None:
+    """Issue 33, section 2: notification targets per customer namespace, besides the fleet's."""
+    import base64
+
+    n = Scripted([])
+    secret = {"data": {"url": base64.b64encode(b"http://127.0.0.1:9/acme").decode()}}
+    n.read_target = lambda ns: target_of(secret) if ns == "acme" else None
+    body = run("a", "Updating")
+    body["metadata"]["namespace"] = "acme"
+    n.observe("updateruns", body)
+    assert n.step() and n.step() and not n.step()
+    assert sorted(n.sent_ids) == ["a/started", "a/started@http://127.0.0.1:9/acme"]
+    assert n.recorded[-1] == ("a", {NOTIFIED: "started,started@ns"}), "each target recorded"
+    n.observe("updateruns", body)
+    assert n.pending() == 0, "neither target is owed it again"
+    assert target_of({"data": {"url": base64.b64encode(b"ftp://x").decode()}}) is None
+    assert NAMESPACE_SECRET == "patchwarden-notifications"
+
+
+def test_a_waiting_proposal_is_announced_once_and_again_before_its_deadline() -> None:
+    n = Scripted([])
+    system = {
+        "metadata": {"namespace": "ns", "name": "files", "uid": "u1"},
+        "spec": {"customer": "initech"},
+        "status": {
+            "proposal": {
+                "window": "w",
+                "start": "2026-12-08T01:00:00Z",
+                "approveBy": "2026-12-07T01:00:00Z",
+                "state": "Pending",
+                "targets": [{"component": "nextcloud", "from": "32.0.1", "to": "32.0.2"}],
+            }
+        },
+    }
+    n.observe("managedsystems", system)
+    assert n.step() and not n.step()
+    assert n.sent_ids == ["u1/proposal-waiting-2026-12-08T01:00:00Z"]
+    n.now = lambda: datetime(2026, 12, 6, 19, 30, tzinfo=UTC)  # 5.5 h before approveBy
+    n.observe("managedsystems", system)
+    assert n.step() and not n.step()
+    assert n.sent_ids[-1] == "u1/proposal-deadline-2026-12-08T01:00:00Z"
+    system["status"]["proposal"]["state"] = "Approved"
+    n.observe("managedsystems", system)
+    assert n.pending() == 0, "answered: nothing more"
