@@ -264,14 +264,13 @@ def test_a_customer_namespace_gets_its_own_events_and_its_proposals(
 
             wait_for(lambda: told(customer), timeout=30, what="the customer's receiver told")
             wait_for(lambda: told(receiver), timeout=30, what="the provider's receiver told")
-            recorded = wait_for(
-                lambda: (
-                    get(cluster, namespace, "ManagedSystem", "files")["metadata"].get("annotations")
-                    or {}
-                ).get("patchwarden.io/notified"),
-                timeout=10,
-                what="the proposal's delivery recorded on the system",
-            )
+
+            def record() -> str | None:
+                meta = get(cluster, namespace, "ManagedSystem", "files")["metadata"]
+                found = (meta.get("annotations") or {}).get("patchwarden.io/notified", "")
+                return found if found.count(",") == 1 else None  # both targets'
+
+            recorded = wait_for(record, timeout=10, what="both deliveries recorded on the system")
     assert customer.of(name) == ["started", "succeeded"]
     assert all(e["signed"] for e in customer.events)
     (waiting,) = [e for e in customer.events if e["type"].endswith("proposal.waiting.v1")]
