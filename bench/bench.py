@@ -111,6 +111,7 @@ def sync_system(name: str) -> dict[str, Any]:
             "updates": {
                 "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
                 "runJob": "EveryWindow",
+                "bakeTime": "0s",
             },
             "maintenance": {
                 "timeZone": "Europe/Berlin",
@@ -129,6 +130,7 @@ def storm_system(name: str, opens: datetime) -> dict[str, Any]:
             "updates": {
                 "expectedDuration": "5m",
                 "verifyTimeout": "2m",
+                "bakeTime": "0s",  # the figures compare with earlier ones, which had none
                 "runJob": "EveryWindow",
                 "template": {"spec": {"containers": [{"name": "u", "image": "upd:1"}]}},
             },

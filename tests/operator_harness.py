@@ -214,6 +214,7 @@ def system(
                 "expectedDuration": "1m",
                 "verifyTimeout": "30s",
                 "runJob": "EveryWindow",  # the Job is the update: it runs with no target
+                "bakeTime": "0s",  # the bake's own tests set one
                 "template": {
                     "metadata": {"annotations": job or {}},
                     "spec": {

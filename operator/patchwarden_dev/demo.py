@@ -92,7 +92,8 @@ def prepare(
     maintenance["windows"] = [{"name": "demo-now", "once": start, "duration": "1h"}]
     maintenance.pop("freezes", None)
     updates = spec.setdefault("updates", {})
-    updates.update(expectedDuration="5m", verifyTimeout="1m")
+    # Each run bakes (watched once ready) for 10 s instead of the default 2 minutes.
+    updates.update(expectedDuration="5m", verifyTimeout="1m", bakeTime="10s")
     named = updates.get("catalogs") or catalogs or []
     updates["catalogs"] = [f"{ns}-{c}" for c in named]
     if doc["metadata"]["name"] == FAILING_SYSTEM:

@@ -78,3 +78,26 @@ def test_hook_jobs_run_around_the_update_and_their_failures_stop_or_roll_back(
         f"{ok['metadata']['name']}-pre-prepare" in jobs
         and f"{ok['metadata']['name']}-post-smoke" in jobs
     )
+
+
+def test_a_ready_update_bakes_before_it_succeeds(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    """Issue 34, section 3: verification no longer ends the moment pods are ready; the run
+    is Baking for updates.bakeTime, then Succeeded with what ended the bake."""
+    workload(core, apps, namespace, name="baked")
+    with running_operator(cluster, namespace, tmp_path):
+        body = system("baked", "SaaS", workload_name="baked")
+        body["spec"]["updates"]["bakeTime"] = "6s"
+        create(cluster, namespace, body)
+        baking = wait_run(cluster, namespace, "baked", {"Baking"}, timeout=60)
+        assert baking["status"]["message"].startswith("ready; baking until ")
+        done = wait_run(cluster, namespace, "baked", ENDED, timeout=60)
+    assert phase(done) == "Succeeded", done["status"]
+    bake = done["status"]["bake"]
+    assert bake["result"] == "Passed" and bake["restarts"] == 0, bake
+    assert bake["endTime"] >= bake["until"] > bake["startTime"]

@@ -80,6 +80,12 @@ Duration = Annotated[
 ]
 
 
+DurationOrZero = Annotated[
+    str, Field(pattern=DURATION_PATTERN, max_length=32, examples=["2m", "0s"])
+]
+"""A duration that may be zero (``0s``: the step is skipped)."""
+
+
 @dataclass(frozen=True)
 class Rule:
     """A rule that spans fields, enforced twice from one definition.

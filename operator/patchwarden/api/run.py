@@ -29,6 +29,8 @@ class Phase(StrEnum):
     RECORDING = "Recording"
     UPDATING = "Updating"
     VERIFYING = "Verifying"
+    BAKING = "Baking"
+    """Ready and verified; watched for ``updates.bakeTime`` before it counts as a success."""
     SUCCEEDED = "Succeeded"
     ROLLING_BACK = "RollingBack"
     ROLLED_BACK = "RolledBack"
@@ -145,6 +147,19 @@ class WorkloadRecord(Model):
     controller keeps, such as ``deployment.kubernetes.io/revision``)."""
 
 
+class BakeRecord(Model):
+    """The bake (``updates.bakeTime``): the updated workload watched once it was ready."""
+
+    start_time: str = Field(json_schema_extra={"format": "date-time"})
+    until: str = Field(json_schema_extra={"format": "date-time"})
+    restarts: int | None = None
+    """The workload's containers' restarts when the bake began (a restart since fails it)."""
+    end_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    result: str | None = None
+    """``Passed``, or ``Failed`` with ``reason``: what ended the bake."""
+    reason: str | None = Field(default=None, max_length=1024)
+
+
 class RestoreRecord(Model):
     step: RollbackStep | None = None
     """The step the rollback is at."""
@@ -226,6 +241,7 @@ class UpdateRunStatus(Model):
     hooks: list[HookRecord] = Field(default_factory=list, max_length=16)
     alert_gate: GateRecord | None = None
     """The alert gate's verdict when the run started, and when it stopped the run."""
+    bake: BakeRecord | None = None
 
 
 class UpdateRun(Model):

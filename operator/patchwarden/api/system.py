@@ -20,6 +20,7 @@ from patchwarden.api.common import (
     ServiceModel,
     UpdateClass,
     conditions_field,
+    DurationOrZero,
     map_by,
     parse_duration,
     unique,
@@ -219,6 +220,10 @@ class Updates(Model):
     verify_timeout: Duration = "10m"
     """How long the workload may take to be ready after the update (and to complete the
     rollout of new images)."""
+    bake_time: DurationOrZero = "2m"
+    """Once the updated workload is ready (and the post hooks passed), how long it is
+    watched before the run succeeds: a container restart, readiness lost or the alert
+    gate firing then rolls it back, as a person watching would (``0s``: no bake)."""
     expected_duration: Duration = "30m"
     """No run starts later than a window's end minus this and ``rollback.reserve`` (the
     cutoff)."""

@@ -251,14 +251,21 @@ class Runner:
         namespace_pods: list[dict[str, Any]] = []
         if Read.NAMESPACE_PODS in wanted and workload is not None:
             namespace_pods = self.kube.pods(ns, {})
-        workload_pods = 0
+        workload_pods, restarts = 0, 0
         if Read.WORKLOAD_PODS in wanted and workload is not None:
             selector = workload["spec"]["selector"].get("matchLabels", {})
-            workload_pods = len(self.kube.pods(ns, selector))
+            pods = self.kube.pods(ns, selector)
+            workload_pods = len(pods)
+            restarts = sum(
+                int(c.get("restartCount") or 0)
+                for p in pods
+                for c in (p.get("status") or {}).get("containerStatuses") or []
+            )
         return {
             "job_pods": tuple(job_pods),
             "namespace_pods": tuple(namespace_pods),
             "workload_pods": workload_pods,
+            "workload_restarts": restarts,
         }
 
     def hook(

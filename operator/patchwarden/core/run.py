@@ -21,6 +21,7 @@ from typing import Any
 from patchwarden.api.common import parse_duration
 from patchwarden.api.run import (
     TERMINAL,
+    BakeRecord,
     GateRecord,
     JobRecord,
     Phase,
@@ -123,7 +124,7 @@ __all__ = [  # what the runs controller and the tests use, wherever it is define
     "without_backup",
 ]
 
-ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING})
+ROLLS_BACK = frozenset({Phase.UPDATING, Phase.VERIFYING, Phase.BAKING})
 """The phases after which the workload may have changed: a failure there rolls back."""
 
 
@@ -150,6 +151,7 @@ def advance(
                 _held(step, seen.gate)  # not started: it waits for the gate, up to the cutoff
                 return step.out
             stopping = f"the alert gate stopped the run: {seen.gate.message}"
+            _bake_ended(step, stopping)
         if stopping and phase != Phase.ROLLING_BACK:
             job_started = status.job is not None and status.job.created
             changed = job_started or bool(status.images_set)
@@ -172,6 +174,8 @@ def advance(
                 _updating(step)
             case Phase.VERIFYING:
                 _verifying(step)
+            case Phase.BAKING:
+                _baking(step)
             case Phase.ROLLING_BACK:
                 rolling_back(step)
     except Unchanged as exc:
@@ -430,13 +434,17 @@ def _verifying(step: Step) -> None:
     if workload is not None and workload_ready(workload):
         if spec.updates.hooks and spec.updates.hooks.post and not run_hooks(step, spec, "post"):
             return
-        keep = parse_duration(spec.rollback.keep_failed_state)
-        step.act(PruneSnapshots(system, spec.backup.retain, utc_text(step.now - keep)))
-        step.end(
-            Phase.SUCCEEDED,
-            "the update succeeded and the workload is ready",
-            "the update succeeded",
-        )
+        bake = parse_duration(spec.updates.bake_time)
+        if bake:
+            until = utc_text(step.now + bake)
+            step.status.bake = BakeRecord(start_time=utc_text(step.now), until=until)
+            step.enter(
+                Phase.BAKING,
+                f"ready; baking until {until}: a container restart, readiness lost or the "
+                "alert gate firing rolls it back",
+            )
+            return
+        _succeed(step, system, spec, "the update succeeded and the workload is ready")
         return
     if step.waited() > parse_duration(spec.updates.verify_timeout):
         raise Abort(
@@ -444,6 +452,48 @@ def _verifying(step: Step) -> None:
             f"{spec.updates.verify_timeout} after the update"
         )
     step.out.wait = Wait.POLL
+
+
+def _succeed(step: Step, system: str, spec: ManagedSystemSpec, message: str) -> None:
+    keep = parse_duration(spec.rollback.keep_failed_state)
+    step.act(PruneSnapshots(system, spec.backup.retain, utc_text(step.now - keep)))
+    step.end(Phase.SUCCEEDED, message, "the update succeeded")
+
+
+def _baking(step: Step) -> None:
+    """Ready and verified: watched until the bake ends, as a person would watch it."""
+    system, spec = step.system()
+    bake = step.status.bake
+    assert bake is not None
+    workload = step.seen.workload
+    name = f"{spec.workload.kind} {spec.workload.name}"
+    if workload is None or not workload_ready(workload):
+        _bake_ended(step, f"{name} lost its readiness during the bake")
+        raise Abort(f"{name} lost its readiness during the bake")
+    restarts = step.seen.workload_restarts
+    if bake.restarts is None:
+        bake.restarts = restarts  # the first look: what restarts count from
+    elif restarts > bake.restarts:
+        why = f"{name}'s containers restarted {restarts - bake.restarts} times during the bake"
+        _bake_ended(step, why)
+        raise Abort(why)
+    if step.now >= parse_time(bake.until):
+        _bake_ended(step, None)
+        _succeed(
+            step, system, spec, f"the update succeeded: ready, and it baked until {bake.until}"
+        )
+        return
+    step.out.wait = Wait.POLL
+
+
+def _bake_ended(step: Step, failed: str | None) -> None:
+    """Record what ended the bake (nothing when the run is not baking)."""
+    bake = step.status.bake
+    if bake is None or bake.end_time is not None or step.status.phase != Phase.BAKING:
+        return
+    bake.end_time = utc_text(step.now)
+    bake.result = "Failed" if failed else "Passed"
+    bake.reason = failed[:1024] if failed else None
 
 
 def _fail(step: Step, phase: Phase, why: str, changed: bool = True) -> None:

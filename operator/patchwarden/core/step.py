@@ -208,6 +208,8 @@ class Observed:
     job: Mapping[str, Any] | None = None
     workload_pods: int = 0
     """Pods matching the workload's selector (a rollback waits for none)."""
+    workload_restarts: int = 0
+    """The restarts of those pods' containers, summed (the bake watches it)."""
     job_pods: tuple[Mapping[str, Any], ...] = ()
     """The update Job's pods (labelled with the run)."""
     namespace_pods: tuple[Mapping[str, Any], ...] = ()
@@ -256,6 +258,8 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset({Read.SNAPSHOTS, Read.SNAPSHOT_CLASS})
         case Phase.RECORDING | Phase.VERIFYING:
             return frozenset({Read.WORKLOAD})
+        case Phase.BAKING:
+            return frozenset({Read.WORKLOAD, Read.WORKLOAD_PODS})
         case Phase.UPDATING if status.images_set and status.job is None:
             return frozenset({Read.WORKLOAD})  # the rollout of the target images
         case Phase.UPDATING:

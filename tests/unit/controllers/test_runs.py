@@ -31,7 +31,10 @@ def setup() -> tuple[FakeKube, Runner]:
                 "serviceModel": "SaaS",
                 "workload": {"kind": "Deployment", "name": "app"},
                 "volumes": ["data"],
-                "updates": {"template": {"spec": {"containers": [{"name": "u", "image": "x"}]}}},
+                "updates": {
+                    "template": {"spec": {"containers": [{"name": "u", "image": "x"}]}},
+                    "bakeTime": "0s",
+                },
             },
         },
     )

@@ -572,3 +572,63 @@ def test_no_update_starts_while_a_claim_decided_at_the_start_has_no_ready_backup
     assert step(covered, workload=workload()).status.phase == Phase.UPDATING
     skipped = status(Phase.RECORDING, claims=["data"], backupSkipped=m.BACKUP_SKIPPED)
     assert step(skipped, workload=workload()).status.phase == Phase.UPDATING, "by choice"
+
+
+def baking_system() -> dict[str, Any]:
+    body = system()
+    body["spec"]["updates"]["bakeTime"] = "2m"
+    return body
+
+
+def test_a_ready_workload_bakes_before_it_succeeds() -> None:
+    """Issue 34, section 3: verification no longer ends the moment pods are ready."""
+    ready = step(
+        status(Phase.VERIFYING, recorded=RECORDED), workload=workload(), system=baking_system()
+    )
+    assert ready.status.phase == Phase.BAKING
+    bake = ready.status.bake
+    assert bake is not None and (bake.start_time, bake.until) == (STAMP, "2027-02-10T12:02:00Z")
+    first = step(ready.status, workload=workload(), system=baking_system(), workload_restarts=4)
+    assert first.status.phase == Phase.BAKING and first.wait == Wait.POLL
+    assert first.status.bake is not None and first.status.bake.restarts == 4, "counted from here"
+    done = step(
+        first.status,
+        now=NOW + timedelta(minutes=2),
+        workload=workload(),
+        system=baking_system(),
+        workload_restarts=4,
+    )
+    assert done.status.phase == Phase.SUCCEEDED
+    assert done.status.bake is not None and done.status.bake.result == "Passed"
+    assert m.PhaseEnded(Phase.BAKING, 120.0) in done.actions, "the bake's own duration"
+
+
+@pytest.mark.parametrize(
+    ("seen", "why"),
+    [
+        ({"workload": workload(), "workload_restarts": 5}, "containers restarted 1 times"),
+        ({"workload": workload(ready=False)}, "lost its readiness during the bake"),
+    ],
+)
+def test_a_restart_or_lost_readiness_during_the_bake_rolls_back(
+    seen: dict[str, Any], why: str
+) -> None:
+    ready = step(
+        status(Phase.VERIFYING, recorded=RECORDED), workload=workload(), system=baking_system()
+    )
+    first = step(ready.status, workload=workload(), system=baking_system(), workload_restarts=4)
+    out = step(first.status, now=NOW + timedelta(seconds=30), system=baking_system(), **seen)
+    assert out.status.phase == Phase.ROLLING_BACK
+    assert out.status.bake is not None and out.status.bake.result == "Failed"
+    assert why in (out.status.bake.reason or "") and why in (out.status.failure or "")
+
+
+def test_the_alert_gate_firing_during_the_bake_rolls_back_and_is_recorded() -> None:
+    ready = step(
+        status(Phase.VERIFYING, recorded=RECORDED), workload=workload(), system=baking_system()
+    )
+    firing = Verdict(Decision.FIRING, True, "alerts firing: HighErrorRate{}", ("q",))
+    out = step(ready.status, workload=workload(), system=baking_system(), gate=firing)
+    assert out.status.phase == Phase.ROLLING_BACK
+    assert out.status.bake is not None and out.status.bake.result == "Failed"
+    assert "the alert gate stopped the run" in (out.status.bake.reason or "")
