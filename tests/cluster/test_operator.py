@@ -298,10 +298,12 @@ def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
     took = datetime.fromisoformat(status["completionTime"]) - datetime.fromisoformat(
         status["restore"]["startTime"]
     )
-    said = re.search(r"restored 3 claims and the workload in (\d+)s$", status["message"])
+    said = re.search(r"restored 3 claims and the workload in (\d+)s; ", status["message"])
     assert said is not None, status["message"]
     # The message's figure is taken before the times are rounded to seconds.
     assert abs(int(said.group(1)) - took.total_seconds()) <= 1
+    kept = ", ".join(r["snapshot"] for r in status["restore"]["failedState"])
+    assert status["message"].endswith(f"is kept in the failed-state snapshots {kept}")
     print(f"\nrollback of a 3-replica StatefulSet ({consistency}): {took.total_seconds():.0f} s")
 
 

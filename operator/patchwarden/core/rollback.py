@@ -102,7 +102,16 @@ def _rolled_back(step: Step) -> None:
                 needs_person=True,
             )
             return
-        restored = f"restored {len(restore.claims)} claims and the workload"
+        restored = f"restored {len(restore.claims)} claims and the workload{took}"
+        took = ""
+        kept = [r.snapshot for r in restore.failed_state]
+        if kept:  # what was written between the backup and the rollback is not lost
+            since = f" from {status.start_time}" if status.start_time else ""
+            until = f" to {restore.start_time}" if restore.start_time else ""
+            restored += (
+                f"; what was written to them{since}{until} (the update included) is kept in "
+                f"the failed-state snapshots {', '.join(kept)}"
+            )
     step.end(Phase.ROLLED_BACK, f"{why}; {restored}{took}")
 
 

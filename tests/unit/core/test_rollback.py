@@ -204,6 +204,21 @@ def test_a_ready_restored_workload_ends_rolled_back() -> None:
         "the update Job run-update failed; restored 1 claims and the workload in 3600s"
     )
     assert condition(out, "Ready") == "False" and condition(out, "Stalled") == "False"
+    # Issue 34, section 4: what was written between the backup and the rollback is kept, and
+    # the run says where and over which span.
+    kept = rolling(
+        RollbackStep.VERIFY,
+        claims=["data"],
+        startTime=EARLIER,
+        failedState=[{**FAILED_STATE, "readyToUse": True}],
+    )
+    kept.start_time = "2027-02-10T10:30:00Z"
+    said = step(kept, workload=workload(replicas=2)).status.message
+    assert said == (
+        "the update Job run-update failed; restored 1 claims and the workload in 3600s; what "
+        f"was written to them from 2027-02-10T10:30:00Z to {EARLIER} (the update included) "
+        "is kept in the failed-state snapshots run-data-failed"
+    )
     late = step(
         rolling(RollbackStep.VERIFY, since=EARLIER), workload=workload(replicas=2, ready=False)
     )
