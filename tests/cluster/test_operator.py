@@ -872,3 +872,32 @@ def test_unusable_specs_stall_and_the_other_systems_are_served(
         assert runs_of(cluster, namespace, name) == []
     assert phase(wait_run(cluster, namespace, "good", ENDED)) == "Succeeded"
     assert operator.proc is not None and operator.proc.poll() is None, "the operator keeps running"
+
+
+def test_restore_data_never_restores_the_spec_and_leaves_the_claims_as_they_are(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+) -> None:
+    """Issue 34, section 4: ``rollback.restoreData: Never`` rolls back the workload's spec
+    and images only: its claim is the same object afterwards (not recreated from a
+    snapshot), no failed-state snapshot is taken, and the run says so."""
+    workload(core, apps, namespace)
+    claim = core.read_namespaced_persistent_volume_claim("app-data-0", namespace)
+    with running_operator(cluster, namespace, tmp_path):
+        body = system("db", "SaaS", job=FAIL)
+        body["spec"]["rollback"] = {"restoreData": "Never"}
+        create(cluster, namespace, body)
+        run = wait_run(cluster, namespace, "db", ENDED, timeout=120)
+    status = run["status"]
+    assert status["phase"] == "RolledBack", status
+    assert "restored the workload's spec and images only in " in status["message"]
+    assert status["message"].endswith(
+        "(rollback.restoreData: Never); its claims app-data-0 keep what the update wrote"
+    )
+    assert status["restore"]["data"] is False and not status["restore"].get("failedState")
+    after = core.read_namespaced_persistent_volume_claim("app-data-0", namespace)
+    assert after.metadata.uid == claim.metadata.uid and after.spec.data_source is None
+    assert status["snapshots"], "the pre-update snapshot was still taken (a copy to go back to)"

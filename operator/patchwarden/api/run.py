@@ -170,6 +170,9 @@ class RestoreRecord(Model):
     failed_state: list[SnapshotRecord] = Field(default_factory=list)
     """Snapshots of the claims as the failed update left them, each taken (and ready)
     before its claim is deleted: nothing the update wrote is lost."""
+    data: bool | None = None
+    """False: the claims are not restored (``rollback.restoreData: Never`` when the rollback
+    began), only the workload's spec and images; unset: they are."""
     completed: bool = False
 
 

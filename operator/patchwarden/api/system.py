@@ -250,9 +250,19 @@ class Backup(Model):
     and WAL) are captured at rest together; the downtime counts inside the window."""
 
 
+class RestoreData(StrEnum):
+    ALWAYS = "Always"
+    NEVER = "Never"
+
+
 class Rollback(Model):
     enabled: StrictBool = True
     """Restore the snapshots and the recorded workload when an update fails."""
+    restore_data: RestoreData = RestoreData.ALWAYS
+    """What a rollback restores: ``Always`` the claims from their pre-update snapshots (each
+    kept first as the failed update left it) and the workload's spec; ``Never`` the
+    workload's spec and images only, its claims left as they are (for systems whose data an
+    update cannot change: no scale-down, no downtime for the restore)."""
     reserve: Duration = "15m"
     """Time kept free at the end of each window for a rollback: the update Job's deadline
     ends this long before the window does, and the cutoff is this much earlier, so a

@@ -87,7 +87,13 @@ def _rolled_back(step: Step) -> None:
     if restore.start_time:
         took = f" in {(step.now - parse_time(restore.start_time)).total_seconds():.0f}s"
     expected = status.claims if status.claims is not None else [r.claim for r in status.snapshots]
-    if status.backup_skipped:
+    if restore.data is False:
+        restored = f"restored the workload's spec and images only{took}"
+        restored += " (rollback.restoreData: Never)"
+        if expected:
+            restored += f"; its claims {', '.join(expected)} keep what the update wrote"
+        took = ""
+    elif status.backup_skipped:
         restored = f"restored the workload's spec only, not its data ({status.backup_skipped})"
     elif not expected:
         restored = "restored the workload (it has no claims)"

@@ -30,7 +30,7 @@ from patchwarden.api.run import (
     UpdateRunStatus,
     WorkloadRecord,
 )
-from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.api.system import ManagedSystemSpec, RestoreData
 from patchwarden.core import builders
 from patchwarden.core.backup import BACKUP_SKIPPED, decide_claims, restart, snapshotting
 from patchwarden.core.gate import Verdict
@@ -507,7 +507,13 @@ def _fail(step: Step, phase: Phase, why: str, changed: bool = True) -> None:
         step.act(StopJob(job.name))  # still running (a rollback or a stop must not race it)
     if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
         step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))
-        status.restore = RestoreRecord(step=RollbackStep.SCALE_DOWN, start_time=utc_text(step.now))
+        data = spec.rollback.restore_data == RestoreData.ALWAYS
+        status.restore = RestoreRecord(
+            # Restoring the spec only needs no scale-down: the workload rolls back in place.
+            step=RollbackStep.SCALE_DOWN if data else RollbackStep.RESTORE_WORKLOAD,
+            start_time=utc_text(step.now),
+            data=None if data else False,
+        )
         status.failure = why
         step.enter(Phase.ROLLING_BACK, f"{why}; rolling back")
         return

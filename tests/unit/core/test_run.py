@@ -632,3 +632,30 @@ def test_the_alert_gate_firing_during_the_bake_rolls_back_and_is_recorded() -> N
     assert out.status.phase == Phase.ROLLING_BACK
     assert out.status.bake is not None and out.status.bake.result == "Failed"
     assert "the alert gate stopped the run" in (out.status.bake.reason or "")
+
+
+def test_restore_data_never_rolls_back_the_spec_only_without_touching_the_claims() -> None:
+    """Issue 34, section 4: ``rollback.restoreData: Never``: no scale-down, no claim
+    snapshotted, deleted or recreated; the workload's spec and images come back."""
+    never = system()
+    never["spec"]["rollback"] = {"restoreData": "Never"}
+    st = status(
+        Phase.UPDATING,
+        recorded=RECORDED,
+        snapshots=[SNAP],
+        claims=["data"],
+        job={"name": "run-update", "created": True},
+    )
+    failed = step(st, job=FAILED_JOB, system=never)
+    assert failed.status.phase == Phase.ROLLING_BACK and failed.status.restore is not None
+    assert failed.status.restore.step == RollbackStep.RESTORE_WORKLOAD
+    assert failed.status.restore.data is False
+    replaced = step(failed.status, workload=workload(image="v2"), system=never)
+    assert kinds(replaced) == ["ReplaceWorkload"], "no ScaleToZero, no claim touched"
+    done = step(replaced.status, workload=workload(replicas=2), system=never)
+    assert done.status.phase == Phase.ROLLED_BACK
+    assert done.status.message == (
+        "the update Job run-update failed: BackoffLimitExceeded; restored the workload's spec "
+        "and images only in 0s (rollback.restoreData: Never); its claims data keep what the "
+        "update wrote"
+    )
