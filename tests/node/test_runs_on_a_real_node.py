@@ -172,3 +172,35 @@ def test_exec_hooks_run_in_the_workloads_container(
     assert status["message"].endswith("; nothing was changed")
     assert "cannot flush" in status["hooks"][0]["output"]
     assert not status.get("snapshots"), "stopped before the snapshots"
+
+
+def test_restore_data_never_leaves_the_data_as_the_update_wrote_it(
+    node_cluster: Cluster, node_namespace: str, tmp_path: Path
+) -> None:
+    """Issue 34, section 4, on real data: ``rollback.restoreData: Never`` rolls back the
+    workload's spec only; the claim is the same volume, holding what the update wrote, and
+    no failed-state snapshot was needed (nothing was replaced)."""
+    ns, cluster = node_namespace, node_cluster
+    cluster.install_crds()
+    apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
+    apps.create_namespaced_stateful_set(ns, statefulset("kept", busybox()))
+    before_pod = ready_pod(cluster, ns, "kept-0")
+    claim_before = core.read_namespaced_persistent_volume_claim("data-kept-0", ns)
+    script = "echo migrated > /data/payload && sync && exit 1"
+    body = update_system("kept", "kept", script, claim="data-kept-0")
+    body["spec"]["rollback"] = {"restoreData": "Never"}
+    with running_operator(cluster, ns, tmp_path, **SLOWER) as op:
+        create(cluster, ns, body)
+        run = wait_run(cluster, ns, "kept", ENDED, timeout=420)
+        assert run["status"]["phase"] == "RolledBack", (run["status"], op.output()[-3000:])
+    status = run["status"]
+    assert status["restore"]["data"] is False and not status["restore"].get("failedState")
+    assert status["message"].endswith("its claims data-kept-0 keep what the update wrote")
+    claim = core.read_namespaced_persistent_volume_claim("data-kept-0", ns)
+    assert claim.metadata.uid == claim_before.metadata.uid and claim.spec.data_source is None
+    after_pod = ready_pod(cluster, ns, "kept-0")
+    assert after_pod.spec.containers[0].image == before_pod.spec.containers[0].image
+    read = cluster.kubectl("exec", "-n", ns, "kept-0", "-c", "app", "--", "cat", "/data/payload")
+    assert read == "migrated\n", read
+    [record] = status["snapshots"]  # the pre-update copy is still there, to go back by hand
+    assert snapshot_content(cluster, ns, record["snapshot"])["status"]["readyToUse"] is True
