@@ -32,6 +32,8 @@ from patchwarden.core.releases import Catalogs, Known, acceptable
 from patchwarden.core.scheduler import FAILED
 from patchwarden.core.times import parse_time, utc_text
 
+HALT_KEYS = ("run", "system", "wave", "phase")
+"""What a recorded halt needs to count (a record edited by hand without them is ignored)."""
 REST = "rest"
 """The name of the last, implicit wave: every system no wave selects."""
 
@@ -251,8 +253,8 @@ def _count_records(
                     done = parse_time(wave["succeededTime"])
                     tally.succeeded = max(tally.succeeded or done, done)
             halt = record.get("halted")
-            if halt and halt.get("wave") in index:
-                tallies[release][index[halt["wave"]]].failed = dict(halt)
+            if halt and halt.get("wave") in index and all(halt.get(k) for k in HALT_KEYS):
+                tallies[release][index[halt["wave"]]].failed = {k: str(v) for k, v in halt.items()}
 
 
 def _records(

@@ -217,6 +217,9 @@ def test_the_rollout_is_recorded_so_deleting_or_pruning_its_runs_changes_nothing
     soaked = build(CATALOGS, fleet, [], NOW, {"tested": soaking})
     assert "soaking until 2027-02-11T11:00:00Z" in soaked.why_not("tested", PG, OTHER)
     assert build(CATALOGS, fleet, [], NOW).allows("tested", PG, OTHER), "what it was without"
+    # A halt edited by hand into something incomplete is ignored, not a crash.
+    broken = [{**first.records["tested"][0], "halted": {"wave": "canary"}}]
+    assert build(CATALOGS, fleet, [], NOW, {"tested": broken}).allows("tested", PG, CANARY)
     # A release no longer in the catalog is forgotten.
     gone = [{**soaking[0], "version": "15.99"}]
     assert build(CATALOGS, fleet, [], NOW, {"tested": gone}).records == {"tested": []}
