@@ -28,7 +28,7 @@ TEMPLATE = {"spec": {"containers": [{"name": "update", "image": "example.com/upd
 def healthy(name: str) -> dict[str, Any]:
     body = copy.deepcopy(SYSTEM)
     body["metadata"] = {"name": name}
-    body["spec"]["updates"] = {"template": TEMPLATE, "runJob": "EveryWindow"}
+    body["spec"]["updates"] = {"template": TEMPLATE, "runJob": "EveryWindow", "bakeTime": "0s"}
     body["spec"]["maintenance"]["windows"] = [{"name": "w", "once": now_plus(-5), "duration": "1h"}]
     body["spec"]["maintenance"]["freezes"] = []
     return body
