@@ -75,6 +75,7 @@ def test_defaults_are_applied_by_the_api_server(cluster: Cluster, namespace: str
         "enabled": True,
         "reserve": "15m",
         "keepFailedState": "168h",
+        "restoreData": "Always",
     }
 
 
