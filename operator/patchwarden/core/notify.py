@@ -102,16 +102,31 @@ def run_notices(body: Mapping[str, Any]) -> list[Notice]:
     return out
 
 
-def _run_notice(meta: Mapping[str, Any], what: str, time: str, data: dict[str, Any]) -> Notice:
+def _notice(
+    plural: str,
+    meta: Mapping[str, Any],
+    kind: str,
+    what: str,
+    key: str,
+    time: str,
+    system: str,
+    data: dict[str, Any],
+) -> Notice:
+    """One event of the object ``meta`` (of ``plural``): type ``io.patchwarden.<kind>.
+    <what>.v1``, id ``<uid>/<key>``, subject ``<namespace>/<system>``."""
     return Notice(
-        key=what,
-        type=f"{TYPE_PREFIX}.updaterun.{what}.v1",
-        id=f"{meta.get('uid', meta['name'])}/{what}",
-        source=_source("updateruns", meta),
-        subject=f"{meta['namespace']}/{data['system']}",
+        key=key,
+        type=f"{TYPE_PREFIX}.{kind}.{what}.v1",
+        id=f"{meta.get('uid', meta['name'])}/{key}",
+        source=_source(plural, meta),
+        subject=f"{meta['namespace']}/{system}",
         time=time,
         data=data,
     )
+
+
+def _run_notice(meta: Mapping[str, Any], what: str, time: str, data: dict[str, Any]) -> Notice:
+    return _notice("updateruns", meta, "updaterun", what, what, time, data["system"], data)
 
 
 def request_notices(body: Mapping[str, Any]) -> list[Notice]:
@@ -131,26 +146,19 @@ def request_notices(body: Mapping[str, Any]) -> list[Notice]:
         ),
         None,
     )
-    return [
-        Notice(
-            key=key,
-            type=f"{TYPE_PREFIX}.updaterequest.{what}.v1",
-            id=f"{meta.get('uid', meta['name'])}/{key}",
-            source=_source("updaterequests", meta),
-            subject=f"{meta['namespace']}/{spec['systemRef']['name']}",
-            time=decided or meta.get("creationTimestamp") or "",
-            data={
-                "namespace": meta["namespace"],
-                "request": meta["name"],
-                "system": spec["systemRef"]["name"],
-                "ticket": spec.get("ticket"),
-                "state": status.get("state"),
-                "message": status.get("message"),
-                "scheduledWindow": status.get("scheduledWindow"),
-                "attempts": attempt,
-            },
-        )
-    ]
+    system = spec["systemRef"]["name"]
+    data = {
+        "namespace": meta["namespace"],
+        "request": meta["name"],
+        "system": system,
+        "ticket": spec.get("ticket"),
+        "state": status.get("state"),
+        "message": status.get("message"),
+        "scheduledWindow": status.get("scheduledWindow"),
+        "attempts": attempt,
+    }
+    time = decided or meta.get("creationTimestamp") or ""
+    return [_notice("updaterequests", meta, "updaterequest", what, key, time, system, data)]
 
 
 def proposal_notices(body: Mapping[str, Any], now: datetime) -> list[Notice]:
@@ -184,15 +192,7 @@ def _proposal_notice(
     meta: Mapping[str, Any], what: str, start: str, time: str, data: dict[str, Any]
 ) -> Notice:
     key = f"proposal-{what}-{start}"
-    return Notice(
-        key=key,
-        type=f"{TYPE_PREFIX}.proposal.{what}.v1",
-        id=f"{meta.get('uid', meta['name'])}/{key}",
-        source=_source("managedsystems", meta),
-        subject=f"{meta['namespace']}/{meta['name']}",
-        time=time,
-        data=data,
-    )
+    return _notice("managedsystems", meta, "proposal", what, key, time, meta["name"], data)
 
 
 def owed(notices: list[Notice], done: frozenset[str]) -> list[Notice]:
