@@ -19,7 +19,7 @@ from patchwarden.core.builders import LABEL_SYSTEM
 from patchwarden.core.releases import Catalogs
 from patchwarden.core.times import utc_text
 from patchwarden.runtime.kube import KubeApi
-from patchwarden.runtime.view import ReadModel
+from patchwarden.runtime.view import ReadModel, rollout_records
 
 WORKLOADS = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 Key = tuple[str, str, str]
@@ -250,10 +250,7 @@ class FakeView:
         return Catalogs.of(self._all("releasecatalogs"))
 
     def catalog_records(self) -> dict[str, list[dict[str, Any]]]:
-        return {
-            b["metadata"]["name"]: list((b.get("status") or {}).get("rollout") or [])
-            for b in self._all("releasecatalogs")
-        }
+        return rollout_records(self._all("releasecatalogs"))
 
     def snapshot_classes(self) -> list[dict[str, Any]]:
         return self._all("volumesnapshotclasses")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from patchwarden.api.common import GROUP, VERSION
-from patchwarden.cli.status import rows
+from patchwarden.cli.status import fetch, rows
 from patchwarden.core.approval import (
     APPROVE,
     APPROVED_BY,
@@ -255,13 +255,7 @@ class Cluster:
         self.core = client.CoreV1Api(self.api)
 
     def systems(self, namespace: str | None) -> list[dict[str, Any]]:
-        if namespace:
-            found = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, "managedsystems"
-            )
-        else:
-            found = self.custom.list_cluster_custom_object(GROUP, VERSION, "managedsystems")
-        return list(found["items"])
+        return fetch(namespace, self.custom)
 
     def system(self, namespace: str, name: str) -> dict[str, Any]:
         from kubernetes.client.rest import ApiException

@@ -67,11 +67,14 @@ def rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["namespace"], r["name"]))
 
 
-def fetch(namespace: str | None) -> list[dict[str, Any]]:
+def fetch(namespace: str | None, api: Any = None) -> list[dict[str, Any]]:
+    """The ManagedSystems of ``namespace`` (None: every namespace), through ``api`` (a
+    ``CustomObjectsApi``; default: one from the kubeconfig or the in-cluster account)."""
     from kubernetes import client, config
 
-    config.load_config()
-    api = client.CustomObjectsApi()
+    if api is None:
+        config.load_config()
+        api = client.CustomObjectsApi()
     if namespace:
         result = api.list_namespaced_custom_object(GROUP, VERSION, namespace, "managedsystems")
     else:

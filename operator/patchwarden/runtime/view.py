@@ -41,6 +41,13 @@ class ReadModel(Protocol):
     def all_systems(self) -> Iterable[Mapping[str, Any]]: ...
 
 
+def rollout_records(bodies: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each ReleaseCatalog's rollout record as stored (``status.rollout``), by name."""
+    return {
+        b["metadata"]["name"]: list((b.get("status") or {}).get("rollout") or []) for b in bodies
+    }
+
+
 class NotListed(RuntimeError):
     """A read before the watches listed: the workers wait for :meth:`View.synced`."""
 
@@ -105,10 +112,7 @@ class View:
         bodies = self.catalog_bodies.listed()
         if bodies is None:
             raise NotListed("ReleaseCatalog")
-        return {
-            b["metadata"]["name"]: list((b.get("status") or {}).get("rollout") or [])
-            for b in bodies
-        }
+        return rollout_records(bodies)
 
     def snapshot_classes(self) -> list[dict[str, Any]]:
         classes = self.class_bodies.listed()
