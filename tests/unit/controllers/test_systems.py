@@ -102,9 +102,17 @@ def saas(kube: FakeKube, name: str, customer: str = "acme") -> dict[str, Any]:
     )
 
 
-def systems(kube: FakeKube, limits: Limits = LIMITS) -> Systems:
+def systems(
+    kube: FakeKube,
+    limits: Limits = LIMITS,
+    emit: Any = lambda *_: None,
+    now: Any = lambda: NOW,
+    settings: Settings | None = None,
+    gate: Gate | None = None,
+) -> Systems:
+    """The systems controller over ``kube``'s objects (its read model a FakeView)."""
     return Systems(
-        Settings(), kube, lambda *_: None, Fleet(limits), lambda *_: [], FakeView(kube), lambda: NOW
+        settings or Settings(), kube, emit, Fleet(limits), lambda *_: [], FakeView(kube), now, gate
     )
 
 
@@ -228,15 +236,7 @@ def test_an_up_to_date_system_starts_no_run_and_says_so_once() -> None:
     kube = FakeKube()
     events: list[str] = []
     body = bound(kube, "pg:16.5", model="SaaS")
-    controller = Systems(
-        Settings(),
-        kube,
-        lambda _b, _t, reason, _m: events.append(reason),
-        Fleet(LIMITS),
-        lambda *_: [],
-        FakeView(kube),
-        lambda: NOW,
-    )
+    controller = systems(kube, emit=lambda _b, _t, reason, _m: events.append(reason))
     controller.reconcile(body)
     controller.reconcile(kube.stored("managedsystems", "ns", "db"))
     assert not [c for c in kube.created() if "updateruns" in c], "no run, no snapshot"
@@ -275,14 +275,8 @@ def test_a_component_past_its_end_of_life_with_nothing_newer_says_so_once() -> N
     ]
     body = bound(kube, "pg:16.3")
     kube.put("releasecatalogs", "", old)
-    controller = Systems(
-        Settings(),
-        kube,
-        lambda _b, _t, reason, message: events.append((reason, message)),
-        Fleet(LIMITS),
-        lambda *_: [],
-        FakeView(kube),
-        lambda: NOW,
+    controller = systems(
+        kube, emit=lambda _b, _t, reason, message: events.append((reason, message))
     )
     controller.reconcile(body)
     controller.reconcile(kube.stored("managedsystems", "ns", "db"))
@@ -312,16 +306,7 @@ def test_firing_alerts_hold_a_due_run_back_and_say_so_until_they_clear() -> None
         prometheus_url="http://127.0.0.1:9", alert_gate_query='ALERTS{alertstate="firing"}'
     )
     gate = Answers(settings, [{"alertname": "NodeDown", "node": "n1"}])
-    controller = Systems(
-        settings,
-        kube,
-        lambda *_: None,
-        Fleet(LIMITS),
-        lambda *_: [],
-        FakeView(kube),
-        lambda: NOW,
-        gate,
-    )
+    controller = systems(kube, settings=settings, gate=gate)
     body = saas(kube, "a")
     assert controller.reconcile(body) == settings.alert_gate_interval_seconds
     assert kube.created() == [], "no run while an alert fires"
@@ -345,15 +330,7 @@ def test_a_proposal_is_approved_with_an_annotation_and_only_then_runs() -> None:
         "windows": [{"name": "sat", "once": "2027-02-13T01:00:00Z", "duration": "3h"}]
     }
     clock = [NOW]
-    controller = Systems(
-        Settings(),
-        kube,
-        lambda *_: None,
-        Fleet(LIMITS),
-        lambda *_: [],
-        FakeView(kube),
-        lambda: clock[0],
-    )
+    controller = systems(kube, now=lambda: clock[0])
     controller.reconcile(body)
     proposal = kube.stored("managedsystems", "ns", "a")["status"]["proposal"]
     assert (proposal["state"], proposal["start"], proposal["approveBy"]) == (
@@ -383,15 +360,7 @@ def test_an_unapproved_window_is_skipped_with_the_reason() -> None:
     kube, events = FakeKube(), []
     body = saas(kube, "a")
     body["spec"]["updates"]["approval"] = {}
-    controller = Systems(
-        Settings(),
-        kube,
-        lambda *e: events.append(e[1:]),
-        Fleet(LIMITS),
-        lambda *_: [],
-        FakeView(kube),
-        lambda: NOW,
-    )
+    controller = systems(kube, emit=lambda *e: events.append(e[1:]))
     controller.reconcile(body)  # the window opened 5 minutes ago: 24 h too late to approve
     stored = kube.stored("managedsystems", "ns", "a")
     assert stored["status"]["proposal"]["state"] == "Expired"
@@ -410,15 +379,7 @@ def test_a_rejected_proposal_skips_its_window_with_the_customers_reason() -> Non
         "windows": [{"name": "sat", "once": "2027-02-13T01:00:00Z", "duration": "3h"}]
     }
     clock = [NOW]
-    controller = Systems(
-        Settings(),
-        kube,
-        lambda *e: events.append(e[1:]),
-        Fleet(LIMITS),
-        lambda *_: [],
-        FakeView(kube),
-        lambda: clock[0],
-    )
+    controller = systems(kube, emit=lambda *e: events.append(e[1:]), now=lambda: clock[0])
     controller.reconcile(body)
     stored = kube.stored("managedsystems", "ns", "a")
     stored["metadata"]["annotations"] = {
