@@ -77,6 +77,18 @@ def kubectl(cluster: Cluster, tools: Path, *args: str, stdin: str = "") -> tuple
     return out.returncode == 0, out.stdout + out.stderr
 
 
+def bind(cluster: Cluster, ns: str, name: str, user: str, kind: str, role: str) -> None:
+    """A RoleBinding in ``ns`` giving ``user`` the Role or ClusterRole ``role``."""
+    client.RbacAuthorizationV1Api(cluster.api).create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": name[:63]},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
+
+
 @pytest.fixture
 def policies(cluster: Cluster, tools: Path, namespace: str) -> Iterator[str]:
     """The chart's policies and aggregated roles, the bindings limited to this namespace."""
@@ -120,16 +132,7 @@ def policies(cluster: Cluster, tools: Path, namespace: str) -> Iterator[str]:
     rbac = client.RbacAuthorizationV1Api(cluster.api)
     for user, rules in ROLES.items():
         rbac.create_namespaced_role(namespace, {"metadata": {"name": user}, "rules": rules})
-        rbac.create_namespaced_role_binding(
-            namespace,
-            {
-                "metadata": {"name": user},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
-                "subjects": [
-                    {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
-                ],
-            },
-        )
+        bind(cluster, namespace, user, user, "Role", user)
     yield release
     kubectl(cluster, tools, "delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=text)
     path.unlink()
@@ -317,22 +320,8 @@ def test_the_built_in_roles_cover_patchwarden_through_aggregation(
 ) -> None:
     """A namespace's `view` user reads ManagedSystems, an `edit` user manages them; neither
     creates UpdateRuns (the operator's); with no hand-written role."""
-    rbac = client.RbacAuthorizationV1Api(cluster.api)
     for user, role in (("dave", "view"), ("erin", "edit")):
-        rbac.create_namespaced_role_binding(
-            namespace,
-            {
-                "metadata": {"name": f"builtin-{user}"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [
-                    {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
-                ],
-            },
-        )
+        bind(cluster, namespace, f"builtin-{user}", user, "ClusterRole", role)
 
     def can(user: str, verb: str, resource: str) -> bool:
         _, out = kubectl(
@@ -366,27 +355,13 @@ def test_customers_approve_with_a_role_that_can_do_nothing_else_in_their_own_nam
     in his own name and only in his namespace; gina (`edit`) no longer rewrites contracts;
     henry (`edit` and the contract editor) does."""
     ns = namespace
-    rbac = client.RbacAuthorizationV1Api(cluster.api)
     for user, role in (
         ("frank", f"{policies}-patchwarden-approver"),
         ("gina", "edit"),
         ("henry", "edit"),
         ("henry", f"{policies}-patchwarden-contract-editor"),
     ):
-        rbac.create_namespaced_role_binding(
-            ns,
-            {
-                "metadata": {"name": f"{user}-{role}"[:63]},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [
-                    {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
-                ],
-            },
-        )
+        bind(cluster, ns, f"{user}-{role}", user, "ClusterRole", role)
     shop = system("shop", ns)
     ok, out = kubectl(cluster, tools, "create", "-f", "-", stdin=yaml.safe_dump(shop))
     assert ok, out

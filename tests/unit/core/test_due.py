@@ -21,6 +21,15 @@ JOB = {"template": {"spec": {"containers": [{"name": "u", "image": "u"}]}}}
 APPROVAL = {"approval": {"required": True}}
 
 
+def approved_proposal(to: str) -> dict[str, Any]:
+    """The proposal for OCC, approved, naming postgres 16.3→``to``."""
+    return {
+        "start": utc_text(OCC.start),
+        "state": APPROVED,
+        "targets": [{"component": "postgres", "from": "16.3", "to": to}],
+    }
+
+
 def installs(answer: Any) -> list[tuple[str, str]]:
     return [(t.component, t.to_version) for t in answer.targets]
 
@@ -55,11 +64,7 @@ def test_an_unapproved_provider_run_is_skipped_and_an_approved_one_installs_what
     answer = due_run(SCHEDULED, spec, found, approval_needed=True)
     assert answer.skipped == NOT_APPROVED
     assert answer.why == "no approved proposal for this window"
-    proposal = {
-        "start": utc_text(OCC.start),
-        "state": APPROVED,
-        "targets": [{"component": "postgres", "to": "16.5"}],
-    }
+    proposal = approved_proposal("16.5")
     approved = due_run(SCHEDULED, spec, found, proposal=proposal, approval_needed=True)
     assert approved.skipped is None and installs(approved) == [("postgres", "16.5")]
     # The customer's own request needs no proposal.
@@ -71,11 +76,7 @@ def test_an_approved_release_is_installed_when_a_newer_one_appeared_before_the_w
     (what was approved), not nothing: 16.5 waits for the next proposal."""
     spec = system(**APPROVAL)
     found = states(spec, CATALOG, workload(), NOW)
-    proposal = {
-        "start": utc_text(OCC.start),
-        "state": APPROVED,
-        "targets": [{"component": "postgres", "from": "16.3", "to": "16.4"}],
-    }
+    proposal = approved_proposal("16.4")
     answer = due_run(SCHEDULED, spec, found, proposal=proposal, approval_needed=True)
     assert answer.skipped is None and installs(answer) == [("postgres", "16.4")]
     assert answer.targets[0].advisories == ["CVE-2024-10979"]
@@ -100,11 +101,7 @@ def test_an_approved_release_past_its_end_of_life_is_not_installed() -> None:
     )
     spec = system(**APPROVAL)
     found = states(spec, ended, workload(), NOW)
-    proposal = {
-        "start": utc_text(OCC.start),
-        "state": APPROVED,
-        "targets": [{"component": "postgres", "from": "16.3", "to": "16.4"}],
-    }
+    proposal = approved_proposal("16.4")
     answer = due_run(SCHEDULED, spec, found, proposal=proposal, approval_needed=True)
     assert answer.skipped == NOTHING_TO_INSTALL and answer.why is not None
     assert answer.why.startswith("the approved postgres 16.3→16.4 is no longer acceptable")
