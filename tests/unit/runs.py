@@ -93,20 +93,47 @@ RECORDED = {
 SNAP = {"claim": "data", "snapshot": "run-data", "created": True, "readyToUse": True}
 
 
+ONE_WORKLOAD = ("recorded", "startReplicas", "stoppedReplicas", "imagesSet")
+"""What :func:`status` takes as the fields of the system's one workload (``app``)."""
+
+
 def status(phase: Phase | None, since: str = STAMP, **fields: Any) -> UpdateRunStatus:
-    wire: dict[str, Any] = {"phaseStartTime": since, **fields}
+    """A run's status in ``phase``; past Pending it has decided its workloads: the system's
+    one (``app``), with ``recorded``, ``startReplicas``, ``stoppedReplicas`` and
+    ``imagesSet`` given here as its fields, unless ``workloads`` are given."""
+    wire: dict[str, Any] = {"phaseStartTime": since}
+    own = {k: fields.pop(k) for k in ONE_WORKLOAD if k in fields}
+    wire.update(fields)
     if phase is not None:
         wire["phase"] = phase.value
+    if "workloads" not in wire and (own or phase not in (None, Phase.PENDING)):
+        wire["workloads"] = [{"kind": "Deployment", "name": "app", **own}]
     return UpdateRunStatus.model_validate(wire)
 
 
 def step(
     st: UpdateRunStatus, now: datetime = NOW, timeouts: m.Timeouts = TIMEOUTS, **seen: Any
 ) -> m.Transition:
-    seen.setdefault("system", system())
+    """One step of :data:`RUN` in ``st``, on what :func:`observed` makes of ``seen``."""
     if st.phase is None:  # a run starts only on a workload that exists
         seen.setdefault("workload", workload())
-    return m.advance(RUN, st, Observed(**seen), now, timeouts)
+    return m.advance(RUN, st, observed(**seen), now, timeouts)
+
+
+def observed(**seen: Any) -> Observed:
+    """What a step read: ``Observed``'s fields, the system :func:`system` unless given, and
+    ``workload=`` the system's one workload (keyed by its name)."""
+    seen.setdefault("system", system())
+    if "workload" in seen:
+        body = seen.pop("workload")
+        seen["workloads"] = {body["metadata"]["name"]: body}
+    return Observed(**seen)
+
+
+def the_workload(out: m.Transition) -> Any:
+    """The run's one workload (``app``) in the status ``out`` wrote."""
+    assert len(out.status.workloads) == 1
+    return out.status.workloads[0]
 
 
 def kinds(out: m.Transition) -> list[str]:

@@ -59,6 +59,9 @@ class Target(Model):
     container: str | None = None
     """The workload's container whose image the operator sets; absent: the update Job
     updates the component (its ``version`` was written by hand)."""
+    workload: str | None = None
+    """The workload of that container (absent in runs made before systems had several:
+    their first)."""
     from_version: str = Field(alias="from")
     to_version: str = Field(alias="to")
     from_image: str | None = None
@@ -74,6 +77,7 @@ class Change(Model):
 
     component: str
     container: str | None = None
+    workload: str | None = None
     from_version: str | None = Field(default=None, alias="from")
     to_version: str | None = Field(default=None, alias="to")
     from_image: str | None = None
@@ -145,6 +149,25 @@ class WorkloadRecord(Model):
     annotations: dict[str, str] = Field(default_factory=dict)
     """The workload object's annotations, restored with the spec (but the ones its
     controller keeps, such as ``deployment.kubernetes.io/revision``)."""
+
+
+class RunWorkload(Model):
+    """One workload of the system as this run found it, stopped it and changed it (in the
+    system's order, decided when the run started)."""
+
+    kind: str
+    name: str
+    role: str | None = None
+    start_replicas: int | None = None
+    """Its replicas when the run started (before it changed anything): what it is scaled
+    back to after a ``Stopped`` backup."""
+    stopped_replicas: int | None = None
+    """Its replicas before it was stopped for the snapshots (``backup.consistency:
+    Stopped``); 0 once it was scaled back to them."""
+    images_set: bool | None = None
+    """The targets' images are set on it (its rollout is awaited next)."""
+    recorded: WorkloadRecord | None = None
+    """It as it was before the update: what a rollback restores."""
 
 
 class BakeRecord(Model):
@@ -222,24 +245,26 @@ class UpdateRunStatus(Model):
     mounts and, of a StatefulSet, every existing claim of its volumeClaimTemplates (each
     ordinal found, not only those below its replicas). Unset: a run started by an older
     operator (it decides them at its first snapshot step)."""
+    workloads: list[RunWorkload] = Field(default_factory=list, max_length=8)
+    """The system's workloads, in its order, decided when the run started: their replicas,
+    what the run set on them, and each as it was before the update."""
     start_replicas: int | None = None
-    """The workload's replicas when the run started (before it changed anything): what a
-    workload stopped for its snapshots is scaled back to."""
+    """Deprecated (runs started before ``workloads``): moved there at the next step."""
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
     stopped_replicas: int | None = None
-    """The workload's replicas before it was stopped for the snapshots
-    (``backup.consistency: Stopped``); it is scaled back to them once they are ready."""
+    """Deprecated (runs started before ``workloads``): moved there at the next step."""
     backup_skipped: str | None = None
     """Why the run took no snapshots (``backup.required: false`` and no VolumeSnapshotClass):
     a rollback then restores the workload's spec only, not its data."""
     job: JobRecord | None = None
     images_set: bool | None = None
-    """The targets' images are set on the workload (its rollout is awaited next)."""
+    """Deprecated (runs started before ``workloads``): moved there at the next step."""
     changes: list[Change] = Field(default_factory=list, max_length=512)
     """What the run changed: the images it set and what the update Job reported."""
     summary: str | None = Field(default=None, max_length=256)
     """One line of the changes, e.g. ``postgres 16.3→16.4, pgbouncer 1.22→1.23``."""
     recorded: WorkloadRecord | None = None
+    """Deprecated (runs started before ``workloads``): moved there at the next step."""
     restore: RestoreRecord | None = None
     hooks: list[HookRecord] = Field(default_factory=list, max_length=16)
     alert_gate: GateRecord | None = None

@@ -51,7 +51,7 @@ TRACK_PATTERN = (
 
 
 class Component(Model):
-    """A piece of software on the system: bound to a container of the workload (its
+    """A piece of software on the system: bound to a container of one of its workloads (its
     installed version is read from the container's image and the ReleaseCatalogs), or
     described by hand (``version``)."""
 
@@ -61,8 +61,12 @@ class Component(Model):
     """The installed version, for a component without a container (a VM's package that
     the update Job updates); read from the workload when ``container`` is given."""
     container: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
-    """The container of the workload that runs this component: the operator reads its
-    image and sets the target release's image on it."""
+    """The container that runs this component: the operator reads its image and sets the
+    target release's image on it."""
+    workload: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """The workload (of ``spec.workloads``, by name) whose container runs the component;
+    required with a container when the system has several workloads, default: the only
+    one."""
     track: str = Field(default="major", max_length=256, pattern=TRACK_PATTERN)
     """Which newer releases are acceptable: ``major`` (same major version as installed,
     the default: no major upgrade happens by itself), ``minor`` (same major.minor),
@@ -80,14 +84,24 @@ class Component(Model):
             ".version",
             lambda c: (c.version is None) != (c.container is None),
         ),
+        Rule(
+            "!has(self.workload) || has(self.container)",
+            "workload names where the component's container is; a component described by "
+            "hand has none",
+            ".workload",
+            lambda c: c.workload is None or c.container is not None,
+        ),
     )
 
 
 class Workload(Model):
-    """The workload the system runs as, in the system's namespace."""
+    """A Deployment or StatefulSet of the system, in the system's namespace."""
 
     kind: Literal["Deployment", "StatefulSet"]
     name: str = Field(pattern=DNS_SUBDOMAIN, max_length=253)
+    role: str | None = Field(default=None, pattern=DNS_LABEL, max_length=63)
+    """What the workload is to the system, for people and Events: e.g. ``database``,
+    ``app``, ``cache``."""
 
 
 class OnError(StrEnum):
@@ -124,9 +138,12 @@ class Approval(Model):
 
 
 class ExecHook(Model):
-    """A command run in a container of the workload (like ``kubectl exec``)."""
+    """A command run in a container of one of the system's workloads (like ``kubectl exec``)."""
 
     container: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    workload: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """The workload (of ``spec.workloads``, by name) whose ready pod runs the command;
+    default: the first."""
     command: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
     """The command and its arguments, not run through a shell (``["sh", "-c", "…"]`` for one)."""
 
@@ -297,11 +314,21 @@ class ManagedSystemSpec(Model):
     """The managed-service package of a PaaS system."""
     customer_admin_access: StrictBool = False
     """The customer has root/admin access: the system is then not eligible for managed updates."""
-    workload: Workload
+    workloads: (
+        Annotated[list[Workload], AfterValidator(unique("name", "workload names"))] | None
+    ) = Field(default=None, min_length=1, max_length=8, json_schema_extra=map_by("name"))
+    """The system's Deployments and StatefulSets, in the order an update takes them (the
+    preferred form, also for one): a run snapshots the claims of all, sets the target images
+    of each in this order, each rolled out and ready before the next (a database before the
+    app that migrates it), runs the update Job once all are, verifies and bakes all, and
+    when any step of any of them fails rolls back all of them: every claim restored, every
+    workload's spec restored (docs/workloads.md)."""
+    workload: Workload | None = None
+    """One workload: the older form of ``workloads`` with one element (still accepted)."""
     volumes: list[Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]] = Field(
         default_factory=list, max_length=64
     )
-    """PersistentVolumeClaims to snapshot; default: every claim of the workload."""
+    """PersistentVolumeClaims to snapshot; default: every claim of every workload."""
     components: list[Component] = Field(default_factory=list, max_length=256)
     updates: Updates = Field(default_factory=Updates)
     maintenance: Maintenance = Field(default_factory=Maintenance)
@@ -314,11 +341,54 @@ class ManagedSystemSpec(Model):
         and the time kept for its rollback (the cutoff is the window's end minus this)."""
         return parse_duration(self.updates.expected_duration) + self.rollback_reserve()
 
+    def workload_list(self) -> list[Workload]:
+        """The system's workloads in their order (``workload`` is a list of one)."""
+        if self.workloads:
+            return list(self.workloads)
+        return [self.workload] if self.workload is not None else []
+
+    def workload_of(self, component: Component) -> Workload | None:
+        """The workload whose container runs the component (None: described by hand, or a
+        workload the spec does not list)."""
+        if component.container is None:
+            return None
+        found = self.workload_list()
+        if component.workload is None:
+            return found[0] if len(found) == 1 else None
+        return next((w for w in found if w.name == component.workload), None)
+
     def rollback_reserve(self) -> timedelta:
         """How long before a window's end the update Job must have ended."""
         return parse_duration(self.rollback.reserve) if self.rollback.enabled else timedelta()
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.workload) != has(self.workloads)",
+            "give the system's workloads (workloads, preferred) or its one workload (workload), "
+            "not both",
+            ".workloads",
+            lambda s: (s.workload is None) != (s.workloads is None),
+        ),
+        Rule(
+            "!has(self.components) || self.components.all(c, !has(c.workload) || "
+            "(has(self.workloads) && self.workloads.exists(w, w.name == c.workload)))",
+            "components[].workload must name a workload of spec.workloads",
+            ".components",
+            lambda s: all(
+                c.workload is None or any(w.name == c.workload for w in s.workloads or [])
+                for c in s.components
+            ),
+        ),
+        Rule(
+            "!has(self.workloads) || self.workloads.size() < 2 || !has(self.components) || "
+            "self.components.all(c, !has(c.container) || has(c.workload))",
+            "with several workloads, a component bound to a container names its workload",
+            ".components",
+            lambda s: (
+                len(s.workloads or []) < 2
+                or all(c.container is None or c.workload is not None for c in s.components)
+            ),
+        ),
         Rule(
             "self.serviceModel == 'PaaS' || !has(self.package)",
             "package applies to PaaS systems only",
@@ -397,6 +467,8 @@ class ComponentStatus(Model):
 
     name: str
     container: str | None = None
+    workload: str | None = None
+    """The workload of that container."""
     in_scope: bool = True
     """Whether the provider updates it under the system's contract (PaaS: provider-installed
     OS and middleware from standard repositories)."""

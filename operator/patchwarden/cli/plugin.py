@@ -331,18 +331,21 @@ class Cluster:
         serialize = self.api.sanitize_for_serialization
         workloads = []
         for system in systems:
-            ref, ns = system["spec"]["workload"], system["metadata"]["namespace"]
-            read = (
-                apps.read_namespaced_deployment
-                if ref["kind"] == "Deployment"
-                else apps.read_namespaced_stateful_set
-            )
-            try:
-                body = serialize(read(ref["name"], ns))
-            except self.client.rest.ApiException:
-                continue  # not found: the plan says the versions are unknown
-            body.update({"apiVersion": "apps/v1", "kind": ref["kind"]})
-            workloads.append(body)
+            spec, ns = system["spec"], system["metadata"]["namespace"]
+            for ref in spec.get("workloads") or [spec.get("workload") or {}]:
+                if ref.get("kind") not in {"Deployment", "StatefulSet"}:
+                    continue
+                read = (
+                    apps.read_namespaced_deployment
+                    if ref["kind"] == "Deployment"
+                    else apps.read_namespaced_stateful_set
+                )
+                try:
+                    body = serialize(read(ref["name"], ns))
+                except self.client.rest.ApiException:
+                    continue  # not found: the plan says the versions are unknown
+                body.update({"apiVersion": "apps/v1", "kind": ref["kind"]})
+                workloads.append(body)
         return [*catalogs["items"], *workloads, *systems, *requests]
 
 

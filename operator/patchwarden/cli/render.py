@@ -30,15 +30,14 @@ def plan_table(
         table = Table(title=title, caption=p.assessment.reason, title_justify="left")
         for column in ("window", "start (UTC)", "end (UTC)", "update", "why"):
             table.add_column(column)
+        several = len(p.system.spec.workload_list()) > 1
         for occ, update, why in p.windows:
             shown = "not eligible (below)" if why == p.assessment.reason else why
             installs = p.installs.get(occ.start, [])
             if update and installs is None:
                 shown += "; installs: unknown (workload not in the input)"
             elif update and installs:
-                shown += "; installs " + ", ".join(
-                    f"{t['component']} {t['from']}→{t['to']}" for t in installs
-                )
+                shown += "; installs " + installs_text(installs, several)
             table.add_row(
                 occ.window,
                 _utc(occ.start),
@@ -89,3 +88,17 @@ def status_table(rows: list[dict[str, Any]], console: Console | None = None) -> 
     if not rows:
         table.add_row(*(["no ManagedSystems"] + [""] * (len(COLUMNS) - 1)))
     console.print(table)
+
+
+def installs_text(installs: list[dict[str, Any]], by_workload: bool) -> str:
+    """``postgres 16.3→16.4, shop 1.0.0→1.1.0``; with several workloads, grouped by the
+    workload each target changes, in the run's order: ``db: postgres 16.3→16.4; app: …``
+    (a target of the update Job, described by hand, under ``job``)."""
+    if not by_workload:
+        return ", ".join(f"{t['component']} {t['from']}→{t['to']}" for t in installs)
+    groups: dict[str, list[str]] = {}
+    for t in installs:
+        groups.setdefault(t.get("workload") or "job", []).append(
+            f"{t['component']} {t['from']}→{t['to']}"
+        )
+    return "; ".join(f"{name}: {', '.join(items)}" for name, items in groups.items())

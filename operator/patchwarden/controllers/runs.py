@@ -153,9 +153,9 @@ class Runner:
         system = self.system(ns, run.spec.system_ref.name)
         wanted = machine.reads(status)
         spec: ManagedSystemSpec | None = parse_system((system or {}).get("spec") or {})[0]
-        workload = self._workload(ns, status, spec, wanted, have)
+        workloads = self._workloads(ns, status, spec, wanted, have)
         job = self.kube.get_job(ns, builders.job_name(run.name)) if Read.JOB in wanted else None
-        hook_result, hook_job, hook_pods = self.hook(run, status, spec, workload)
+        hook_result, hook_job, hook_pods = self.hook(run, status, spec, workloads)
         gate = None
         if self.gate is not None and spec is not None and machine.gated(status):
             gate = self.gate.verdict(ns, spec.updates.alert_gate)
@@ -165,47 +165,52 @@ class Runner:
             hook_result=hook_result,
             hook_job=hook_job,
             hook_pods=tuple(hook_pods),
-            workload=workload,
+            workloads=workloads,
             job=job,
-            **self._storage(ns, status, spec, workload, wanted),
-            **self._pods(run, workload, wanted, job),
+            **self._storage(ns, status, spec, workloads, wanted),
+            **self._pods(run, workloads, wanted, job),
         )
 
-    def _workload(
+    def _workloads(
         self,
         ns: str,
         status: UpdateRunStatus,
         spec: ManagedSystemSpec | None,
         wanted: frozenset[Read],
         have: machine.Observed | None,
-    ) -> dict[str, Any] | None:
-        """The workload the run recorded (else the system's), if the step reads it."""
-        target = (status.recorded.kind, status.recorded.name) if status.recorded else None
-        if target is None and spec is not None:
-            target = (spec.workload.kind, spec.workload.name)
-        if Read.WORKLOAD not in wanted or target is None:
-            return None
-        known = have.workload if have is not None else None
-        if known is not None and (known.get("kind"), known["metadata"]["name"]) == target:
-            return dict(known)
-        return self.kube.get_workload(target[0], ns, target[1])
+    ) -> dict[str, dict[str, Any] | None]:
+        """The run's workloads (those it decided, else the system's), if the step reads
+        them: name → body, None when absent; from ``have`` where the step before it in the
+        same call read them."""
+        if Read.WORKLOAD not in wanted:
+            return {}
+        known = have.workloads if have is not None else {}
+        out: dict[str, dict[str, Any] | None] = {}
+        for workload in machine.run_workloads(status, spec):
+            body = known.get(workload.name)
+            if body is not None and body.get("kind") == workload.kind:
+                out[workload.name] = dict(body)
+            else:
+                out[workload.name] = self.kube.get_workload(workload.kind, ns, workload.name)
+        return out
 
     def _storage(
         self,
         ns: str,
         status: UpdateRunStatus,
         spec: ManagedSystemSpec | None,
-        workload: dict[str, Any] | None,
+        workloads: dict[str, dict[str, Any] | None],
         wanted: frozenset[Read],
     ) -> dict[str, Any]:
         """The namespace's claim names, the claims, the snapshots and the snapshot class, as
         far as the step reads them (``Observed``'s fields of those names)."""
+        found = [w for w in workloads.values() if w is not None]
         existing = None
-        if Read.NAMESPACE_CLAIMS in wanted and workload is not None:
+        if Read.NAMESPACE_CLAIMS in wanted and found:
             existing = tuple(self.kube.names("PersistentVolumeClaim", ns))
         claims: dict[str, Any] = {}
         if Read.CLAIMS in wanted:
-            for claim in machine.claims_to_read(status, spec, workload, existing):
+            for claim in machine.claims_to_read(status, spec, found, existing):
                 claims[claim] = self.kube.get_claim(ns, claim)
         snapshots: dict[str, Any] = {}
         if Read.SNAPSHOTS in wanted:
@@ -232,7 +237,7 @@ class Runner:
     def _pods(
         self,
         run: machine.Run,
-        workload: dict[str, Any] | None,
+        workloads: dict[str, dict[str, Any] | None],
         wanted: frozenset[Read],
         job: dict[str, Any] | None,
     ) -> dict[str, Any]:
@@ -248,17 +253,20 @@ class Runner:
                     for p in job_pods
                     if builders.LABEL_HOOK not in p["metadata"].get("labels", {})
                 ]
+        found = [w for w in workloads.values() if w is not None]
         namespace_pods: list[dict[str, Any]] = []
-        if Read.NAMESPACE_PODS in wanted and workload is not None:
+        if Read.NAMESPACE_PODS in wanted and found:
             namespace_pods = self.kube.pods(ns, {})
         workload_pods, restarts = 0, 0
-        if Read.WORKLOAD_PODS in wanted and workload is not None:
-            selector = workload["spec"]["selector"].get("matchLabels", {})
-            pods = self.kube.pods(ns, selector)
+        if Read.WORKLOAD_PODS in wanted:
+            pods: dict[str, dict[str, Any]] = {}  # by name: selectors may overlap
+            for workload in found:
+                selector = workload["spec"]["selector"].get("matchLabels", {})
+                pods.update((p["metadata"]["name"], p) for p in self.kube.pods(ns, selector))
             workload_pods = len(pods)
             restarts = sum(
                 int(c.get("restartCount") or 0)
-                for p in pods
+                for p in pods.values()
                 for c in (p.get("status") or {}).get("containerStatuses") or []
             )
         return {
@@ -273,18 +281,24 @@ class Runner:
         run: machine.Run,
         status: UpdateRunStatus,
         spec: ManagedSystemSpec | None,
-        workload: dict[str, Any] | None,
+        workloads: dict[str, dict[str, Any] | None],
     ) -> tuple[machine.HookResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
         """The hook this step runs (docs/hooks.md): an ``exec`` hook is run here, in a ready
-        pod of the workload (its result is what the step observes); a ``job`` hook's Job
+        pod of its workload (its result is what the step observes); a ``job`` hook's Job
         and, once it ended, its pods are read."""
-        stage = machine.hook_stage(status, spec, workload)
-        if stage is None or spec is None or workload is None:
+        stage = machine.hook_stage(status, spec, workloads)
+        if stage is None or spec is None or not workloads:
             return None, None, []
         hook = machine.next_hook(status, spec, stage)
         assert hook is not None
         ns = run.namespace
         if hook.exec_ is not None:
+            where = hook.exec_.workload or next(iter(workloads))
+            workload = workloads.get(where)
+            if workload is None:
+                known = ", ".join(workloads)
+                why = f"workload {where} is not one of the system's ({known}) or does not exist"
+                return machine.HookResult(hook.name, False, why), None, []
             return self.exec_hook(ns, hook, workload), None, []
         name = builders.hook_job_name(run.name, stage, hook.name)
         job = self.kube.get_job(ns, name)

@@ -217,22 +217,25 @@ class Systems:
         )
         if spec is None:
             return facts
-        facts.workload_found = self.view.exists(spec.workload.kind, ns, spec.workload.name)
+        found = {w.name: self.view.exists(w.kind, ns, w.name) for w in spec.workload_list()}
+        facts.missing_workloads = [
+            f"{w.kind} {w.name}" for w in spec.workload_list() if not found[w.name]
+        ]
         if spec.components:
-            # The installed versions are read from the workload's containers.
-            bound = any(x.container for x in spec.components)
-            workload = (
-                self.view.workload(spec.workload.kind, ns, spec.workload.name)
-                if bound and facts.workload_found
-                else None
-            )
+            # The installed versions are read from the workloads' containers.
+            bound = {w.name for c in spec.components if (w := spec.workload_of(c)) is not None}
+            workloads = {
+                w.name: self.view.workload(w.kind, ns, w.name) if found[w.name] else None
+                for w in spec.workload_list()
+                if w.name in bound
+            }
             catalogs = self.view.catalogs()
             by_hand = {c.name: c.version for c in spec.components if c.container is None}
             if by_hand:  # what runs installed of them counts (core/history.py)
                 known = mine if facts.deleted_run is None else [*mine, facts.deleted_run]
                 facts.learned = learned_versions(learned or [], by_hand, known)
             installed = counted(facts.learned, by_hand) if by_hand else None
-            facts.components = states(spec, catalogs, workload, now, installed)
+            facts.components = states(spec, catalogs, workloads, now, installed)
             if catalogs.rollouts:
                 self._waves(facts, catalogs, labels or {}, now, (ns, name))
         facts.missing_claims = [

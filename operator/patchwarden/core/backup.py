@@ -1,14 +1,14 @@
 """The pre-update backup of a run: which claims (decided in Pending, before anything
-changes: ``core/claims.py``), the workload stopped for them when ``backup.consistency`` is
+changes: ``core/claims.py``), the workloads stopped for them when ``backup.consistency`` is
 ``Stopped`` and started again once they are ready, and one VolumeSnapshot per claim.
 Pure: called by :func:`patchwarden.core.run.advance`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from patchwarden.api.run import Phase, SnapshotRecord
+from patchwarden.api.run import Phase, RunWorkload, SnapshotRecord
 from patchwarden.api.system import Consistency, ManagedSystemSpec
 from patchwarden.core import builders, claims
 from patchwarden.core.hooks import hook_stage, run_hooks
@@ -21,21 +21,37 @@ from patchwarden.core.step import (
     Step,
     Unchanged,
     Wait,
+    named,
 )
 
 BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"
 
 
-def decide_claims(step: Step, spec: ManagedSystemSpec, workload: Mapping[str, Any]) -> None:
-    """Record the claims the run backs up and the workload's replicas, as they are before
-    the run changes anything (:mod:`~patchwarden.core.claims`); a workload whose claims
-    cannot all be found ends the run with nothing changed."""
-    decided = claims.of_system(spec, workload, step.seen.namespace_claims or ())
+def decide_claims(
+    step: Step, spec: ManagedSystemSpec, workloads: Sequence[Mapping[str, Any]]
+) -> None:
+    """Record the claims the run backs up and each workload's replicas, as they are before
+    the run changes anything (:mod:`~patchwarden.core.claims`); workloads whose claims
+    cannot all be found end the run with nothing changed."""
+    decided = claims.of_system(spec, workloads, step.seen.namespace_claims or ())
     if decided.problem:
         raise Unchanged(decided.problem)
     step.status.claims = list(decided.names)
-    if step.status.start_replicas is None:
-        step.status.start_replicas = int((workload.get("spec") or {}).get("replicas", 1))
+    if not step.status.workloads:
+        step.status.workloads = [
+            RunWorkload(
+                kind=w.kind,
+                name=w.name,
+                role=w.role,
+                start_replicas=int((body.get("spec") or {}).get("replicas", 1)),
+            )
+            for w, body in zip(spec.workload_list(), workloads, strict=True)
+        ]
+
+
+def missing_workloads(step: Step) -> list[str]:
+    """The run's workloads this step found absent (``Kind name`` each)."""
+    return [named(w) for w, body in step.workloads() if body is None]
 
 
 def snapshotting(step: Step) -> None:
@@ -44,9 +60,8 @@ def snapshotting(step: Step) -> None:
     _, spec = step.system()
     status, seen = step.status, step.seen
     if spec.updates.hooks and spec.updates.hooks.pre and not status.snapshots:
-        if seen.workload is None:
-            raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
-        if hook_stage(status, spec, seen.workload) == "pre" and not run_hooks(step, spec, "pre"):
+        _found(step)
+        if hook_stage(status, spec, seen.workloads) == "pre" and not run_hooks(step, spec, "pre"):
             return  # the pre-update hooks first (e.g. a database flushed before its snapshot)
     if not status.snapshots and seen.snapshot_class is None and not spec.backup.required:
         # A snapshot without a class is never made ready by a real cluster: take none.
@@ -60,7 +75,7 @@ def snapshotting(step: Step) -> None:
         raise Abort("no VolumeSnapshotClass to take the required backups; nothing was changed")
     _requested(step)
     if all(r.ready_to_use for r in status.snapshots):
-        restarted = restart(step, spec)
+        restarted = restart(step)
         step.enter(Phase.RECORDING, f"{len(status.snapshots)} snapshots ready{restarted}")
         return
     if step.waited() > step.timeouts.snapshot:
@@ -72,15 +87,25 @@ def snapshotting(step: Step) -> None:
     step.out.wait = Wait.WATCHED
 
 
+def _found(step: Step) -> None:
+    missing = missing_workloads(step)
+    if missing:
+        raise Abort(f"{', '.join(missing)} not found; nothing was changed")
+
+
 def _recorded(step: Step, spec: ManagedSystemSpec) -> bool:
     """Record a snapshot per claim (with the claim's spec, what a restore recreates), once
-    the workload is at rest if it must be; False while its pods are still stopping."""
+    the workloads are at rest if they must be; False while their pods are still stopping."""
     status, seen = step.status, step.seen
-    if seen.workload is None:
-        raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
-    if status.claims is None:
-        decide_claims(step, spec, seen.workload)
-    if spec.backup.consistency == Consistency.STOPPED and not _stopped(step, spec):
+    _found(step)
+    if status.claims is None:  # started by an older operator: decided now
+        missing = [
+            f"{w.kind} {w.name}" for w in spec.workload_list() if not seen.workloads.get(w.name)
+        ]
+        if missing:
+            raise Abort(f"{', '.join(missing)} not found; nothing was changed")
+        decide_claims(step, spec, [seen.workloads[w.name] or {} for w in spec.workload_list()])
+    if spec.backup.consistency == Consistency.STOPPED and not _stopped(step):
         return False
     for claim in status.claims or []:
         body = seen.claims.get(claim)
@@ -120,40 +145,47 @@ def _requested(step: Step) -> None:
         record.ready_to_use = bool((existing.get("status") or {}).get("readyToUse"))
 
 
-def _stopped(step: Step, spec: ManagedSystemSpec) -> bool:
-    """Whether the workload is stopped for consistent snapshots (stopping it first)."""
-    status, workload = step.status, step.seen.workload
-    assert workload is not None
-    kind, name = spec.workload.kind, spec.workload.name
-    if status.stopped_replicas is None:
+def _stopped(step: Step) -> bool:
+    """Whether the workloads are stopped for consistent snapshots (stopping them first, all
+    at once)."""
+    stopping = []
+    for workload, body in step.workloads():
+        if workload.stopped_replicas is not None:
+            continue
+        assert body is not None  # _found
         # As it was when the run started: a step repeated after the scale-down (the operator
         # killed before its status write) must not read the zero it set.
-        replicas = status.start_replicas
-        status.stopped_replicas = (
-            int(workload["spec"].get("replicas", 1)) if replicas is None else replicas
+        replicas = workload.start_replicas
+        workload.stopped_replicas = (
+            int(body["spec"].get("replicas", 1)) if replicas is None else replicas
         )
-        step.act(ScaleToZero(kind, name))
+        step.act(ScaleToZero(workload.kind, workload.name))
+        stopping.append(named(workload))
+    if stopping:
         step.restart_clock()
-        status.message = f"stopping {kind} {name} for consistent snapshots"
+        step.status.message = f"stopping {', '.join(stopping)} for consistent snapshots"
         return False
     if step.seen.workload_pods:
         if step.waited() > step.timeouts.snapshot:
+            names = ", ".join(named(w) for w in step.status.workloads)
             raise Abort(
-                f"pods of {kind} {name} still present "
-                f"{step.timeouts.snapshot.total_seconds():.0f}s after stopping it for the "
-                "snapshots"
+                f"pods of {names} still present {step.timeouts.snapshot.total_seconds():.0f}s "
+                "after stopping them for the snapshots"
             )
         step.out.wait = Wait.POLL
         return False
     return True
 
 
-def restart(step: Step, spec: ManagedSystemSpec | None) -> str:
-    """Scale a workload stopped for the snapshots back (once); says so for the message."""
-    replicas = step.status.stopped_replicas
-    if replicas is None or spec is None or replicas == 0:
-        return ""
-    kind, name = spec.workload.kind, spec.workload.name
-    step.act(ScaleBack(kind, name, replicas))
-    step.status.stopped_replicas = 0  # scaled back: never again
-    return f"; {kind} {name} scaled back to {replicas} replicas"
+def restart(step: Step) -> str:
+    """Scale the workloads stopped for the snapshots back (once each, in the system's
+    order); says so for the message."""
+    done = []
+    for workload in step.status.workloads:
+        replicas = workload.stopped_replicas
+        if not replicas:
+            continue
+        step.act(ScaleBack(workload.kind, workload.name, replicas))
+        workload.stopped_replicas = 0  # scaled back: never again
+        done.append(f"{named(workload)} scaled back to {replicas} replicas")
+    return "".join(f"; {x}" for x in done)

@@ -16,7 +16,7 @@ ordinals its replicas cover must exist; those above them (kept after a scale-dow
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,27 +114,34 @@ def of_workload(workload: Mapping[str, Any], existing: Collection[str]) -> Claim
 
 
 def of_system(
-    spec: ManagedSystemSpec, workload: Mapping[str, Any], existing: Collection[str]
+    spec: ManagedSystemSpec, workloads: Sequence[Mapping[str, Any]], existing: Collection[str]
 ) -> Claims:
     """The claims a run of the system backs up: ``spec.volumes`` when given, else every
-    claim of the workload (:func:`of_workload`). A StatefulSet that deletes its claims
+    claim of every workload (:func:`of_workload`). A StatefulSet that deletes its claims
     when scaled down is refused: a rollback (and a ``Stopped`` backup) scales it to zero."""
-    if deletes_claims_when_scaled(workload) and template_claims(workload, existing):
-        name = workload["metadata"]["name"]
-        return Claims(
-            problem=(
-                f"StatefulSet {name} deletes the claims of the replicas it scales away "
-                "(persistentVolumeClaimRetentionPolicy.whenScaled: Delete): stopping it for "
-                "consistent snapshots or for a rollback would delete them; set whenScaled: "
-                "Retain (the default); nothing was changed"
+    for workload in workloads:
+        if deletes_claims_when_scaled(workload) and template_claims(workload, existing):
+            name = workload["metadata"]["name"]
+            return Claims(
+                problem=(
+                    f"StatefulSet {name} deletes the claims of the replicas it scales away "
+                    "(persistentVolumeClaimRetentionPolicy.whenScaled: Delete): stopping it "
+                    "for consistent snapshots or for a rollback would delete them; set "
+                    "whenScaled: Retain (the default); nothing was changed"
+                )
             )
-        )
-    if not spec.volumes:
-        return of_workload(workload, existing)
-    missing = [c for c in spec.volumes if c not in existing]
-    if missing:
-        return Claims(problem=_missing("ManagedSystem", "spec.volumes", missing, listed=True))
-    return Claims(names=tuple(spec.volumes))
+    if spec.volumes:
+        missing = [c for c in spec.volumes if c not in existing]
+        if missing:
+            return Claims(problem=_missing("ManagedSystem", "spec.volumes", missing, listed=True))
+        return Claims(names=tuple(spec.volumes))
+    names: list[str] = []
+    for workload in workloads:
+        found = of_workload(workload, existing)
+        if found.problem:
+            return found
+        names += [n for n in found.names if n not in names]  # two may mount one claim
+    return Claims(names=tuple(names))
 
 
 def _missing(kind: str, name: str, claims: list[str], listed: bool = False) -> str:

@@ -3,6 +3,7 @@ failure means: ``pre`` fails the run with nothing changed, ``post`` rolls it bac
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ from patchwarden.api.common import parse_duration
 from patchwarden.api.run import HookRecord, Phase, UpdateRunStatus
 from patchwarden.api.system import Hook, ManagedSystemSpec
 from patchwarden.core import builders
-from patchwarden.core.objects import job_message, job_result, termination, workload_ready
+from patchwarden.core.objects import job_message, job_result, not_ready, termination
 from patchwarden.core.step import Abort, CreateJob, Emit, Step, StopJob, Unchanged, Wait
 from patchwarden.core.times import parse_time, utc_text
 
@@ -22,17 +23,21 @@ HOOK_OUTPUT_KEPT = 1024
 
 
 def hook_stage(
-    status: UpdateRunStatus, spec: ManagedSystemSpec | None, workload: Any
+    status: UpdateRunStatus,
+    spec: ManagedSystemSpec | None,
+    workloads: Mapping[str, Mapping[str, Any] | None],
 ) -> str | None:
-    """The hooks a step in this status runs: ``pre`` before the first snapshot (and before a
-    workload is stopped for them), ``post`` once the updated workload is ready; None."""
+    """The hooks a step in this status runs: ``pre`` before the first snapshot (and before
+    the workloads are stopped for them), ``post`` once every updated workload is ready (of
+    ``workloads``, what the step read); None."""
     hooks = spec.updates.hooks if spec is not None else None
     if hooks is None:
         return None
     phase = status.phase or Phase.PENDING
-    if phase == Phase.SNAPSHOTTING and not status.snapshots and status.stopped_replicas is None:
+    stopped = any(w.stopped_replicas is not None for w in status.workloads)
+    if phase == Phase.SNAPSHOTTING and not status.snapshots and not stopped:
         return "pre" if next_hook(status, spec, "pre") is not None else None  # type: ignore[arg-type]
-    if phase == Phase.VERIFYING and workload is not None and workload_ready(workload):
+    if phase == Phase.VERIFYING and status.workloads and not not_ready(status.workloads, workloads):
         return "post" if next_hook(status, spec, "post") is not None else None  # type: ignore[arg-type]
     return None
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from patchwarden.api.run import Change, UpdateRunSpec, WorkloadRecord
+from patchwarden.api.run import Change, RunWorkload, Target, UpdateRunSpec, WorkloadRecord
 from patchwarden.core import builders
 from patchwarden.core.claims import pod_claims
 
@@ -41,27 +41,36 @@ def wakes_its_run(event_type: str, body: Mapping[str, Any]) -> bool:
 
 
 def foreign_users(
-    claims: Sequence[str], workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+    claims: Sequence[str],
+    workloads: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
 ) -> list[tuple[str, str]]:
-    """(claim, pod) for each pod that mounts one of ``claims`` but is not the workload's
-    (neither matching its selector's labels nor owned by it or its ReplicaSets) nor an update
-    Job's: a rollback would have to delete a claim such a pod keeps in use."""
+    """(claim, pod) for each pod that mounts one of ``claims`` but belongs to none of the
+    system's workloads (neither matching a selector's labels nor owned by one or its
+    ReplicaSets) nor to an update Job: a rollback would have to delete a claim such a pod
+    keeps in use."""
     wanted = set(claims)
-    selector = (workload.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
     found = []
     for pod in pods:
         meta = pod["metadata"]
         labels = meta.get("labels") or {}
         if meta.get("deletionTimestamp") or builders.LABEL_RUN in labels:
             continue
-        if selector and all(labels.get(k) == v for k, v in selector.items()):
-            continue
-        if not selector and _owned_by(meta, workload):
+        if any(_belongs(meta, labels, w) for w in workloads):
             continue
         for claim in pod_claims(pod.get("spec") or {}):
             if claim in wanted:
                 found.append((claim, str(meta["name"])))
     return sorted(found)
+
+
+def _belongs(
+    meta: Mapping[str, Any], labels: Mapping[str, str], workload: Mapping[str, Any]
+) -> bool:
+    selector = (workload.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+    if selector:
+        return all(labels.get(k) == v for k, v in selector.items())
+    return _owned_by(meta, workload)
 
 
 def _owned_by(pod_meta: Mapping[str, Any], workload: Mapping[str, Any]) -> bool:
@@ -117,6 +126,19 @@ def workload_ready(workload: Mapping[str, Any]) -> bool:
         and status.get(ready_key, 0) == replicas
         and status.get("replicas", 0) == replicas
     )
+
+
+def not_ready(
+    workloads: Sequence[RunWorkload], seen: Mapping[str, Mapping[str, Any] | None]
+) -> list[str]:
+    """Those of ``workloads`` (``Kind name``) absent or not ready (:func:`workload_ready`)
+    in what a step read; empty when all are ready."""
+    out = []
+    for workload in workloads:
+        body = seen.get(workload.name)
+        if body is None or not workload_ready(body):
+            out.append(f"{workload.kind} {workload.name}")
+    return out
 
 
 def job_result(job: Mapping[str, Any]) -> str | None:
@@ -176,17 +198,27 @@ def job_changes(pods: Sequence[Mapping[str, Any]]) -> tuple[list[Change], str | 
     return [], None
 
 
-def target_images(spec: UpdateRunSpec) -> dict[str, str]:
-    """Container → image of the run's targets bound to containers."""
-    return {t.container: t.image for t in spec.targets if t.container and t.image}
+def image_targets(spec: UpdateRunSpec, workload: str | None = None) -> list[Target]:
+    """The run's targets bound to containers (of ``workload`` only, when named; a target of
+    a run made before systems had several workloads names none: its one workload's)."""
+    found = [t for t in spec.targets if t.container and t.image]
+    if workload is None:
+        return found
+    return [t for t in found if t.workload in (None, workload)]
 
 
-def catalog_changes(spec: UpdateRunSpec) -> list[Change]:
+def target_images(spec: UpdateRunSpec, workload: str | None = None) -> dict[str, str]:
+    """Container → image of the run's targets bound to containers (of ``workload``)."""
+    return {t.container: t.image for t in image_targets(spec, workload) if t.container and t.image}
+
+
+def catalog_changes(spec: UpdateRunSpec, workload: str | None = None) -> list[Change]:
     return [
         Change.model_validate(
             {
                 "component": t.component,
                 "container": t.container,
+                "workload": t.workload or workload,
                 "from": t.from_version,
                 "to": t.to_version,
                 "fromImage": t.from_image,
@@ -196,8 +228,7 @@ def catalog_changes(spec: UpdateRunSpec) -> list[Change]:
                 "source": "catalog",
             }
         )
-        for t in spec.targets
-        if t.container and t.image
+        for t in image_targets(spec, workload)
     ]
 
 

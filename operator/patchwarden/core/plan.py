@@ -9,7 +9,7 @@ is a contract documented in docs/plan.md.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -207,7 +207,8 @@ class _Simulation:
     system: ManagedSystem
     body: dict[str, Any]
     installed: ManagedSystemSpec
-    workload: dict[str, Any] | None
+    workloads: dict[str, dict[str, Any] | None]
+    """The workloads whose containers run components, by name (None: not in the input)."""
     catalogs: Catalogs
     released: Callable[[Known], bool] | None
     calendar: Calendar
@@ -216,10 +217,18 @@ class _Simulation:
     """Cadence period → the window that served it."""
 
     @property
+    def missing(self) -> list[str]:
+        """The workloads whose containers run components and that are not in the input."""
+        bound = {
+            w.name: w for c in self.installed.components if (w := self.installed.workload_of(c))
+        }
+        return [f"{w.kind} {w.name}" for n, w in bound.items() if self.workloads.get(n) is None]
+
+    @property
     def known(self) -> bool:
-        """Whether the installed versions are known (the workload is in the input, or no
-        component is bound to its containers)."""
-        return self.workload is not None or not any(c.container for c in self.installed.components)
+        """Whether the installed versions are known (every workload whose containers run a
+        component is in the input)."""
+        return not self.missing
 
     def decide(self, at: datetime, waiting: list[_Request]) -> tuple[Decision, SystemFacts]:
         """The operator's own decision (``core/system.py``) at ``at``, on these facts. The
@@ -232,7 +241,7 @@ class _Simulation:
             calendar=self.calendar,
         )
         if self.installed.components and self.known:
-            facts.components = states(self.installed, self.catalogs, self.workload, at)
+            facts.components = states(self.installed, self.catalogs, self.workloads, at)
         approval = self.installed.updates.approval
         spec = self.installed
         if approval is not None and approval.required:
@@ -247,7 +256,7 @@ def plan_system(
     start: datetime,
     count: int,
     catalogs: Catalogs | None = None,
-    workload: dict[str, Any] | None = None,
+    workloads: Mapping[str, dict[str, Any] | None] | None = None,
     released: Callable[[Known], bool] | None = None,
     calendar: Calendar | None = None,
 ) -> SystemPlan:
@@ -282,7 +291,9 @@ def plan_system(
             ]
         }
     )
-    sim = _Simulation(system, body, installed, workload, catalogs, released, calendar or Calendar())
+    sim = _Simulation(
+        system, body, installed, dict(workloads or {}), catalogs, released, calendar or Calendar()
+    )
     result.warnings = _warnings(sim, start)
     for occ in next_windows(spec.maintenance, spec.reserved(), start, count, sim.calendar):
         result.windows.append(_window(result, sim, occ, start))
@@ -293,14 +304,15 @@ def _warnings(sim: _Simulation, start: datetime) -> list[str]:
     spec = sim.installed
     if not sim.known:
         return [
-            f"{spec.workload.kind} {spec.workload.name} is not in the input: the versions its "
-            "containers run, and so what each window installs, are unknown"
+            f"{', '.join(sim.missing)} {'is' if len(sim.missing) == 1 else 'are'} not in the "
+            "input: the versions their containers run, and so what each window installs, are "
+            "unknown"
         ]
     classes = installed_classes(assess(spec))
     return [
         f"{state.component.name} {state.installed} is past its end of life "
         f"({state.end_of_life}) and its track offers no newer release the contract installs"
-        for state in states(spec, sim.catalogs, sim.workload, start)
+        for state in states(spec, sim.catalogs, sim.workloads, start)
         if spec.components and end_of_life_passed(state, start.date(), classes)
     ]
 
@@ -342,7 +354,7 @@ def _window(
         done = list(started.targets) if started is not None else []
         result.installs[occ.start] = [t.wire() for t in done]
         # Later windows start from what this one installed.
-        sim.installed, sim.workload = _installed(sim.installed, sim.workload, done)
+        sim.installed, sim.workloads = _installed(sim.installed, sim.workloads, done)
     elif not sim.known:
         result.installs[occ.start] = None
     return occ, True, _why_run(sim, chosen, waiting, begins)
@@ -404,23 +416,31 @@ def _why_run(sim: _Simulation, chosen: Start, waiting: list[_Request], begins: d
 
 
 def _installed(
-    spec: ManagedSystemSpec, workload: dict[str, Any] | None, done: list[Target]
-) -> tuple[ManagedSystemSpec, dict[str, Any] | None]:
-    """The system and its workload as they would be after a run installed ``done``."""
-    images = {t.container: t.image for t in done if t.container and t.image}
+    spec: ManagedSystemSpec, workloads: dict[str, dict[str, Any] | None], done: list[Target]
+) -> tuple[ManagedSystemSpec, dict[str, dict[str, Any] | None]]:
+    """The system and its workloads as they would be after a run installed ``done``."""
     versions = {t.component: t.to_version for t in done if not t.container}
-    if workload is not None and images:
+    workloads = dict(workloads)
+    for name, workload in workloads.items():
+        images = {
+            t.container: t.image
+            for t in done
+            if t.container and t.image and t.workload in (None, name)
+        }
+        if workload is None or not images:
+            continue
         workload = copy.deepcopy(workload)
         pod = workload["spec"]["template"]["spec"]
         for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
             container["image"] = images.get(container["name"], container["image"])
+        workloads[name] = workload
     if versions:
         components = [
             c.model_copy(update={"version": versions[c.name]}) if c.name in versions else c
             for c in spec.components
         ]
         spec = spec.model_copy(update={"components": components})
-    return spec, workload
+    return spec, workloads
 
 
 def _as_stored(requests: list[_Request]) -> list[dict[str, Any]]:
@@ -474,11 +494,13 @@ def plan(inputs: Inputs, start: datetime, count: int) -> tuple[list[SystemPlan],
     for key in sorted(by_key):
         system = by_key[key]
         spec = system.spec
-        workload = inputs.workloads.get((key[0], spec.workload.kind, spec.workload.name))
+        workloads = {
+            w.name: inputs.workloads.get((key[0], w.kind, w.name)) for w in spec.workload_list()
+        }
         released = ledger.released(system.metadata.get("labels") or {})
         plans.append(
             plan_system(
-                system, grouped.get(key, []), start, count, catalogs, workload, released, calendar
+                system, grouped.get(key, []), start, count, catalogs, workloads, released, calendar
             )
         )
     return plans, orphans

@@ -265,6 +265,8 @@ class State:
     """The problem is in the spec or the workload (a missing container), not the catalog."""
     installed_from: str | None = None
     """For a component described by hand: ``spec``, or the run whose version counts."""
+    workload: str | None = None
+    """The workload whose container runs the component (bound to one)."""
     changes_at: datetime | None = None
     """The next instant at which the clock alone changes what is acceptable (a newer release
     approved, an end of life passed): the system looks again then, not on a timer."""
@@ -276,6 +278,7 @@ class State:
         out: dict[str, Any] = {"name": self.component.name, "inScope": self.in_scope}
         for key, value in (
             ("container", self.component.container),
+            ("workload", self.workload),
             ("installed", self.installed),
             ("image", self.image),
             ("security", self.security.version if self.security else None),
@@ -302,30 +305,38 @@ def containers(workload: Mapping[str, Any] | None) -> dict[str, str]:
 def states(
     spec: ManagedSystemSpec,
     catalogs: Catalogs,
-    workload: Mapping[str, Any] | None,
+    workloads: Mapping[str, Mapping[str, Any] | None],
     now: datetime,
     learned: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[State]:
     """Every component of the system: what is installed, what is newer and acceptable.
+    ``workloads``: the system's workloads by name (None: not found; absent: not known);
     ``learned``: component described by hand → (version, run) an update run installed
     that counts over the spec's (``core/history.py: counted``)."""
     lines = catalogs.lines(spec.updates.catalogs)
     scope = set(in_scope(spec))
     approve = parse_duration(spec.updates.approve_after) if spec.updates.approve_after else None
-    running = containers(workload) if workload is not None else None
     out = []
     for comp in spec.components:
         state = State(comp, comp.name in scope, end_of_life=comp.end_of_life)
         out.append(state)
         line = lines.get(comp.name)
         if comp.container is not None:
-            if running is None:
-                state.problem = f"{spec.workload.kind} {spec.workload.name} not found"
+            where = spec.workload_of(comp)
+            if where is None:
+                state.problem = f"workload {comp.workload} is not one of spec.workloads"
+                state.stalls = True
                 continue
+            state.workload = where.name
+            body = workloads.get(where.name)
+            if body is None:
+                state.problem = f"{where.kind} {where.name} not found"
+                continue
+            running = containers(body)
             if comp.container not in running:
                 state.problem = (
-                    f"container {comp.container} not found in {spec.workload.kind} "
-                    f"{spec.workload.name} (containers: {', '.join(sorted(running)) or 'none'})"
+                    f"container {comp.container} not found in {where.kind} "
+                    f"{where.name} (containers: {', '.join(sorted(running)) or 'none'})"
                 )
                 state.stalls = True
                 continue
@@ -491,6 +502,7 @@ def target(state: State, to: Known, allowed: set[str]) -> Target:
     return Target.model_construct(
         component=state.component.name,
         container=state.component.container,
+        workload=state.workload,
         from_version=state.installed,
         to_version=to.version,
         from_image=state.image,

@@ -18,30 +18,33 @@ from patchwarden.core.step import (
     Step,
     Wait,
     end_failed,
+    named,
 )
 from patchwarden.core.times import parse_time
 
 
 def rolling_back(step: Step) -> None:
-    status, seen = step.status, step.seen
-    recorded, restore = status.recorded, status.restore
-    assert recorded is not None and restore is not None, "entered only with both recorded"
-    kind, name = recorded.kind, recorded.name
+    """One step of the rollback of every workload of the run: all scaled down, every claim
+    restored, every workload's spec restored (in the system's order), all verified."""
+    status, seen, restore = step.status, step.seen, step.status.restore
+    assert restore is not None and status.workloads, "entered only with the workloads recorded"
     limit = step.timeouts.rollback
     seconds = f"{limit.total_seconds():.0f}s"
-    workload = seen.workload
-    if workload is None:
-        raise Abort(f"{kind} {name} disappeared during the rollback")
+    found = step.workloads()
+    gone = [named(w) for w, body in found if body is None]
+    if gone:
+        raise Abort(f"{', '.join(gone)} disappeared during the rollback")
     match restore.step or RollbackStep.SCALE_DOWN:
         case RollbackStep.SCALE_DOWN:
-            if workload["spec"].get("replicas", 1) != 0:
-                step.act(ScaleToZero(kind, name))
-                step.restart_clock()
+            for workload, body in found:
+                assert body is not None
+                if body["spec"].get("replicas", 1) != 0:
+                    step.act(ScaleToZero(workload.kind, workload.name))
+                    step.restart_clock()
             if seen.workload_pods:
                 if step.waited() > limit:
-                    raise Abort(
-                        f"pods of {kind} {name} still present {seconds} after scaling to zero"
-                    )
+                    names = ", ".join(named(w) for w, _ in found)
+                    raise Abort(f"pods of {names} still present {seconds} after scaling to zero")
                 step.out.wait = Wait.POLL
                 return
             # The update Job's pods, finished or not, keep the claims they mount in use:
@@ -62,16 +65,26 @@ def rolling_back(step: Step) -> None:
             restore.step = RollbackStep.RESTORE_WORKLOAD
             step.restart_clock()
         case RollbackStep.RESTORE_WORKLOAD:
-            step.act(ReplaceWorkload(kind, restored_workload(workload, recorded)))
+            for workload, body in found:
+                assert body is not None and workload.recorded is not None
+                step.act(ReplaceWorkload(workload.kind, restored_workload(body, workload.recorded)))
             restore.step = RollbackStep.VERIFY
             step.restart_clock()
             step.out.wait = Wait.POLL
         case RollbackStep.VERIFY:
-            if workload_ready(workload) and workload["spec"].get("replicas") == recorded.replicas:
+            waiting = [
+                named(w)
+                for w, body in found
+                if body is None
+                or w.recorded is None
+                or not workload_ready(body)
+                or body["spec"].get("replicas") != w.recorded.replicas
+            ]
+            if not waiting:
                 _rolled_back(step)
                 return
             if step.waited() > limit:
-                raise Abort(f"{kind} {name} not ready {seconds} after the restore")
+                raise Abort(f"{', '.join(waiting)} not ready {seconds} after the restore")
             step.out.wait = Wait.POLL
 
 
@@ -86,29 +99,37 @@ def _rolled_back(step: Step) -> None:
     took = ""
     if restore.start_time:
         took = f" in {(step.now - parse_time(restore.start_time)).total_seconds():.0f}s"
+    several = len(status.workloads) > 1
+    the = (
+        f"the workloads ({', '.join(named(w) for w in status.workloads)})"
+        if several
+        else "the workload"
+    )
+    specs = "the workloads' specs" if several else "the workload's spec"
     expected = status.claims if status.claims is not None else [r.claim for r in status.snapshots]
     if restore.data is False:
-        restored = f"restored the workload's spec and images only{took}"
+        restored = f"restored {specs} and images only{took}"
         restored += " (rollback.restoreData: Never)"
         if expected:
             restored += f"; its claims {', '.join(expected)} keep what the update wrote"
         took = ""
     elif status.backup_skipped:
-        restored = f"restored the workload's spec only, not its data ({status.backup_skipped})"
+        its = "their" if several else "its"
+        restored = f"restored {specs} only, not {its} data ({status.backup_skipped})"
     elif not expected:
-        restored = "restored the workload (it has no claims)"
+        restored = f"restored {the} ({'they have' if several else 'it has'} no claims)"
     else:
         left = [x for x in expected if x not in restore.claims]
         if left:
             end_failed(
                 step,
-                f"{why}; the rollback restored the workload and {len(restore.claims)} of "
+                f"{why}; the rollback restored {the} and {len(restore.claims)} of "
                 f"{len(expected)} claims{took}, not {', '.join(left)} (no pre-update snapshot): "
                 "they hold what the failed update wrote",
                 needs_person=True,
             )
             return
-        restored = f"restored {len(restore.claims)} claims and the workload{took}"
+        restored = f"restored {len(restore.claims)} claims and {the}{took}"
         took = ""
         kept = [r.snapshot for r in restore.failed_state]
         if kept:  # what was written between the backup and the rollback is not lost

@@ -32,7 +32,13 @@ from patchwarden.api.run import (
 )
 from patchwarden.api.system import ManagedSystemSpec, RestoreData
 from patchwarden.core import builders
-from patchwarden.core.backup import BACKUP_SKIPPED, decide_claims, restart, snapshotting
+from patchwarden.core.backup import (
+    BACKUP_SKIPPED,
+    decide_claims,
+    missing_workloads,
+    restart,
+    snapshotting,
+)
 from patchwarden.core.gate import Verdict
 from patchwarden.core.hooks import hook_stage, next_hook, run_hooks
 from patchwarden.core.objects import (
@@ -43,6 +49,7 @@ from patchwarden.core.objects import (
     job_ended,
     job_message,
     job_result,
+    not_ready,
     summary,
     target_images,
     termination,
@@ -77,10 +84,14 @@ from patchwarden.core.step import (
     Transition,
     Unchanged,
     Wait,
+    adopted,
     claims_to_read,
     end_failed,
     gated,
+    images_set,
+    named,
     reads,
+    run_workloads,
     spec_or_none,
 )
 from patchwarden.core.times import parse_time, utc_text
@@ -118,6 +129,7 @@ __all__ = [  # what the runs controller and the tests use, wherever it is define
     "namespace_deleted",
     "next_hook",
     "reads",
+    "run_workloads",
     "spec_or_none",
     "summary",
     "wakes_its_run",
@@ -143,6 +155,7 @@ def advance(
     if phase in TERMINAL:
         step.out.wait = Wait.DONE
         return step.out
+    adopted(step.status, spec_or_none(seen.system))
     try:
         stopping = _stopping(run, seen.system)
         if stopping is None and seen.gate is not None and seen.gate.blocked and gated(status):
@@ -154,7 +167,7 @@ def advance(
             _bake_ended(step, stopping)
         if stopping and phase != Phase.ROLLING_BACK:
             job_started = status.job is not None and status.job.created
-            changed = job_started or bool(status.images_set)
+            changed = job_started or images_set(step.status)
             if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not changed):
                 if phase == Phase.UPDATING:
                     # Not recorded as created, but a step cut short after creating it (the
@@ -242,10 +255,11 @@ def _held(step: Step, verdict: Verdict) -> None:
 
 
 def _cancel(step: Step, why: str) -> None:
-    restarted = restart(step, spec_or_none(step.seen.system))
+    restarted = restart(step)
+    what = "the workloads were" if len(step.status.workloads) > 1 else "the workload was"
     step.end(
         Phase.CANCELLED,
-        f"{why}; stopped before the update, the workload was not changed{restarted}",
+        f"{why}; stopped before the update, {what} not changed{restarted}",
         f"{why}; the run stopped before changing anything",
     )
 
@@ -257,17 +271,20 @@ def _pending(step: Step) -> None:
         raise Abort(f"the system is no longer eligible: {assessment.reason}")
     if step.now > parse_time(step.run.spec.window.cutoff):
         raise Abort("the window's cutoff passed before the run could start; nothing was changed")
-    workload = step.seen.workload
-    if workload is None:
-        raise Unchanged(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
-    decide_claims(step, spec, workload)
-    shared = foreign_users(step.status.claims or [], workload, step.seen.namespace_pods)
+    wanted = spec.workload_list()
+    missing = [f"{w.kind} {w.name}" for w in wanted if step.seen.workloads.get(w.name) is None]
+    if missing:
+        raise Unchanged(f"{', '.join(missing)} not found; nothing was changed")
+    bodies = [step.seen.workloads[w.name] or {} for w in wanted]
+    decide_claims(step, spec, bodies)
+    shared = foreign_users(step.status.claims or [], bodies, step.seen.namespace_pods)
     if shared:
         claim, pod = shared[0]
+        names = ", ".join(f"{w.kind} {w.name}" for w in wanted)
         raise Unchanged(
-            f"claim {claim} is also used by pod {pod}, outside {spec.workload.kind} "
-            f"{spec.workload.name}: a rollback could not replace it safely (shared claims "
-            "cannot be restored while another pod mounts them); nothing was changed"
+            f"claim {claim} is also used by pod {pod}, outside {names}: a rollback could not "
+            "replace it safely (shared claims cannot be restored while another pod mounts "
+            "them); nothing was changed"
         )
     if step.seen.gate is not None:
         _record_gate(step, step.seen.gate, stopped=False)  # what it said when the run started
@@ -278,10 +295,10 @@ def _pending(step: Step) -> None:
 
 
 def _recording(step: Step) -> None:
-    _, spec = step.system()
-    workload = step.seen.workload
-    if workload is None:
-        raise Abort(f"{spec.workload.kind} {spec.workload.name} not found; nothing was changed")
+    step.system()  # it still exists, and its spec can be read
+    missing = missing_workloads(step)
+    if missing:
+        raise Abort(f"{', '.join(missing)} not found; nothing was changed")
     unprotected = without_backup(step.status)
     if unprotected:
         # The guard issue 31 asked for: whatever decided the snapshots, no update starts
@@ -291,20 +308,22 @@ def _recording(step: Step) -> None:
             "of the system had no ready pre-update snapshot; the update was not started and "
             "nothing was changed"
         )
-    meta = workload["metadata"]
-    step.status.recorded = WorkloadRecord(
-        kind=spec.workload.kind,
-        name=spec.workload.name,
-        replicas=workload["spec"].get("replicas", 1),
-        template=copy.deepcopy(dict(workload["spec"]["template"])),
-        spec=copy.deepcopy(dict(workload["spec"])),
-        labels=dict(meta.get("labels") or {}),
-        annotations={
-            k: v
-            for k, v in (meta.get("annotations") or {}).items()
-            if k not in CONTROLLER_ANNOTATIONS
-        },
-    )
+    for workload, body in step.workloads():
+        assert body is not None
+        meta = body["metadata"]
+        workload.recorded = WorkloadRecord(
+            kind=workload.kind,
+            name=workload.name,
+            replicas=body["spec"].get("replicas", 1),
+            template=copy.deepcopy(dict(body["spec"]["template"])),
+            spec=copy.deepcopy(dict(body["spec"])),
+            labels=dict(meta.get("labels") or {}),
+            annotations={
+                k: v
+                for k, v in (meta.get("annotations") or {}).items()
+                if k not in CONTROLLER_ANNOTATIONS
+            },
+        )
     images = target_images(step.run.spec)
     step.enter(
         Phase.UPDATING,
@@ -319,7 +338,7 @@ def _ends_by(step: Step, spec: ManagedSystemSpec) -> datetime:
     change that would start later is not started."""
     ends_by = parse_time(step.run.spec.window.end) - spec.rollback_reserve()
     if step.now >= ends_by:
-        if step.status.images_set:  # the images are set already: they are rolled back
+        if images_set(step.status):  # images are set already: they are rolled back
             raise Abort(
                 f"the window ends within rollback.reserve ({spec.rollback.reserve}); the "
                 "update Job was not started"
@@ -331,40 +350,48 @@ def _ends_by(step: Step, spec: ManagedSystemSpec) -> datetime:
     return ends_by
 
 
-def _settarget_images(step: Step, images: dict[str, str]) -> bool:
-    """Set the target images and wait for their rollout; True once it is complete."""
+def _target_images_set(step: Step) -> bool:
+    """Set each workload's target images in the system's order, each rolled out and ready
+    before the next is changed (a database before the app that migrates it); True once
+    every workload with targets is."""
     status = step.status
     _, spec = step.system()
-    kind, name = spec.workload.kind, spec.workload.name
-    if not status.images_set:
-        _ends_by(step, spec)
-        step.act(SetImages(kind, name, images))
-        status.images_set = True
-        status.changes = catalog_changes(step.run.spec)
-        status.summary = summary(status.changes)
-        step.restart_clock()
+    for workload, body in step.workloads():
+        images = target_images(step.run.spec, workload.name)
+        if not images:
+            continue
+        name = named(workload)
+        if not workload.images_set:
+            _ends_by(step, spec)
+            step.act(SetImages(workload.kind, workload.name, images))
+            workload.images_set = True
+            status.changes = [*status.changes, *catalog_changes(step.run.spec, workload.name)]
+            status.summary = summary(status.changes)
+            status.message = (
+                f"rolling out {name}: {summary(catalog_changes(step.run.spec, workload.name))}"
+            )
+            step.restart_clock()
+            step.out.wait = Wait.POLL
+            return False
+        if body is not None and workload_ready(body):
+            continue
+        if step.waited() > parse_duration(spec.updates.verify_timeout):
+            raise Abort(
+                f"the rollout of {name} with the new images did not complete within "
+                f"{spec.updates.verify_timeout}"
+            )
         step.out.wait = Wait.POLL
         return False
-    workload = step.seen.workload
-    if workload is not None and workload_ready(workload):
-        return True
-    if step.waited() > parse_duration(spec.updates.verify_timeout):
-        raise Abort(
-            f"the rollout of {kind} {name} with the new images did not complete within "
-            f"{spec.updates.verify_timeout}"
-        )
-    step.out.wait = Wait.POLL
-    return False
+    return True
 
 
 def _updating(step: Step) -> None:
     status, seen, run = step.status, step.seen, step.run
-    images = target_images(run.spec)
-    if images and status.job is None and not _settarget_images(step, images):
+    if status.job is None and target_images(run.spec) and not _target_images_set(step):
         return
     _, spec = step.system()
     if not spec.updates.template:
-        step.enter(Phase.VERIFYING, f"images set ({status.summary}); waiting for the workload")
+        step.enter(Phase.VERIFYING, f"images set ({status.summary}); waiting for the workloads")
         return
     job_name = builders.job_name(run.name)
     if status.job is None:
@@ -397,7 +424,7 @@ def _updating(step: Step) -> None:
     status.summary = summary(status.changes) or None
     step.enter(
         Phase.VERIFYING,
-        "waiting for the workload to be ready again" + (f" ({problem})" if problem else ""),
+        "waiting for the workloads to be ready again" + (f" ({problem})" if problem else ""),
     )
 
 
@@ -413,7 +440,7 @@ def _create_job(step: Step) -> None:
             f"the update Job's pod would break the operator's Pod Security level "
             f"{step.timeouts.pod_security.value}: {'; '.join(above)}; no pod was created"
         )
-        raise Abort(why) if step.status.images_set else Unchanged(why)
+        raise Abort(why) if images_set(step.status) else Unchanged(why)
     deadline = min(parse_duration(spec.updates.run_timeout), ends_by - step.now)
     job = builders.update_job(
         run=run.name,
@@ -430,8 +457,8 @@ def _create_job(step: Step) -> None:
 
 def _verifying(step: Step) -> None:
     system, spec = step.system()
-    workload = step.seen.workload
-    if workload is not None and workload_ready(workload):
+    waiting = not_ready(step.status.workloads, step.seen.workloads)
+    if not waiting:
         if spec.updates.hooks and spec.updates.hooks.post and not run_hooks(step, spec, "post"):
             return
         bake = parse_duration(spec.updates.bake_time)
@@ -444,12 +471,11 @@ def _verifying(step: Step) -> None:
                 "alert gate firing rolls it back",
             )
             return
-        _succeed(step, system, spec, "the update succeeded and the workload is ready")
+        _succeed(step, system, spec, "the update succeeded and the workloads are ready")
         return
     if step.waited() > parse_duration(spec.updates.verify_timeout):
         raise Abort(
-            f"{spec.workload.kind} {spec.workload.name} not ready within "
-            f"{spec.updates.verify_timeout} after the update"
+            f"{', '.join(waiting)} not ready within {spec.updates.verify_timeout} after the update"
         )
     step.out.wait = Wait.POLL
 
@@ -465,16 +491,20 @@ def _baking(step: Step) -> None:
     system, spec = step.system()
     bake = step.status.bake
     assert bake is not None
-    workload = step.seen.workload
-    name = f"{spec.workload.kind} {spec.workload.name}"
-    if workload is None or not workload_ready(workload):
-        _bake_ended(step, f"{name} lost its readiness during the bake")
-        raise Abort(f"{name} lost its readiness during the bake")
+    lost = not_ready(step.status.workloads, step.seen.workloads)
+    if lost:
+        its = "their" if len(lost) > 1 else "its"
+        why = f"{', '.join(lost)} lost {its} readiness during the bake"
+        _bake_ended(step, why)
+        raise Abort(why)
     restarts = step.seen.workload_restarts
     if bake.restarts is None:
         bake.restarts = restarts  # the first look: what restarts count from
     elif restarts > bake.restarts:
-        why = f"{name}'s containers restarted {restarts - bake.restarts} times during the bake"
+        several = len(step.status.workloads) > 1
+        names = ", ".join(named(w) for w in step.status.workloads)
+        whose = f"the containers of {names}" if several else f"{names}'s containers"
+        why = f"{whose} restarted {restarts - bake.restarts} times during the bake"
         _bake_ended(step, why)
         raise Abort(why)
     if step.now >= parse_time(bake.until):
@@ -505,7 +535,8 @@ def _fail(step: Step, phase: Phase, why: str, changed: bool = True) -> None:
     job = status.job
     if phase == Phase.UPDATING and job is not None and job.created and job.result is None:
         step.act(StopJob(job.name))  # still running (a rollback or a stop must not race it)
-    if may_have_changed and spec is not None and spec.rollback.enabled and status.recorded:
+    recorded = bool(status.workloads) and all(w.recorded for w in status.workloads)
+    if may_have_changed and spec is not None and spec.rollback.enabled and recorded:
         step.act(Emit("Warning", "UpdateFailed", f"{why}; rolling back"))
         data = spec.rollback.restore_data == RestoreData.ALWAYS
         status.restore = RestoreRecord(
@@ -520,7 +551,7 @@ def _fail(step: Step, phase: Phase, why: str, changed: bool = True) -> None:
     if phase == Phase.ROLLING_BACK:
         end_failed(step, f"the rollback failed: {why}", needs_person=True)
     else:
-        restarted = restart(step, spec) if phase == Phase.SNAPSHOTTING else ""
+        restarted = restart(step) if phase == Phase.SNAPSHOTTING else ""
         end_failed(step, why + restarted, needs_person=may_have_changed)
 
 

@@ -69,7 +69,8 @@ def next_usable(
 class SystemFacts:
     """What the systems controller found in the cluster (and the fleet registry) for one system."""
 
-    workload_found: bool = True
+    missing_workloads: list[str] = field(default_factory=list)
+    """The system's workloads not found in its namespace (``Kind name`` each)."""
     missing_claims: list[str] = field(default_factory=list)
     snapshot_class: str | None = None
     """The VolumeSnapshotClass runs would use; None when there is none."""
@@ -252,9 +253,9 @@ def _windows(
 def _cluster_problems(spec: ManagedSystemSpec, facts: SystemFacts, eligible: bool) -> list[Problem]:
     """What the spec names and the cluster lacks, or what the operator would refuse."""
     problems: list[Problem] = []
-    kind, name = spec.workload.kind, spec.workload.name
-    if not facts.workload_found:
-        problems.append((c.WORKLOAD_NOT_FOUND, f"{kind} {name} not found in this namespace"))
+    if facts.missing_workloads:
+        missing = ", ".join(facts.missing_workloads)
+        problems.append((c.WORKLOAD_NOT_FOUND, f"{missing} not found in this namespace"))
     if facts.missing_claims:
         missing = ", ".join(facts.missing_claims)
         problems.append((c.CLAIM_NOT_FOUND, f"PersistentVolumeClaims not found: {missing}"))

@@ -11,7 +11,14 @@ from enum import StrEnum
 from typing import Any
 
 from patchwarden.api.common import Condition
-from patchwarden.api.run import TERMINAL, Phase, RollbackStep, UpdateRunSpec, UpdateRunStatus
+from patchwarden.api.run import (
+    TERMINAL,
+    Phase,
+    RollbackStep,
+    RunWorkload,
+    UpdateRunSpec,
+    UpdateRunStatus,
+)
 from patchwarden.api.system import ManagedSystemSpec
 from patchwarden.core import claims
 from patchwarden.core import conditions as c
@@ -199,7 +206,9 @@ class Observed:
 
     system: Mapping[str, Any] | None = None
     """The ManagedSystem; None when it no longer exists."""
-    workload: Mapping[str, Any] | None = None
+    workloads: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    """The run's workloads (:func:`run_workloads`), by name → the workload, None when
+    absent."""
     claims: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     """Claim name → the claim, None when absent."""
     snapshots: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
@@ -207,7 +216,8 @@ class Observed:
     snapshot_class: str | None = None
     job: Mapping[str, Any] | None = None
     workload_pods: int = 0
-    """Pods matching the workload's selector (a rollback waits for none)."""
+    """Pods matching the selector of one of the run's workloads (a rollback waits for
+    none)."""
     workload_restarts: int = 0
     """The restarts of those pods' containers, summed (the bake watches it)."""
     job_pods: tuple[Mapping[str, Any], ...] = ()
@@ -248,7 +258,8 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset({Read.WORKLOAD, Read.NAMESPACE_PODS, Read.NAMESPACE_CLAIMS})
         case Phase.SNAPSHOTTING if not status.snapshots:
             wanted = {Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS}
-            if status.stopped_replicas is not None:
+            stopped = [w.stopped_replicas for w in status.workloads]
+            if any(x is not None for x in [*stopped, status.stopped_replicas]):
                 # Stopped for consistent snapshots: they are taken once its pods are gone.
                 wanted.add(Read.WORKLOAD_PODS)
             if status.claims is None:  # started by an older operator: decided now
@@ -260,7 +271,7 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset({Read.WORKLOAD})
         case Phase.BAKING:
             return frozenset({Read.WORKLOAD, Read.WORKLOAD_PODS})
-        case Phase.UPDATING if status.images_set and status.job is None:
+        case Phase.UPDATING if (images_set(status) or status.images_set) and status.job is None:
             return frozenset({Read.WORKLOAD})  # the rollout of the target images
         case Phase.UPDATING:
             return frozenset({Read.JOB})  # and its pods once it ended (job_ended)
@@ -283,7 +294,7 @@ def gated(status: UpdateRunStatus) -> bool:
 def claims_to_read(
     status: UpdateRunStatus,
     spec: ManagedSystemSpec | None = None,
-    workload: Mapping[str, Any] | None = None,
+    workloads: Sequence[Mapping[str, Any]] = (),
     existing: Sequence[str] | None = None,
 ) -> list[str]:
     """The claims a step reads: those snapshotted, else those decided when the run started;
@@ -293,9 +304,52 @@ def claims_to_read(
         return [r.claim for r in status.snapshots]
     if status.claims is not None:
         return list(status.claims)
-    if spec is None or workload is None or existing is None:
+    if spec is None or not workloads or existing is None:
         return []
-    return list(claims.of_system(spec, workload, existing).names)
+    return list(claims.of_system(spec, workloads, existing).names)
+
+
+def run_workloads(status: UpdateRunStatus, spec: ManagedSystemSpec | None) -> list[RunWorkload]:
+    """The workloads a step of the run acts on: those it decided when it started, else
+    (before that, or a run an older operator started, :func:`adopted`) the system's."""
+    if status.workloads:
+        return list(status.workloads)
+    if status.recorded is not None:
+        return [RunWorkload(kind=status.recorded.kind, name=status.recorded.name)]
+    if spec is None:
+        return []
+    return [RunWorkload(kind=w.kind, name=w.name, role=w.role) for w in spec.workload_list()]
+
+
+def adopted(status: UpdateRunStatus, spec: ManagedSystemSpec | None) -> None:
+    """A run an older operator started kept its one workload's replicas, images and record
+    in fields of its own: move them into ``status.workloads`` (once, in place)."""
+    legacy = (
+        status.recorded is not None
+        or status.start_replicas is not None
+        or status.stopped_replicas is not None
+        or status.images_set is not None
+    )
+    if status.workloads or not legacy:
+        return
+    found = run_workloads(status, spec)
+    if not found:
+        return
+    first = found[0]
+    first.start_replicas, first.stopped_replicas = status.start_replicas, status.stopped_replicas
+    first.images_set, first.recorded = status.images_set, status.recorded
+    status.workloads = [first]
+    status.start_replicas = status.stopped_replicas = status.images_set = None
+    status.recorded = None
+
+
+def images_set(status: UpdateRunStatus) -> bool:
+    """Whether the run set target images on any workload (it may have changed it)."""
+    return any(w.images_set for w in status.workloads)
+
+
+def named(workload: RunWorkload) -> str:
+    return f"{workload.kind} {workload.name}"
 
 
 @dataclass
@@ -336,6 +390,10 @@ class Step:
     def restart_clock(self) -> None:
         """A step's deadline counts from now (from the request, however late it was made)."""
         self.status.phase_start_time = utc_text(self.now)
+
+    def workloads(self) -> list[tuple[RunWorkload, Mapping[str, Any] | None]]:
+        """Each workload the run decided when it started, with what this step read of it."""
+        return [(w, self.seen.workloads.get(w.name)) for w in self.status.workloads]
 
     def system(self) -> tuple[str, ManagedSystemSpec]:
         body = self.seen.system

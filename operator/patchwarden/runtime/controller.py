@@ -81,13 +81,14 @@ class Strings:
 
 
 def refs_of(key: Key, body: Mapping[str, Any]) -> frozenset[Ref]:
-    """The workload and claims the system names (whose changes concern it)."""
+    """The workloads and claims the system names (whose changes concern it)."""
     spec = body.get("spec") or {}
     ns = key[0]
     found: set[Ref] = set()
-    workload = spec.get("workload") or {}
-    if isinstance(workload, dict) and workload.get("kind") and workload.get("name"):
-        found.add((str(workload["kind"]), ns, str(workload["name"])))
+    listed = spec.get("workloads")
+    for workload in [*(listed if isinstance(listed, list) else []), spec.get("workload")]:
+        if isinstance(workload, dict) and workload.get("kind") and workload.get("name"):
+            found.add((str(workload["kind"]), ns, str(workload["name"])))
     for claim in spec.get("volumes") or []:
         if isinstance(claim, str):
             found.add(("PersistentVolumeClaim", ns, claim))

@@ -54,6 +54,8 @@ def test_conditions_are_a_map_keyed_by_type_and_cross_field_rules_name_a_field()
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     rules = system["properties"]["spec"]["x-kubernetes-validations"]
     assert {r["fieldPath"] for r in rules} == {
+        ".workloads",
+        ".components",
         ".package",
         ".maintenance.cadence",
         ".updates.classes",

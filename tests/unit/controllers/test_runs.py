@@ -118,7 +118,8 @@ def test_a_successful_run_creates_one_snapshot_and_one_job_however_often_it_step
     assert phase == "Succeeded"
     assert kube.created() == ["create volumesnapshots/run-data", "create jobs/run-update"]
     status = run_of(kube)["status"]
-    assert status["recorded"]["template"]["spec"]["containers"][0]["image"] == "v1"
+    [recorded] = [w["recorded"] for w in status["workloads"]]
+    assert recorded["template"]["spec"]["containers"][0]["image"] == "v1"
     assert status["completionTime"] == "2027-02-10T12:00:00Z"
     writes = {c.split("/")[0] + "/" + c.split("/")[1] for c in kube.calls if c.startswith("patch")}
     assert writes == {"patch updateruns/status"}, "a run writes only its run"

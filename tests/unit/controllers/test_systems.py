@@ -217,6 +217,7 @@ def test_a_system_behind_starts_a_run_with_its_targets_and_says_what_is_pending(
             "name": "postgres",
             "inScope": True,
             "container": "db",
+            "workload": "db",
             "installed": "16.3",
             "image": "pg:16.3",
             "security": "16.4",

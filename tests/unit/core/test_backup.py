@@ -20,6 +20,7 @@ from tests.unit.runs import (
     status,
     step,
     system,
+    the_workload,
     workload,
 )
 
@@ -55,7 +56,7 @@ def test_stopped_consistency_stops_the_workload_snapshots_it_at_rest_then_starts
         **seen,
     )
     assert first.actions == [m.ScaleToZero("Deployment", "app")]
-    assert first.status.stopped_replicas == 3 and not first.status.snapshots
+    assert the_workload(first).stopped_replicas == 3 and not first.status.snapshots
     assert m.reads(first.status) == {
         Read.WORKLOAD,
         Read.WORKLOAD_PODS,
@@ -101,15 +102,15 @@ def test_without_volumes_the_workloads_claims_are_snapshotted() -> None:
         {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}
     ]
     started = step(status(None), workload=mounted, namespace_claims=("data", "other"))
-    assert started.status.claims == ["data"] and started.status.start_replicas == 1
+    assert started.status.claims == ["data"] and the_workload(started).start_replicas == 1
     assert m.claims_to_read(started.status) == ["data"]
     # A run an older operator started (no claims recorded) decides them from the namespace's.
     from patchwarden.api.system import ManagedSystemSpec
 
     spec = ManagedSystemSpec.model_validate(system()["spec"])
     st = status(Phase.SNAPSHOTTING)
-    assert m.claims_to_read(st, None, mounted, ("data",)) == []
-    assert m.claims_to_read(st, spec, mounted, ("data",)) == ["data"]
+    assert m.claims_to_read(st, None, [mounted], ("data",)) == []
+    assert m.claims_to_read(st, spec, [mounted], ("data",)) == ["data"]
     assert Read.NAMESPACE_CLAIMS in m.reads(st)
 
 
@@ -211,7 +212,7 @@ def test_a_stopped_statefulset_is_snapshotted_claim_for_claim() -> None:
     scaled to zero, and all 6 are snapshotted at rest — not the none its 0 replicas give."""
     db = system(workload={"kind": "StatefulSet", "name": "db"}, backup={"consistency": "Stopped"})
     started = step(status(None), system=db, workload=statefulset(3), namespace_claims=SIX)
-    assert started.status.claims == sorted(SIX) and started.status.start_replicas == 3
+    assert started.status.claims == sorted(SIX) and the_workload(started).start_replicas == 3
     seen: dict[str, Any] = {
         "system": db,
         "claims": {c: {"metadata": {"name": c}, "spec": {}} for c in SIX},
@@ -231,7 +232,7 @@ def test_a_step_repeated_after_the_scale_down_scales_back_to_the_replicas_at_the
     db = system(backup={"consistency": "Stopped"}, volumes=["data"])
     st = status(Phase.SNAPSHOTTING, claims=["data"], startReplicas=3)
     out = step(st, system=db, workload=workload(replicas=0), claims={"data": CLAIM})
-    assert out.status.stopped_replicas == 3
+    assert the_workload(out).stopped_replicas == 3
 
 
 def test_a_run_on_a_statefulset_without_its_claims_ends_before_changing_anything() -> None:

@@ -130,7 +130,7 @@ def test_the_systems_volumes_choose_among_them(
     volumes: list[str], existing: tuple[str, ...], names: tuple[str, ...], problem: str | None
 ) -> None:
     spec = ManagedSystemSpec.model_validate({**SPEC, "volumes": volumes})
-    found = claims.of_system(spec, statefulset(3, ("data", "wal")), existing)
+    found = claims.of_system(spec, [statefulset(3, ("data", "wal"))], existing)
     assert (found.names, found.problem) == (names, problem)
 
 
@@ -140,7 +140,7 @@ def test_a_statefulset_that_deletes_its_claims_when_scaled_down_is_refused() -> 
     policy = {"persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete"}}
     spec = ManagedSystemSpec.model_validate(SPEC)
     found = claims.of_system(
-        spec, statefulset(3, **policy), ("data-db-0", "data-db-1", "data-db-2")
+        spec, [statefulset(3, **policy)], ("data-db-0", "data-db-1", "data-db-2")
     )
     assert found.problem is not None and found.names == ()
     assert "persistentVolumeClaimRetentionPolicy.whenScaled: Delete" in found.problem
@@ -148,6 +148,6 @@ def test_a_statefulset_that_deletes_its_claims_when_scaled_down_is_refused() -> 
     retained = {
         "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Delete"}
     }
-    assert claims.of_system(spec, statefulset(1, **retained), ("data-db-0",)).names == (
+    assert claims.of_system(spec, [statefulset(1, **retained)], ("data-db-0",)).names == (
         "data-db-0",
     )

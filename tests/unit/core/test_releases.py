@@ -131,15 +131,11 @@ def system(model: str = "SaaS", **updates: Any) -> ManagedSystemSpec:
 
 
 def workload(
-    db: str = "reg.example/pg:16.3", app: str = "reg.example/shop:1.0.0"
+    db: str = "reg.example/pg:16.3", app: str = "reg.example/shop:1.0.0", name: str = "db"
 ) -> dict[str, Any]:
-    return {
-        "spec": {
-            "template": {
-                "spec": {"containers": [{"name": "db", "image": db}, {"name": "app", "image": app}]}
-            }
-        }
-    }
+    """The system's workloads as ``states`` reads them: its one (``name``), by name."""
+    containers = [{"name": "db", "image": db}, {"name": "app", "image": app}]
+    return {name: {"spec": {"template": {"spec": {"containers": containers}}}}}
 
 
 CATALOG = catalogs(
@@ -227,7 +223,7 @@ def test_unknown_images_and_missing_containers_are_said_not_guessed() -> None:
     found = states(system(), CATALOG, workload(db="reg.example/pg:custom"), NOW)
     assert found[0].installed is None and "no release of postgres" in (found[0].problem or "")
     assert [t.component for t in targets(found, ["security"])] == ["shop"]  # not postgres
-    lone = {"spec": {"template": {"spec": {"containers": [{"name": "db", "image": "x"}]}}}}
+    lone = {"db": {"spec": {"template": {"spec": {"containers": [{"name": "db", "image": "x"}]}}}}}
     missing = states(system(), CATALOG, lone, NOW)[1]
     assert missing.stalls and "container app not found" in (missing.problem or "")
 

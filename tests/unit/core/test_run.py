@@ -24,10 +24,12 @@ from tests.unit.runs import (
     condition,
     ended_pod,
     kinds,
+    observed,
     rolling,
     status,
     step,
     system,
+    the_workload,
     workload,
 )
 
@@ -102,7 +104,7 @@ def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_
     owned["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "app-5d8f"}]
     sibling = pod("app-backup-77f9-y", "data", app="app-backup")
     sibling["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "app-backup-77f9"}]
-    assert m.foreign_users(["data"], by_expression, [owned, sibling, pods[3]]) == [
+    assert m.foreign_users(["data"], [by_expression], [owned, sibling, pods[3]]) == [
         ("data", "app-backup-77f9-y"),
         ("data", "backup-7"),
     ]
@@ -111,8 +113,9 @@ def test_a_claim_mounted_by_a_pod_outside_the_workload_stops_the_run_before_any_
 def test_recording_keeps_the_template_and_replicas() -> None:
     out = step(status(Phase.RECORDING), workload=workload(replicas=3))
     assert out.status.phase == Phase.UPDATING
-    assert out.status.recorded is not None and out.status.recorded.replicas == 3
-    assert out.status.recorded.template["spec"]["containers"][0]["image"] == "v2"
+    recorded = the_workload(out).recorded
+    assert recorded is not None and recorded.replicas == 3
+    assert recorded.template["spec"]["containers"][0]["image"] == "v2"
     assert step(status(Phase.RECORDING)).status.phase == Phase.FAILED, "no workload"
 
 
@@ -222,7 +225,7 @@ def test_recording_keeps_the_whole_spec_labels_and_annotations() -> None:
     }
     current["spec"]["minReadySeconds"] = 5
     out = step(status(Phase.RECORDING), workload=current)
-    recorded = out.status.recorded
+    recorded = the_workload(out).recorded
     assert recorded is not None and recorded.spec == current["spec"]
     assert recorded.labels == {"tier": "db"}
     assert recorded.annotations == {"owner": "team-a"}, "the controller's own is not ours"
@@ -321,7 +324,7 @@ def test_a_deleted_run_mid_update_stops_its_job_and_rolls_back() -> None:
     again = m.advance(
         DELETED_RUN,
         out.status,
-        Observed(system=system(), workload=workload(replicas=0)),
+        Observed(system=system(), workloads={"app": workload(replicas=0)}),
         NOW,
         TIMEOUTS,
     )
@@ -368,15 +371,14 @@ IMAGE_RUN = m.Run.of(
 
 
 def image_step(st: UpdateRunStatus, **seen: Any) -> m.Transition:
-    seen.setdefault("system", system())
     now = seen.pop("now", NOW)
-    return m.advance(IMAGE_RUN, st, Observed(**seen), now, TIMEOUTS)
+    return m.advance(IMAGE_RUN, st, observed(**seen), now, TIMEOUTS)
 
 
 def test_targets_are_set_as_images_then_the_rollout_is_awaited_before_the_job() -> None:
     out = image_step(status(Phase.UPDATING, recorded=RECORDED))
     assert out.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
-    assert out.status.images_set and out.wait == Wait.POLL
+    assert the_workload(out).images_set and out.wait == Wait.POLL
     (change,) = out.status.changes
     assert (change.from_version, change.to_version, change.to_image) == ("16.3", "16.4", "pg:16.4")
     assert change.advisories == ["CVE-2024-10979"] and change.source == "catalog"
@@ -446,7 +448,9 @@ def test_a_run_stopped_after_its_images_were_set_rolls_back_instead_of_cancellin
             "spec": {**RUN_SPEC, "targets": [TARGET]},
         }
     )
-    out = m.advance(deleting, st, Observed(system=system(), workload=workload()), NOW, TIMEOUTS)
+    out = m.advance(
+        deleting, st, Observed(system=system(), workloads={"app": workload()}), NOW, TIMEOUTS
+    )
     assert out.status.phase == Phase.ROLLING_BACK, out.status.message
 
 
@@ -562,7 +566,7 @@ def test_no_update_starts_while_a_claim_decided_at_the_start_has_no_ready_backup
         snapshots=[SNAP, {"claim": "wal", "snapshot": "run-wal", "created": True}],
     )
     out = step(st, workload=workload())
-    assert out.status.phase == Phase.FAILED and out.status.recorded is None
+    assert out.status.phase == Phase.FAILED and the_workload(out).recorded is None
     assert out.status.message == (
         "claim wal of the system had no ready pre-update snapshot; the update was not "
         "started and nothing was changed"

@@ -81,7 +81,7 @@ def test_a_healthy_system_is_ready_with_its_next_window() -> None:
         ),
         (
             {},
-            SystemFacts(workload_found=False, snapshot_class="std"),
+            SystemFacts(missing_workloads=["Deployment app"], snapshot_class="std"),
             "WorkloadNotFound",
             "Deployment app",
         ),
@@ -114,7 +114,9 @@ def test_condition_transition_time_moves_only_on_change() -> None:
         c["lastTransitionTime"] for c in first["conditions"]
     ]
     stalled, _ = system_status(
-        {**body(), "status": first}, SystemFacts(workload_found=False, snapshot_class="std"), later
+        {**body(), "status": first},
+        SystemFacts(missing_workloads=["Deployment app"], snapshot_class="std"),
+        later,
     )
     assert (
         next(c for c in stalled["conditions"] if c["type"] == "Stalled")["lastTransitionTime"]
@@ -417,7 +419,7 @@ def test_end_of_life_and_up_to_date_are_judged_by_what_the_contract_installs() -
         b = body(serviceModel=model, components=[pg], **extra)
         spec, _ = parse_system(b["spec"])
         assert spec is not None
-        found = states(spec, ended, workload(), NOW)
+        found = states(spec, ended, workload(name="app"), NOW)
         status, _ = system_status(b, SystemFacts(snapshot_class="std", components=found), NOW)
         assert conditions(status)["EndOfLife"] == eol, model
         assert conditions(status)["UpToDate"] == ("False", up), model

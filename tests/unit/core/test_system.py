@@ -72,7 +72,7 @@ def test_a_due_system_starts_its_run_with_its_manifest_and_looks_again_at_the_cu
 
 
 def test_a_stalled_system_starts_nothing_and_says_why() -> None:
-    decision = decide(system(), SystemFacts(workload_found=False), NOW, TIMING)
+    decision = decide(system(), SystemFacts(missing_workloads=["Deployment a"]), NOW, TIMING)
     assert decision.actions == ()
     assert decision.problems == ("Deployment a not found in this namespace",)
     stalled = next(c for c in decision.status.conditions if c.type == "Stalled")
