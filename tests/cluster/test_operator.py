@@ -63,8 +63,9 @@ def test_a_saas_update_snapshots_runs_the_job_and_succeeds(
     status = run["status"]
     assert sorted(s["claim"] for s in status["snapshots"]) == ["app-data-0", "app-data-1"]
     assert all(s["readyToUse"] for s in status["snapshots"])
-    assert status["recorded"]["replicas"] == 1
-    assert status["recorded"]["template"]["spec"]["containers"][0]["image"] == "example.com/app:1.0"
+    [recorded] = [w["recorded"] for w in status["workloads"]]
+    assert recorded["replicas"] == 1
+    assert recorded["template"]["spec"]["containers"][0]["image"] == "example.com/app:1.0"
 
     job = client.BatchV1Api(cluster.api).read_namespaced_job(status["job"]["name"], namespace)
     assert job.metadata.owner_references[0].kind == "UpdateRun"
@@ -286,7 +287,7 @@ def test_a_three_replica_statefulset_rolls_back_every_ordinals_claim(
     assert phase(run) == "RolledBack", run["status"]
     ordinals = [f"data-pg-{i}" for i in range(3)]
     status = run["status"]
-    assert status["claims"] == ordinals and status["startReplicas"] == 3
+    assert status["claims"] == ordinals and status["workloads"][0]["startReplicas"] == 3
     assert [s["claim"] for s in status["snapshots"]] == ordinals
     assert sorted(status["restore"]["claims"]) == ordinals
     assert sorted(r["claim"] for r in status["restore"]["failedState"]) == ordinals
@@ -441,8 +442,9 @@ def test_stopped_consistency_snapshots_the_claims_at_rest_and_starts_the_workloa
     )
     run = wait_run(cluster, namespace, "db", ENDED, timeout=120)
     assert phase(run) == "Succeeded", run["status"]
-    assert run["status"]["stoppedReplicas"] == 0, "scaled back (recorded as done)"
-    assert run["status"]["recorded"]["replicas"] == 2, "recorded as it runs, not stopped"
+    [pg] = run["status"]["workloads"]
+    assert pg["stoppedReplicas"] == 0, "scaled back (recorded as done)"
+    assert pg["recorded"]["replicas"] == 2, "recorded as it runs, not stopped"
     deploy = apps.read_namespaced_deployment("app", namespace)
     assert deploy.spec.replicas == 2
     assert deploy.metadata.generation == before + 2, "scaled to zero and back, once"

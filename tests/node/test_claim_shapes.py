@@ -361,7 +361,7 @@ def test_a_failed_update_gives_back_every_claim_of_every_shape(
     assert f"; restored {len(claims)} claims and the workload in " in status["message"]
     assert "exited with code 1" in status["job"]["termination"]
     if shape.consistency == "Stopped":
-        assert status["stoppedReplicas"] == 0, "scaled back after the snapshots"
+        assert status["workloads"][0]["stoppedReplicas"] == 0, "scaled back after the snapshots"
     # Every claim reads back the bytes it held before the update, its own.
     assert sorted(got.before) == claims and got.after == got.before
     for claim, line in got.before.items():
