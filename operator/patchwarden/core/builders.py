@@ -272,6 +272,7 @@ def target_variable(target: Target) -> dict[str, Any]:
     return {
         "component": target.component,
         "container": target.container,
+        "workload": target.workload,
         "from": target.from_version,
         "to": target.to_version,
         "image": target.image,
