@@ -66,8 +66,11 @@ def test_plan_answers_for_every_example(capsys: pytest.CaptureFixture[str], tmp_
     # SemVer: neither the pre-release nor the next major version; later windows start from
     # it, have nothing newer, and its update Job does not run for nothing (issue 33, 1.5).
     assert [w["update"] for w in saas["windows"]] == [True] + [False] * 5
-    assert [(t["component"], t["from"], t["to"]) for t in saas["windows"][0]["targets"]] == [
-        ("nextcloud", "32.0.1", "32.0.2")
+    # Two workloads, one run: what each installs, by workload (docs/workloads.md).
+    targets = saas["windows"][0]["targets"]
+    assert [(t["workload"], t["component"], t["from"], t["to"]) for t in targets] == [
+        ("nextcloud-db", "postgresql", "15.8", "15.10"),
+        ("nextcloud", "nextcloud", "32.0.1", "32.0.2"),
     ]
     assert saas["windows"][1]["why"] == (
         "up to date: nothing newer to install, no run starts; the update Job runs only with "
