@@ -190,14 +190,18 @@ copy_snapshot_crds() {
   crds=$(cd "$ROOT/hack/tools/csi-snapshotter" &&
     go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)/config/crd
   mkdir -p "$1/snapshot-crds"
-  cp "$crds"/snapshot.storage.k8s.io_*.yaml "$1/snapshot-crds/"
+  # The VolumeGroupSnapshot CRDs too (backup.consistency: Group): the sidecars look for them
+  # once, at their start (../shared/notes/group-snapshots.md).
+  cp "$crds"/snapshot.storage.k8s.io_*.yaml "$crds"/groupsnapshot.storage.k8s.io_*.yaml \
+    "$1/snapshot-crds/"
   chmod -R u+w "$1/snapshot-crds"
 }
 
 snapshotter_dir() {
   local v
   v=$(modver csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8)
-  BUILD_AFTER=copy_snapshot_crds build csi-snapshotter "$v" "-X main.version=$v" \
+  # Recipe 2: the group snapshot CRDs beside the others.
+  RECIPE=2 BUILD_AFTER=copy_snapshot_crds build csi-snapshotter "$v" "-X main.version=$v" \
     csi-snapshotter:github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter \
     snapshot-controller:github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
 }

@@ -149,6 +149,73 @@ class FakeKube:
     def delete_snapshot(self, ns: str, name: str) -> None:
         self._delete("volumesnapshots", ns, name)
 
+    def group_snapshot_classes(self) -> list[dict[str, Any]]:
+        self._call("list", "volumegroupsnapshotclasses")
+        return self._list("volumegroupsnapshotclasses", "")
+
+    def get_group_snapshot(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self._get("volumegroupsnapshots", ns, name)
+
+    def create_group_snapshot(self, ns: str, body: dict[str, Any]) -> None:
+        """As the snapshot controller does: a member snapshot of each claim the selector
+        selects, owned by the group (no labels, a generated name); ready at once unless
+        ``snapshots_ready`` is False."""
+        if not self._create("volumegroupsnapshots", ns, body) or not self.snapshots_ready:
+            return
+        name = body["metadata"]["name"]
+        wanted = body["spec"]["source"]["selector"]["matchLabels"]
+        for claim in self._list("persistentvolumeclaims", ns):
+            labels = claim["metadata"].get("labels") or {}
+            if all(labels.get(k) == v for k, v in wanted.items()):
+                member = f"snapshot-{name}-{claim['metadata']['name']}"
+                owner = {"kind": "VolumeGroupSnapshot", "name": name}
+                self.put(
+                    "volumesnapshots",
+                    ns,
+                    {
+                        "metadata": {"name": member, "ownerReferences": [owner]},
+                        "spec": {
+                            "source": {"persistentVolumeClaimName": claim["metadata"]["name"]}
+                        },
+                        "status": {"readyToUse": True},
+                    },
+                )
+        stored = self.stored("volumegroupsnapshots", ns, name)
+        stored["status"] = {"readyToUse": True, "creationTime": "2000-01-01T00:00:00Z"}
+
+    def group_members(self, ns: str, group: str) -> dict[str, str]:
+        self._call("list", "volumesnapshots")
+        return {
+            s["spec"]["source"]["persistentVolumeClaimName"]: s["metadata"]["name"]
+            for s in self._list("volumesnapshots", ns)
+            if any(o.get("name") == group for o in s["metadata"].get("ownerReferences") or [])
+        }
+
+    def list_group_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        self._call("list", "volumegroupsnapshots")
+        key, _, value = selector.partition("=")
+        return [
+            s
+            for s in self._list("volumegroupsnapshots", ns)
+            if (s["metadata"].get("labels") or {}).get(key) == value
+        ]
+
+    def delete_group_snapshot(self, ns: str, name: str) -> None:
+        self._delete("volumegroupsnapshots", ns, name)
+        for (plural, n, member), body in list(self.objects.items()):
+            owners = body["metadata"].get("ownerReferences") or []
+            if (plural, n) == ("volumesnapshots", ns) and any(
+                o.get("name") == name for o in owners
+            ):
+                del self.objects[(plural, n, member)]
+
+    def label_claim(self, ns: str, name: str, key: str, value: str) -> None:
+        self._call("patch", "persistentvolumeclaims", name)
+        claim = self.objects.get(("persistentvolumeclaims", ns, name))
+        if claim is None:
+            raise ApiException(status=404, reason="Not Found")
+        claim["metadata"].setdefault("labels", {})[key] = value
+
     def secret(self, ns: str, name: str) -> dict[str, Any] | None:
         self._call("get", "secrets", name)
         return self.objects.get(("secrets", ns, name))

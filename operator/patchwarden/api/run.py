@@ -110,6 +110,22 @@ class UpdateRunSpec(Model):
     window: WindowRef
 
 
+class HookRecord(Model):
+    """One hook of the run: how it went, and what it printed (truncated)."""
+
+    name: str
+    stage: str
+    """``pre`` or ``post``."""
+    state: str
+    """``Running``, ``Succeeded`` or ``Failed``."""
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    job: str | None = None
+    """The hook's Job (a ``job`` hook)."""
+    output: str | None = Field(default=None, max_length=2048)
+    """The command's output, or the Job's termination message: the last 1,024 characters."""
+
+
 class SnapshotRecord(Model):
     claim: str
     snapshot: str
@@ -119,6 +135,40 @@ class SnapshotRecord(Model):
         default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
     """The claim's spec when it was snapshotted: what a restore recreates."""
+    group: str | None = None
+    """The VolumeGroupSnapshot whose member ``snapshot`` is (``backup.consistency: Group``;
+    ``snapshot`` is empty until the group is ready and its members are known)."""
+
+
+class GroupSnapshotRecord(Model):
+    """The one VolumeGroupSnapshot over every claim of the system (``consistency: Group``)."""
+
+    name: str
+    volume_group_snapshot_class_name: str
+    label: str
+    """``key=value`` the run put on each of its claims, which the group's selector selects."""
+    created: bool = False
+    cut_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the storage took it (its ``status.creationTime``)."""
+    ready_to_use: bool = False
+
+
+class FreezeRecord(Model):
+    """The workloads quiesced around the snapshots (``backup.freeze``)."""
+
+    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the first freeze command began."""
+    thawing: bool = False
+    """The thaw commands run (the snapshots are cut, or something failed meanwhile)."""
+    end_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the last thaw command ended."""
+    frozen_seconds: float | None = None
+    """From the first freeze to the last thaw (bounded by ``backup.maxFreeze``)."""
+    hooks: list[HookRecord] = Field(default_factory=list, max_length=16)
+    """Each freeze and thaw command (``stage``: ``freeze`` or ``thaw``), with its output."""
+    failure: str | None = Field(default=None, max_length=1024)
+    """Why the run ends once everything is thawed (a freeze failed, the snapshots were not
+    cut within ``maxFreeze``, the run was stopped)."""
 
 
 class JobRecord(Model):
@@ -199,22 +249,6 @@ class RestoreRecord(Model):
     completed: bool = False
 
 
-class HookRecord(Model):
-    """One hook of the run: how it went, and what it printed (truncated)."""
-
-    name: str
-    stage: str
-    """``pre`` or ``post``."""
-    state: str
-    """``Running``, ``Succeeded`` or ``Failed``."""
-    start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
-    completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
-    job: str | None = None
-    """The hook's Job (a ``job`` hook)."""
-    output: str | None = Field(default=None, max_length=2048)
-    """The command's output, or the Job's termination message: the last 1,024 characters."""
-
-
 class GateRecord(Model):
     """The alert gate's verdict as the run last acted on it (docs/alert-gate.md)."""
 
@@ -251,6 +285,8 @@ class UpdateRunStatus(Model):
     start_replicas: int | None = None
     """Deprecated (runs started before ``workloads``): moved there at the next step."""
     snapshots: list[SnapshotRecord] = Field(default_factory=list)
+    group_snapshot: GroupSnapshotRecord | None = None
+    freeze: FreezeRecord | None = None
     stopped_replicas: int | None = None
     """Deprecated (runs started before ``workloads``): moved there at the next step."""
     backup_skipped: str | None = None

@@ -249,6 +249,27 @@ class Updates(Model):
 class Consistency(StrEnum):
     CRASH = "Crash"
     STOPPED = "Stopped"
+    GROUP = "Group"
+
+
+class FreezeHook(Model):
+    """A command that quiesces a workload before the snapshots are taken (``freeze``) and
+    one that resumes it once they are cut (``thaw``), run in a ready pod of the workload
+    like an ``exec`` hook (docs/workloads.md)."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL)
+    workload: str | None = Field(default=None, pattern=DNS_SUBDOMAIN, max_length=253)
+    """The workload (of ``spec.workloads``, by name) whose ready pod runs the commands;
+    default: the first."""
+    container: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    freeze: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
+    """The command that quiesces it (not run through a shell: ``["sh", "-c", "…"]``), e.g.
+    stop accepting writes and flush."""
+    thaw: list[Annotated[str, Field(max_length=4096)]] = Field(min_length=1, max_length=64)
+    """The command that resumes it. It runs whenever its freeze was attempted: after the
+    snapshots are cut, and also when a freeze, the snapshot or the run failed meanwhile."""
+    timeout: Duration = "30s"
+    """Each command fails when it has not ended within this (its own deadline)."""
 
 
 class Backup(Model):
@@ -256,15 +277,41 @@ class Backup(Model):
         default=None, pattern=DNS_SUBDOMAIN, max_length=253
     )
     """VolumeSnapshotClass of the pre-update snapshots; default: the cluster's default class."""
+    volume_group_snapshot_class_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN, max_length=253
+    )
+    """VolumeGroupSnapshotClass of the group snapshot (``consistency: Group``); default: the
+    class annotated ``groupsnapshot.storage.kubernetes.io/is-default-class: "true"``."""
     retain: StrictInt = Field(default=3, ge=1, le=100)
     """Snapshots of this many runs are kept (never those of the newest successful run)."""
     required: StrictBool = True
     """Refuse to update when no snapshot can be taken."""
     consistency: Consistency = Consistency.CRASH
-    """``Crash``: snapshot the claims while the workload runs (what a power cut would leave;
-    enough for one claim of a crash-safe database). ``Stopped``: scale the workload to zero
-    first and back once the snapshots are ready, so that several claims (a database's data
-    and WAL) are captured at rest together; the downtime counts inside the window."""
+    """``Crash``: snapshot each claim while the workloads run (what a power cut would leave;
+    enough for one claim of a crash-safe database). ``Stopped``: scale every workload to
+    zero first and back once the snapshots are ready, so that all claims are captured at
+    rest together; the downtime counts inside the window. ``Group``: one
+    VolumeGroupSnapshot over every claim of the system, taken by the storage at one instant
+    while the workloads run (the CSI driver must support group snapshots; with ``freeze``
+    hooks the workloads are quiesced around it): consistent across claims without the
+    downtime. docs/workloads.md compares them."""
+    freeze: Annotated[list[FreezeHook], AfterValidator(unique("name", "freeze hook names"))] = (
+        Field(default_factory=list, max_length=8, json_schema_extra=map_by("name"))
+    )
+    """Commands that quiesce the workloads before the snapshots and resume them once they
+    are cut, in order (thawed in the reverse order); not with ``Stopped``."""
+    max_freeze: Duration = "1m"
+    """The longest the workloads stay frozen: snapshots not cut by then are given up, the
+    workloads thawed and the run ends with nothing changed."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.freeze) || size(self.freeze) == 0 || self.consistency != 'Stopped'",
+            "freeze hooks need running workloads: not with consistency Stopped",
+            ".freeze",
+            lambda b: not b.freeze or b.consistency != Consistency.STOPPED,
+        ),
+    )
 
 
 class RestoreData(StrEnum):

@@ -26,7 +26,7 @@ from patchwarden.core import run as machine
 from patchwarden.core.history import prunable
 from patchwarden.core.run import Read, Wait
 from patchwarden.core.settings import Settings
-from patchwarden.core.status import parse_system, resolve_snapshot_class
+from patchwarden.core.status import GROUP_DEFAULT_ANNOTATION, parse_system, resolve_snapshot_class
 from patchwarden.runtime import metrics
 from patchwarden.runtime.alerts import Gate
 from patchwarden.runtime.kube import KubeApi
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 EventFn = Callable[[dict[str, Any], str, str, str], None]
 """(object, type Normal|Warning, reason, message)."""
-BOOKKEEPING = (machine.Emit, machine.PhaseEnded)
+BOOKKEEPING = (machine.Emit, machine.PhaseEnded, machine.FreezeEnded)
 """Actions that change nothing in the cluster: a step with only these may be chained."""
 CHAINED_STEPS = 2
 """At most this many steps follow the first in one call (Pending → Snapshotting, and
@@ -151,8 +151,8 @@ class Runner:
         before it in the same call read, and changed nothing since) when it is there."""
         ns = run.namespace
         system = self.system(ns, run.spec.system_ref.name)
-        wanted = machine.reads(status)
         spec: ManagedSystemSpec | None = parse_system((system or {}).get("spec") or {})[0]
+        wanted = machine.reads(status, spec)
         workloads = self._workloads(ns, status, spec, wanted, have)
         job = self.kube.get_job(ns, builders.job_name(run.name)) if Read.JOB in wanted else None
         hook_result, hook_job, hook_pods = self.hook(run, status, spec, workloads)
@@ -232,7 +232,34 @@ class Runner:
             "claims": claims,
             "snapshots": snapshots,
             "snapshot_class": snapshot_class,
+            **self._group(ns, status, spec, wanted),
         }
+
+    def _group(
+        self,
+        ns: str,
+        status: UpdateRunStatus,
+        spec: ManagedSystemSpec | None,
+        wanted: frozenset[Read],
+    ) -> dict[str, Any]:
+        """The VolumeGroupSnapshotClass, the run's group snapshot and, once it is ready, its
+        members (``backup.consistency: Group``), as far as the step reads them."""
+        found: dict[str, Any] = {}
+        if Read.GROUP_CLASS in wanted and spec is not None:
+            found["group_snapshot_class"] = resolve_snapshot_class(
+                self.kube.group_snapshot_classes(),
+                spec.backup.volume_group_snapshot_class_name,
+                None,
+                GROUP_DEFAULT_ANNOTATION,
+            )
+        record = status.group_snapshot
+        if Read.GROUP in wanted and record is not None and record.created:
+            group = self.kube.get_group_snapshot(ns, record.name)
+            found["group_snapshot"] = group
+            ready = bool(((group or {}).get("status") or {}).get("readyToUse"))
+            if ready and not record.ready_to_use:
+                found["group_members"] = self.kube.group_members(ns, record.name)
+        return found
 
     def _pods(
         self,
@@ -286,12 +313,17 @@ class Runner:
         """The hook this step runs (docs/hooks.md): an ``exec`` hook is run here, in a ready
         pod of its workload (its result is what the step observes); a ``job`` hook's Job
         and, once it ended, its pods are read."""
-        stage = machine.hook_stage(status, spec, workloads)
-        if stage is None or spec is None or not workloads:
-            return None, None, []
-        hook = machine.next_hook(status, spec, stage)
-        assert hook is not None
         ns = run.namespace
+        stage = machine.hook_stage(status, spec, workloads)
+        hook = machine.freeze_command(status, spec)  # a freeze or thaw command (docs/workloads.md)
+        if hook is None and (stage is None or spec is None):
+            return None, None, []
+        if not workloads:
+            return None, None, []
+        if hook is None:
+            assert spec is not None and stage is not None
+            hook = machine.next_hook(status, spec, stage)
+        assert hook is not None
         if hook.exec_ is not None:
             where = hook.exec_.workload or next(iter(workloads))
             workload = workloads.get(where)
@@ -300,6 +332,7 @@ class Runner:
                 why = f"workload {where} is not one of the system's ({known}) or does not exist"
                 return machine.HookResult(hook.name, False, why), None, []
             return self.exec_hook(ns, hook, workload), None, []
+        assert stage is not None  # freeze and thaw commands are exec only
         name = builders.hook_job_name(run.name, stage, hook.name)
         job = self.kube.get_job(ns, name)
         pods: list[dict[str, Any]] = []
@@ -354,6 +387,13 @@ class Runner:
         match action:
             case machine.CreateSnapshot(snapshot):
                 self.kube.create_snapshot(ns, snapshot)
+            case machine.LabelClaims(claims, key, value):
+                for claim in claims:
+                    self.kube.label_claim(ns, claim, key, value)
+            case machine.CreateGroupSnapshot(group):
+                self.kube.create_group_snapshot(ns, group)
+            case machine.FreezeEnded(seconds):
+                metrics.observe_phase("Frozen", seconds)
             case machine.SetImages(kind, name, images):
                 self.kube.apply_images(kind, ns, name, dict(images))
             case machine.CreateJob(job):
@@ -377,6 +417,11 @@ class Runner:
                 listed = self.kube.list_snapshots(ns, selector)
                 for name in prunable(listed, run.name, retain, failed_state_before):
                     self.kube.delete_snapshot(ns, name)
+                # Group snapshots (backup.consistency: Group) by the same rule; their members
+                # go with them (one list, empty where the group API is not installed).
+                groups = self.kube.list_group_snapshots(ns, selector)
+                for name in prunable(groups, run.name, retain, failed_state_before):
+                    self.kube.delete_group_snapshot(ns, name)
             case machine.Emit(type_, reason, message):
                 self.emit(body, type_, reason, message)
             case machine.PhaseEnded(phase, seconds):

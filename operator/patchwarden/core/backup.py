@@ -8,23 +8,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from patchwarden.api.run import Phase, RunWorkload, SnapshotRecord
+from patchwarden.api.run import GroupSnapshotRecord, Phase, RunWorkload, SnapshotRecord
 from patchwarden.api.system import Consistency, ManagedSystemSpec
-from patchwarden.core import builders, claims
+from patchwarden.core import builders, claims, freeze
 from patchwarden.core.hooks import hook_stage, run_hooks
 from patchwarden.core.step import (
     Abort,
+    CreateGroupSnapshot,
     CreateSnapshot,
     Emit,
+    LabelClaims,
     ScaleBack,
     ScaleToZero,
     Step,
     Unchanged,
     Wait,
+    end_failed,
     named,
 )
 
 BACKUP_SKIPPED = "no VolumeSnapshotClass and backup.required is false"
+GROUP_BACKUP_SKIPPED = "no VolumeGroupSnapshotClass and backup.required is false"
 
 
 def decide_claims(
@@ -55,36 +59,106 @@ def missing_workloads(step: Step) -> list[str]:
 
 
 def snapshotting(step: Step) -> None:
-    """The pre-update snapshots: the ``pre`` hooks first, the workload stopped for them
-    (``Stopped``), one per claim of ``status.claims``, all ready within the timeout."""
+    """The pre-update snapshots: the ``pre`` hooks first, the workloads stopped for them
+    (``Stopped``), the freeze commands, one snapshot per claim of ``status.claims`` (or one
+    group snapshot over all of them, ``Group``), the thaw once they are cut, all ready
+    within the timeout."""
     _, spec = step.system()
     status, seen = step.status, step.seen
+    if status.freeze is not None and status.freeze.thawing:
+        _after_thaw(step, spec)
+        return
     if spec.updates.hooks and spec.updates.hooks.pre and not status.snapshots:
         _found(step)
         if hook_stage(status, spec, seen.workloads) == "pre" and not run_hooks(step, spec, "pre"):
             return  # the pre-update hooks first (e.g. a database flushed before its snapshot)
-    if not status.snapshots and seen.snapshot_class is None and not spec.backup.required:
+    grouped = spec.backup.consistency == Consistency.GROUP
+    no_class = seen.group_snapshot_class is None if grouped else seen.snapshot_class is None
+    if not status.snapshots and no_class and not spec.backup.required:
         # A snapshot without a class is never made ready by a real cluster: take none.
-        status.backup_skipped = BACKUP_SKIPPED
-        step.act(Emit("Warning", "BackupSkipped", f"{BACKUP_SKIPPED}; the update runs anyway"))
-        step.enter(Phase.RECORDING, f"no snapshots taken: {BACKUP_SKIPPED}")
+        skipped = GROUP_BACKUP_SKIPPED if grouped else BACKUP_SKIPPED
+        status.backup_skipped = skipped
+        step.act(Emit("Warning", "BackupSkipped", f"{skipped}; the update runs anyway"))
+        step.enter(Phase.RECORDING, f"no snapshots taken: {skipped}")
         return
     if not status.snapshots and not _recorded(step, spec):
         return  # its pods are still stopping
-    if spec.backup.required and status.snapshots and seen.snapshot_class is None:
+    if spec.backup.required and status.snapshots and seen.snapshot_class is None and not grouped:
         raise Abort("no VolumeSnapshotClass to take the required backups; nothing was changed")
-    _requested(step)
+    if not freeze.frozen(step, spec):
+        return
+    try:
+        taken = _group_requested(step) if status.group_snapshot else _requested(step)
+        freeze.cut(step, spec, taken)
+        if status.freeze is not None and status.freeze.thawing:
+            return  # thawed at the next steps, then the snapshots are awaited
+        _ready(step)
+    except Abort as exc:
+        if status.freeze is None or status.freeze.end_time is not None:
+            raise
+        freeze.give_up(step, str(exc))  # never leave the workloads frozen
+
+
+def _after_thaw(step: Step, spec: ManagedSystemSpec) -> None:
+    """The thaw commands, one a step; then the run ends if the freeze was given up, asks
+    for a person if a thaw failed, or awaits the snapshots."""
+    record = step.status.freeze
+    assert record is not None
+    if not freeze.thawed(step, spec):
+        return
+    failed = freeze.thaw_failed(step.status)
+    if failed:
+        end_failed(
+            step,
+            f"thaw hook{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed: the "
+            "workloads may still be frozen; the update was not started"
+            + (f" ({record.failure})" if record.failure else ""),
+            needs_person=True,
+        )
+        return
+    if record.failure:
+        raise Unchanged(record.failure)
+    if step.status.group_snapshot:
+        _group_requested(step)
+    else:
+        _requested(step)
+    _ready(step)
+
+
+def _ready(step: Step) -> None:
+    status = step.status
     if all(r.ready_to_use for r in status.snapshots):
         restarted = restart(step)
-        step.enter(Phase.RECORDING, f"{len(status.snapshots)} snapshots ready{restarted}")
+        frozen = ""
+        if status.freeze is not None and status.freeze.frozen_seconds is not None:
+            frozen = f", the workloads frozen for {status.freeze.frozen_seconds:.1f}s"
+        what = (
+            f"{len(status.snapshots)} claims in one group snapshot, ready"
+            if status.group_snapshot
+            else f"{len(status.snapshots)} snapshots ready"
+        )
+        step.enter(Phase.RECORDING, f"{what}{frozen}{restarted}")
         return
     if step.waited() > step.timeouts.snapshot:
-        waiting = [r.snapshot for r in status.snapshots if not r.ready_to_use]
+        waiting = [r.snapshot or r.claim for r in status.snapshots if not r.ready_to_use]
+        if status.group_snapshot:
+            waiting = [status.group_snapshot.name]
         raise Abort(
             f"snapshots not ready within {step.timeouts.snapshot.total_seconds():.0f}s: "
             f"{', '.join(waiting)}; the workload was not touched"
         )
     step.out.wait = Wait.WATCHED
+
+
+def released(step: Step, why: str) -> bool:
+    """Whether nothing is frozen any more (a run that must stop thaws its workloads first,
+    one command a step); ``why`` it stops is kept."""
+    record = step.status.freeze
+    if record is None or record.end_time is not None:
+        return True
+    _, spec = step.system()
+    freeze.give_up(step, why)
+    return freeze.thawed(step, spec)
 
 
 def _found(step: Step) -> None:
@@ -107,6 +181,14 @@ def _recorded(step: Step, spec: ManagedSystemSpec) -> bool:
         decide_claims(step, spec, [seen.workloads[w.name] or {} for w in spec.workload_list()])
     if spec.backup.consistency == Consistency.STOPPED and not _stopped(step):
         return False
+    grouped = spec.backup.consistency == Consistency.GROUP
+    if grouped and seen.group_snapshot_class is None:
+        raise Unchanged(
+            "backup.consistency Group needs a VolumeGroupSnapshotClass (named in "
+            "backup.volumeGroupSnapshotClassName, or the default one) and the cluster has none"
+            "; nothing was changed"
+        )
+    group = builders.group_snapshot_name(step.run.name) if grouped else None
     for claim in status.claims or []:
         body = seen.claims.get(claim)
         if body is None:
@@ -114,16 +196,72 @@ def _recorded(step: Step, spec: ManagedSystemSpec) -> bool:
         status.snapshots.append(
             SnapshotRecord(
                 claim=claim,
-                snapshot=builders.snapshot_name(step.run.name, claim),
+                # A group's members are named by the snapshot controller: known once ready.
+                snapshot="" if grouped else builders.snapshot_name(step.run.name, claim),
                 claim_spec=dict(body["spec"]),
+                group=group,
             )
         )
+    if grouped and group is not None and seen.group_snapshot_class is not None:
+        value = builders.label_value(step.run.name)
+        status.group_snapshot = GroupSnapshotRecord(
+            name=group,
+            volume_group_snapshot_class_name=seen.group_snapshot_class,
+            label=f"{builders.LABEL_GROUP}={value}",
+        )
+        step.act(LabelClaims(tuple(status.claims or []), builders.LABEL_GROUP, value))
     return True
 
 
-def _requested(step: Step) -> None:
-    """Ask for each recorded snapshot not yet asked for; note which are ready."""
+def _group_requested(step: Step) -> bool:
+    """Ask for the group snapshot (once); note when the storage took it and, once it is
+    ready, which of its member snapshots holds each claim. True once it is taken."""
+    status, seen = step.status, step.seen
+    group = status.group_snapshot
+    assert group is not None
+    if not group.created:
+        body = builders.volume_group_snapshot(
+            run=step.run.name,
+            system=step.run.spec.system_ref.name,
+            group_class=group.volume_group_snapshot_class_name,
+        )
+        step.act(CreateGroupSnapshot(body))
+        group.created = True
+        step.restart_clock()
+        step.out.wait = Wait.WATCHED
+        return False
+    found = seen.group_snapshot
+    if found is None:
+        raise Abort(f"VolumeGroupSnapshot {group.name} disappeared before it was ready")
+    observed = found.get("status") or {}
+    error = observed.get("error") or {}
+    if error:
+        raise Abort(
+            f"VolumeGroupSnapshot {group.name} failed: {error.get('message') or error}; "
+            "nothing was changed"
+        )
+    if observed.get("creationTime") and group.cut_time is None:
+        group.cut_time = str(observed["creationTime"])
+    if observed.get("readyToUse") and not group.ready_to_use:
+        members = seen.group_members
+        missing = [r.claim for r in status.snapshots if r.claim not in members]
+        if missing:
+            holds = ", ".join(sorted(members)) or "none"
+            raise Abort(
+                f"claim{'s' if len(missing) > 1 else ''} {', '.join(missing)} not in "
+                f"VolumeGroupSnapshot {group.name} (it holds {holds}); nothing was changed"
+            )
+        for record in status.snapshots:
+            record.snapshot, record.created, record.ready_to_use = members[record.claim], True, True
+        group.ready_to_use = True
+    return bool(group.cut_time or group.ready_to_use)
+
+
+def _requested(step: Step) -> bool:
+    """Ask for each recorded snapshot not yet asked for; note which are ready. True once
+    the storage has taken every one (its ``creationTime``, or ready)."""
     seen = step.seen
+    taken = True
     for record in step.status.snapshots:
         if not record.created:
             # An existing one (made before a restart) is taken as ours: the name is the run's.
@@ -136,13 +274,18 @@ def _requested(step: Step) -> None:
             step.act(CreateSnapshot(body))
             record.created = True
             step.restart_clock()  # the deadline counts from the request, however late
+            taken = False
             continue
         if record.snapshot not in seen.snapshots:
+            taken = False
             continue  # created in this very step: nothing to read yet
         existing = seen.snapshots[record.snapshot]
         if existing is None:
             raise Abort(f"VolumeSnapshot {record.snapshot} disappeared before it was ready")
-        record.ready_to_use = bool((existing.get("status") or {}).get("readyToUse"))
+        observed = existing.get("status") or {}
+        record.ready_to_use = bool(observed.get("readyToUse"))
+        taken = taken and bool(record.ready_to_use or observed.get("creationTime"))
+    return taken
 
 
 def _stopped(step: Step) -> bool:

@@ -23,6 +23,10 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_STATE = "patchwarden.io/state"
 FAILED_STATE = "failed"
 SNAPSHOT_API = "snapshot.storage.k8s.io"
+GROUP_SNAPSHOT_API = "groupsnapshot.storage.k8s.io"
+LABEL_GROUP = "patchwarden.io/group-snapshot"
+"""On a run's claims (``backup.consistency: Group``): the run, which its VolumeGroupSnapshot's
+selector selects."""
 
 
 def label_value(text: str) -> str:
@@ -138,6 +142,31 @@ def volume_snapshot(
             # Not owned by the run: snapshots must outlive it (retention decides).
         },
         "spec": spec,
+    }
+
+
+def group_snapshot_name(run: str) -> str:
+    return short_name(run, "group", limit=253)
+
+
+def volume_group_snapshot(*, run: str, system: str, group_class: str) -> dict[str, Any]:
+    """The one group snapshot over every claim of the run (those labelled
+    :data:`LABEL_GROUP` ``=<run>``); not owned by the run, like its snapshots."""
+    return {
+        "apiVersion": f"{GROUP_SNAPSHOT_API}/v1",
+        "kind": "VolumeGroupSnapshot",
+        "metadata": {
+            "name": group_snapshot_name(run),
+            "labels": {
+                LABEL_SYSTEM: label_value(system),
+                LABEL_RUN: run,
+                LABEL_MANAGED_BY: "patchwarden",
+            },
+        },
+        "spec": {
+            "volumeGroupSnapshotClassName": group_class,
+            "source": {"selector": {"matchLabels": {LABEL_GROUP: label_value(run)}}},
+        },
     }
 
 

@@ -131,8 +131,13 @@ def _hook_ended(record: HookRecord, now: datetime, ok: bool, output: str) -> Non
 
 
 def _tail(output: str) -> str:
-    lines = [x for x in output.strip().splitlines() if x.strip()]
-    return lines[-1][-200:] if lines else "no output"
+    return tail(output)
+
+
+def tail(output: str | None, count: int = 1) -> str:
+    """The last ``count`` non-empty lines of a command's output (``; `` between them)."""
+    lines = [x for x in (output or "").strip().splitlines() if x.strip()]
+    return "; ".join(x[-200:] for x in lines[-count:]) if lines else "no output"
 
 
 def _unchanged(stage: str) -> str:

@@ -36,9 +36,11 @@ from patchwarden.core.backup import (
     BACKUP_SKIPPED,
     decide_claims,
     missing_workloads,
+    released,
     restart,
     snapshotting,
 )
+from patchwarden.core.freeze import command as freeze_command
 from patchwarden.core.gate import Verdict
 from patchwarden.core.hooks import hook_stage, next_hook, run_hooks
 from patchwarden.core.objects import (
@@ -62,12 +64,15 @@ from patchwarden.core.step import (
     Abort,
     Action,
     CreateClaim,
+    CreateGroupSnapshot,
     CreateJob,
     CreateSnapshot,
     DeleteClaim,
     DeletePod,
     Emit,
+    FreezeEnded,
     HookResult,
+    LabelClaims,
     Observed,
     PhaseEnded,
     PruneSnapshots,
@@ -100,12 +105,15 @@ __all__ = [  # what the runs controller and the tests use, wherever it is define
     "BACKUP_SKIPPED",
     "Action",
     "CreateClaim",
+    "CreateGroupSnapshot",
     "CreateJob",
     "CreateSnapshot",
     "DeleteClaim",
     "DeletePod",
     "Emit",
+    "FreezeEnded",
     "HookResult",
+    "LabelClaims",
     "Observed",
     "PhaseEnded",
     "PruneSnapshots",
@@ -123,6 +131,7 @@ __all__ = [  # what the runs controller and the tests use, wherever it is define
     "advance",
     "claims_to_read",
     "foreign_users",
+    "freeze_command",
     "gated",
     "hook_stage",
     "job_ended",
@@ -166,6 +175,8 @@ def advance(
             stopping = f"the alert gate stopped the run: {seen.gate.message}"
             _bake_ended(step, stopping)
         if stopping and phase != Phase.ROLLING_BACK:
+            if phase == Phase.SNAPSHOTTING and not released(step, stopping):
+                return step.out  # the workloads are thawed before the run stops
             job_started = status.job is not None and status.job.created
             changed = job_started or images_set(step.status)
             if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not changed):

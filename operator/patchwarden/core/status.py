@@ -453,17 +453,25 @@ def requeue_after(
 
 
 def resolve_snapshot_class(
-    classes: list[dict[str, Any]], wanted: str | None, fallback: str | None
+    classes: list[dict[str, Any]],
+    wanted: str | None,
+    fallback: str | None,
+    default_annotation: str = "snapshot.storage.kubernetes.io/is-default-class",
 ) -> str | None:
-    """The class a system's snapshots use: its own, else the cluster's default, else the setting."""
+    """The class a system's snapshots use: its own, else the cluster's default (the class
+    with ``default_annotation``), else the setting. VolumeGroupSnapshotClasses are chosen
+    the same way (:data:`GROUP_DEFAULT_ANNOTATION`)."""
     names = {k["metadata"]["name"] for k in classes}
     if wanted:
         return wanted if wanted in names else None
     for k in classes:
         annotations = k["metadata"].get("annotations") or {}
-        if annotations.get("snapshot.storage.kubernetes.io/is-default-class") == "true":
+        if annotations.get(default_annotation) == "true":
             return str(k["metadata"]["name"])
     return fallback if fallback in names else None
+
+
+GROUP_DEFAULT_ANNOTATION = "groupsnapshot.storage.kubernetes.io/is-default-class"
 
 
 def last_run(old: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from patchwarden.api.run import (
     UpdateRunSpec,
     UpdateRunStatus,
 )
-from patchwarden.api.system import ManagedSystemSpec
+from patchwarden.api.system import Consistency, ManagedSystemSpec
 from patchwarden.core import claims
 from patchwarden.core import conditions as c
 from patchwarden.core.gate import Verdict
@@ -55,6 +55,28 @@ class Timeouts:
 @dataclass(frozen=True)
 class CreateSnapshot:
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LabelClaims:
+    """Put ``label`` (``key=value``) on each claim: a group snapshot's selector selects them."""
+
+    claims: tuple[str, ...]
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class CreateGroupSnapshot:
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FreezeEnded:
+    """For the phase-duration histogram (``phase="Frozen"``): how long the workloads were
+    frozen around the snapshots."""
+
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -150,6 +172,9 @@ class RunEnded:
 
 Action = (
     CreateSnapshot
+    | LabelClaims
+    | CreateGroupSnapshot
+    | FreezeEnded
     | SetImages
     | CreateJob
     | StopJob
@@ -214,6 +239,13 @@ class Observed:
     snapshots: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     """VolumeSnapshot name → the snapshot, None when absent."""
     snapshot_class: str | None = None
+    group_snapshot_class: str | None = None
+    """The VolumeGroupSnapshotClass a ``Group`` backup uses; None when there is none."""
+    group_snapshot: Mapping[str, Any] | None = None
+    """The run's VolumeGroupSnapshot (None: absent, or not read)."""
+    group_members: Mapping[str, str] = field(default_factory=dict)
+    """Claim → the VolumeSnapshot of the group that holds it (read once the group is
+    ready)."""
     job: Mapping[str, Any] | None = None
     workload_pods: int = 0
     """Pods matching the selector of one of the run's workloads (a rollback waits for
@@ -247,17 +279,27 @@ class Read(StrEnum):
     JOB_PODS = "jobPods"
     NAMESPACE_PODS = "namespacePods"
     NAMESPACE_CLAIMS = "namespaceClaims"
+    GROUP_CLASS = "groupSnapshotClass"
+    GROUP = "groupSnapshot"
 
 
-def reads(status: UpdateRunStatus) -> frozenset[Read]:
+def reads(status: UpdateRunStatus, spec: ManagedSystemSpec | None = None) -> frozenset[Read]:
     """What a step in this status needs besides the system (always read, from the cache)."""
     phase = status.phase or Phase.PENDING
     restore = status.restore.step if status.restore else None
+    grouped = spec is not None and spec.backup.consistency == Consistency.GROUP
     match phase:
         case Phase.PENDING:
             return frozenset({Read.WORKLOAD, Read.NAMESPACE_PODS, Read.NAMESPACE_CLAIMS})
-        case Phase.SNAPSHOTTING if not status.snapshots:
+        case Phase.SNAPSHOTTING if status.snapshots:
+            wanted = {Read.GROUP if status.group_snapshot else Read.SNAPSHOTS, Read.SNAPSHOT_CLASS}
+            if freezing(status, spec):
+                wanted.add(Read.WORKLOAD)  # the pods the freeze and thaw commands run in
+            return frozenset(wanted)
+        case Phase.SNAPSHOTTING:
             wanted = {Read.WORKLOAD, Read.CLAIMS, Read.SNAPSHOT_CLASS}
+            if grouped:
+                wanted.add(Read.GROUP_CLASS)
             stopped = [w.stopped_replicas for w in status.workloads]
             if any(x is not None for x in [*stopped, status.stopped_replicas]):
                 # Stopped for consistent snapshots: they are taken once its pods are gone.
@@ -265,8 +307,6 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             if status.claims is None:  # started by an older operator: decided now
                 wanted.add(Read.NAMESPACE_CLAIMS)
             return frozenset(wanted)
-        case Phase.SNAPSHOTTING:
-            return frozenset({Read.SNAPSHOTS, Read.SNAPSHOT_CLASS})
         case Phase.RECORDING | Phase.VERIFYING:
             return frozenset({Read.WORKLOAD})
         case Phase.BAKING:
@@ -283,6 +323,13 @@ def reads(status: UpdateRunStatus) -> frozenset[Read]:
             return frozenset({Read.WORKLOAD})
         case _:
             return frozenset()
+
+
+def freezing(status: UpdateRunStatus, spec: ManagedSystemSpec | None) -> bool:
+    """Whether the run's freeze and thaw commands are still to run (or running)."""
+    if spec is None or not spec.backup.freeze:
+        return status.freeze is not None and status.freeze.end_time is None
+    return status.freeze is None or status.freeze.end_time is None
 
 
 def gated(status: UpdateRunStatus) -> bool:

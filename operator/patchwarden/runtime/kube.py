@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 from patchwarden.api.common import GROUP, VERSION
 
 SNAPSHOTS = ("snapshot.storage.k8s.io", "v1")
+GROUP_SNAPSHOTS = ("groupsnapshot.storage.k8s.io", "v1")
 FIELD_MANAGER = "patchwarden"
 """The server-side-apply field manager of the images the operator sets (docs/gitops.md)."""
 LIST_PAGE = 500
@@ -59,6 +60,13 @@ class KubeApi(Protocol):
     def create_snapshot(self, ns: str, body: dict[str, Any]) -> None: ...
     def list_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]: ...
     def delete_snapshot(self, ns: str, name: str) -> None: ...
+    def group_snapshot_classes(self) -> list[dict[str, Any]]: ...
+    def get_group_snapshot(self, ns: str, name: str) -> dict[str, Any] | None: ...
+    def create_group_snapshot(self, ns: str, body: dict[str, Any]) -> None: ...
+    def group_members(self, ns: str, group: str) -> dict[str, str]: ...
+    def list_group_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]: ...
+    def delete_group_snapshot(self, ns: str, name: str) -> None: ...
+    def label_claim(self, ns: str, name: str, key: str, value: str) -> None: ...
     def get_workload(self, kind: str, ns: str, name: str) -> dict[str, Any] | None: ...
     def secret(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def names(self, kind: str, ns: str) -> list[str]: ...
@@ -312,6 +320,79 @@ class Kube:
         except ApiException as exc:
             if not _missing(exc):
                 raise
+
+    # ---- group snapshots (backup.consistency: Group) -------------------------------------
+    def group_snapshot_classes(self) -> list[dict[str, Any]]:
+        try:
+            found = self.custom.list_cluster_custom_object(
+                *GROUP_SNAPSHOTS, "volumegroupsnapshotclasses"
+            )
+        except ApiException as exc:
+            if _missing(exc):  # the VolumeGroupSnapshot API is not installed
+                return []
+            raise
+        return list(found["items"])
+
+    def get_group_snapshot(self, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+                *GROUP_SNAPSHOTS, ns, "volumegroupsnapshots", name
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def create_group_snapshot(self, ns: str, body: dict[str, Any]) -> None:
+        try:
+            self.custom.create_namespaced_custom_object(
+                *GROUP_SNAPSHOTS, ns, "volumegroupsnapshots", body
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def group_members(self, ns: str, group: str) -> dict[str, str]:
+        """Claim → the VolumeSnapshot of ``group`` that holds it: the snapshot controller
+        names the members itself and owns them by the group (they carry no label)."""
+        listed = self.custom.list_namespaced_custom_object(*SNAPSHOTS, ns, "volumesnapshots")
+        found = {}
+        for snapshot in listed["items"]:
+            owners = snapshot["metadata"].get("ownerReferences") or []
+            if any(
+                o.get("kind") == "VolumeGroupSnapshot" and o.get("name") == group for o in owners
+            ):
+                claim = (
+                    (snapshot.get("spec") or {}).get("source", {}).get("persistentVolumeClaimName")
+                )
+                if claim:
+                    found[str(claim)] = str(snapshot["metadata"]["name"])
+        return found
+
+    def list_group_snapshots(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            result = self.custom.list_namespaced_custom_object(
+                *GROUP_SNAPSHOTS, ns, "volumegroupsnapshots", label_selector=selector
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return []
+            raise
+        return list(result["items"])
+
+    def delete_group_snapshot(self, ns: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(
+                *GROUP_SNAPSHOTS, ns, "volumegroupsnapshots", name
+            )
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
+    def label_claim(self, ns: str, name: str, key: str, value: str) -> None:
+        self.core.patch_namespaced_persistent_volume_claim(
+            name, ns, {"metadata": {"labels": {key: value}}}
+        )
 
     # ---- workloads, pods, claims, jobs -------------------------------------------------
     def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None:

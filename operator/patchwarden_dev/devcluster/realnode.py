@@ -433,6 +433,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
         for kind in ("volumesnapshots", "volumesnapshotclasses", "volumesnapshotcontents"):
             self.await_condition(f"crd/{kind}.snapshot.storage.k8s.io", "Established", timeout)
+        # Before the sidecars start: they look for the group API once (backup.consistency: Group).
+        for kind in (
+            "volumegroupsnapshots",
+            "volumegroupsnapshotclasses",
+            "volumegroupsnapshotcontents",
+        ):
+            self.await_condition(f"crd/{kind}.groupsnapshot.storage.k8s.io", "Established", timeout)
         self._start_csi()
         self.kubectl("apply", "-f", str(MANIFESTS / "realnode.yaml"))
         self.await_condition(f"node/{NODE_NAME}", "Ready", timeout)

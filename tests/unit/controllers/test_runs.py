@@ -333,3 +333,97 @@ def _terminating(ns: str) -> ApiException:
         f'content in namespace {ns} because it is being terminated"}}'
     )
     return exc
+
+
+FREEZE = ["sh", "-c", "touch /data/.frozen"]
+THAW = ["sh", "-c", "rm /data/.frozen"]
+
+
+def grouped(kube: FakeKube, **backup: Any) -> None:
+    """The system backs up by one group snapshot, its app frozen around it."""
+    system = kube.stored("managedsystems", NS, "app")
+    system["spec"]["backup"] = {
+        "consistency": "Group",
+        "freeze": [{"name": "app", "container": "a", "freeze": FREEZE, "thaw": THAW}],
+        **backup,
+    }
+    kube.put(
+        "volumegroupsnapshotclasses",
+        "",
+        {
+            "metadata": {
+                "name": "groups",
+                "annotations": {"groupsnapshot.storage.kubernetes.io/is-default-class": "true"},
+            }
+        },
+    )
+    ready = {"name": "a", "ready": True}
+    kube.put(
+        "pods",
+        NS,
+        {
+            "metadata": {"name": "app-1", "labels": {"app": "app"}},
+            "status": {"phase": "Running", "containerStatuses": [ready]},
+        },
+    )
+
+
+def test_a_group_backup_freezes_takes_one_group_snapshot_of_the_labelled_claims_and_thaws() -> None:
+    kube, runner = setup()
+    grouped(kube)
+    phase = drive(
+        kube, runner, on_phase=lambda p: finish_job(kube, "Complete") if p == "Updating" else None
+    )
+    assert phase == "Succeeded", run_of(kube)["status"]
+    assert [c for _, _, c in kube.executed] == [FREEZE, THAW]
+    order = [c for c in kube.calls if c.startswith(("exec", "create", "patch persistentvolume"))]
+    assert order[:4] == [
+        "patch persistentvolumeclaims/data",  # the group's selector selects it
+        "exec pods/app-1",  # frozen before the group snapshot is asked for
+        "create volumegroupsnapshots/run-group",
+        "exec pods/app-1",  # thawed once the storage took it
+    ]
+    claim = kube.stored("persistentvolumeclaims", NS, "data")
+    assert claim["metadata"]["labels"] == {"patchwarden.io/group-snapshot": "run"}
+    status = run_of(kube)["status"]
+    assert status["groupSnapshot"]["readyToUse"] and status["groupSnapshot"]["cutTime"]
+    [record] = status["snapshots"]
+    assert record == {
+        **record,
+        "claim": "data",
+        "snapshot": "snapshot-run-group-data",  # the member the snapshot controller named
+        "group": "run-group",
+        "readyToUse": True,
+    }
+    freeze = status["freeze"]
+    assert [(h["stage"], h["state"]) for h in freeze["hooks"]] == [
+        ("freeze", "Succeeded"),
+        ("thaw", "Succeeded"),
+    ]
+    assert freeze["frozenSeconds"] == 0 and freeze["endTime"]  # the test's clock stands still
+    assert "volumesnapshots/run-data" not in " ".join(kube.created()), "no per-claim snapshot"
+
+
+def test_a_failed_freeze_thaws_what_it_froze_and_changes_nothing() -> None:
+    kube, runner = setup()
+    grouped(kube)
+    kube.exec_answers[tuple(FREEZE)] = (1, "database is locked")
+    phase = drive(kube, runner)
+    assert phase == "Failed"
+    assert [c for _, _, c in kube.executed] == [FREEZE, THAW], "thawed although it failed"
+    status = run_of(kube)["status"]
+    assert status["message"].startswith("freeze hook app failed: database is locked")
+    assert not [c for c in kube.created() if "snapshot" in c], "no snapshot, no group"
+    assert not [c for c in kube.calls if c.startswith("create jobs")]
+
+
+def test_a_cluster_without_group_snapshots_refuses_group_before_anything_changes() -> None:
+    kube, runner = setup()
+    grouped(kube)
+    del kube.objects[("volumegroupsnapshotclasses", "", "groups")]
+    assert drive(kube, runner) == "Failed"
+    assert (
+        "backup.consistency Group needs a VolumeGroupSnapshotClass"
+        in (run_of(kube)["status"]["message"])
+    )
+    assert kube.executed == [] and not kube.created()
