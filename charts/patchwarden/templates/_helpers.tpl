@@ -66,13 +66,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, create]  # exec hooks (docs/hooks.md); the websocket upgrade is a GET
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch, create, delete, patch]  # patch: the label a group snapshot selects
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [snapshot.storage.k8s.io]
   resources: [volumesnapshots]
   verbs: [get, list, watch, create, delete]
+- apiGroups: [groupsnapshot.storage.k8s.io]
+  resources: [volumegroupsnapshots]
+  verbs: [get, list, create, delete]  # backup.consistency: Group
 - apiGroups: [""]
   resources: [secrets]
   resourceNames: [patchwarden-notifications]  # a namespace's own webhook (docs/notifications.md)
