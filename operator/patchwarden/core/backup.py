@@ -147,7 +147,11 @@ def _ready(step: Step) -> None:
             f"snapshots not ready within {step.timeouts.snapshot.total_seconds():.0f}s: "
             f"{', '.join(waiting)}; the workload was not touched"
         )
-    step.out.wait = Wait.WATCHED
+    # A group snapshot is not watched (its members are, but they appear only once it is
+    # ready), and while frozen the cut (no news a watch wakes a run for) is awaited: both on
+    # the poll. Else a snapshot's news wakes the run.
+    frozen = status.freeze is not None and status.freeze.end_time is None
+    step.out.wait = Wait.POLL if status.group_snapshot or frozen else Wait.WATCHED
 
 
 def released(step: Step, why: str) -> bool:
@@ -228,7 +232,7 @@ def _group_requested(step: Step) -> bool:
         step.act(CreateGroupSnapshot(body))
         group.created = True
         step.restart_clock()
-        step.out.wait = Wait.WATCHED
+        step.out.wait = Wait.POLL  # group snapshots are not watched: looked at on the poll
         return False
     found = seen.group_snapshot
     if found is None:
