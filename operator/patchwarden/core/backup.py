@@ -150,8 +150,8 @@ def _ready(step: Step) -> None:
     # A group snapshot is not watched (its members are, but they appear only once it is
     # ready), and while frozen the cut (no news a watch wakes a run for) is awaited: both on
     # the poll. Else a snapshot's news wakes the run.
-    frozen = status.freeze is not None and status.freeze.end_time is None
-    step.out.wait = Wait.POLL if status.group_snapshot or frozen else Wait.WATCHED
+    still_frozen = status.freeze is not None and status.freeze.end_time is None
+    step.out.wait = Wait.POLL if status.group_snapshot or still_frozen else Wait.WATCHED
 
 
 def released(step: Step, why: str) -> bool:

@@ -101,7 +101,7 @@ def test_snapshots_not_taken_within_max_freeze_are_given_up_and_thawed() -> None
     out = go(out)  # the snapshot asked for
     pending = {"run-data": {"status": {}}}
     waiting = step(out.status, NOW + timedelta(seconds=10), **SEEN, snapshots=pending)
-    assert waiting.wait == Wait.WATCHED and not waiting.status.freeze.thawing  # type: ignore[union-attr]
+    assert waiting.wait == Wait.POLL and not waiting.status.freeze.thawing  # type: ignore[union-attr]
     late = step(out.status, NOW + timedelta(seconds=21), **SEEN, snapshots=pending)
     assert late.status.freeze is not None and late.status.freeze.thawing
     assert "not taken within backup.maxFreeze (20s)" in (late.status.message or "")
