@@ -5,9 +5,11 @@ rolls back both, each claim restored from its member of the group, byte for byte
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.conftest import Cluster
@@ -125,3 +127,54 @@ def test_a_group_snapshot_of_two_workloads_frozen_around_it_restores_both_byte_f
         "restored 2 claims and the workloads (StatefulSet db, StatefulSet app)"
         in (status["message"])
     )
+
+
+@pytest.mark.parametrize("consistency", ["Crash", "Stopped", "Group"])
+def test_what_each_consistency_costs_in_downtime(
+    node_cluster: Cluster, node_namespace: str, tmp_path: Path, consistency: str
+) -> None:
+    """One successful update of a StatefulSet in each mode, its pod's readiness sampled
+    every 0.1 s while the run lasts: ``Crash`` and ``Group`` never take it down (``Group``
+    freezes it instead, for the time the run records), ``Stopped`` does. Prints the
+    figures docs/workloads.md quotes."""
+    ns, cluster = node_namespace, node_cluster
+    cluster.install_crds()
+    apps = client.AppsV1Api(cluster.api)
+    apps.create_namespaced_stateful_set(ns, statefulset("db", busybox()))
+    ready_pod(cluster, ns, "db-0")
+    body = update_system("db", "db", "echo updated", claim=None)
+    body["spec"]["backup"] = {"consistency": consistency}
+    if consistency == "Group":
+        body["spec"]["backup"]["freeze"] = [freeze_hook("db")]
+    down, samples = 0.0, 0
+    with running_operator(cluster, ns, tmp_path, **SLOWER) as op:
+        create(cluster, ns, body)
+        started = time.monotonic()
+        last = started
+        while True:
+            runs = client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(
+                "patchwarden.io", "v1alpha1", ns, "updateruns"
+            )["items"]
+            phase = (runs[0].get("status") or {}).get("phase") if runs else None
+            if phase in ENDED:
+                break
+            assert time.monotonic() - started < 300, op.output()[-3000:]
+            now = time.monotonic()
+            if not (apps.read_namespaced_stateful_set("db", ns).status.ready_replicas or 0):
+                down += now - last
+            last, samples = now, samples + 1
+            time.sleep(0.1)
+        run = wait_run(cluster, ns, "db", ENDED, timeout=30)
+    status = run["status"]
+    assert status["phase"] == "Succeeded", (status, op.output()[-3000:])
+    frozen = (status.get("freeze") or {}).get("frozenSeconds")
+    print(
+        f"\n{consistency}: the workload unavailable {down:.1f} s, frozen "
+        f"{frozen if frozen is not None else 0:.1f} s, the run {time.monotonic() - started:.1f} s "
+        f"({samples} samples)"
+    )
+    if consistency == "Stopped":
+        assert down > 1, "stopped for its snapshots"
+    else:
+        assert down < 0.5, f"{consistency} never takes the workload down"
+    assert (frozen is not None) == (consistency == "Group")
