@@ -121,6 +121,7 @@ KINDS = [
             _col("Customer", ".spec.customer"),
             _col("Model", ".spec.serviceModel"),
             _col("Package", ".spec.package"),
+            _col("Workloads", ".spec.workloads[*].name", priority=1),
             _col("Eligible", ".status.eligible", "boolean"),
             _col("Next Window", ".status.nextWindow.start"),
             _col("Scheduled", '.status.conditions[?(@.type=="Scheduled")].status'),
