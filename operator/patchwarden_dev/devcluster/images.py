@@ -7,7 +7,9 @@ and imported into its containerd:
 - ``busybox`` for test workloads and update Jobs: Debian's ``busybox-static``
   with a link per applet;
 - the operator image, built from the project's ``Dockerfile`` by buildah on a
-  Debian base made with debootstrap (``operator_image``).
+  Debian base made with debootstrap (``operator_image``);
+- PostgreSQL from Debian's ``postgresql`` packages, for the tests of a real database
+  (``postgres_image``), made with debootstrap the same way.
 
 The first two are packed with umoci into OCI archives, cached by recipe and
 Debian package version; the operator image is cached by a hash of what goes
@@ -38,6 +40,10 @@ PAUSE_IMAGE = f"{REGISTRY}/pause:local"
 BUSYBOX = f"{REGISTRY}/busybox"
 OPERATOR = f"{REGISTRY}/patchwarden"
 BASE = f"{REGISTRY}/debian-python"
+POSTGRES = f"{REGISTRY}/postgres"
+POSTGRES_MAJOR = "15"
+"""Debian bookworm's PostgreSQL."""
+POSTGRES_BIN = f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin"
 DEBIAN_SUITE = "bookworm"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 BLOB_INFO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
@@ -280,4 +286,55 @@ def operator_image(cache: Path, repo: Path) -> Image:
     for older in archive.parent.glob("patchwarden-*.tar"):  # ~430 MB each: keep one
         if older != archive:
             older.unlink(missing_ok=True)
+    return Image(name, archive, self_named=True)
+
+
+def postgres_image(cache: Path) -> Image:
+    """PostgreSQL (Debian bookworm's, with psql, pg_amcheck and the amcheck extension) on a
+    minimal Debian made with debootstrap, for the tests of a real database. It runs as
+    user 1000 (``app``, in its passwd: initdb refuses a user it cannot name), with the
+    server's binaries on its PATH; cached by suite and recipe."""
+    storage = cache / "buildah"
+    name = f"{POSTGRES}:{POSTGRES_MAJOR}-{DEBIAN_SUITE}-r{RECIPE}"
+
+    def make(work: Path) -> Path:
+        rootfs = work / "rootfs"
+        # No service starts in the chroot: invoke-rc.d asks policy-rc.d first.
+        policy = rootfs / "usr" / "sbin" / "policy-rc.d"
+        policy.parent.mkdir(parents=True)
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        run(
+            "debootstrap",
+            "--variant=minbase",
+            f"--include=postgresql-{POSTGRES_MAJOR},postgresql-client-{POSTGRES_MAJOR}",
+            DEBIAN_SUITE,
+            rootfs,
+        )
+        policy.unlink(missing_ok=True)
+        shutil.rmtree(rootfs / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+        shutil.rmtree(rootfs / "var" / "lib" / "postgresql", ignore_errors=True)  # its cluster
+        with (rootfs / "etc" / "passwd").open("a") as passwd:
+            passwd.write("app:x:1000:1000:app:/tmp:/bin/sh\n")
+        with (rootfs / "etc" / "group").open("a") as group:
+            group.write("app:x:1000:\n")
+        container = buildah(storage, "from", "scratch").strip()
+        try:
+            mount = Path(buildah(storage, "mount", container).strip())
+            run("cp", "-a", f"{rootfs}/.", mount)
+            buildah(storage, "umount", container)
+            path = f"{POSTGRES_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+            buildah(storage, "config", "--env", f"PATH={path}", "--user", "1000:1000", container)
+            buildah(storage, "config", "--cmd", "postgres", container)
+            buildah(storage, "commit", "--rm", container, name)
+        except DevClusterError:
+            with contextlib.suppress(DevClusterError):
+                buildah(storage, "rm", container)
+            raise
+        archive = work / "image.tar"
+        buildah(storage, "push", name, f"docker-archive:{archive}:{name}")
+        buildah(storage, "rmi", name)
+        return archive
+
+    archive = _atomic(cache / f"postgres-{POSTGRES_MAJOR}-{DEBIAN_SUITE}-r{RECIPE}.tar", make)
     return Image(name, archive, self_named=True)
