@@ -80,6 +80,9 @@ def frozen(step: Step, spec: ManagedSystemSpec) -> bool:
         return False
     found = _next(step.status, hooks)
     if found is None:
+        if _over(step, spec):  # slow freeze commands: no snapshot is asked for any more
+            give_up(step, _too_long(spec))
+            return False
         return True
     _, hook = found
     if not _ran(step, record, FREEZE, hook):
@@ -113,13 +116,22 @@ def cut(step: Step, spec: ManagedSystemSpec, taken: bool) -> None:
         record.thawing = True
         step.out.wait = Wait.NOW
         return
+    if _over(step, spec):
+        give_up(step, _too_long(spec))
+
+
+def _over(step: Step, spec: ManagedSystemSpec) -> bool:
+    """Whether the workloads have been frozen longer than ``backup.maxFreeze``."""
+    record = step.status.freeze
     limit = parse_duration(spec.backup.max_freeze)
-    if record.start_time and step.now - parse_time(record.start_time) > limit:
-        give_up(
-            step,
-            f"the snapshots were not taken within backup.maxFreeze ({spec.backup.max_freeze})"
-            "; nothing was changed",
-        )
+    return bool(record and record.start_time and step.now - parse_time(record.start_time) > limit)
+
+
+def _too_long(spec: ManagedSystemSpec) -> str:
+    return (
+        f"the snapshots were not taken within backup.maxFreeze ({spec.backup.max_freeze})"
+        "; nothing was changed"
+    )
 
 
 def thawed(step: Step, spec: ManagedSystemSpec) -> bool:

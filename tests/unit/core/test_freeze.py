@@ -156,3 +156,12 @@ def test_a_run_deleted_while_frozen_thaws_before_it_is_cancelled() -> None:
 def test_freeze_hooks_need_running_workloads() -> None:
     with pytest.raises(ValidationError, match="not with consistency Stopped"):
         Backup.model_validate({"consistency": "Stopped", "freeze": HOOKS})
+
+
+def test_freeze_commands_slower_than_max_freeze_ask_for_no_snapshot() -> None:
+    out = step(status(Phase.SNAPSHOTTING, claims=["data"]), **SEEN)
+    out = go(out)  # db frozen at noon
+    late = step(out.status, NOW + timedelta(seconds=25), **{**SEEN, "hook_result": ran(out)})
+    assert not any(isinstance(a, m.CreateSnapshot) for a in late.actions)
+    assert late.status.freeze is not None and late.status.freeze.thawing
+    assert "backup.maxFreeze (20s)" in (late.status.message or "")
