@@ -79,18 +79,20 @@ def frozen(step: Step, spec: ManagedSystemSpec) -> bool:
     if record.thawing:
         return False
     found = _next(step.status, hooks)
-    if found is None:
-        if _over(step, spec):  # slow freeze commands: no snapshot is asked for any more
-            give_up(step, _too_long(spec))
+    if found is not None:
+        _, hook = found
+        if not _ran(step, record, FREEZE, hook):
             return False
-        return True
-    _, hook = found
-    if not _ran(step, record, FREEZE, hook):
+        last = record.hooks[-1]
+        if last.state == HOOK_FAILED:
+            give_up(step, f"freeze hook {hook.name} failed: {tail(last.output, 2)}")
+            return False
+        if _next(step.status, hooks) is not None:
+            return False  # the next freeze command, at the next step
+    if _over(step, spec):  # slow freeze commands: no snapshot is asked for any more
+        give_up(step, _too_long(spec))
         return False
-    last = record.hooks[-1]
-    if last.state == HOOK_FAILED:
-        give_up(step, f"freeze hook {hook.name} failed: {tail(last.output, 2)}")
-    return False
+    return True
 
 
 def give_up(step: Step, why: str) -> None:

@@ -54,12 +54,11 @@ def test_freeze_in_order_snapshot_then_thaw_in_reverse_order() -> None:
     assert [r.claim for r in out.status.snapshots] == ["data"] and not out.actions
     assert (m.freeze_command(out.status, m.spec_or_none(FROZEN)) or HOOKS).name == "freeze-db"
     out = go(out)
-    out = go(out)
-    assert [(h.stage, h.name) for h in out.status.freeze.hooks] == [  # type: ignore[union-attr]
+    requested = go(out)  # the last freeze ended: the snapshot is asked for in the same step
+    assert [(h.stage, h.name) for h in requested.status.freeze.hooks] == [  # type: ignore[union-attr]
         ("freeze", "db"),
         ("freeze", "app"),
     ]
-    requested = go(out)
     assert [type(a).__name__ for a in requested.actions] == ["CreateSnapshot"]
     assert ran(requested) is None, "nothing runs while the snapshot is being taken"
     taken = {"run-data": {"status": {"creationTime": "2027-02-10T12:00:05Z"}}}
@@ -97,8 +96,7 @@ def test_a_failed_freeze_thaws_every_freeze_attempted_and_the_run_changes_nothin
 
 def test_snapshots_not_taken_within_max_freeze_are_given_up_and_thawed() -> None:
     out = step(status(Phase.SNAPSHOTTING, claims=["data"]), **SEEN)
-    out = go(go(out))
-    out = go(out)  # the snapshot asked for
+    out = go(go(out))  # both frozen, the snapshot asked for
     pending = {"run-data": {"status": {}}}
     waiting = step(out.status, NOW + timedelta(seconds=10), **SEEN, snapshots=pending)
     assert waiting.wait == Wait.POLL and not waiting.status.freeze.thawing  # type: ignore[union-attr]
@@ -109,7 +107,7 @@ def test_snapshots_not_taken_within_max_freeze_are_given_up_and_thawed() -> None
 
 def test_a_failed_thaw_asks_for_a_person() -> None:
     out = step(status(Phase.SNAPSHOTTING, claims=["data"]), **SEEN)
-    out = go(go(go(out)))
+    out = go(go(out))
     taken = {"run-data": {"status": {"creationTime": "x"}}}
     out = step(out.status, **SEEN, snapshots=taken)
     out = go(out, ok=False, output="thaw-app: no such file", snapshots=taken)
