@@ -70,7 +70,12 @@ def test_defaults_are_applied_by_the_api_server(cluster: Cluster, namespace: str
     obj["spec"]["rollback"] = {}
     stored = create(cluster, namespace, obj)
     assert stored["spec"]["customerAdminAccess"] is False
-    assert stored["spec"]["backup"] == {"retain": 3, "required": True, "consistency": "Crash"}
+    assert stored["spec"]["backup"] == {
+        "retain": 3,
+        "required": True,
+        "consistency": "Crash",
+        "maxFreeze": "1m",
+    }
     assert stored["spec"]["rollback"] == {
         "enabled": True,
         "reserve": "15m",
