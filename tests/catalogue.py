@@ -307,6 +307,73 @@ CATALOGUE += [
     ),
     Bad("empty customer", SYSTEM, _set("customer", ""), "spec.customer"),
     Bad(
+        "workload and workloads",
+        SYSTEM,
+        _set("workloads", [{"kind": "StatefulSet", "name": "db"}]),
+        "spec.workloads",
+    ),
+    Bad(
+        "a workload named twice",
+        SYSTEM,
+        lambda s: (
+            s.pop("workload"),
+            s.update(workloads=[{"kind": "StatefulSet", "name": "db"}] * 2),
+        ),
+        "spec.workloads[1]",
+    ),
+    Bad(
+        "a component in a workload the system does not list",
+        SYSTEM,
+        lambda s: (
+            s.pop("workload"),
+            s.update(workloads=[{"kind": "StatefulSet", "name": "db"}]),
+            s["components"].append(
+                {
+                    "name": "postgresql",
+                    "container": "pg",
+                    "workload": "cache",
+                    "installedBy": "provider",
+                    "source": "standard-repository",
+                }
+            ),
+        ),
+        "spec.components",
+    ),
+    Bad(
+        "a container without its workload among several",
+        SYSTEM,
+        lambda s: (
+            s.pop("workload"),
+            s.update(
+                workloads=[
+                    {"kind": "StatefulSet", "name": "db"},
+                    {"kind": "Deployment", "name": "app"},
+                ]
+            ),
+            s["components"].append(
+                {
+                    "name": "postgresql",
+                    "container": "pg",
+                    "installedBy": "provider",
+                    "source": "standard-repository",
+                }
+            ),
+        ),
+        "spec.components",
+    ),
+    Bad(
+        "freeze hooks with Stopped",
+        SYSTEM,
+        _set(
+            "backup",
+            {
+                "consistency": "Stopped",
+                "freeze": [{"name": "f", "container": "c", "freeze": ["a"], "thaw": ["b"]}],
+            },
+        ),
+        "spec.backup.freeze",
+    ),
+    Bad(
         "129-character component name",
         SYSTEM,
         _set("components.0.name", "c" * 129),
