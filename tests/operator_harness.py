@@ -317,3 +317,23 @@ def wait_stalled(cluster: Cluster, ns: str, name: str, timeout: float = 30) -> d
         return found if found and found["status"] == "True" else None
 
     return wait_for(probe, timeout=timeout, what=f"{name} to stall")
+
+
+@contextmanager
+def release_catalog(
+    cluster: Cluster, name: str, components: dict[str, list[dict[str, Any]]]
+) -> Iterator[str]:
+    """A ReleaseCatalog ``name`` of ``components`` (name → releases) while the block runs
+    (cluster-scoped: tests name it after their namespace)."""
+    api = client.CustomObjectsApi(cluster.api)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReleaseCatalog",
+        "metadata": {"name": name},
+        "spec": {"components": [{"name": c, "releases": r} for c, r in components.items()]},
+    }
+    api.create_cluster_custom_object(GROUP, VERSION, "releasecatalogs", body)
+    try:
+        yield name
+    finally:
+        api.delete_cluster_custom_object(GROUP, VERSION, "releasecatalogs", name)

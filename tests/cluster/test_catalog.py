@@ -22,6 +22,7 @@ from tests.operator_harness import (
     get,
     now_plus,
     phase,
+    release_catalog,
     running_operator,
     runs_of,
     system,
@@ -50,30 +51,16 @@ def release(
 def catalog(cluster: Cluster, namespace: str) -> Iterator[str]:
     """A ReleaseCatalog of postgres (cluster-scoped: named after the test's namespace, which
     the systems of the test name in updates.catalogs)."""
-    api = client.CustomObjectsApi(cluster.api)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReleaseCatalog",
-        "metadata": {"name": namespace},
-        "spec": {
-            "components": [
-                {
-                    "name": "postgres",
-                    "releases": [
-                        release("16.3", ["security"]),
-                        release("16.4", ["security"], advisories=["CVE-2024-10979"]),
-                        release("16.5", ["feature"]),
-                        # Released now: younger than the systems' approval delay.
-                        release("16.6", ["security"], released=now_plus(-60)),
-                        release("17.0", ["security", "feature"]),
-                    ],
-                }
-            ]
-        },
-    }
-    api.create_cluster_custom_object(GROUP, VERSION, "releasecatalogs", body)
-    yield namespace
-    api.delete_cluster_custom_object(GROUP, VERSION, "releasecatalogs", namespace)
+    releases = [
+        release("16.3", ["security"]),
+        release("16.4", ["security"], advisories=["CVE-2024-10979"]),
+        release("16.5", ["feature"]),
+        # Released now: younger than the systems' approval delay.
+        release("16.6", ["security"], released=now_plus(-60)),
+        release("17.0", ["security", "feature"]),
+    ]
+    with release_catalog(cluster, namespace, {"postgres": releases}) as name:
+        yield name
 
 
 def bound_system(

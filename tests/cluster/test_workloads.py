@@ -15,7 +15,17 @@ from kubernetes.client.rest import ApiException
 from patchwarden.api.common import GROUP, VERSION
 from tests.conftest import Cluster
 from tests.helpers import wait_for
-from tests.operator_harness import ENDED, Operator, create, get, phase, system, wait_run, workload
+from tests.operator_harness import (
+    ENDED,
+    Operator,
+    create,
+    get,
+    phase,
+    release_catalog,
+    system,
+    wait_run,
+    workload,
+)
 
 pytestmark = pytest.mark.usefixtures("crds")
 
@@ -36,33 +46,12 @@ def release(version: str, image: str, classes: list[str]) -> dict[str, Any]:
 
 @pytest.fixture
 def catalog(cluster: Cluster, namespace: str) -> Iterator[str]:
-    api = client.CustomObjectsApi(cluster.api)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReleaseCatalog",
-        "metadata": {"name": namespace},
-        "spec": {
-            "components": [
-                {
-                    "name": "postgres",
-                    "releases": [
-                        release("16.3", OLD_PG, ["security"]),
-                        release("16.4", NEW_PG, ["security"]),
-                    ],
-                },
-                {
-                    "name": "shop",
-                    "releases": [
-                        release("1.0.0", OLD_SHOP, ["feature"]),
-                        release("1.1.0", NEW_SHOP, ["feature"]),
-                    ],
-                },
-            ]
-        },
+    components = {
+        "postgres": [release("16.3", OLD_PG, ["security"]), release("16.4", NEW_PG, ["security"])],
+        "shop": [release("1.0.0", OLD_SHOP, ["feature"]), release("1.1.0", NEW_SHOP, ["feature"])],
     }
-    api.create_cluster_custom_object(GROUP, VERSION, "releasecatalogs", body)
-    yield namespace
-    api.delete_cluster_custom_object(GROUP, VERSION, "releasecatalogs", namespace)
+    with release_catalog(cluster, namespace, components) as name:
+        yield name
 
 
 @pytest.fixture

@@ -25,14 +25,20 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from patchwarden.api.common import GROUP, VERSION
 from patchwarden_dev.devcluster import images
 from patchwarden_dev.devcluster.realnode import RealNodeCluster
 from tests.conftest import Cluster
 from tests.helpers import wait_for
 from tests.node.test_runs_on_a_real_node import SLOWER
 from tests.node.workloads import USER, provisioned_claim, reader_pod, ready_pod
-from tests.operator_harness import ENDED, create, running_operator, system, wait_run
+from tests.operator_harness import (
+    ENDED,
+    create,
+    release_catalog,
+    running_operator,
+    system,
+    wait_run,
+)
 
 PG_OLD, PG_NEW, SHOP_OLD, SHOP_NEW = "15-a", "15-b", "shop-1.0", "shop-1.1"
 PSQL = "psql -h /tmp -U postgres -v ON_ERROR_STOP=1 -qAt"
@@ -207,30 +213,14 @@ def release(version: str, tag: str) -> dict[str, Any]:
 
 @pytest.fixture
 def shop_catalog(node_cluster: Cluster, node_namespace: str) -> Iterator[None]:
-    """The provider's catalog of the two components (cluster-scoped: named after the test's
-    namespace, deleted after it)."""
+    """The provider's catalog of the two components, named after the test's namespace."""
     node_cluster.install_crds()
-    api = client.CustomObjectsApi(node_cluster.api)
-    api.create_cluster_custom_object(GROUP, VERSION, "releasecatalogs", catalog(node_namespace))
-    yield
-    api.delete_cluster_custom_object(GROUP, VERSION, "releasecatalogs", node_namespace)
-
-
-def catalog(ns: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReleaseCatalog",
-        "metadata": {"name": ns},
-        "spec": {
-            "components": [
-                {
-                    "name": "postgresql",
-                    "releases": [release("15.0", PG_OLD), release("15.1", PG_NEW)],
-                },
-                {"name": "shop", "releases": [release("1.0", SHOP_OLD), release("1.1", SHOP_NEW)]},
-            ]
-        },
+    components = {
+        "postgresql": [release("15.0", PG_OLD), release("15.1", PG_NEW)],
+        "shop": [release("1.0", SHOP_OLD), release("1.1", SHOP_NEW)],
     }
+    with release_catalog(node_cluster, node_namespace, components):
+        yield
 
 
 def shop_system(ns: str, consistency: str) -> dict[str, Any]:
