@@ -190,7 +190,8 @@ class Demo:
         row.outcome = status.get("phase") or "Pending"
         row.snapshots = len(status.get("snapshots") or [])
         row.rolled_back = bool((status.get("restore") or {}).get("completed"))
-        row.changes = status.get("summary") or ""
+        # One change a line: a system of several workloads changes several components.
+        row.changes = (status.get("summary") or "").replace(", ", "\n")
         if status.get("startTime") and status.get("completionTime"):
             took = datetime.fromisoformat(
                 status["completionTime"].replace("Z", "+00:00")
