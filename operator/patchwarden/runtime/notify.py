@@ -110,6 +110,10 @@ class Notifier:
         self.sent: dict[Key, set[str]] = {}
         """Record keys delivered by this process (an annotation written may not be seen yet)."""
         self.lock = threading.Condition()
+        self._writing: dict[Key, threading.Lock] = {}
+        """One lock an object: its record is computed and written by one thread at a time, so
+        two targets' deliveries never write their records out of order (the later write
+        holding less)."""
         self.stopping = False
         self.workers = workers
         self.threads: list[threading.Thread] = []
@@ -193,6 +197,7 @@ class Notifier:
         """The object was deleted: what it still owes is delivered, then nothing is kept."""
         with self.lock:
             self.sent.pop((plural, ns, name), None)
+            self._writing.pop((plural, ns, name), None)
 
     # ---- delivery -----------------------------------------------------------------------
     def _next(self) -> tuple[Box, Notice] | None:
@@ -265,11 +270,16 @@ class Notifier:
         with self.lock:
             sent = self.sent.setdefault((plural, ns, name), set())
             sent.add(notice.key + suffix)
-            value = ",".join(sorted(sent))
-        try:
-            self.annotate(plural, ns, name, {NOTIFIED: value})
-        except Exception as exc:  # the event went out; a missing record only repeats it
-            log.warning("recording notification %s on %s/%s failed: %s", notice.id, ns, name, exc)
+            writing = self._writing.setdefault((plural, ns, name), threading.Lock())
+        with writing:  # the value read under it: a write never undoes a later delivery's
+            with self.lock:
+                value = ",".join(sorted(self.sent.get((plural, ns, name), set())))
+            try:
+                self.annotate(plural, ns, name, {NOTIFIED: value})
+            except Exception as exc:  # the event went out; a missing record only repeats it
+                log.warning(
+                    "recording notification %s on %s/%s failed: %s", notice.id, ns, name, exc
+                )
 
     def encode(self, notice: Notice, key: bytes | None = None) -> tuple[dict[str, str], bytes]:
         """The HTTP headers and body of one CloudEvent in structured mode (JSON), signed

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from patchwarden.core.notify import NOTIFIED, Notice
+from patchwarden.core.notify import NOTIFIED, Notice, run_notices
 from patchwarden.core.settings import Settings
 from patchwarden.runtime.notify import NAMESPACE_SECRET, Notifier, Target, target_of
 
@@ -194,3 +196,30 @@ def test_a_waiting_proposal_is_announced_once_and_again_before_its_deadline() ->
     system["status"]["proposal"]["state"] = "Approved"
     n.observe("managedsystems", system)
     assert n.pending() == 0, "answered: nothing more"
+
+
+def test_two_targets_records_are_never_written_out_of_order() -> None:
+    """The fleet's and the namespace's deliveries end in two threads at once: the record
+    written last holds both (before, the first thread's slower write could land last and
+    drop the second's key, and a restarted operator sent that event again)."""
+    writes: list[str] = []
+    first = threading.Event()
+
+    def annotate(plural: str, ns: str, name: str, a: dict[str, str]) -> None:
+        if not first.is_set():
+            first.set()
+            time.sleep(0.2)  # the first write is slow: the second delivery ends meanwhile
+        writes.append(a[NOTIFIED])
+
+    n = Notifier(Settings(notify_url="http://127.0.0.1:9/hook"), annotate, workers=0)
+    notice = run_notices(run("a", "Running"))[0]
+    threads = [
+        threading.Thread(target=n._record, args=(("updateruns", "ns", "a", suffix), notice))
+        for suffix in ("", "@ns")
+    ]
+    threads[0].start()
+    first.wait(timeout=5)
+    threads[1].start()
+    for t in threads:
+        t.join(timeout=5)
+    assert writes[-1] == "started,started@ns", writes
