@@ -374,9 +374,10 @@ def failed_state_query(cluster: Cluster, ns: str, claim: str, query: str) -> str
     name = f"query-{claim}"
     script = (
         "rm -f /data/pg/postmaster.pid; chmod 0700 /data/pg; "
-        "postgres -D /data/pg -c listen_addresses='' -c unix_socket_directories=/tmp & "
+        "postgres -D /data/pg -c listen_addresses='' -c unix_socket_directories=/tmp "
+        ">/tmp/pg.log 2>&1 & "
         "until pg_isready -q -h /tmp -U postgres; do sleep 0.2; done; "
-        f'{PSQL} -c "{query}"; pg_ctl -D /data/pg stop -m fast >/dev/null'
+        f'echo "answer: $({PSQL} -c "{query}")"; pg_ctl -D /data/pg stop -m fast >/dev/null'
     )
     pod = reader_pod(
         name,
@@ -393,7 +394,8 @@ def failed_state_query(cluster: Cluster, ns: str, claim: str, query: str) -> str
     )
     out = cluster.kubectl("logs", "-n", ns, name)
     assert core.read_namespaced_pod(name, ns).status.phase == "Succeeded", out
-    return out.strip().splitlines()[-1]
+    [answer] = [x for x in out.splitlines() if x.startswith("answer: ")]
+    return answer.removeprefix("answer: ")
 
 
 def test_crash_snapshots_of_two_claims_taken_one_after_the_other_can_disagree(
