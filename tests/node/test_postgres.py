@@ -304,6 +304,11 @@ def start_shop(cluster: Cluster, ns: str, consistency: str) -> None:
     sql(cluster, ns, "CREATE TABLE rows (id int PRIMARY KEY)")
     apps.create_namespaced_deployment(ns, shop_app())
     wait_for(
+        lambda: apps.read_namespaced_deployment("app", ns).status.available_replicas == 1,
+        timeout=120,
+        what="the app ready (its freeze runs in its ready pod)",
+    )
+    wait_for(
         lambda: int(sql(cluster, ns, "SELECT count(*) FROM rows")) >= 50,
         timeout=120,
         what="the app to commit 50 rows",
