@@ -1143,7 +1143,8 @@ def targets_part(args: argparse.Namespace) -> dict[str, Any]:
         containers = [
             {"name": f"k{c}", "image": releases[c][(i + c) % 20]["image"]} for c in picked
         ]
-        workload = {"spec": {"template": {"spec": {"containers": containers}}}}
+        # The system's workloads by name, as the read model gives them to states().
+        workload = {f"w{i}": {"spec": {"template": {"spec": {"containers": containers}}}}}
         systems.append((spec, workload))
     now = datetime(2026, 11, 28, tzinfo=UTC)
     started = time.perf_counter()
