@@ -53,11 +53,6 @@ def decide_claims(
         ]
 
 
-def missing_workloads(step: Step) -> list[str]:
-    """The run's workloads this step found absent (``Kind name`` each)."""
-    return [named(w) for w, body in step.workloads() if body is None]
-
-
 def snapshotting(step: Step) -> None:
     """The pre-update snapshots: the ``pre`` hooks first, the workloads stopped for them
     (``Stopped``), the freeze commands, one snapshot per claim of ``status.claims`` (or one
@@ -69,7 +64,7 @@ def snapshotting(step: Step) -> None:
         _after_thaw(step, spec)
         return
     if spec.updates.hooks and spec.updates.hooks.pre and not status.snapshots:
-        _found(step)
+        require_workloads(step)
         if hook_stage(status, spec, seen.workloads) == "pre" and not run_hooks(step, spec, "pre"):
             return  # the pre-update hooks first (e.g. a database flushed before its snapshot)
     grouped = spec.backup.consistency == Consistency.GROUP
@@ -165,8 +160,9 @@ def released(step: Step, why: str) -> bool:
     return freeze.thawed(step, spec)
 
 
-def _found(step: Step) -> None:
-    missing = missing_workloads(step)
+def require_workloads(step: Step) -> None:
+    """Every workload the run decided must still exist (nothing was changed yet)."""
+    missing = [named(w) for w, body in step.workloads() if body is None]
     if missing:
         raise Abort(f"{', '.join(missing)} not found; nothing was changed")
 
@@ -175,7 +171,7 @@ def _recorded(step: Step, spec: ManagedSystemSpec) -> bool:
     """Record a snapshot per claim (with the claim's spec, what a restore recreates), once
     the workloads are at rest if they must be; False while their pods are still stopping."""
     status, seen = step.status, step.seen
-    _found(step)
+    require_workloads(step)
     if status.claims is None:  # started by an older operator: decided now
         missing = [
             f"{w.kind} {w.name}" for w in spec.workload_list() if not seen.workloads.get(w.name)
@@ -299,7 +295,7 @@ def _stopped(step: Step) -> bool:
     for workload, body in step.workloads():
         if workload.stopped_replicas is not None:
             continue
-        assert body is not None  # _found
+        assert body is not None  # require_workloads
         # As it was when the run started: a step repeated after the scale-down (the operator
         # killed before its status write) must not read the zero it set.
         replicas = workload.start_replicas

@@ -35,8 +35,8 @@ from patchwarden.core import builders
 from patchwarden.core.backup import (
     BACKUP_SKIPPED,
     decide_claims,
-    missing_workloads,
     released,
+    require_workloads,
     restart,
     snapshotting,
 )
@@ -307,9 +307,7 @@ def _pending(step: Step) -> None:
 
 def _recording(step: Step) -> None:
     step.system()  # it still exists, and its spec can be read
-    missing = missing_workloads(step)
-    if missing:
-        raise Abort(f"{', '.join(missing)} not found; nothing was changed")
+    require_workloads(step)
     unprotected = without_backup(step.status)
     if unprotected:
         # The guard issue 31 asked for: whatever decided the snapshots, no update starts
