@@ -19,7 +19,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,9 @@ class Outcome:
     system_last_run: str | None
     request_state: str | None
     metric_runs: tuple[tuple[str, float], ...]
-    """``patchwarden_update_runs_total`` for the system by result, as the operator that
-    finished serves it."""
+    """``patchwarden_update_runs_total`` for the system by result: what the killed
+    operator counted (read just before it was killed) plus what the one that finished
+    counted. Each run's end must be counted once."""
 
     def differences(self, other: Outcome) -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -148,19 +149,32 @@ class Point:
         }
 
 
-SAMPLE = 6
+SAMPLE = 3
 """Crash points per scenario in ``make test``."""
 
 
 def sample(writes: int, count: int = SAMPLE, every: bool = False) -> list[tuple[int, Mode]]:
-    """``count`` crash points of a scenario of ``writes`` writes: the first and the last
-    write and evenly spread ones between, the modes alternating; with ``every``, each
-    write in both modes (``make chaos``)."""
+    """``count`` crash points of a scenario of ``writes`` writes, evenly spread inside it
+    (at a quarter, half and three quarters of the writes for 3), the modes alternating;
+    with ``every``, each write in both modes (``make chaos``)."""
     modes: tuple[Mode, Mode] = ("after", "before")
     if every:
         return [(n, m) for n in range(1, writes + 1) for m in modes]
-    picks = sorted({round(1 + i * (writes - 1) / (count - 1)) for i in range(count)})
+    picks = sorted({max(1, round((i + 1) * writes / (count + 1))) for i in range(count)})
     return [(n, modes[i % 2]) for i, n in enumerate(picks)]
+
+
+def chosen(spec: str, scenario: str) -> list[tuple[int, Mode]] | None:
+    """The points ``PATCHWARDEN_CHAOS`` names for ``scenario`` (``succeeds:14:after,…``, a
+    matrix row to reproduce), or None when it names none."""
+    found: list[tuple[int, Mode]] = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, n, mode = item.split(":")
+        if mode not in ("after", "before"):
+            raise ValueError(f"PATCHWARDEN_CHAOS: {item!r}: the mode is after or before")
+        if name == scenario:
+            found.append((int(n), "after" if mode == "after" else "before"))
+    return found or None
 
 
 # ---- the scenario's objects --------------------------------------------------------------
@@ -328,30 +342,43 @@ def outcome(cluster: Cluster, ns: str, metrics_port: int) -> Outcome:
         images=tuple(c.image for c in deployment.spec.template.spec.containers),
         replicas=int(deployment.spec.replicas or 0),
         finalizers=tuple(sorted(finalizers)),
-        system_last_run=((msys.get("status") or {}).get("lastRun") or {}).get("phase"),
+        system_last_run=((msys.get("status") or {}).get("lastRun") or {}).get("result"),
         request_state=(requests[0].get("status") or {}).get("state") if requests else None,
         metric_runs=scrape_runs(metrics_port, ns),
     )
 
 
-def settled(cluster: Cluster, ns: str, scenario: Scenario, actor: Actor) -> bool:
-    """The scenario has come to rest: its run ended (or, deleted, went), the system saw
-    so and holds no finalizer, a request saw its run end."""
+def unsettled(cluster: Cluster, ns: str, scenario: Scenario, actor: Actor) -> str:
+    """What keeps the scenario from having come to rest ("" once it has): its run ended
+    (or, deleted, went), the system saw so and holds no run finalizer, a request saw its
+    run end."""
     runs = items(cluster, ns, "UpdateRun")
     msys = get(cluster, ns, "ManagedSystem", "shop")
-    if msys["metadata"].get("finalizers"):
-        return False
-    last = ((msys.get("status") or {}).get("lastRun") or {}).get("phase")
+    if "patchwarden.io/active-run" in (msys["metadata"].get("finalizers") or []):
+        return "the system still holds patchwarden.io/active-run"
+    last = ((msys.get("status") or {}).get("lastRun") or {}).get("result")
     if scenario.delete_run:
-        return actor.done.is_set() and not runs
-    if len(runs) != 1 or (runs[0].get("status") or {}).get("phase") not in ENDED:
-        return False
-    if last != runs[0]["status"]["phase"]:
-        return False
+        if not actor.done.is_set():
+            return "the run not deleted yet"
+        return f"{len(runs)} runs left" if runs else ""
+    phases = [(r.get("status") or {}).get("phase") for r in runs]
+    if len(runs) != 1 or phases[0] not in ENDED:
+        return f"runs in {phases}"
+    if last != phases[0]:
+        return f"the system's lastRun is {last}, the run {phases[0]}"
     if scenario.request:
         state = (items(cluster, ns, "UpdateRequest")[0].get("status") or {}).get("state")
-        return state == runs[0]["status"]["phase"]
-    return True
+        if state != phases[0]:
+            return f"the request is {state}, its run {phases[0]}"
+    return ""
+
+
+def wait_settled(cluster: Cluster, ns: str, scenario: Scenario, actor: Actor) -> None:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while why := unsettled(cluster, ns, scenario, actor):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not settled after {SETTLE_SECONDS}s: {why}")
+        time.sleep(0.2)
 
 
 # ---- one point ---------------------------------------------------------------------------
@@ -368,26 +395,31 @@ def run_point(
     """The scenario with a crash at write ``n`` (None: the baseline, no crash)."""
     started = time.monotonic()
     point = Point(scenario.name, n, mode if n else None, "-")
-    port = free_port()
+    port, first_port = free_port(), free_port()
     with (
         catalog_for(cluster, ns) as catalog,
         ClaimGuard(cluster, ns) as guard,
         fault_proxy(cluster.kubeconfig, directory, n, mode) as (proxy, proxied),
     ):
-        op = Operator(cluster, ns, directory / "operator.log", {"KUBECONFIG": str(proxied)})
+        op = Operator(
+            cluster,
+            ns,
+            directory / "operator.log",
+            {"KUBECONFIG": str(proxied), "PATCHWARDEN_METRICS_PORT": str(first_port)},
+        )
         op.start()
+        counted_first: tuple[tuple[str, float], ...] = ()
         try:
             with Actor(cluster, ns, scenario) as actor:
                 setup(cluster, ns, scenario, catalog)
                 if n is None:
-                    wait_for(
-                        lambda: settled(cluster, ns, scenario, actor),
-                        timeout=SETTLE_SECONDS,
-                        what=f"{scenario.name} to settle",
-                    )
-                else:
-                    if not proxy.tripped.wait(SETTLE_SECONDS):
-                        point.problems.append(f"never reached write {n} ({proxy.count} seen)")
+                    wait_settled(cluster, ns, scenario, actor)
+                elif not proxy.tripped.wait(SETTLE_SECONDS):
+                    point.problems.append(f"never reached write {n} ({proxy.count} seen)")
+                # What the first operator counted, read before it dies (its traffic to the
+                # API server stopped; its metrics endpoint still answers).
+                counted_first = _scrape_or_nothing(first_port, ns)
+                if n is not None:
                     op.kill()
                     if proxy.writes and proxy.tripped.is_set():
                         point.write = str(next(w for w in proxy.writes if w.n == n))
@@ -402,7 +434,7 @@ def run_point(
                     # Outranks the killed one at once (its peering record lives on 60 s).
                     PATCHWARDEN_PRIORITY="5000",
                 ):
-                    _finish(cluster, ns, scenario, actor, point, port)
+                    _finish(cluster, ns, scenario, actor, point, port, counted_first)
         finally:
             op.stop()
         point.problems += guard.violations
@@ -410,22 +442,35 @@ def run_point(
     return point
 
 
+def _scrape_or_nothing(port: int, ns: str) -> tuple[tuple[str, float], ...]:
+    try:
+        return scrape_runs(port, ns)
+    except OSError:
+        return ()  # it had not started serving (a crash at its first writes)
+
+
 def _finish(
-    cluster: Cluster, ns: str, scenario: Scenario, actor: Actor, point: Point, port: int
+    cluster: Cluster,
+    ns: str,
+    scenario: Scenario,
+    actor: Actor,
+    point: Point,
+    port: int,
+    counted_first: tuple[tuple[str, float], ...],
 ) -> None:
     try:
-        wait_for(
-            lambda: settled(cluster, ns, scenario, actor),
-            timeout=SETTLE_SECONDS,
-            what=f"{scenario.name} to settle",
-        )
+        wait_settled(cluster, ns, scenario, actor)
     except AssertionError as exc:
         point.problems.append(str(exc).splitlines()[0][:300])
-    point.outcome = wait_for(
+    found = wait_for(
         lambda: _outcome_with_metrics(cluster, ns, port),
         timeout=30,
         what="the operator's metrics",
     )
+    # A run's end is counted once, by whichever operator saw it: both processes' counts.
+    total = Counter(dict(counted_first))
+    total.update(dict(found.metric_runs))
+    point.outcome = replace(found, metric_runs=tuple(sorted(total.items())))
 
 
 def _outcome_with_metrics(cluster: Cluster, ns: str, port: int) -> Outcome | None:

@@ -22,6 +22,7 @@ operator's; a crash "after an Event" is the crash before the next counted write.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
@@ -107,6 +108,8 @@ class FaultProxy:
     # ---- running it ----------------------------------------------------------------------
 
     def start(self) -> None:
+        # Cut connections are the point here, not errors worth a traceback each.
+        logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
         ready = threading.Event()
         failed: list[BaseException] = []
 
@@ -191,10 +194,18 @@ class FaultProxy:
                 self.writes.append(Write(n, request.method, request.path_qs, None))
                 self._trip()
                 return await self._hang()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-type"
+        }
         headers["Accept-Encoding"] = "identity"
+        payload = None
+        if body:  # its Content-Type as sent (a JSON, merge or apply patch …)
+            kind = request.headers.get("Content-Type", "application/json")
+            payload = aiohttp.BytesPayload(body, content_type=kind)
         async with self._session.request(
-            request.method, self._upstream + request.path_qs, headers=headers, data=body or None
+            request.method, self._upstream + request.path_qs, headers=headers, data=payload
         ) as answer:
             if n is not None:
                 self.writes.append(Write(n, request.method, request.path_qs, answer.status))

@@ -104,7 +104,8 @@ async def run_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     # cancelled only if it has not within 5 s (kopf's "Daemon 'run' is cancelled" warning).
     cancellation_backoff=5,
     cancellation_timeout=10,
-    when=lambda status, **_: status.get("phase") not in TERMINAL,
+    # An ended run is stepped once more until its end is counted (status.counted).
+    when=lambda status, **_: status.get("phase") not in TERMINAL or status.get("counted") is False,
 )
 async def run_daemon(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
@@ -153,7 +154,8 @@ async def run_daemon(
     VERSION,
     "updateruns",
     id="stop",
-    when=lambda status, **_: status.get("phase") not in TERMINAL,
+    # An ended run is stepped once more until its end is counted (status.counted).
+    when=lambda status, **_: status.get("phase") not in TERMINAL or status.get("counted") is False,
 )
 async def run_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """A run in progress that is deleted (by hand, or with its system in a foreground

@@ -8,10 +8,12 @@ which landed (``after``) or did not (``before``), and a new operator finishes. E
 point must leave exactly what the baseline left (tests/chaos.py: ``Outcome``), and no
 claim may go before its failed-state snapshot is ready.
 
-``make test`` runs a sample of the points (:func:`sample`: the first and the last
-write, and evenly spread ones between, alternating the modes); ``make chaos`` runs every
-point of every scenario (``PATCHWARDEN_CHAOS=all``) and writes the matrix to
-``bench/results-chaos.json`` (the reference: ``bench/reference/chaos.json``).
+``make test`` runs a sample of the points (tests/chaos.py: ``sample``, three spread
+over each scenario's writes, alternating the modes); ``make chaos`` runs every point of
+every scenario (``PATCHWARDEN_CHAOS=all``) and writes the matrix to
+``bench/results-chaos.json`` (the reference: ``bench/reference/chaos.json``). One row
+again: ``PATCHWARDEN_CHAOS=succeeds:14:after pytest tests/cluster/test_crash_anywhere.py
+-k succeeds``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 from tests.chaos import (
     SCENARIOS,
     Point,
+    chosen,
     compare,
     matrix_text,
     run_point,
@@ -38,7 +41,8 @@ from tests.faultproxy import Mode
 
 pytestmark = pytest.mark.usefixtures("crds")
 
-EVERY = os.environ.get("PATCHWARDEN_CHAOS") == "all"
+CHAOS = os.environ.get("PATCHWARDEN_CHAOS", "")
+EVERY = CHAOS == "all"
 JOBS = int(os.environ.get("PATCHWARDEN_CHAOS_JOBS", "3"))
 RESULTS = REPO / "bench" / "results-chaos.json"
 MATRIX: list[Point] = []
@@ -76,7 +80,7 @@ def test_a_crash_at_any_write_ends_as_without_it(
     MATRIX.append(baseline)
     assert baseline.ok, matrix_text([baseline])
     assert baseline.writes > 2, f"{scenario} took only {baseline.writes} writes"
-    points = sample(baseline.writes, every=EVERY)
+    points = (None if EVERY else chosen(CHAOS, scenario)) or sample(baseline.writes, every=EVERY)
     with ThreadPoolExecutor(JOBS) as pool:
         found = list(
             pool.map(lambda p: compare(_point(cluster, tmp_path, scenario, *p), baseline), points)

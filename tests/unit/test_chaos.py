@@ -3,20 +3,19 @@ sampled run tries, which requests count as writes."""
 
 from __future__ import annotations
 
-from tests.chaos import sample
+from tests.chaos import chosen, sample
 from tests.faultproxy import counted
 
 
 def test_the_sample_spreads_over_the_writes_alternating_the_modes() -> None:
-    assert sample(31) == [
-        (1, "after"),
-        (7, "before"),
-        (13, "after"),
-        (19, "before"),
-        (25, "after"),
-        (31, "before"),
-    ]
-    assert sample(3) == [(1, "after"), (2, "before"), (3, "after")]
+    assert sample(40) == [(10, "after"), (20, "before"), (30, "after")]
+    assert sample(2) == [(1, "after"), (2, "before")]
+
+
+def test_a_matrix_row_can_be_named_to_run_again() -> None:
+    spec = "succeeds:14:after, request:19:before,succeeds:3:before"
+    assert chosen(spec, "succeeds") == [(14, "after"), (3, "before")]
+    assert chosen(spec, "rolls-back") is None
 
 
 def test_every_point_is_each_write_in_both_modes() -> None:

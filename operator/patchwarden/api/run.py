@@ -273,6 +273,11 @@ class UpdateRunStatus(Model):
     """Why the update failed, kept while the rollback runs."""
     start_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    counted: bool | None = None
+    """Whether the run's end is in the operator's run counters: ``false`` when it ended,
+    ``true`` once an operator counted it (counted first, then recorded). An operator that
+    dies between the two leaves it ``false`` and the next one counts it: an end is counted
+    at least once, never lost with the answer to the write that ended the run."""
     claims: list[str] | None = Field(default=None, max_length=256)
     """The PersistentVolumeClaims the run backs up and a rollback restores, decided when it
     started, before it changed anything: ``spec.volumes``, or every claim the workload

@@ -75,6 +75,8 @@ class Runner:
         self.snapshot_classes = snapshot_classes or kube.snapshot_classes
         """The VolumeSnapshotClasses (the systems controller's watch-fed copy: a window's
         runs would otherwise list them in every snapshotting step)."""
+        self._counted: set[str] = set()
+        """The runs whose end this process counted (by uid)."""
         self.timeouts = machine.Timeouts(
             snapshot=timedelta(seconds=settings.snapshot_timeout_seconds),
             rollback=timedelta(seconds=settings.rollback_timeout_seconds),
@@ -86,7 +88,7 @@ class Runner:
         ``body`` is updated with the status written."""
         run = machine.Run.of(body)
         status = UpdateRunStatus.model_validate(body.get("status") or {})
-        if status.phase in TERMINAL:
+        if status.phase in TERMINAL and status.counted is not False:
             return None
         seen = self.observe(run, status)
         out = machine.advance(run, status, seen, self.now(), self.timeouts)
@@ -119,8 +121,6 @@ class Runner:
             wire = out.status.wire()
             self.kube.patch_status("updateruns", run.namespace, run.name, wire)
             body["status"] = wire
-            for ended in (a for a in out.actions if isinstance(a, machine.RunEnded)):
-                metrics.observe_run_end(body, wire, ended.service_model, ended.package)
             for before, after in itertools.pairwise(passed):  # the chained phases too
                 if after.phase != before.phase:
                     log.info(
@@ -426,5 +426,10 @@ class Runner:
                 self.emit(body, type_, reason, message)
             case machine.PhaseEnded(phase, seconds):
                 metrics.observe_phase(phase.value, seconds)
-            case machine.RunEnded():
-                pass  # counted in step(), with the final status once it is written
+            case machine.RunEnded(model, package):
+                # Counted before the status that says so is written (at least once); the
+                # same process counts a run once, also when that write fails and is retried.
+                uid = body["metadata"].get("uid") or f"{run.namespace}/{run.name}"
+                if uid not in self._counted:
+                    self._counted.add(uid)
+                    metrics.observe_run_end(body, body.get("status") or {}, model, package)

@@ -91,6 +91,7 @@ from patchwarden.core.step import (
     Wait,
     adopted,
     claims_to_read,
+    count_end,
     end_failed,
     gated,
     images_set,
@@ -162,6 +163,8 @@ def advance(
     phase = status.phase or Phase.PENDING
     step = Step(run, seen, now, timeouts, Transition(status.model_copy(deep=True)))
     if phase in TERMINAL:
+        if status.counted is False:
+            count_end(step)
         step.out.wait = Wait.DONE
         return step.out
     adopted(step.status, spec_or_none(seen.system))

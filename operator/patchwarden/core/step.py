@@ -473,23 +473,36 @@ class Step:
         self.out.wait = Wait.DONE if phase in TERMINAL else Wait.NOW
 
     def end(self, phase: Phase, message: str, summary: str | None = None) -> None:
-        """A terminal phase: completion time, Ready, an Event and the run's metrics."""
+        """A terminal phase: completion time, Ready and an Event; the run's counters follow
+        in a step of their own (:func:`count_end`), once this status is written."""
         succeeded = phase == Phase.SUCCEEDED
         self.enter(phase, message)
         self.status.completion_time = utc_text(self.now)
+        self.status.counted = False
+        self.out.wait = Wait.NOW
         self.condition(c.READY, succeeded, phase.value, summary or message)
-        spec = spec_or_none(self.seen.system)
         self.act(
-            RunEnded(
-                spec.service_model.value if spec else "",
-                spec.package.value if spec and spec.package else "",
-            ),
             Emit(
                 "Normal" if phase in {Phase.SUCCEEDED, Phase.CANCELLED} else "Warning",
                 phase.value,
                 summary or message,
             ),
         )
+
+
+def count_end(step: Step) -> None:
+    """The ended run's counters (the action), recorded as counted by the status written
+    with it. The controller counts before it writes, so an operator killed between the two
+    leaves the run uncounted for the next one: at least once."""
+    spec = spec_or_none(step.seen.system)
+    step.act(
+        RunEnded(
+            spec.service_model.value if spec else "",
+            spec.package.value if spec and spec.package else "",
+        )
+    )
+    step.status.counted = True
+    step.out.wait = Wait.DONE
 
 
 def spec_or_none(system: Mapping[str, Any] | None) -> ManagedSystemSpec | None:

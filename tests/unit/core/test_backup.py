@@ -238,7 +238,7 @@ def test_a_step_repeated_after_the_scale_down_scales_back_to_the_replicas_at_the
 def test_a_run_on_a_statefulset_without_its_claims_ends_before_changing_anything() -> None:
     db = system(workload={"kind": "StatefulSet", "name": "db"})
     out = step(status(None), system=db, workload=statefulset(0), namespace_claims=())
-    assert out.status.phase == Phase.FAILED and kinds(out) == ["RunEnded", "Emit"]
+    assert out.status.phase == Phase.FAILED and kinds(out) == ["Emit"]
     assert (out.status.message or "").startswith(
         "StatefulSet db has volumeClaimTemplates (data, wal) but none of their claims exists"
     )
