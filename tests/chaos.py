@@ -131,6 +131,8 @@ class Point:
     writes: int = 0
     """Writes the proxy counted (the baseline: the scenario's whole count)."""
     seconds: float = 0.0
+    trace: list[str] = field(default_factory=list)
+    """The baseline's writes in order (what each ``n`` means, in a run without a crash)."""
 
     @property
     def ok(self) -> bool:
@@ -146,6 +148,7 @@ class Point:
             "ok": self.ok,
             "problems": self.problems,
             "seconds": round(self.seconds, 1),
+            **({"trace": self.trace} if self.trace else {}),
         }
 
 
@@ -422,8 +425,10 @@ def run_point(
                 if n is not None:
                     op.kill()
                     if proxy.writes and proxy.tripped.is_set():
-                        point.write = str(next(w for w in proxy.writes if w.n == n))
+                        point.write = _generic(str(next(w for w in proxy.writes if w.n == n)), ns)
                 point.writes = proxy.count
+                if n is None:
+                    point.trace = [_generic(str(w), ns) for w in proxy.writes]
                 op.stop()
                 (directory / "after").mkdir(exist_ok=True)
                 with running_operator(
@@ -440,6 +445,10 @@ def run_point(
         point.problems += guard.violations
     point.seconds = time.monotonic() - started
     return point
+
+
+def _generic(write: str, ns: str) -> str:
+    return write.replace(f"/namespaces/{ns}/", "/namespaces/NS/")
 
 
 def _scrape_or_nothing(port: int, ns: str) -> tuple[tuple[str, float], ...]:
