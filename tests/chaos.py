@@ -108,9 +108,9 @@ class Outcome:
     system_last_run: str | None
     request_state: str | None
     metric_runs: tuple[tuple[str, float], ...]
-    """``patchwarden_update_runs_total`` for the system by result: what the killed
-    operator counted (read just before it was killed) plus what the one that finished
-    counted. Each run's end must be counted once."""
+    """``patchwarden_update_runs_total`` for the system by result: whether the killed
+    operator (read just before it was killed) or the one that finished counted it. Each
+    run's end must be counted (at least once: :func:`_finish`)."""
 
     def differences(self, other: Outcome) -> list[str]:
         mine, theirs = asdict(self), asdict(other)
@@ -131,6 +131,8 @@ class Point:
     writes: int = 0
     """Writes the proxy counted (the baseline: the scenario's whole count)."""
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    """What is worth saying and not wrong (an end counted twice)."""
     trace: list[str] = field(default_factory=list)
     """The baseline's writes in order (what each ``n`` means, in a run without a crash)."""
 
@@ -147,6 +149,7 @@ class Point:
             "phase": self.outcome.phase if self.outcome else None,
             "ok": self.ok,
             "problems": self.problems,
+            "notes": self.notes,
             "seconds": round(self.seconds, 1),
             **({"trace": self.trace} if self.trace else {}),
         }
@@ -476,10 +479,16 @@ def _finish(
         timeout=30,
         what="the operator's metrics",
     )
-    # A run's end is counted once, by whichever operator saw it: both processes' counts.
+    # A run's end is counted at least once, by whichever operator got there: both
+    # processes' counts. Twice only when the first died between counting it and recording
+    # so (status.counted); the first's count then dies with it unless a scrape came between.
     total = Counter(dict(counted_first))
     total.update(dict(found.metric_runs))
-    point.outcome = replace(found, metric_runs=tuple(sorted(total.items())))
+    if any(v > 1 for v in total.values()):
+        point.notes.append(f"counted {dict(total)} (first operator {dict(counted_first)})")
+    point.outcome = replace(
+        found, metric_runs=tuple(sorted((k, min(v, 1.0)) for k, v in total.items()))
+    )
 
 
 def _outcome_with_metrics(cluster: Cluster, ns: str, port: int) -> Outcome | None:
