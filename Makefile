@@ -57,7 +57,7 @@ test: lint ## lint, type check, unit, cluster and real-node tests (brings up bot
 
 .PHONY: chaos
 chaos: $(STAMP) ## crash the operator at every write of four scenarios, on the local cluster (bench/results-chaos.json)
-	PATCHWARDEN_CHAOS=all $(BIN)/pytest tests/cluster/test_crash_anywhere.py -x -q
+	PATCHWARDEN_CHAOS=all $(BIN)/pytest tests/cluster/test_crash_anywhere.py -q -s
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## only the tests that need no cluster
