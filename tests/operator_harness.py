@@ -41,11 +41,23 @@ FAST = {
 
 
 def free_port() -> int:
+    """A port free now, for a server a test starts (an operator's metrics): below the
+    kernel's ephemeral range, so that no outgoing connection takes it before the server
+    binds it (the crash matrix's operators and proxies open many: a metrics port the
+    kernel had just given out as ephemeral was taken by one, and the operator's start
+    failed with "address already in use")."""
+    import random
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32000 after 200 tries")
 
 
 @dataclass

@@ -48,15 +48,21 @@ RESULTS = REPO / "bench" / "results-chaos.json"
 MATRIX: list[Point] = []
 
 
+def _record(points: list[Point]) -> None:
+    """Add to the matrix and write it at once (a long ``make chaos`` stopped midway keeps
+    what it found)."""
+    MATRIX.extend(points)
+    write_matrix(
+        RESULTS,
+        MATRIX,
+        {"every_point": EVERY, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    )
+
+
 @pytest.fixture(scope="module", autouse=True)
 def matrix() -> Iterator[None]:
     yield
     if MATRIX:
-        write_matrix(
-            RESULTS,
-            MATRIX,
-            {"every_point": EVERY, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        )
         print("\n" + matrix_text(MATRIX))
 
 
@@ -77,7 +83,7 @@ def test_a_crash_at_any_write_ends_as_without_it(
     cluster: Cluster, tmp_path: Path, scenario: str
 ) -> None:
     baseline = _point(cluster, tmp_path, scenario, None, "after")
-    MATRIX.append(baseline)
+    _record([baseline])
     assert baseline.ok, matrix_text([baseline])
     assert baseline.writes > 2, f"{scenario} took only {baseline.writes} writes"
     points = (None if EVERY else chosen(CHAOS, scenario)) or sample(baseline.writes, every=EVERY)
@@ -85,6 +91,6 @@ def test_a_crash_at_any_write_ends_as_without_it(
         found = list(
             pool.map(lambda p: compare(_point(cluster, tmp_path, scenario, *p), baseline), points)
         )
-    MATRIX.extend(found)
+    _record(found)
     bad = [p for p in found if not p.ok]
     assert not bad, matrix_text([baseline, *bad])
