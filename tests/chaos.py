@@ -266,6 +266,7 @@ class ClaimGuard:
         self.cluster, self.ns = cluster, ns
         self.violations: list[str] = []
         self.deleted: list[str] = []
+        self._stopping = False
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -274,10 +275,18 @@ class ClaimGuard:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._stopping = True
         self._watch.stop()
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        try:
+            self._watch_claims()
+        except Exception as exc:  # the namespace going ends the watch; before that, say so
+            if not self._stopping:
+                self.violations.append(f"the claims' watch failed: {exc}")
+
+    def _watch_claims(self) -> None:
         core = client.CoreV1Api(self.cluster.api)
         custom = client.CustomObjectsApi(self.cluster.api)
         seen: set[tuple[str, str]] = set()

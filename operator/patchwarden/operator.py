@@ -154,7 +154,7 @@ async def run_daemon(
     VERSION,
     "updateruns",
     id="stop",
-    # An ended run is stepped once more until its end is counted (status.counted).
+    # A run in progress, or ended and not yet counted (status.counted), is taken to its end.
     when=lambda status, **_: status.get("phase") not in TERMINAL or status.get("counted") is False,
 )
 async def run_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
