@@ -38,8 +38,13 @@ EventFn = Callable[[dict[str, Any], str, str, str], None]
 BOOKKEEPING = (machine.Emit, machine.PhaseEnded, machine.FreezeEnded)
 """Actions that change nothing in the cluster: a step with only these may be chained."""
 CHAINED_STEPS = 2
-"""At most this many steps follow the first in one call (Pending → Snapshotting, and
-Recording → Updating, each with one write instead of two)."""
+"""At most this many steps follow the first in one call (Snapshotting → Recording →
+Updating: the workload recorded and the images to set, in one write)."""
+
+
+def bookkeeping(out: machine.Transition) -> bool:
+    """The step changes nothing in the cluster: only its status, Events and metrics."""
+    return all(isinstance(a, BOOKKEEPING) for a in out.actions)
 
 
 def namespace_terminating(exc: ApiException) -> bool:
@@ -98,10 +103,18 @@ class Runner:
             # by the next one now: one status write for both, the workload read once.
             if out.wait is not Wait.NOW or out.status.phase in TERMINAL:
                 break
-            if not all(isinstance(a, BOOKKEEPING) for a in out.actions):
+            if not bookkeeping(out):
                 break
-            seen = self.observe(run, out.status, have=seen)
-            following = machine.advance(run, out.status, seen, self.now(), self.timeouts)
+            ahead = self.observe(run, out.status, have=seen)
+            following = machine.advance(run, out.status, ahead, self.now(), self.timeouts)
+            if not bookkeeping(following) and out.status != status:
+                # Written ahead: a step that changes the cluster is taken only from a status
+                # that is written (the next call, at once). Merged, a crash after its change
+                # and before the one write would lose what the steps before it recorded
+                # (the workload's spec as it was before the update: crash matrix,
+                # rolls-back n=10 after and n=11 before).
+                break
+            seen = ahead
             out = machine.Transition(
                 following.status, [*out.actions, *following.actions], following.wait
             )

@@ -212,6 +212,14 @@ def target_images(spec: UpdateRunSpec, workload: str | None = None) -> dict[str,
     return {t.container: t.image for t in image_targets(spec, workload) if t.container and t.image}
 
 
+def has_images(workload: Mapping[str, Any], images: Mapping[str, str]) -> bool:
+    """Every container named in ``images`` (container → image) runs that image in the
+    workload's spec."""
+    containers = workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    live = {c.get("name"): c.get("image") for c in containers or []}
+    return all(live.get(name) == image for name, image in images.items())
+
+
 def catalog_changes(spec: UpdateRunSpec, workload: str | None = None) -> list[Change]:
     return [
         Change.model_validate(

@@ -47,6 +47,7 @@ from patchwarden.core.objects import (
     CONTROLLER_ANNOTATIONS,
     catalog_changes,
     foreign_users,
+    has_images,
     job_changes,
     job_ended,
     job_message,
@@ -180,8 +181,13 @@ def advance(
         if stopping and phase != Phase.ROLLING_BACK:
             if phase == Phase.SNAPSHOTTING and not released(step, stopping):
                 return step.out  # the workloads are thawed before the run stops
-            job_started = status.job is not None and status.job.created
-            changed = job_started or images_set(step.status)
+            if phase == Phase.UPDATING and seen.job is not None:
+                # Created by a step cut short before its status write (an operator killed
+                # after the create, the answer lost): it may have run, so it is rolled back.
+                step.status.job = step.status.job or JobRecord(name=builders.job_name(run.name))
+                step.status.job.created = True
+            job = step.status.job
+            changed = (job is not None and job.created) or images_set(step.status)
             if phase not in ROLLS_BACK or (phase == Phase.UPDATING and not changed):
                 if phase == Phase.UPDATING:
                     # Not recorded as created, but a step cut short after creating it (the
@@ -375,7 +381,9 @@ def _target_images_set(step: Step) -> bool:
         name = named(workload)
         if not workload.images_set:
             _ends_by(step, spec)
-            step.act(SetImages(workload.kind, workload.name, images))
+            # Recorded before they are set (the controller writes this status before the
+            # next step sets them): a crash after setting them, the answer lost, leaves a
+            # record that says they may be set, and a failure or a stop rolls them back.
             workload.images_set = True
             status.changes = [*status.changes, *catalog_changes(step.run.spec, workload.name)]
             status.summary = summary(status.changes)
@@ -383,6 +391,10 @@ def _target_images_set(step: Step) -> bool:
                 f"rolling out {name}: {summary(catalog_changes(step.run.spec, workload.name))}"
             )
             step.restart_clock()
+            step.out.wait = Wait.NOW
+            return False
+        if body is not None and not has_images(body, images):
+            step.act(SetImages(workload.kind, workload.name, images))  # idempotent
             step.out.wait = Wait.POLL
             return False
         if body is not None and workload_ready(body):

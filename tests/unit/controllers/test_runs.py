@@ -217,25 +217,36 @@ def test_snapshots_are_recorded_and_created_in_one_step_with_one_write() -> None
     }
 
 
-def test_steps_that_only_record_are_chained_with_the_next_one_write_one_workload_read(
+def test_steps_that_only_record_are_chained_and_a_change_is_taken_only_from_a_written_status(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Pending → Snapshotting (its snapshot made), and once it is ready Snapshotting →
-    Recording → Updating (its Job made): each in one call and one status write."""
+    """Steps that only record are chained (one write, the workload read once), but a step
+    that changes the cluster is taken only once what the steps before it recorded is
+    written: Pending's decisions before the snapshots; Snapshotting → Recording → Updating
+    (the workload's spec recorded) before the Job."""
     caplog.set_level(logging.INFO, logger="patchwarden.controllers.runs")
     kube, runner = setup()
     kube.calls.clear()
-    assert runner.step(kube.get("updateruns", NS, "run") or {}) != 0.0, "waits for the snapshot"
+    assert runner.step(kube.get("updateruns", NS, "run") or {}) == 0.0, "goes on at once"
     status = run_of(kube)["status"]
-    assert status["phase"] == "Snapshotting" and status["startTime"]
-    assert status["snapshots"][0]["created"] is True
+    assert status["phase"] == "Snapshotting" and status["startTime"] and status["claims"]
+    assert kube.created() == [], "the snapshot is made from the written status"
+    assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
+    kube.calls.clear()
+    assert runner.step(kube.get("updateruns", NS, "run") or {}) != 0.0, "waits for the snapshot"
+    assert kube.created() == ["create volumesnapshots/run-data"]
+    assert run_of(kube)["status"]["snapshots"][0]["created"] is True
+    kube.calls.clear()
+    assert runner.step(kube.get("updateruns", NS, "run") or {}) == 0.0  # ready (FakeKube)
+    status = run_of(kube)["status"]
+    assert status["phase"] == "Updating"  # through Recording
+    assert status["workloads"][0]["recorded"]["template"]["spec"]["containers"][0]["image"] == "v1"
+    assert kube.created() == [], "the Job is made once the record of the workload is written"
     assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
     assert kube.calls.count("get deployments/app") == 1, kube.calls
     kube.calls.clear()
-    runner.step(kube.get("updateruns", NS, "run") or {})  # the snapshot is ready (FakeKube)
-    assert run_of(kube)["status"]["phase"] == "Updating"  # through Recording
+    runner.step(kube.get("updateruns", NS, "run") or {})
     assert kube.created() == ["create jobs/run-update"]
-    assert [c for c in kube.calls if c.startswith("patch")] == ["patch updateruns/status/run"]
     logged = [
         r.getMessage().split(": ")[1] for r in caplog.records if "run ns/run" in r.getMessage()
     ]

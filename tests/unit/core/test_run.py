@@ -345,6 +345,21 @@ def test_a_deleted_run_mid_update_stops_its_job_and_rolls_back() -> None:
     assert again.status.restore.step == RollbackStep.RESTORE_CLAIMS
 
 
+@pytest.mark.parametrize("record", [None, {"name": "run-update"}], ids=["none", "not created"])
+def test_a_run_stopped_with_a_job_its_record_does_not_know_rolls_back(
+    record: dict[str, Any] | None,
+) -> None:
+    """The step that created the Job was cut short before its status write (crash matrix:
+    the create landed, its answer lost): the Job may have run, so a stop rolls back."""
+    st = status(Phase.UPDATING, recorded=RECORDED, job=record)
+    out = m.advance(DELETED_RUN, st, Observed(system=system(), job={"status": {}}), NOW, TIMEOUTS)
+    assert out.status.phase == Phase.ROLLING_BACK, out.status.message
+    assert out.status.job is not None and out.status.job.created
+    assert out.actions[0] == m.StopJob("run-update")
+    never = m.advance(DELETED_RUN, st, Observed(system=system()), NOW, TIMEOUTS)
+    assert never.status.phase == Phase.CANCELLED, "no Job exists: nothing was changed"
+
+
 def test_a_system_deleted_while_verifying_rolls_back_and_without_rollback_asks_for_a_person() -> (
     None
 ):
@@ -387,18 +402,23 @@ def image_step(st: UpdateRunStatus, **seen: Any) -> m.Transition:
     return m.advance(IMAGE_RUN, st, observed(**seen), now, TIMEOUTS)
 
 
-def test_targets_are_set_as_images_then_the_rollout_is_awaited_before_the_job() -> None:
+def test_targets_are_recorded_then_set_as_images_then_the_rollout_is_awaited_before_the_job() -> (
+    None
+):
     out = image_step(status(Phase.UPDATING, recorded=RECORDED))
-    assert out.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
-    assert the_workload(out).images_set and out.wait == Wait.POLL
+    assert out.actions == [], "recorded before they are set: the record never says less"
+    assert the_workload(out).images_set and out.wait == Wait.NOW
     (change,) = out.status.changes
     assert (change.from_version, change.to_version, change.to_image) == ("16.3", "16.4", "pg:16.4")
     assert change.advisories == ["CVE-2024-10979"] and change.source == "catalog"
     assert out.status.summary == "postgres 16.3→16.4"
     assert m.reads(out.status) == frozenset({Read.WORKLOAD})
-    rolling = image_step(out.status, workload=workload(ready=False))
+    setting = image_step(out.status, workload=workload(image="v1"))
+    assert setting.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
+    assert setting.status == out.status and setting.wait == Wait.POLL, "no write: set, awaited"
+    rolling = image_step(out.status, workload=workload(image="pg:16.4", ready=False))
     assert rolling.actions == [] and rolling.wait == Wait.POLL
-    rolled = image_step(out.status, workload=workload())
+    rolled = image_step(out.status, workload=workload(image="pg:16.4"))
     (create,) = rolled.actions
     assert isinstance(create, m.CreateJob)
     env = {
@@ -406,7 +426,9 @@ def test_targets_are_set_as_images_then_the_rollout_is_awaited_before_the_job() 
         for e in create.body["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert '"to": "16.4"' in env["PATCHWARDEN_TARGETS"]
-    late = image_step(out.status, workload=workload(ready=False), now=NOW + timedelta(minutes=11))
+    late = image_step(
+        out.status, workload=workload(image="pg:16.4", ready=False), now=NOW + timedelta(minutes=11)
+    )
     assert late.status.phase == Phase.ROLLING_BACK
     assert "rollout of Deployment app with the new images did not complete" in (
         late.status.failure or ""
@@ -416,7 +438,7 @@ def test_targets_are_set_as_images_then_the_rollout_is_awaited_before_the_job() 
 def test_without_a_job_template_the_run_verifies_once_the_images_are_set() -> None:
     bare = system(updates={"verifyTimeout": "10m"})
     out = image_step(status(Phase.UPDATING, recorded=RECORDED), system=bare)
-    done = image_step(out.status, system=bare, workload=workload())
+    done = image_step(out.status, system=bare, workload=workload(image="pg:16.4"))
     assert done.status.phase == Phase.VERIFYING and kinds(done) == ["PhaseEnded"]
     assert done.status.job is None
 
@@ -468,7 +490,9 @@ def test_a_run_stopped_after_its_images_were_set_rolls_back_instead_of_cancellin
 
 def test_a_job_too_late_after_the_images_were_set_rolls_the_images_back() -> None:
     st = image_step(status(Phase.UPDATING, recorded=RECORDED)).status
-    late = image_step(st, workload=workload(), now=NOW + timedelta(hours=1, minutes=50))
+    late = image_step(
+        st, workload=workload(image="pg:16.4"), now=NOW + timedelta(hours=1, minutes=50)
+    )
     assert late.status.phase == Phase.ROLLING_BACK
     assert "update Job was not started" in (late.status.failure or "")
 

@@ -204,15 +204,20 @@ def test_recording_keeps_every_workload_as_it_was() -> None:
 def test_images_are_set_workload_by_workload_each_ready_before_the_next_then_the_job() -> None:
     st = at(Phase.UPDATING, workloads=decided(**recorded()).workloads)
     first = go(st)
-    assert first.actions == [m.SetImages("StatefulSet", "db", {"pg": "pg:16.4"})]
+    assert first.actions == [] and first.wait == Wait.NOW, "recorded before it is set"
     assert [c.workload for c in first.status.changes] == ["db"]
-    rolling = go(first.status, workloads={"db": db(ready=False), "app": app()})
+    setting = go(first.status)
+    assert setting.actions == [m.SetImages("StatefulSet", "db", {"pg": "pg:16.4"})]
+    rolling = go(first.status, workloads={"db": db(image="pg:16.4", ready=False), "app": app()})
     assert rolling.actions == [] and rolling.wait == Wait.POLL, "app waits for db"
     second = go(rolling.status, workloads={"db": db(image="pg:16.4"), "app": app()})
-    assert second.actions == [m.SetImages("Deployment", "app", {"web": "shop:1.1.0"})]
+    assert second.actions == [] and second.wait == Wait.NOW
     assert second.status.summary == "postgres 16.3→16.4, shop 1.0.0→1.1.0"
     assert [c.workload for c in second.status.changes] == ["db", "app"]
-    job = go(second.status)
+    newer = {"db": db(image="pg:16.4"), "app": app(image="shop:1.1.0")}
+    setting = go(second.status, workloads={**newer, "app": app()})
+    assert setting.actions == [m.SetImages("Deployment", "app", {"web": "shop:1.1.0"})]
+    job = go(second.status, workloads=newer)
     assert [type(a).__name__ for a in job.actions] == ["CreateJob"]
 
 
@@ -223,7 +228,8 @@ def test_a_failure_in_the_second_workload_rolls_back_both() -> None:
         since="2027-02-10T11:40:00Z",
         workloads=decided(**recorded(**done)).workloads,
     )
-    out = go(st, workloads={"db": db(), "app": app(ready=False)})
+    new = {"db": db(image="pg:16.4"), "app": app(image="shop:1.1.0", ready=False)}
+    out = go(st, workloads=new)
     assert out.status.phase == Phase.ROLLING_BACK
     assert "the rollout of Deployment app with the new images did not complete" in (
         out.status.failure or ""
