@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +36,8 @@ from tests.operator_harness import (
     items,
     release_catalog,
     running_operator,
+    samples,
+    scrape,
     system,
     update_request,
     workload,
@@ -319,13 +320,12 @@ class ClaimGuard:
 
 
 def scrape_runs(port: int, ns: str) -> tuple[tuple[str, float], ...]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    """The runs of ``ns`` the operator on ``port`` counted, by result."""
     found: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("patchwarden_update_runs_total{") and f'namespace="{ns}"' in line:
-            labels, value = line.rsplit(" ", 1)
-            result = labels.split('result="', 1)[1].split('"', 1)[0]
-            found[result] = found.get(result, 0.0) + float(value)
+    for (name, labels), count in samples(scrape(port)).items():
+        tags = dict(labels)
+        if name == "patchwarden_update_runs_total" and tags.get("namespace") == ns:
+            found[tags["result"]] = found.get(tags["result"], 0.0) + count
     return tuple(sorted(found.items()))
 
 

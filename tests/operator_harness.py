@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from patchwarden.api.run import TERMINAL
 from patchwarden_dev.devcluster import release_finalizers
@@ -349,3 +351,26 @@ def release_catalog(
         yield name
     finally:
         api.delete_cluster_custom_object(GROUP, VERSION, "releasecatalogs", name)
+
+
+def scrape(port: int, path: str = "/metrics") -> str:
+    """What the operator's metrics server on ``port`` (loopback) answers at ``path``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Each sample of an exposition: (name, labels) → value."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    matches = [v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls]
+    return sum(matches) if matches else None

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from kubernetes import client
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Cluster
 from tests.helpers import wait_for
@@ -17,30 +15,13 @@ from tests.operator_harness import (
     create,
     free_port,
     running_operator,
+    samples,
+    scrape,
     system,
+    value,
     wait_run,
     workload,
 )
-
-
-def scrape(port: int, path: str = "/metrics") -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-        return str(resp.read().decode())
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(
-    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float | None:
-    matches = [v for (n, ls), v in found.items() if n == name and set(labels.items()) <= ls]
-    return sum(matches) if matches else None
 
 
 def test_metrics_after_a_success_and_a_rollback_pass_promtool(

@@ -47,6 +47,11 @@ def bookkeeping(out: machine.Transition) -> bool:
     return all(isinstance(a, BOOKKEEPING) for a in out.actions)
 
 
+def identity(run: machine.Run, body: dict[str, Any]) -> str:
+    """The run's uid (its namespace and name where a test's object has none)."""
+    return str(body["metadata"].get("uid") or f"{run.namespace}/{run.name}")
+
+
 def namespace_terminating(exc: ApiException) -> bool:
     """The API server refused to create an object because its namespace is being deleted."""
     return exc.status == 403 and "being terminated" in str(exc.body or "")
@@ -81,7 +86,8 @@ class Runner:
         """The VolumeSnapshotClasses (the systems controller's watch-fed copy: a window's
         runs would otherwise list them in every snapshotting step)."""
         self._counted: set[str] = set()
-        """The runs whose end this process counted (by uid)."""
+        """The runs whose end this process counted (by uid) and has not yet recorded as
+        counted (a failed write of ``counted: true`` is retried without counting again)."""
         self.timeouts = machine.Timeouts(
             snapshot=timedelta(seconds=settings.snapshot_timeout_seconds),
             rollback=timedelta(seconds=settings.rollback_timeout_seconds),
@@ -134,6 +140,8 @@ class Runner:
             wire = out.status.wire()
             self.kube.patch_status("updateruns", run.namespace, run.name, wire)
             body["status"] = wire
+            if out.status.counted:  # recorded: no step counts it again, the uid can go
+                self._counted.discard(identity(run, body))
             for before, after in itertools.pairwise(passed):  # the chained phases too
                 if after.phase != before.phase:
                     log.info(
@@ -442,7 +450,7 @@ class Runner:
             case machine.RunEnded(model, package):
                 # Counted before the status that says so is written (at least once); the
                 # same process counts a run once, also when that write fails and is retried.
-                uid = body["metadata"].get("uid") or f"{run.namespace}/{run.name}"
+                uid = identity(run, body)
                 if uid not in self._counted:
                     self._counted.add(uid)
                     metrics.observe_run_end(body, body.get("status") or {}, model, package)

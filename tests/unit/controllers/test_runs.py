@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from patchwarden.controllers.runs import Runner
+from patchwarden.controllers.runs import Runner, identity
 from patchwarden.core.settings import Settings
 from patchwarden_dev.fakekube import FakeKube
 from tests.unit.runs import NOW, RUN_SPEC
@@ -438,3 +438,45 @@ def test_a_cluster_without_group_snapshots_refuses_group_before_anything_changes
         in (run_of(kube)["status"]["message"])
     )
     assert kube.executed == [] and not kube.created()
+
+
+def test_a_run_end_is_counted_once_when_its_record_fails_and_then_forgotten() -> None:
+    """The end is counted before ``counted: true`` is written; a failed write is retried
+    without counting again, and once it landed the process keeps nothing of the run."""
+    counted: list[str] = []
+
+    def counting(runner: Runner) -> None:
+        original = runner.apply
+
+        def apply(run: Any, body: dict[str, Any], action: Any) -> None:
+            if type(action).__name__ == "RunEnded" and identity(run, body) not in runner._counted:
+                counted.append(body["metadata"]["name"])
+            original(run, body, action)
+
+        runner.apply = apply  # type: ignore[method-assign]
+
+    kube, runner = setup()
+    counting(runner)
+    drive(
+        kube, runner, on_phase=lambda p: finish_job(kube, "Complete") if p == "Updating" else None
+    )
+    assert counted == ["run"] and run_of(kube)["status"]["counted"] is True
+    assert runner._counted == set(), "nothing kept once the record landed"
+
+    kube, runner = setup()
+    counting(runner)
+    counted.clear()
+    run_of(kube)["status"] = {"phase": "Succeeded", "counted": False, "message": "done"}
+    original = kube.patch_status
+
+    def refuse(*args: Any) -> None:
+        raise ApiException(status=500, reason="Internal Server Error")
+
+    kube.patch_status = refuse  # type: ignore[method-assign]
+    with pytest.raises(ApiException):
+        runner.step(kube.get("updateruns", NS, "run") or {})
+    assert runner._counted == {"u1"}, "counted, not yet recorded"
+    kube.patch_status = original  # type: ignore[method-assign]
+    assert runner.step(kube.get("updateruns", NS, "run") or {}) is None
+    assert counted == ["run"], "the retry did not count again"
+    assert run_of(kube)["status"]["counted"] is True and runner._counted == set()
