@@ -78,6 +78,8 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         runtime = Runtime(Settings.from_env())
         runtime.know_the_fleet()
         memo[KEY] = runtime
+    # A dead replica's entry expires this long after its last renewal: the takeover time.
+    settings.peering.lifetime = _runtime(memo).settings.peering_lifetime_seconds
 
 
 @kopf.on.startup()

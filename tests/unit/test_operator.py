@@ -76,3 +76,20 @@ def test_kopf_keeps_an_ended_runs_body_until_released() -> None:
     assert ended.daemons_memory.live_fresh_body is None
     assert busy.daemons_memory.live_fresh_body is not None
     assert release_bodies(memories) == 0
+
+
+def test_kopf_is_configured_from_the_operators_settings() -> None:
+    """One peering object for the cluster, and a dead replica's entry expiring after the
+    lifetime our settings give (the takeover time)."""
+    import kopf
+
+    from patchwarden.app import Runtime
+    from patchwarden.core.settings import Settings
+    from patchwarden.operator import KEY, configure
+
+    runtime = Runtime.__new__(Runtime)  # its settings only: a whole one needs a cluster
+    runtime.settings = Settings(peering_lifetime_seconds=20, priority=1)
+    settings = kopf.OperatorSettings()
+    configure(settings=settings, memo={KEY: runtime})
+    assert settings.peering.clusterwide is True
+    assert settings.peering.lifetime == 20

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     """This replica's name in the kopf peering (default: host/pid-random)."""
     priority: int = Field(default_factory=lambda: int.from_bytes(os.urandom(2), "big"))
     """kopf peering priority; the highest runs, the others pause (default: random)."""
+    peering_lifetime_seconds: int = Field(default=60, ge=15, le=3600)
+    """How long a replica's entry in the peering object lives unless renewed (kopf renews
+    it 5 to 10 s before it would expire): a standby takes over from a replica that died
+    at most this long after it did (docs/reliability.md, takeover)."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """Port of /metrics and /healthz; 0 disables them."""
     metrics_address: str = ""
