@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -534,3 +534,101 @@ def write_matrix(path: Path, points: list[Point], extra: dict[str, Any]) -> None
         "rows": [p.row() for p in points],
     }
     path.write_text(json.dumps(body, indent=1) + "\n")
+
+
+# ---- a takeover ----------------------------------------------------------------------------
+
+
+@dataclass
+class Takeover:
+    """Two replicas, the active one SIGKILLed at a chosen write: what the standby did."""
+
+    outcome: Outcome | None = None
+    seconds: float | None = None
+    """From the kill to the standby's first write (None: it never wrote)."""
+    written_while_active: list[str] = field(default_factory=list)
+    """The standby's writes before the active one was killed: two writers (must be none)."""
+    killed_at: str = "-"
+    problems: list[str] = field(default_factory=list)
+
+
+def peers(cluster: Cluster, ns: str) -> int:
+    """How many replicas have an entry in the namespace's peering object (the harness's)."""
+    custom = client.CustomObjectsApi(cluster.api)
+    try:
+        body = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", f"pw-{ns}")
+    except client.ApiException:
+        return 0
+    return len(body.get("status") or {})
+
+
+def takeover(
+    cluster: Cluster,
+    ns: str,
+    directory: Path,
+    kill_after: Callable[[str, str], bool],
+    lifetime: int,
+) -> Takeover:
+    """``rolls-back`` with an active replica (the higher priority) and a standby, each
+    behind its own proxy: the active one's trips after the first write ``kill_after``
+    (method, path) names and the replica is SIGKILLed; the standby's passes everything and
+    times its writes. Both renew their peering entries with ``lifetime``."""
+    scenario = SCENARIOS["rolls-back"]
+    result = Takeover()
+    ports = {"active": free_port(), "standby": free_port()}
+    for name in ports:
+        (directory / name).mkdir(exist_ok=True)
+    with (
+        catalog_for(cluster, ns) as catalog,
+        ClaimGuard(cluster, ns) as guard,
+        fault_proxy(cluster.kubeconfig, directory / "active", trip_on=kill_after) as (
+            tripping,
+            to_active,
+        ),
+        fault_proxy(cluster.kubeconfig, directory / "standby") as (timing, to_standby),
+    ):
+
+        def replica(name: str, kubeconfig: Path, priority: int) -> Operator:
+            return Operator(
+                cluster,
+                ns,
+                directory / name / "operator.log",
+                {
+                    "KUBECONFIG": str(kubeconfig),
+                    "PATCHWARDEN_PRIORITY": str(priority),
+                    "PATCHWARDEN_METRICS_PORT": str(ports[name]),
+                    "PATCHWARDEN_PEERING_LIFETIME_SECONDS": str(lifetime),
+                },
+            )
+
+        active = replica("active", to_active, 2000)
+        standby = replica("standby", to_standby, 1000)
+        try:
+            # The standby starts once the active one is in the peering object: it pauses
+            # from its start, as a second replica of a running operator does.
+            active.start()
+            wait_for(lambda: peers(cluster, ns) >= 1, timeout=60, what="the active replica")
+            standby.start()
+            wait_for(lambda: peers(cluster, ns) >= 2, timeout=60, what="the standby replica")
+            with Actor(cluster, ns, scenario) as actor:
+                setup(cluster, ns, scenario, catalog)
+                if not tripping.tripped.wait(SETTLE_SECONDS):
+                    result.problems.append("the active replica never made the write to kill at")
+                counted_first = _scrape_or_nothing(ports["active"], ns)
+                killed = time.monotonic()
+                active.kill()
+                tripped = [w for w in tripping.writes if w.n == tripping.trip_at]
+                result.killed_at = _generic(str(tripped[0]), ns) if tripped else "-"
+                result.written_while_active = [
+                    _generic(str(w), ns) for w in timing.writes if w.at < killed
+                ]
+                point = Point(scenario.name, None, None, result.killed_at)
+                _finish(cluster, ns, scenario, actor, point, ports["standby"], counted_first)
+                result.outcome, result.problems = point.outcome, result.problems + point.problems
+                later = [w.at for w in timing.writes if w.at >= killed]
+                result.seconds = min(later) - killed if later else None
+        finally:
+            active.stop()
+            standby.stop()
+        result.problems += guard.violations
+    return result

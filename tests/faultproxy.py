@@ -25,7 +25,8 @@ import asyncio
 import logging
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class Write:
     path: str
     status: int | None
     """The API server's answer; None when it was never forwarded."""
+    at: float = 0.0
+    """When the proxy received it (``time.monotonic()``)."""
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -76,11 +79,13 @@ class Write:
 @dataclass
 class FaultProxy:
     """One proxy for one operator process; ``trip_at`` None never trips (a baseline run
-    counts the scenario's writes)."""
+    counts the scenario's writes, a standby's writes are timed), unless ``trip_on`` (method,
+    path) names the write to trip at."""
 
     kubeconfig: Path
     trip_at: int | None = None
     mode: Mode = "after"
+    trip_on: Callable[[str, str], bool] | None = None
     writes: list[Write] = field(default_factory=list)
     tripped: threading.Event = field(default_factory=threading.Event)
     port: int = 0
@@ -187,11 +192,14 @@ class FaultProxy:
         if self._down.is_set():
             return await self._hang()
         n = None
+        received = time.monotonic()
         if counted(request.method, request.path):
             self.count += 1
             n = self.count
+            if self.trip_on is not None and self.trip_on(request.method, request.path):
+                self.trip_at, self.trip_on = n, None
             if n == self.trip_at and self.mode == "before":
-                self.writes.append(Write(n, request.method, request.path_qs, None))
+                self.writes.append(Write(n, request.method, request.path_qs, None, received))
                 self._trip()
                 return await self._hang()
         headers = {
@@ -208,7 +216,9 @@ class FaultProxy:
             request.method, self._upstream + request.path_qs, headers=headers, data=payload
         ) as answer:
             if n is not None:
-                self.writes.append(Write(n, request.method, request.path_qs, answer.status))
+                self.writes.append(
+                    Write(n, request.method, request.path_qs, answer.status, received)
+                )
                 if n == self.trip_at:  # "after": it landed; the operator never hears so
                     self._trip()
             if self._down.is_set():
@@ -228,10 +238,14 @@ class FaultProxy:
 
 @contextmanager
 def fault_proxy(
-    kubeconfig: Path, directory: Path, trip_at: int | None = None, mode: Mode = "after"
+    kubeconfig: Path,
+    directory: Path,
+    trip_at: int | None = None,
+    mode: Mode = "after",
+    trip_on: Callable[[str, str], bool] | None = None,
 ) -> Iterator[tuple[FaultProxy, Path]]:
     """A running proxy and the kubeconfig that points at it."""
-    proxy = FaultProxy(kubeconfig, trip_at, mode)
+    proxy = FaultProxy(kubeconfig, trip_at, mode, trip_on)
     proxy.start()
     try:
         yield proxy, proxy.write_kubeconfig(directory / "proxy-kubeconfig")

@@ -427,7 +427,9 @@ def _updating(step: Step) -> None:
             raise Abort(f"the update Job {job_name} was deleted before it finished")
         _create_job(step)
         record.created = True
-        step.out.wait = Wait.WATCHED
+        # Looked at again soon, not only on its news: a Job a step cut short had made
+        # (the create then finds it) may have ended already, and its news come no more.
+        step.out.wait = Wait.POLL
         return
     record.created = True
     result = job_result(seen.job)

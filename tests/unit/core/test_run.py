@@ -122,8 +122,10 @@ def test_recording_keeps_the_template_and_replicas() -> None:
 def test_the_job_is_created_once_with_a_deadline_inside_the_window() -> None:
     out = step(status(Phase.UPDATING, recorded=RECORDED))
     (create,) = out.actions
-    assert isinstance(create, m.CreateJob) and out.wait == Wait.WATCHED
+    assert isinstance(create, m.CreateJob) and out.wait == Wait.POLL, "looked at again soon"
     assert create.body["metadata"]["name"] == "run-update"
+    running = step(out.status, job={"metadata": {"name": "run-update"}, "status": {}})
+    assert running.actions == [] and running.wait == Wait.WATCHED, "then woken by its news"
     # The run timeout is 4h, the window ends in 2h, 15 minutes of which are kept for a
     # rollback (rollback.reserve's default): the window wins.
     assert create.body["spec"]["activeDeadlineSeconds"] == 7200 - 900
