@@ -38,6 +38,8 @@ KEY = "patchwarden"
 DELETION_STEPS = 10
 """Steps a run being deleted takes in one call of its deletion handler before kopf calls it
 again (its progress is the run's status)."""
+PAUSED_RETRY_SECONDS = 2.0
+"""When a handler of a paused replica is retried."""
 WORKER_IDLE_SECONDS = 0.5
 """kopf ends an object's worker (its task, its event queue, the last event's body) this long
 after the object's last event; its default, 5 s, kept one for every run and request a start
@@ -125,6 +127,12 @@ async def run_daemon(
     try:
         run: dict[str, Any] | None = None
         while not stopped:
+            if not runtime.controller.active.is_set():
+                # Paused by the peering decision kopf does not make: this replica's own
+                # entry not renewed in time (runtime/peering.py: fenced).
+                await _pause(stopped, runtime.controller.active, runtime.settings.run_poll_seconds)
+                run = None
+                continue
             wake.clear()  # before the read: a change after it wakes the wait below
             if run is None:
                 run = await asyncio.to_thread(runtime.kube.get, "updateruns", namespace, name)
@@ -170,6 +178,7 @@ async def run_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> 
     runner = runtime.runner()
     lock = runtime.step_lock((namespace, name))
     for _step in range(DELETION_STEPS):
+        _acting(runtime)
         body = await asyncio.to_thread(runtime.kube.get, "updateruns", namespace, name)
         if body is None:
             return
@@ -187,6 +196,16 @@ async def run_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> 
         if delay:
             raise kopf.TemporaryError(f"run {name} is stopping", delay=delay)
     raise kopf.TemporaryError(f"run {name} is stopping", delay=0.1)
+
+
+def _acting(runtime: Runtime) -> None:
+    """A handler that writes goes on only while this replica may act: kopf pauses its
+    handlers for a peer that outranks it, not for its own entry going unrenewed (cut off:
+    runtime/peering.py: fenced); then kopf retries the handler later."""
+    if not runtime.controller.active.is_set():
+        raise kopf.TemporaryError(
+            "this replica is not acting now (peering); retried", delay=PAUSED_RETRY_SECONDS
+        )
 
 
 async def _pause(stopped: kopf.DaemonStopped, wake: asyncio.Event, seconds: float) -> None:
@@ -207,6 +226,7 @@ def request_event(body: kopf.Body, memo: Any, **kwargs: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, "updaterequests")
 async def request_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     runtime, snapshot = _runtime(memo), dict(body)
+    _acting(runtime)
     await asyncio.to_thread(runtime.requests.reconcile_alone, snapshot)
     runtime.controller.poke(body.metadata.namespace, body.spec["systemRef"]["name"])
 
@@ -221,12 +241,14 @@ async def request_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
 )
 async def request_resync(body: kopf.Body, memo: Any, **_: Any) -> None:
     """A request rejected for a missing system is accepted once the system appears."""
+    _acting(_runtime(memo))
     snapshot = dict(body)
     await asyncio.to_thread(_runtime(memo).requests.reconcile_alone, snapshot)
 
 
 @kopf.on.delete(GROUP, VERSION, "updaterequests", optional=True)
 async def request_deleted(body: kopf.Body, memo: Any, **_: Any) -> None:
+    _acting(_runtime(memo))
     snapshot = dict(body)
     await asyncio.to_thread(_runtime(memo).requests.cancel, snapshot)
     metrics.observe_request(body.metadata.namespace or "", body.metadata.name or "", None)

@@ -5,6 +5,10 @@ an operator serving namespaces: :func:`ensure_peering`) in which every replica
 records its identity, priority and last-seen time; kopf pauses its own handlers
 (the runs' daemons, the requests) on it. The system workers follow the same
 record: :func:`blocked_by` applies kopf's rule to it.
+
+Beyond kopf: a replica that cannot renew its own entry stops acting before the entry
+expires (:func:`fenced`), since a standby takes over at its expiry; the runs' steps and
+the requests' handlers wait for the same decision (``operator.py``), not only kopf's.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -49,17 +53,55 @@ def _alive(info: Mapping[str, Any], now: datetime) -> bool:
     return seen.timestamp() + float(info.get("lifetime", 60)) > now.timestamp()
 
 
-def stale(peers: Mapping[str, Any], me: str, now: datetime) -> bool:
-    """Our copy of the record is out of date: our own entry, which our kopf renews, has
-    expired in it (the watch stalled, or broke). Then the last decision stands: the clock
-    would otherwise retire the other replicas' entries too, and wrongly."""
+FENCE_SECONDS = 3.0
+"""A replica stops acting this long before its own entry would expire unrenewed. kopf
+renews the entry 5 to 10 s before its expiry, so a live replica's entry is never this old;
+a standby takes over only once the entry has expired: it is the margin for the step in
+flight and for the replicas' clocks (kopf compares one replica's timestamp with another's
+clock)."""
+REJOIN_SECONDS = 5.0
+"""After a fence, how long this replica's renewed entry must have been seen before it acts
+again: the time a standby that took over needs to see it and pause (its kopf at once,
+its system workers within :data:`POLL_SECONDS`)."""
+
+
+def fenced(peers: Mapping[str, Any], me: str, now: datetime) -> float | None:
+    """How old this replica's own entry is, when too old to act on (it was not renewed, or
+    the renewal was not seen: cut off from the API server); None while it may act."""
     info = peers.get(me)
     if not isinstance(info, Mapping):
-        return False  # not recorded yet (kopf writes it at its start)
+        return None  # not recorded yet (kopf writes it at its start)
     try:
-        return not _alive(info, now)
+        seen = datetime.fromisoformat(str(info["lastseen"]))
+        seen = seen if seen.tzinfo else seen.replace(tzinfo=UTC)
+        age = now.timestamp() - seen.timestamp()
+        return age if age > float(info.get("lifetime", 60)) - FENCE_SECONDS else None
     except (KeyError, TypeError, ValueError):
-        return False
+        return None
+
+
+class Decision(NamedTuple):
+    active: bool
+    why: str
+    fenced: bool = False
+    """Inactive because this replica's own entry was not renewed in time."""
+
+
+def decide(peers: Mapping[str, Any], me: str, priority: int, now: datetime) -> Decision:
+    """Whether this replica may act, and why: not while its own entry is about to expire
+    unrenewed (:func:`fenced`: a standby may take over at its expiry), nor while a live peer
+    outranks it (:func:`blocked_by`, kopf's rule)."""
+    age = fenced(peers, me, now)
+    if age is not None:
+        why = (
+            f"this replica's peering entry was not renewed for {age:.0f}s (cut off from the "
+            "API server?): it stops acting before a standby may take over"
+        )
+        return Decision(False, why, fenced=True)
+    blockers = blocked_by(peers, me, priority, now)
+    if blockers:
+        return Decision(False, f"peers {', '.join(blockers)} outrank this replica")
+    return Decision(True, "this replica holds the peering")
 
 
 def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
@@ -89,7 +131,8 @@ async def watch(
     set_active: Callable[[bool, str], None],
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Let the workers run only while no live peer outranks this replica (kopf's rule).
+    """Let the workers (and the runs' steps) act only while :func:`decide` says this
+    replica may: no live peer outranks it, and its own entry is renewed in time.
 
     The peering object is watched, not polled (a GET every 2 s was half the requests of an
     idle operator); the rule is applied to the last copy every ``POLL_SECONDS``, since a
@@ -106,17 +149,20 @@ async def watch(
         lister(kube, plural, None, ("kopf.dev", "v1")), f"{plural} (peering)", deliver
     )
     reflector.start()
+    rejoin: float | None = None  # after a fence: when this replica may act again
     try:
         while True:
-            peers, at = last.get("peers", {}), now()
-            if reflector.synced.is_set() and not stale(peers, s.identity, at):
-                blockers = blocked_by(peers, s.identity, s.priority, at)
-                set_active(
-                    not blockers,
-                    f"peers {', '.join(blockers)} outrank this replica"
-                    if blockers
-                    else "this replica holds the peering",
-                )
+            if reflector.synced.is_set():
+                at = now()
+                active, why, fenced_now = decide(last.get("peers", {}), s.identity, s.priority, at)
+                if fenced_now:
+                    rejoin = at.timestamp() + REJOIN_SECONDS
+                elif active and rejoin is not None and at.timestamp() < rejoin:
+                    active, why = (
+                        False,
+                        "renewed after a fence: a standby that took over pauses first",
+                    )
+                set_active(active, why)
             # Until the record is listed, look again soon: the workers wait for this.
             await asyncio.sleep(POLL_SECONDS if reflector.synced.is_set() else 0.05)
     finally:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
-from patchwarden.runtime.peering import blocked_by, stale
+from patchwarden.core.settings import Settings
+from patchwarden.runtime.peering import (
+    FENCE_SECONDS,
+    REJOIN_SECONDS,
+    blocked_by,
+    decide,
+    fenced,
+    watch,
+)
 
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -39,8 +49,61 @@ def test_a_kopf_timestamp_with_z_is_read() -> None:
     ) == ["b"]
 
 
-def test_a_copy_in_which_our_own_entry_expired_is_stale_and_decides_nothing() -> None:
-    assert not stale({"me": peer(10, 5), "b": peer(20, 90)}, "me", NOW), "b died, we renew"
-    assert stale({"me": peer(10, 90), "b": peer(20, 90)}, "me", NOW), "the watch stalled"
-    assert not stale({"b": peer(20, 1)}, "me", NOW), "not recorded yet: decide"
-    assert not stale({"me": {"priority": 1}}, "me", NOW), "unreadable: decide"
+def test_a_replica_whose_own_entry_is_not_renewed_stops_acting_before_it_expires() -> None:
+    """kopf renews an entry 5 to 10 s before it expires; a standby takes over at the
+    expiry. A replica that has not seen its own renewal stops FENCE_SECONDS before that."""
+    renewed = {"me": peer(10, 50), "b": peer(5, 1)}  # kopf renews at 50 to 55 s of 60
+    assert decide(renewed, "me", 10, NOW) == (True, "this replica holds the peering", False)
+    late = {"me": peer(10, 60 - FENCE_SECONDS + 0.5), "b": peer(5, 1)}
+    active, why, fenced_now = decide(late, "me", 10, NOW)
+    assert (active, fenced_now) == (False, True)
+    assert "not renewed for 58s" in why and "before a standby may take over" in why
+    assert fenced(late, "me", NOW) == pytest.approx(57.5)
+    # The standby (b, lower priority) still sees "me" alive: it starts only at the expiry.
+    assert blocked_by(late, "b", 5, NOW) == ["me"]
+    assert fenced({"b": peer(20, 1)}, "me", NOW) is None, "not recorded yet: may act"
+    assert fenced({"me": {"priority": 1}}, "me", NOW) is None, "unreadable: kopf's rule"
+    outranked = decide({"me": peer(10, 1), "b": peer(20, 1)}, "me", 10, NOW)
+    assert outranked == (False, "peers b outrank this replica", False)
+
+
+def test_after_a_fence_the_replica_acts_again_only_once_its_renewal_was_seen_a_while() -> None:
+    """Reconnected, a replica waits REJOIN_SECONDS after its renewal is seen, so that a
+    standby which took over sees it back and pauses before it acts."""
+    clock = {"now": NOW}
+    decisions: list[tuple[bool, str]] = []
+    settings = Settings(identity="me", priority=10, peering_name="p")
+
+    async def scenario() -> None:
+        with (
+            patch("patchwarden.runtime.peering.Reflector") as reflector,
+            patch("patchwarden.runtime.peering.lister"),
+            patch("patchwarden.runtime.peering.POLL_SECONDS", 0.001),
+        ):
+            reflector.return_value.synced.is_set.return_value = True
+            task = asyncio.ensure_future(
+                watch(None, settings, lambda *d: decisions.append(d), lambda: clock["now"])  # type: ignore[arg-type]
+            )
+            await asyncio.sleep(0.01)
+            deliver = reflector.call_args.args[2]  # Reflector(lister, name, deliver)
+
+            async def at(seconds: float, renewed: float) -> tuple[bool, str]:
+                """The decision at NOW + ``seconds``, our entry renewed at NOW + ``renewed``."""
+                clock["now"] = NOW + timedelta(seconds=seconds)
+                mine = {**peer(10, 0), "lastseen": (NOW + timedelta(seconds=renewed)).isoformat()}
+                deliver([("MODIFIED", {"metadata": {"name": "p"}, "status": {"me": mine}})])
+                await asyncio.sleep(0.02)
+                return decisions[-1]
+
+            try:
+                assert (await at(0, 0))[0] is True
+                assert (await at(58, 0))[0] is False, "fenced"
+                assert await at(60, 60) == (
+                    False,
+                    "renewed after a fence: a standby that took over pauses first",
+                )
+                assert (await at(60 + REJOIN_SECONDS + 0.1, 60))[0] is True
+            finally:
+                task.cancel()
+
+    asyncio.run(scenario())
