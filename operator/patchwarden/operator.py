@@ -31,7 +31,7 @@ from patchwarden.api.run import TERMINAL
 from patchwarden.app import Runtime
 from patchwarden.core.settings import Settings
 from patchwarden.runtime import metrics
-from patchwarden.runtime.kube import LIST_PAGE
+from patchwarden.runtime.kube import LIST_PAGE, REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 KEY = "patchwarden"
@@ -72,6 +72,9 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # is one per namespace, each with its keep-alive PATCH every ~50 s (runtime/peering.py).
     settings.peering.clusterwide = True
     settings.watching.server_timeout = 1500  # a watch reconnect per 25 min, not per 5
+    # kopf's own requests (finalizers, peering keep-alives) end as the operator's do, not
+    # after kopf's default of 5 minutes (runtime/kube.py: REQUEST_TIMEOUT).
+    settings.networking.connect_timeout, settings.networking.request_timeout = REQUEST_TIMEOUT
     # kopf's first LIST of runs and requests a page at a time, not a year of them in one.
     settings.watching.chunk_size = LIST_PAGE
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS

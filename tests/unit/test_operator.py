@@ -93,3 +93,4 @@ def test_kopf_is_configured_from_the_operators_settings() -> None:
     configure(settings=settings, memo={KEY: runtime})
     assert settings.peering.clusterwide is True
     assert settings.peering.lifetime == 20
+    assert (settings.networking.connect_timeout, settings.networking.request_timeout) == (5, 30)

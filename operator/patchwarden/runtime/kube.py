@@ -86,16 +86,39 @@ class KubeApi(Protocol):
     def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None: ...
 
 
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds of every request that names no timeout of its own (the watches
+name theirs). The client's default is to wait for ever: a connection cut without a reset
+(the API server's node gone, a network partition) held a worker thread, or a run's step,
+for as long as TCP kept retrying (about 15 minutes); the API server ends a request that is
+not a watch within 60 s itself."""
+
+
 def api_client(connections: int) -> client.ApiClient:
     """A client of the cluster the operator runs in (else the kubeconfig's), with a pool of
-    ``connections`` (one per thread that calls it)."""
+    ``connections`` (one per thread that calls it) and :data:`REQUEST_TIMEOUT`."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = connections
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    with_deadline(api.rest_client)
+    return api
+
+
+def with_deadline(rest: Any, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
+    """Give every request of ``rest`` (the client's ``RESTClientObject``) that names no
+    ``_request_timeout`` this one."""
+    plain = rest.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("_request_timeout"):
+            kwargs["_request_timeout"] = timeout
+        return plain(method, url, *args, **kwargs)
+
+    rest.request = request
 
 
 def _missing(exc: ApiException) -> bool:

@@ -87,3 +87,31 @@ def test_an_exec_leaves_the_shared_client_alone(monkeypatch: pytest.MonkeyPatch)
     assert answers == [(0, ""), (0, "")]
     assert swapped == [False, False]
     assert "call_api" not in vars(kube.api), "the shared client's requests are plain HTTP again"
+
+
+def test_every_request_that_names_no_timeout_gets_one() -> None:
+    """The client waits for ever by default; a cut connection would hold a step as long."""
+    from kubernetes import client
+
+    from patchwarden.runtime.kube import REQUEST_TIMEOUT, with_deadline
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:1"
+    api = client.ApiClient(configuration)
+    seen: list[object] = []
+
+    def record(method: str, url: str, *args: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("_request_timeout"))
+        raise ConnectionRefusedError("not sent")
+
+    api.rest_client.request = record
+    with_deadline(api.rest_client)
+    core = client.CoreV1Api(api)
+    for call in (
+        lambda: core.read_namespace("x"),
+        lambda: core.delete_namespaced_pod("p", "x"),
+        lambda: core.list_namespace(_request_timeout=(10.0, 330.0)),  # a watch names its own
+    ):
+        with pytest.raises(ConnectionRefusedError):
+            call()
+    assert seen == [REQUEST_TIMEOUT, REQUEST_TIMEOUT, (10.0, 330.0)]
