@@ -536,19 +536,27 @@ def write_matrix(path: Path, points: list[Point], extra: dict[str, Any]) -> None
     path.write_text(json.dumps(body, indent=1) + "\n")
 
 
-# ---- a takeover ----------------------------------------------------------------------------
+# ---- a takeover, a replica cut off ----------------------------------------------------------
 
 
 @dataclass
 class Takeover:
-    """Two replicas, the active one SIGKILLed at a chosen write: what the standby did."""
+    """Two replicas, the active one SIGKILLed (or cut off) at a chosen write: what the
+    standby did, and what the active one tried meanwhile."""
 
     outcome: Outcome | None = None
     seconds: float | None = None
-    """From the kill to the standby's first write (None: it never wrote)."""
+    """From the kill (or cut) to the standby's first write (None: it never wrote)."""
     written_while_active: list[str] = field(default_factory=list)
-    """The standby's writes before the active one was killed: two writers (must be none)."""
+    """The standby's writes before the active one was killed or cut off: two writers."""
     killed_at: str = "-"
+    held: list[tuple[float, str]] = field(default_factory=list)
+    """Cut off: the writes the active replica tried afterwards (never forwarded), seconds
+    after the cut."""
+    fenced: bool = False
+    """Cut off: the active replica said it stopped acting (its entry not renewed)."""
+    after_heal: Outcome | None = None
+    """Cut off: what the namespace holds once the active replica reconnected and acted again."""
     problems: list[str] = field(default_factory=list)
 
 
@@ -568,11 +576,14 @@ def takeover(
     directory: Path,
     kill_after: Callable[[str, str], bool],
     lifetime: int,
+    cut_off: bool = False,
 ) -> Takeover:
     """``rolls-back`` with an active replica (the higher priority) and a standby, each
-    behind its own proxy: the active one's trips after the first write ``kill_after``
-    (method, path) names and the replica is SIGKILLed; the standby's passes everything and
-    times its writes. Both renew their peering entries with ``lifetime``."""
+    behind its own proxy: the active one's stops all traffic after the first write
+    ``kill_after`` (method, path) names, and the replica is SIGKILLed — or, ``cut_off``,
+    left running, cut off from the API server, until the standby has finished; then its
+    traffic flows again. The standby's proxy passes everything and times its writes. Both
+    renew their peering entries with ``lifetime``."""
     scenario = SCENARIOS["rolls-back"]
     result = Takeover()
     ports = {"active": free_port(), "standby": free_port()}
@@ -613,20 +624,38 @@ def takeover(
             with Actor(cluster, ns, scenario) as actor:
                 setup(cluster, ns, scenario, catalog)
                 if not tripping.tripped.wait(SETTLE_SECONDS):
-                    result.problems.append("the active replica never made the write to kill at")
+                    result.problems.append("the active replica never made the write to stop at")
                 counted_first = _scrape_or_nothing(ports["active"], ns)
-                killed = time.monotonic()
-                active.kill()
+                stopped = time.monotonic()
+                if not cut_off:
+                    active.kill()
                 tripped = [w for w in tripping.writes if w.n == tripping.trip_at]
                 result.killed_at = _generic(str(tripped[0]), ns) if tripped else "-"
                 result.written_while_active = [
-                    _generic(str(w), ns) for w in timing.writes if w.at < killed
+                    _generic(str(w), ns) for w in timing.writes if w.at < stopped
                 ]
                 point = Point(scenario.name, None, None, result.killed_at)
                 _finish(cluster, ns, scenario, actor, point, ports["standby"], counted_first)
                 result.outcome, result.problems = point.outcome, result.problems + point.problems
-                later = [w.at for w in timing.writes if w.at >= killed]
-                result.seconds = min(later) - killed if later else None
+                later = [w.at for w in timing.writes if w.at >= stopped]
+                result.seconds = min(later) - stopped if later else None
+                if cut_off:
+                    result.held = [(w.at - stopped, _generic(str(w), ns)) for w in tripping.held]
+                    result.fenced = "was not renewed for" in active.output()
+                    acted = active.output().count("reconciling systems")
+                    tripping.heal()
+                    wait_for(
+                        lambda: active.output().count("reconciling systems") > acted,
+                        timeout=lifetime * 4,
+                        what="the reconnected replica to act again",
+                    )
+                    log = active.output()
+                    fence = log.find("was not renewed for")
+                    if fence < 0 or "renewed after a fence" not in log[fence:]:
+                        result.problems.append("acted again without waiting for the standby")
+                    result.after_heal = replace(
+                        outcome(cluster, ns, ports["active"]), metric_runs=()
+                    )
         finally:
             active.stop()
             standby.stop()

@@ -91,6 +91,8 @@ class FaultProxy:
     port: int = 0
     count: int = 0
     """Counted writes so far (the one that trips included)."""
+    held: list[Write] = field(default_factory=list)
+    """Writes the operator tried while traffic was stopped (never forwarded)."""
     _loop: asyncio.AbstractEventLoop | None = None
     _stopped: asyncio.Event | None = None
 
@@ -176,7 +178,8 @@ class FaultProxy:
                 await runner.cleanup()
 
     async def _hang(self) -> web.StreamResponse:
-        """Traffic stopped: never answer (the test kills the operator, then stops us)."""
+        """Traffic stopped: never answer (the operator is killed, or gives up on the
+        request; the proxy stopping ends what is left)."""
         assert self._stopped is not None
         await self._stopped.wait()
         raise ConnectionResetError("the fault proxy stopped")
@@ -185,8 +188,16 @@ class FaultProxy:
         self._down.set()
         self.tripped.set()
 
+    def heal(self) -> None:
+        """Let traffic through again (a cut-off operator reconnects). What was held stays
+        held: never forwarded, as a write whose connection was cut never arrives."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._down.clear)
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if self._down.is_set():
+            if counted(request.method, request.path):
+                self.held.append(Write(0, request.method, request.path_qs, None, time.monotonic()))
             return await self._hang()
         body = await request.read()
         if self._down.is_set():

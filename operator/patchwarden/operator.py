@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes.client.rest import ApiException
 
 from patchwarden.api.common import GROUP, VERSION
@@ -151,6 +152,9 @@ async def run_daemon(
                     "run %s/%s: API error %s, retrying: %s", namespace, name, exc.status, exc.reason
                 )
                 delay = runtime.settings.run_poll_seconds
+            except urllib3.exceptions.HTTPError as exc:  # no answer within REQUEST_TIMEOUT
+                log.warning("run %s/%s: %s, retrying", namespace, name, exc)
+                delay = runtime.settings.run_poll_seconds
             if delay is None:
                 runtime.controller.poke(namespace, run["spec"]["systemRef"]["name"])
                 return
@@ -192,6 +196,10 @@ async def run_deleted(namespace: str | None, name: str, memo: Any, **_: Any) -> 
             raise kopf.TemporaryError(
                 f"run {name}: API error {exc.status}: {exc.reason}",
                 delay=runtime.settings.run_poll_seconds,
+            ) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise kopf.TemporaryError(
+                f"run {name}: {exc}", delay=runtime.settings.run_poll_seconds
             ) from exc
         if delay is None:
             runtime.controller.poke(namespace, body["spec"]["systemRef"]["name"])

@@ -7,6 +7,7 @@ while the active one lived. The time from the kill to the standby's first write 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,27 @@ def test_a_standby_takes_over_from_a_killed_active_replica(
     assert outcome.images == (OLD,) and outcome.system_last_run == "RolledBack"
     assert {k: v for k, v in outcome.metric_runs if v} == {"RolledBack": 1.0}
     assert found.seconds is not None and found.seconds <= LIFETIME + SLACK, found.seconds
+
+
+def test_a_replica_cut_off_from_the_api_server_stops_before_the_standby_starts(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The active replica's traffic stops (its proxy holds every request) while the
+    standby reaches the API server: the cut-off one fences itself before its entry
+    expires, so every write it still tries comes before the standby's first; reconnected,
+    it waits for the standby to see it before it acts again, and changes nothing."""
+    cluster.install_crds()
+    found = takeover(cluster, namespace, tmp_path, KILL_AT["Updating"], LIFETIME, cut_off=True)
+    print(
+        f"\ncut off in Updating after {found.killed_at}: its writes tried afterwards "
+        f"{[f'{t:.1f}s {w}' for t, w in found.held]}; the standby's first write "
+        f"{found.seconds} s after the cut"
+    )
+    assert not found.problems, found.problems
+    assert found.written_while_active == []
+    assert found.fenced, "the cut-off replica said it stopped acting"
+    assert found.seconds is not None and found.seconds <= LIFETIME + SLACK
+    assert all(t < found.seconds for t, _ in found.held), "two writers: a write after the takeover"
+    assert found.outcome is not None and found.outcome.phase == "RolledBack"
+    assert found.outcome.images == (OLD,) and found.outcome.jobs == 1
+    assert found.after_heal == replace(found.outcome, metric_runs=()), "changed after it came back"

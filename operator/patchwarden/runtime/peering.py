@@ -14,6 +14,7 @@ the requests' handlers wait for the same decision (``operator.py``), not only ko
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from patchwarden.runtime.kube import Kube
 from patchwarden.runtime.reflector import Reflector, lister
 
 POLL_SECONDS = 2.0
+log = logging.getLogger(__name__)
 
 
 def blocked_by(peers: Mapping[str, Any], me: str, priority: int, now: datetime) -> list[str]:
@@ -59,6 +61,7 @@ renews the entry 5 to 10 s before its expiry, so a live replica's entry is never
 a standby takes over only once the entry has expired: it is the margin for the step in
 flight and for the replicas' clocks (kopf compares one replica's timestamp with another's
 clock)."""
+RENEWED = "renewed after a fence: a standby that took over pauses first"
 REJOIN_SECONDS = 5.0
 """After a fence, how long this replica's renewed entry must have been seen before it acts
 again: the time a standby that took over needs to see it and pause (its kopf at once,
@@ -149,19 +152,22 @@ async def watch(
         lister(kube, plural, None, ("kopf.dev", "v1")), f"{plural} (peering)", deliver
     )
     reflector.start()
-    rejoin: float | None = None  # after a fence: when this replica may act again
+    rejoin = 0.0  # after a fence: when this replica may act again
+    was_fenced = False
     try:
         while True:
             if reflector.synced.is_set():
                 at = now()
                 active, why, fenced_now = decide(last.get("peers", {}), s.identity, s.priority, at)
                 if fenced_now:
+                    if not was_fenced:
+                        log.warning("fenced: %s", why)
                     rejoin = at.timestamp() + REJOIN_SECONDS
-                elif active and rejoin is not None and at.timestamp() < rejoin:
-                    active, why = (
-                        False,
-                        "renewed after a fence: a standby that took over pauses first",
-                    )
+                elif was_fenced:
+                    log.info("%s (%.0f s)", RENEWED, REJOIN_SECONDS)
+                if active and at.timestamp() < rejoin:
+                    active, why = False, RENEWED
+                was_fenced = fenced_now
                 set_active(active, why)
             # Until the record is listed, look again soon: the workers wait for this.
             await asyncio.sleep(POLL_SECONDS if reflector.synced.is_set() else 0.05)
