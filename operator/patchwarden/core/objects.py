@@ -212,11 +212,16 @@ def target_images(spec: UpdateRunSpec, workload: str | None = None) -> dict[str,
     return {t.container: t.image for t in image_targets(spec, workload) if t.container and t.image}
 
 
+def images_of(template: Mapping[str, Any]) -> dict[str, str]:
+    """Container → image of a pod template."""
+    containers = template.get("spec", {}).get("containers") or []
+    return {str(c.get("name")): str(c.get("image")) for c in containers}
+
+
 def has_images(workload: Mapping[str, Any], images: Mapping[str, str]) -> bool:
     """Every container named in ``images`` (container → image) runs that image in the
     workload's spec."""
-    containers = workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
-    live = {c.get("name"): c.get("image") for c in containers or []}
+    live = images_of(workload.get("spec", {}).get("template", {}))
     return all(live.get(name) == image for name, image in images.items())
 
 

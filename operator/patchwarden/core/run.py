@@ -48,6 +48,7 @@ from patchwarden.core.objects import (
     catalog_changes,
     foreign_users,
     has_images,
+    images_of,
     job_changes,
     job_ended,
     job_message,
@@ -374,6 +375,9 @@ def _target_images_set(step: Step) -> bool:
     every workload with targets is."""
     status = step.status
     _, spec = step.system()
+    foreign = changed_by_others(step, settable=True)
+    if foreign:
+        raise Abort(foreign)
     for workload, body in step.workloads():
         images = target_images(step.run.spec, workload.name)
         if not images:
@@ -407,6 +411,27 @@ def _target_images_set(step: Step) -> bool:
         step.out.wait = Wait.POLL
         return False
     return True
+
+
+def changed_by_others(step: Step, settable: bool = False) -> str | None:
+    """A target image the run set that the workload's spec no longer names (someone else,
+    a person or a GitOps controller, changed it during the run): a message naming it.
+    ``settable``: the step may still set it, so the image recorded before the update is
+    not someone else's (the run's own change may not have landed yet)."""
+    for workload, body in step.workloads():
+        images = target_images(step.run.spec, workload.name)
+        if body is None or not workload.images_set or not images:
+            continue
+        live = images_of(body["spec"]["template"])
+        old = images_of(workload.recorded.template) if settable and workload.recorded else {}
+        for container, image in sorted(images.items()):
+            found = live.get(container)
+            if found not in (image, old.get(container)):
+                return (
+                    f"the image of container {container} of {named(workload)} was changed to "
+                    f"{found} by someone else during the update (the run set {image})"
+                )
+    return None
 
 
 def _updating(step: Step) -> None:
@@ -483,6 +508,9 @@ def _create_job(step: Step) -> None:
 
 def _verifying(step: Step) -> None:
     system, spec = step.system()
+    foreign = changed_by_others(step)
+    if foreign:
+        raise Abort(foreign)  # ready, but not with what the run installed
     waiting = not_ready(step.status.workloads, step.seen.workloads)
     if not waiting:
         if spec.updates.hooks and spec.updates.hooks.post and not run_hooks(step, spec, "post"):
@@ -517,6 +545,10 @@ def _baking(step: Step) -> None:
     system, spec = step.system()
     bake = step.status.bake
     assert bake is not None
+    foreign = changed_by_others(step)
+    if foreign:
+        _bake_ended(step, foreign)
+        raise Abort(foreign)
     lost = not_ready(step.status.workloads, step.seen.workloads)
     if lost:
         its = "their" if len(lost) > 1 else "its"

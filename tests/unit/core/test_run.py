@@ -701,3 +701,34 @@ def test_restore_data_never_rolls_back_the_spec_only_without_touching_the_claims
         "and images only in 0s (rollback.restoreData: Never); its claims data keep what the "
         "update wrote"
     )
+
+
+def test_an_image_someone_else_changed_during_the_update_fails_the_run_and_rolls_back() -> None:
+    """Issue 35, part 4: a person or a GitOps controller setting another image on a target
+    container during the run is not fought over, and a run is never Succeeded on a
+    workload that no longer runs what it installed."""
+    set_ = status(Phase.UPDATING, recorded=RECORDED, imagesSet=True)
+    # Still the image recorded before the update: the run's own change had not landed.
+    again = image_step(set_, workload=workload(image="v1"))
+    assert again.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
+    for phase, seen in [
+        (Phase.UPDATING, workload(image="pg:17.0")),
+        (Phase.VERIFYING, workload(image="pg:17.0")),
+        (Phase.VERIFYING, workload(image="v1")),  # reverted to the old one
+    ]:
+        out = image_step(status(phase, recorded=RECORDED, imagesSet=True), workload=seen)
+        assert out.status.phase == Phase.ROLLING_BACK, (phase, out.status.message)
+        image = seen["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert out.status.failure == (
+            f"the image of container a of Deployment app was changed to {image} by someone "
+            "else during the update (the run set pg:16.4)"
+        )
+    baking = image_step(
+        status(Phase.VERIFYING, recorded=RECORDED, imagesSet=True),
+        workload=workload(image="pg:16.4"),
+        system=baking_system(),
+    )
+    assert baking.status.phase == Phase.BAKING
+    reverted = image_step(baking.status, workload=workload(image="v1"), system=baking_system())
+    assert reverted.status.phase == Phase.ROLLING_BACK
+    assert reverted.status.bake is not None and reverted.status.bake.result == "Failed"
