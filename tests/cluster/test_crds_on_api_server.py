@@ -123,3 +123,33 @@ def test_printer_columns_and_short_names_work_in_kubectl(cluster: Cluster, names
     assert header[:4] == ["NAME", "CUSTOMER", "MODEL", "PACKAGE"]
     assert "acme-retail" in out and "PaaS" in out and "advanced" in out
     assert "shop-db" in cluster.kubectl("get", "patchwarden", "-n", namespace)
+
+
+@pytest.mark.usefixtures("crds")
+def test_an_update_runs_spec_cannot_be_edited_once_created(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Issue 35, part 4: a run's targets and window are what it was decided with; its
+    labels, annotations and status may change, and it may be deleted."""
+    from tests.unit.runs import RUN_SPEC
+
+    custom = client.CustomObjectsApi(cluster.api)
+    run = create(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "patchwarden.io/v1alpha1",
+            "kind": "UpdateRun",
+            "metadata": {"name": "fixed"},
+            "spec": RUN_SPEC,
+        },
+    )
+    args = ("patchwarden.io", "v1alpha1", namespace, "updateruns", "fixed")
+    with pytest.raises(ApiException) as caught:
+        custom.patch_namespaced_custom_object(*args, {"spec": {"ticket": "CHG-2"}})
+    assert caught.value.status == 422, caught.value.body
+    assert "an UpdateRun's spec is fixed when the run is created" in caught.value.body
+    custom.patch_namespaced_custom_object(*args, {"metadata": {"labels": {"seen": "yes"}}})
+    custom.patch_namespaced_custom_object_status(*args, {"status": {"message": "edited"}})
+    custom.delete_namespaced_custom_object(*args)
+    assert run["spec"]["window"] == RUN_SPEC["window"]

@@ -94,6 +94,8 @@ class Kind:
     status: type[BaseModel] | None
     columns: list[dict[str, str]] = field(default_factory=list)
     scope: str = "Namespaced"
+    fixed: str | None = None
+    """The spec cannot change once created; the message the API server gives an edit."""
 
     @property
     def name(self) -> str:
@@ -160,6 +162,9 @@ KINDS = [
             _col("Message", ".status.message", priority=1),
             _AGE,
         ],
+        # A run's targets, window and trigger are what it was decided with: a run edited
+        # mid-way would set images no one planned (issue 35, part 4).
+        fixed="an UpdateRun's spec is fixed when the run is created; delete the run to stop it",
     ),
     Kind(
         "ReleaseCatalog",
@@ -180,6 +185,12 @@ KINDS = [
 def crd(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec_schema = model_schema(kind.spec)
+    if kind.fixed:
+        rule = {"rule": "self == oldSelf", "message": kind.fixed}
+        spec_schema["x-kubernetes-validations"] = [
+            *spec_schema.get("x-kubernetes-validations", []),
+            rule,
+        ]
     properties: dict[str, Any] = {
         "apiVersion": {"type": "string"},
         "kind": {"type": "string"},
