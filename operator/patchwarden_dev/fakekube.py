@@ -45,6 +45,8 @@ class FakeKube:
         self.snapshots_ready = True
         """A snapshot created here is ready at once (False: it stays not ready)."""
         self.conflicts = 0
+        self.versions = 0
+        """The last resourceVersion given (objects a test puts have none until written)."""
         """The next this many workload replacements fail with 409, as a concurrent writer's."""
         self.exec_answers: dict[tuple[str, ...], tuple[int | None, str]] = {}
         self.executed: list[tuple[str, str, list[str]]] = []
@@ -95,12 +97,31 @@ class FakeKube:
     def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool:
         return self._create(plural, ns, body)
 
-    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(
+        self,
+        plural: str,
+        ns: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
+        """As the API server: with ``resource_version``, only onto that version (else 409);
+        each write gives the object a new version."""
         self._call("patch", f"{plural}/status", name)
         key = (plural, ns, name)
         if key not in self.objects:
             raise ApiException(status=404, reason="Not Found")
+        current = self.objects[key]["metadata"].get("resourceVersion")
+        if resource_version and resource_version != current:
+            raise ApiException(status=409, reason="Conflict")
         self.objects[key] = merge(self.objects[key], {"status": status})
+        return self.bump(key)
+
+    def bump(self, key: Key) -> str:
+        """A new resourceVersion for the object at ``key`` (a write changed it)."""
+        self.versions += 1
+        self.objects[key]["metadata"]["resourceVersion"] = str(self.versions)
+        return str(self.versions)
 
     def set_finalizer(self, plural: str, ns: str, name: str, finalizer: str, present: bool) -> None:
         stored = self.objects.get((plural, ns, name))
@@ -113,6 +134,7 @@ class FakeKube:
         if finalizers != (meta.get("finalizers") or []):
             self._call("patch", plural, name)
             meta["finalizers"] = finalizers
+            self.bump((plural, ns, name))
         if not finalizers and meta.get("deletionTimestamp"):
             del self.objects[(plural, ns, name)]  # the last finalizer gone: deleted
 
@@ -122,6 +144,7 @@ class FakeKube:
             return
         self._call("patch", plural, name)
         stored["metadata"].setdefault("annotations", {}).update(annotations)
+        self.bump((plural, ns, name))
 
     def delete(self, plural: str, ns: str, name: str) -> None:
         self._delete(plural, ns, name)

@@ -138,7 +138,7 @@ class Runner:
                 self.apply(run, body, action)
         if out.status != status:
             wire = out.status.wire()
-            self.kube.patch_status("updateruns", run.namespace, run.name, wire)
+            self._write(run, body, wire)
             body["status"] = wire
             if out.status.counted:  # recorded: no step counts it again, the uid can go
                 self._counted.discard(identity(run, body))
@@ -159,6 +159,29 @@ class Runner:
                 return self.watched_wait
             case Wait.POLL:
                 return self.settings.run_poll_seconds
+
+    def _write(self, run: machine.Run, body: dict[str, Any], wire: dict[str, Any]) -> None:
+        """The step's status, written only onto the run as the step read it (its
+        resourceVersion): a write that lands late — sent by a replica cut off from the API
+        server, after another took over and wrote — is refused (409), not applied over the
+        other's. A conflict from a change of the run's metadata alone (a finalizer, an
+        annotation) is written again at once onto the new version."""
+        meta = body["metadata"]
+        try:
+            version = self.kube.patch_status(
+                "updateruns", run.namespace, run.name, wire, meta.get("resourceVersion")
+            )
+        except ApiException as exc:
+            fresh = (
+                self.kube.get("updateruns", run.namespace, run.name) if exc.status == 409 else None
+            )
+            if fresh is None or (fresh.get("status") or {}) != (body.get("status") or {}):
+                raise  # its status changed since the step read it: the step is taken again
+            version = self.kube.patch_status(
+                "updateruns", run.namespace, run.name, wire, fresh["metadata"]["resourceVersion"]
+            )
+        if version is not None:
+            meta["resourceVersion"] = version
 
     # ---- observe ------------------------------------------------------------------------
     def system(self, ns: str, name: str) -> dict[str, Any] | None:

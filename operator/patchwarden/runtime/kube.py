@@ -49,7 +49,14 @@ class KubeApi(Protocol):
 
     def get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None: ...
     def create(self, plural: str, ns: str, body: dict[str, Any]) -> bool: ...
-    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None: ...
+    def patch_status(
+        self,
+        plural: str,
+        ns: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None: ...
     def set_finalizer(
         self, plural: str, ns: str, name: str, finalizer: str, present: bool
     ) -> None: ...
@@ -216,17 +223,32 @@ class Kube:
                 return False
             raise
 
-    def patch_status(self, plural: str, ns: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status (``ns`` empty: a cluster-scoped object)."""
+    def patch_status(
+        self,
+        plural: str,
+        ns: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> str | None:
+        """Merge-patch the status (``ns`` empty: a cluster-scoped object). With
+        ``resource_version``, only onto that version of the object (else 409 Conflict) and
+        the new version is returned; without, the answer is read but not parsed."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         if ns:
             response = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, plural, name, {"status": status}, _preload_content=False
+                GROUP, VERSION, ns, plural, name, patch, _preload_content=False
             )
         else:
             response = self.custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, plural, name, {"status": status}, _preload_content=False
+                GROUP, VERSION, plural, name, patch, _preload_content=False
             )
-        response.read()  # the answer (the whole object) is read, for the connection, not parsed
+        answer = response.read()  # for the connection; parsed only for the new version
+        if not resource_version:
+            return None
+        return str(json.loads(answer)["metadata"]["resourceVersion"])
 
     def set_finalizer(self, plural: str, ns: str, name: str, finalizer: str, present: bool) -> None:
         """Add (``present``) or remove ``finalizer``, keeping every other one: the list is

@@ -480,3 +480,26 @@ def test_a_run_end_is_counted_once_when_its_record_fails_and_then_forgotten() ->
     assert runner.step(kube.get("updateruns", NS, "run") or {}) is None
     assert counted == ["run"], "the retry did not count again"
     assert run_of(kube)["status"]["counted"] is True and runner._counted == set()
+
+
+def test_a_status_write_lands_only_on_the_run_as_its_step_read_it() -> None:
+    """A late write — a replica cut off from the API server, whose step's write arrives
+    after another replica took over and wrote — is refused, not applied over the other's;
+    a finalizer or an annotation added meanwhile is no reason to refuse."""
+    kube, runner = setup()
+    kube.bump(("updateruns", NS, "run"))
+    read = kube.get("updateruns", NS, "run") or {}
+    kube.annotate("updateruns", NS, "run", {"patchwarden.io/notified": "x"})
+    runner.step(read)
+    status = run_of(kube)["status"]
+    assert status["phase"] == "Snapshotting", "metadata only changed: written onto it"
+    assert read["metadata"]["resourceVersion"] == run_of(kube)["metadata"]["resourceVersion"]
+
+    late = kube.get("updateruns", NS, "run") or {}
+    other = Runner(kube, Settings(run_poll_seconds=1, priority=2), lambda *_: None, now=lambda: NOW)
+    other.step(kube.get("updateruns", NS, "run") or {})  # the snapshot made and recorded
+    taken = run_of(kube)["status"]
+    with pytest.raises(ApiException) as refused:
+        runner.step(late)  # the first replica's step, from what it read before
+    assert refused.value.status == 409
+    assert run_of(kube)["status"] == taken, "the other replica's status stands"
