@@ -71,14 +71,24 @@ its system workers within :data:`POLL_SECONDS`)."""
 def fenced(peers: Mapping[str, Any], me: str, now: datetime) -> float | None:
     """How old this replica's own entry is, when too old to act on (it was not renewed, or
     the renewal was not seen: cut off from the API server); None while it may act."""
+    left = fence_in(peers, me, now)
+    if left is None or left > 0:
+        return None
+    info = peers[me]
+    return float(info.get("lifetime", 60)) - FENCE_SECONDS - left
+
+
+def fence_in(peers: Mapping[str, Any], me: str, now: datetime) -> float | None:
+    """Seconds until this replica's own entry is too old to act on (≤ 0: it is); None when
+    it has none that can be read (kopf writes it at its start)."""
     info = peers.get(me)
     if not isinstance(info, Mapping):
-        return None  # not recorded yet (kopf writes it at its start)
+        return None
     try:
         seen = datetime.fromisoformat(str(info["lastseen"]))
         seen = seen if seen.tzinfo else seen.replace(tzinfo=UTC)
-        age = now.timestamp() - seen.timestamp()
-        return age if age > float(info.get("lifetime", 60)) - FENCE_SECONDS else None
+        limit = float(info.get("lifetime", 60)) - FENCE_SECONDS
+        return seen.timestamp() + limit - now.timestamp()
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -148,8 +158,13 @@ async def watch(
             if body["metadata"]["name"] == s.peering_name:
                 last["peers"] = {} if kind == "DELETED" else dict(body.get("status") or {})
 
+    # Every replica renews its entry within a lifetime, this one too: a watch silent that
+    # long has stalled (a cut connection), and is opened again rather than waited on.
     reflector = Reflector(
-        lister(kube, plural, None, ("kopf.dev", "v1")), f"{plural} (peering)", deliver
+        lister(kube, plural, None, ("kopf.dev", "v1")),
+        f"{plural} (peering)",
+        deliver,
+        read_timeout=float(s.peering_lifetime_seconds),
     )
     reflector.start()
     rejoin = 0.0  # after a fence: when this replica may act again
@@ -169,7 +184,12 @@ async def watch(
                     active, why = False, RENEWED
                 was_fenced = fenced_now
                 set_active(active, why)
-            # Until the record is listed, look again soon: the workers wait for this.
-            await asyncio.sleep(POLL_SECONDS if reflector.synced.is_set() else 0.05)
+            # Until the record is listed, look again soon: the workers wait for this; and no
+            # later than the moment this replica's own entry becomes too old to act on.
+            wait = POLL_SECONDS if reflector.synced.is_set() else 0.05
+            due = fence_in(last.get("peers", {}), s.identity, now())
+            if due is not None and due > 0:
+                wait = min(wait, due + 0.01)
+            await asyncio.sleep(wait)
     finally:
         reflector.stop()

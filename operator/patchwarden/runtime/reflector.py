@@ -200,8 +200,11 @@ class Reflector:
         page: int = PAGE,
         listing: threading.Semaphore | None = None,
         after: tuple[threading.Event, ...] = (),
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         self._call, self.what, self.deliver = call, what, deliver
+        self.read_timeout = read_timeout
+        """A watch silent this long is taken as stalled (a cut connection) and opened again."""
         self.page, self.listing = page, listing
         """Pages of ``page`` objects; ``listing``, if given, is held for the whole LIST."""
         self.after = after
@@ -248,7 +251,7 @@ class Reflector:
             resource_version=self.known.version,
             allow_watch_bookmarks=True,
             timeout_seconds=random.randint(*WATCH_SECONDS),
-            _request_timeout=(10.0, READ_TIMEOUT),
+            _request_timeout=(10.0, self.read_timeout),
         )
         self._response = response
         try:

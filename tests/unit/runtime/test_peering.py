@@ -15,6 +15,7 @@ from patchwarden.runtime.peering import (
     REJOIN_SECONDS,
     blocked_by,
     decide,
+    fence_in,
     fenced,
     watch,
 )
@@ -54,6 +55,7 @@ def test_a_replica_whose_own_entry_is_not_renewed_stops_acting_before_it_expires
     expiry. A replica that has not seen its own renewal stops FENCE_SECONDS before that."""
     renewed = {"me": peer(10, 50), "b": peer(5, 1)}  # kopf renews at 50 to 55 s of 60
     assert decide(renewed, "me", 10, NOW) == (True, "this replica holds the peering", False)
+    assert fence_in(renewed, "me", NOW) == pytest.approx(7.0), "the check is due then, not later"
     late = {"me": peer(10, 60 - FENCE_SECONDS + 0.5), "b": peer(5, 1)}
     active, why, fenced_now = decide(late, "me", 10, NOW)
     assert (active, fenced_now) == (False, True)
