@@ -42,6 +42,10 @@ FAST = {
 }
 
 
+_GIVEN: set[int] = set()
+"""The ports :func:`free_port` gave out in this process: never twice."""
+
+
 def free_port() -> int:
     """A port free now, for a server a test starts (an operator's metrics): below the
     kernel's ephemeral range, so that no outgoing connection takes it before the server
@@ -53,11 +57,14 @@ def free_port() -> int:
 
     for _ in range(200):
         port = random.randrange(20000, 32000)
+        if port in _GIVEN:  # free now, but another server of this test may be about to bind
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.add(port)
             return port
     raise AssertionError("no free port between 20000 and 32000 after 200 tries")
 
