@@ -115,6 +115,23 @@ WORK_QUEUE_BACKLOG = Gauge(
 )
 
 
+REPLICA_STATES = ("acting", "outranked", "fenced", "rejoining")
+REPLICA_STATE = Gauge(
+    "patchwarden_replica_state",
+    "1 for this replica's state in the peering, 0 for the others: acting; outranked (a live "
+    "peer with a higher priority acts); fenced (its own entry not renewed in time: cut off "
+    "from the API server); rejoining (renewed after a fence, waiting for a standby to pause).",
+    ["state"],
+    registry=REGISTRY,
+)
+
+
+def observe_replica(state: str) -> None:
+    """This replica's state in the peering (one of :data:`REPLICA_STATES`)."""
+    for each in REPLICA_STATES:
+        REPLICA_STATE.labels(each).set(1 if each == state else 0)
+
+
 def count_kube_request(verb: str, resource: str) -> None:
     KUBE_REQUESTS.labels(verb, resource).inc()
 

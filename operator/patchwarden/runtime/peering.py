@@ -23,6 +23,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from patchwarden.core.settings import Settings
+from patchwarden.runtime import metrics
 from patchwarden.runtime.kube import Kube
 from patchwarden.runtime.reflector import Reflector, lister
 
@@ -117,6 +118,10 @@ def decide(peers: Mapping[str, Any], me: str, priority: int, now: datetime) -> D
     return Decision(True, "this replica holds the peering")
 
 
+def state(active: bool) -> str:
+    return "acting" if active else "outranked"
+
+
 def ensure_peering(api: client.ApiClient, settings: Settings) -> None:
     """Create the cluster's kopf peering object the replicas meet in, if missing.
 
@@ -180,10 +185,14 @@ async def watch(
                     rejoin = at.timestamp() + REJOIN_SECONDS
                 elif was_fenced:
                     log.info("%s (%.0f s)", RENEWED, REJOIN_SECONDS)
-                if active and at.timestamp() < rejoin:
+                rejoining = active and at.timestamp() < rejoin
+                if rejoining:
                     active, why = False, RENEWED
                 was_fenced = fenced_now
                 set_active(active, why)
+                metrics.observe_replica(
+                    "fenced" if fenced_now else "rejoining" if rejoining else state(active)
+                )
             # Until the record is listed, look again soon: the workers wait for this; and no
             # later than the moment this replica's own entry becomes too old to act on.
             wait = POLL_SECONDS if reflector.synced.is_set() else 0.05

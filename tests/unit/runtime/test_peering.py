@@ -10,6 +10,7 @@ from unittest.mock import patch
 import pytest
 
 from patchwarden.core.settings import Settings
+from patchwarden.runtime import metrics
 from patchwarden.runtime.peering import (
     FENCE_SECONDS,
     REJOIN_SECONDS,
@@ -97,14 +98,26 @@ def test_after_a_fence_the_replica_acts_again_only_once_its_renewal_was_seen_a_w
                 await asyncio.sleep(0.02)
                 return decisions[-1]
 
+            def replica() -> str:
+                """The state the metric says (patchwarden_replica_state)."""
+                [found] = [
+                    x
+                    for x in metrics.REPLICA_STATES
+                    if metrics.REGISTRY.get_sample_value("patchwarden_replica_state", {"state": x})
+                ]
+                return found
+
             try:
-                assert (await at(0, 0))[0] is True
+                assert (await at(0, 0))[0] is True and replica() == "acting"
                 assert (await at(58, 0))[0] is False, "fenced"
+                assert replica() == "fenced"
                 assert await at(60, 60) == (
                     False,
                     "renewed after a fence: a standby that took over pauses first",
                 )
+                assert replica() == "rejoining"
                 assert (await at(60 + REJOIN_SECONDS + 0.1, 60))[0] is True
+                assert replica() == "acting"
             finally:
                 task.cancel()
 
