@@ -259,15 +259,20 @@ class FakeKube:
         stored = self.stored(WORKLOADS[kind], ns, body["metadata"]["name"])
         stored["spec"] = copy.deepcopy(body["spec"])
 
-    def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None:
+    def apply_images(
+        self, kind: str, ns: str, name: str, images: dict[str, str], version: str | None = None
+    ) -> None:
         self._call("apply", WORKLOADS[kind], name)
         stored = self.stored(WORKLOADS[kind], ns, name)
+        if version and version != stored["metadata"].get("resourceVersion"):
+            raise ApiException(status=409, reason="Conflict")
         pod = stored["spec"]["template"]["spec"]
         for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
             if container["name"] in images:
                 container["image"] = images[container["name"]]
         meta = stored["metadata"]
         meta["generation"] = meta.get("generation", 1) + 1
+        self.bump((WORKLOADS[kind], ns, name))
 
     def scale(self, kind: str, ns: str, name: str, replicas: int) -> None:
         self._call("scale", WORKLOADS[kind], name)
@@ -281,7 +286,8 @@ class FakeKube:
             if match_labels.items() <= (p["metadata"].get("labels") or {}).items()
         ]
 
-    def delete_pod(self, ns: str, name: str) -> None:
+    def delete_pod(self, ns: str, name: str, uid: str | None = None) -> None:
+        self._precondition("pods", ns, name, uid)
         self._delete("pods", ns, name)
 
     def exec(
@@ -295,8 +301,15 @@ class FakeKube:
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
         return self._get("persistentvolumeclaims", ns, name)
 
-    def delete_claim(self, ns: str, name: str) -> None:
+    def delete_claim(self, ns: str, name: str, uid: str | None = None) -> None:
+        self._precondition("persistentvolumeclaims", ns, name, uid)
         self._delete("persistentvolumeclaims", ns, name)
+
+    def _precondition(self, plural: str, ns: str, name: str, uid: str | None) -> None:
+        """As the API server: a delete for ``uid`` of an object of another uid is refused."""
+        found = self.objects.get((plural, ns, name))
+        if uid and found is not None and found["metadata"].get("uid", uid) != uid:
+            raise ApiException(status=409, reason="Conflict")
 
     def create_claim(self, ns: str, body: dict[str, Any]) -> None:
         self._create("persistentvolumeclaims", ns, body)

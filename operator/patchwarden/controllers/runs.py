@@ -438,8 +438,8 @@ class Runner:
                 self.kube.create_group_snapshot(ns, group)
             case machine.FreezeEnded(seconds):
                 metrics.observe_phase("Frozen", seconds)
-            case machine.SetImages(kind, name, images):
-                self.kube.apply_images(kind, ns, name, dict(images))
+            case machine.SetImages(kind, name, images, version):
+                self.kube.apply_images(kind, ns, name, dict(images), version)
             case machine.CreateJob(job):
                 self.kube.create_job(ns, job)
             case machine.StopJob(name):
@@ -448,10 +448,10 @@ class Runner:
                 self.kube.scale(kind, ns, name, 0)
             case machine.ScaleBack(kind, name, replicas):
                 self.kube.scale(kind, ns, name, replicas)
-            case machine.DeletePod(name):
-                self.kube.delete_pod(ns, name)
-            case machine.DeleteClaim(name):
-                self.kube.delete_claim(ns, name)
+            case machine.DeletePod(name, uid):
+                self.kube.delete_pod(ns, name, uid)
+            case machine.DeleteClaim(name, uid):
+                self.kube.delete_claim(ns, name, uid)
             case machine.CreateClaim(claim):
                 self.kube.create_claim(ns, claim)
             case machine.ReplaceWorkload(kind, workload):

@@ -52,7 +52,8 @@ def rolling_back(step: Step) -> None:
             if seen.job_pods:
                 for pod in seen.job_pods:
                     if not pod["metadata"].get("deletionTimestamp"):
-                        step.act(DeletePod(pod["metadata"]["name"]))
+                        meta = pod["metadata"]
+                        step.act(DeletePod(meta["name"], meta.get("uid")))
                 if step.waited() > limit:
                     raise Abort(f"the update Job's pods still present after {seconds}")
                 step.out.wait = Wait.POLL
@@ -175,7 +176,7 @@ def _claims_restored(step: Step) -> bool:
         if not _failed_state_kept(step, claim):
             snapshots_pending = True  # never delete the only copy of what the update wrote
             continue
-        step.act(DeleteClaim(claim))
+        step.act(DeleteClaim(claim, existing["metadata"].get("uid")))
         step.restart_clock()
         terminating.append(claim)
     if not (snapshots_pending or terminating):

@@ -398,7 +398,8 @@ def _target_images_set(step: Step) -> bool:
             step.out.wait = Wait.NOW
             return False
         if body is not None and not has_images(body, images):
-            step.act(SetImages(workload.kind, workload.name, images))  # idempotent
+            version = body["metadata"].get("resourceVersion")
+            step.act(SetImages(workload.kind, workload.name, images, version))  # idempotent
             step.out.wait = Wait.POLL
             return False
         if body is not None and workload_ready(body):

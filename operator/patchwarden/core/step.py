@@ -91,6 +91,9 @@ class SetImages:
     kind: str
     name: str
     images: Mapping[str, str]
+    version: str | None = None
+    """The workload's resourceVersion the step read: applied onto that version only, so an
+    apply that arrives late (a replica cut off) never undoes what came after it."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,16 @@ class ScaleBack:
 @dataclass(frozen=True)
 class DeletePod:
     name: str
+    uid: str | None = None
+    """Only if it is still this pod (a late delete never removes a newer one)."""
 
 
 @dataclass(frozen=True)
 class DeleteClaim:
     name: str
+    uid: str | None = None
+    """Only if it is still this claim: a late delete never removes the claim a rollback
+    restored in its place."""
 
 
 @dataclass(frozen=True)

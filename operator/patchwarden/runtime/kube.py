@@ -80,17 +80,19 @@ class KubeApi(Protocol):
     def replace_workload(self, kind: str, ns: str, body: dict[str, Any]) -> None: ...
     def scale(self, kind: str, ns: str, name: str, replicas: int) -> None: ...
     def pods(self, ns: str, match_labels: dict[str, str]) -> list[dict[str, Any]]: ...
-    def delete_pod(self, ns: str, name: str) -> None: ...
+    def delete_pod(self, ns: str, name: str, uid: str | None = None) -> None: ...
     def exec(
         self, ns: str, pod: str, container: str, command: list[str], timeout: float
     ) -> tuple[int | None, str]: ...
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None: ...
-    def delete_claim(self, ns: str, name: str) -> None: ...
+    def delete_claim(self, ns: str, name: str, uid: str | None = None) -> None: ...
     def create_claim(self, ns: str, body: dict[str, Any]) -> None: ...
     def get_job(self, ns: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, ns: str, body: dict[str, Any]) -> None: ...
     def suspend_job(self, ns: str, name: str) -> None: ...
-    def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None: ...
+    def apply_images(
+        self, kind: str, ns: str, name: str, images: dict[str, str], version: str | None = None
+    ) -> None: ...
 
 
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -132,10 +134,16 @@ def _missing(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
 
-def _delete(delete: Callable[..., Any], ns: str, name: str) -> None:
-    """Delete ``name`` in ``ns``; one already gone is fine."""
+def _delete(delete: Callable[..., Any], ns: str, name: str, uid: str | None = None) -> None:
+    """Delete ``name`` in ``ns``; one already gone is fine. With ``uid``, only that object
+    (another of the same name made since: 409 Conflict)."""
     try:
-        delete(name, ns)
+        if uid:
+            delete(
+                name, ns, body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+            )
+        else:
+            delete(name, ns)
     except ApiException as exc:
         if not _missing(exc):
             raise
@@ -440,13 +448,19 @@ class Kube:
         )
 
     # ---- workloads, pods, claims, jobs -------------------------------------------------
-    def apply_images(self, kind: str, ns: str, name: str, images: dict[str, str]) -> None:
+    def apply_images(
+        self, kind: str, ns: str, name: str, images: dict[str, str], version: str | None = None
+    ) -> None:
         """Set the containers' images by server-side apply as :data:`FIELD_MANAGER` (taking
-        the fields over from whoever owned them, such as a GitOps controller)."""
+        the fields over from whoever owned them, such as a GitOps controller); with
+        ``version``, onto that resourceVersion only (else 409 Conflict)."""
+        meta = {"name": name, "namespace": ns}
+        if version:
+            meta["resourceVersion"] = version
         body = {
             "apiVersion": "apps/v1",
             "kind": kind,
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": meta,
             "spec": {
                 "template": {
                     "spec": {
@@ -562,14 +576,14 @@ class Kube:
         selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
         return list(self._raw(self.core.list_namespaced_pod, ns, label_selector=selector)["items"])
 
-    def delete_pod(self, ns: str, name: str) -> None:
-        _delete(self.core.delete_namespaced_pod, ns, name)
+    def delete_pod(self, ns: str, name: str, uid: str | None = None) -> None:
+        _delete(self.core.delete_namespaced_pod, ns, name, uid)
 
     def get_claim(self, ns: str, name: str) -> dict[str, Any] | None:
         return self._read(self.core.read_namespaced_persistent_volume_claim, name, ns)
 
-    def delete_claim(self, ns: str, name: str) -> None:
-        _delete(self.core.delete_namespaced_persistent_volume_claim, ns, name)
+    def delete_claim(self, ns: str, name: str, uid: str | None = None) -> None:
+        _delete(self.core.delete_namespaced_persistent_volume_claim, ns, name, uid)
 
     def create_claim(self, ns: str, body: dict[str, Any]) -> None:
         try:

@@ -503,3 +503,29 @@ def test_a_status_write_lands_only_on_the_run_as_its_step_read_it() -> None:
         runner.step(late)  # the first replica's step, from what it read before
     assert refused.value.status == 409
     assert run_of(kube)["status"] == taken, "the other replica's status stands"
+
+
+def test_a_late_delete_or_image_apply_never_undoes_what_came_after_it() -> None:
+    """What a cut-off replica's step sent may arrive after another replica went on: the
+    claim it deletes must still be the one it read (not the one restored in its place),
+    the workload it sets images on must still be the version it read."""
+    from patchwarden.core import step as machine
+
+    kube, runner = setup()
+    run = machine.Run.of(kube.get("updateruns", NS, "run") or {})
+    body = kube.get("updateruns", NS, "run") or {}
+    kube.stored("persistentvolumeclaims", NS, "data")["metadata"]["uid"] = "restored"
+    with pytest.raises(ApiException) as refused:
+        runner.apply(run, body, machine.DeleteClaim("data", "the-one-it-read"))
+    assert refused.value.status == 409
+    assert kube.objects.get(("persistentvolumeclaims", NS, "data")) is not None
+    runner.apply(run, body, machine.DeleteClaim("data", "restored"))
+    assert kube.objects.get(("persistentvolumeclaims", NS, "data")) is None
+
+    kube.bump(("deployments", NS, "app"))
+    read = kube.stored("deployments", NS, "app")["metadata"]["resourceVersion"]
+    kube.bump(("deployments", NS, "app"))  # the other replica's rollback replaced it
+    with pytest.raises(ApiException):
+        runner.apply(run, body, machine.SetImages("Deployment", "app", {"a": "v2"}, read))
+    containers = kube.stored("deployments", NS, "app")["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == "v1"

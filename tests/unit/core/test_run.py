@@ -416,7 +416,7 @@ def test_targets_are_recorded_then_set_as_images_then_the_rollout_is_awaited_bef
     assert out.status.summary == "postgres 16.3→16.4"
     assert m.reads(out.status) == frozenset({Read.WORKLOAD})
     setting = image_step(out.status, workload=workload(image="v1"))
-    assert setting.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
+    assert setting.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"}, "7")]
     assert setting.status == out.status and setting.wait == Wait.POLL, "no write: set, awaited"
     rolling = image_step(out.status, workload=workload(image="pg:16.4", ready=False))
     assert rolling.actions == [] and rolling.wait == Wait.POLL
@@ -710,7 +710,7 @@ def test_an_image_someone_else_changed_during_the_update_fails_the_run_and_rolls
     set_ = status(Phase.UPDATING, recorded=RECORDED, imagesSet=True)
     # Still the image recorded before the update: the run's own change had not landed.
     again = image_step(set_, workload=workload(image="v1"))
-    assert again.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"})]
+    assert again.actions == [m.SetImages("Deployment", "app", {"a": "pg:16.4"}, "7")]
     for phase, seen in [
         (Phase.UPDATING, workload(image="pg:17.0")),
         (Phase.VERIFYING, workload(image="pg:17.0")),

@@ -207,7 +207,7 @@ def test_images_are_set_workload_by_workload_each_ready_before_the_next_then_the
     assert first.actions == [] and first.wait == Wait.NOW, "recorded before it is set"
     assert [c.workload for c in first.status.changes] == ["db"]
     setting = go(first.status)
-    assert setting.actions == [m.SetImages("StatefulSet", "db", {"pg": "pg:16.4"})]
+    assert setting.actions == [m.SetImages("StatefulSet", "db", {"pg": "pg:16.4"}, "3")]
     rolling = go(first.status, workloads={"db": db(image="pg:16.4", ready=False), "app": app()})
     assert rolling.actions == [] and rolling.wait == Wait.POLL, "app waits for db"
     second = go(rolling.status, workloads={"db": db(image="pg:16.4"), "app": app()})
@@ -216,7 +216,7 @@ def test_images_are_set_workload_by_workload_each_ready_before_the_next_then_the
     assert [c.workload for c in second.status.changes] == ["db", "app"]
     newer = {"db": db(image="pg:16.4"), "app": app(image="shop:1.1.0")}
     setting = go(second.status, workloads={**newer, "app": app()})
-    assert setting.actions == [m.SetImages("Deployment", "app", {"web": "shop:1.1.0"})]
+    assert setting.actions == [m.SetImages("Deployment", "app", {"web": "shop:1.1.0"}, "5")]
     job = go(second.status, workloads=newer)
     assert [type(a).__name__ for a in job.actions] == ["CreateJob"]
 
