@@ -197,6 +197,8 @@ def advance(
                 _cancel(step, stopping)
                 return step.out
             raise Abort(stopping)  # the workload may have changed: roll it back first
+        if phase in (Phase.UPDATING, Phase.VERIFYING, Phase.BAKING) and _deleted_midway(step):
+            return step.out
         match phase:
             case Phase.PENDING:
                 _pending(step)
@@ -411,6 +413,30 @@ def _target_images_set(step: Step) -> bool:
             )
         step.out.wait = Wait.POLL
         return False
+    return True
+
+
+def _deleted_midway(step: Step) -> bool:
+    """A workload of the run that the step read and found gone (deleted by someone during
+    the update) ends the run Failed at once, for a person: nothing is rolled back, since
+    a workload someone deleted is never recreated, and its claims and the pre-update
+    snapshots are kept (the rollback would fail on it anyway, after verifyTimeout)."""
+    gone = [
+        named(w)
+        for w in step.status.workloads
+        if w.name in step.seen.workloads and step.seen.workloads[w.name] is None
+    ]
+    if not gone:
+        return False
+    kept = [r.snapshot for r in step.status.snapshots]
+    were = "were" if len(gone) > 1 else "was"
+    end_failed(
+        step,
+        f"{', '.join(gone)} {were} deleted during the update: not rolled back (a workload "
+        "someone deleted is never recreated)"
+        + (f"; the claims and the pre-update snapshots {', '.join(kept)} are kept" if kept else ""),
+        needs_person=True,
+    )
     return True
 
 

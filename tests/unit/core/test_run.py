@@ -732,3 +732,24 @@ def test_an_image_someone_else_changed_during_the_update_fails_the_run_and_rolls
     reverted = image_step(baking.status, workload=workload(image="v1"), system=baking_system())
     assert reverted.status.phase == Phase.ROLLING_BACK
     assert reverted.status.bake is not None and reverted.status.bake.result == "Failed"
+
+
+@pytest.mark.parametrize("phase", [Phase.UPDATING, Phase.VERIFYING, Phase.BAKING])
+def test_a_workload_deleted_during_the_update_fails_the_run_for_a_person_at_once(
+    phase: Phase,
+) -> None:
+    """Issue 35, part 4: not a wait until verifyTimeout and a rollback that fails on it;
+    the workload is never recreated, its claims and snapshots are kept."""
+    bake = {"startTime": STAMP, "until": "2027-02-10T12:02:00Z"} if phase == Phase.BAKING else None
+    st = status(phase, recorded=RECORDED, imagesSet=True, snapshots=[SNAP], bake=bake)
+    out = image_step(st, workloads={"app": None})
+    assert out.status.phase == Phase.FAILED
+    assert out.status.message == (
+        "Deployment app was deleted during the update: not rolled back (a workload someone "
+        "deleted is never recreated); the claims and the pre-update snapshots run-data are kept"
+    )
+    assert condition(out, "NeedsAttention") == "True"
+    assert not any(isinstance(a, (m.DeleteClaim, m.ScaleToZero, m.CreateJob)) for a in out.actions)
+    if phase != Phase.BAKING:  # (a bake always reads it)
+        unread = image_step(st)  # a step that did not read the workload decides nothing of it
+        assert unread.status.phase == phase
