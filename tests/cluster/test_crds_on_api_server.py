@@ -153,3 +153,23 @@ def test_an_update_runs_spec_cannot_be_edited_once_created(
     custom.patch_namespaced_custom_object_status(*args, {"status": {"message": "edited"}})
     custom.delete_namespaced_custom_object(*args)
     assert run["spec"]["window"] == RUN_SPEC["window"]
+
+
+@pytest.mark.usefixtures("crds")
+def test_an_update_requests_system_and_ticket_cannot_be_edited(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Issue 35, part 4: what a request is about stays; its classes, notBefore, reason and
+    retries may change and count for the runs it starts after the edit."""
+    obj = yaml.safe_load((REPO / "examples" / "update-request.yaml").read_text())
+    obj["metadata"].pop("namespace", None)
+    name = obj["metadata"]["name"]
+    create(cluster, namespace, obj)
+    custom = client.CustomObjectsApi(cluster.api)
+    args = ("patchwarden.io", "v1alpha1", namespace, "updaterequests", name)
+    for change in ({"systemRef": {"name": "another"}}, {"ticket": "HD-other"}):
+        with pytest.raises(ApiException) as caught:
+            custom.patch_namespaced_custom_object(*args, {"spec": change})
+        assert caught.value.status == 422, caught.value.body
+        assert "systemRef and ticket are fixed when it is created" in caught.value.body
+    custom.patch_namespaced_custom_object(*args, {"spec": {"reason": "asked again", "retries": 2}})

@@ -94,8 +94,9 @@ class Kind:
     status: type[BaseModel] | None
     columns: list[dict[str, str]] = field(default_factory=list)
     scope: str = "Namespaced"
-    fixed: str | None = None
-    """The spec cannot change once created; the message the API server gives an edit."""
+    fixed: tuple[str, str] | None = None
+    """A transition rule on the spec (CEL, ``oldSelf`` the spec before the edit) and the
+    message the API server gives an edit that breaks it."""
 
     @property
     def name(self) -> str:
@@ -146,6 +147,13 @@ KINDS = [
             _col("Message", ".status.message", priority=1),
             _AGE,
         ],
+        # What a request is about and where it comes from; its classes, notBefore, reason
+        # and retries may change (they count for the runs it starts after the edit).
+        fixed=(
+            "self.systemRef == oldSelf.systemRef && self.ticket == oldSelf.ticket",
+            "an UpdateRequest's systemRef and ticket are fixed when it is created; file a new "
+            "request",
+        ),
     ),
     Kind(
         "UpdateRun",
@@ -164,7 +172,10 @@ KINDS = [
         ],
         # A run's targets, window and trigger are what it was decided with: a run edited
         # mid-way would set images no one planned (issue 35, part 4).
-        fixed="an UpdateRun's spec is fixed when the run is created; delete the run to stop it",
+        fixed=(
+            "self == oldSelf",
+            "an UpdateRun's spec is fixed when the run is created; delete the run to stop it",
+        ),
     ),
     Kind(
         "ReleaseCatalog",
@@ -186,7 +197,7 @@ def crd(kind: Kind) -> dict[str, Any]:
     """The CustomResourceDefinition of one kind."""
     spec_schema = model_schema(kind.spec)
     if kind.fixed:
-        rule = {"rule": "self == oldSelf", "message": kind.fixed}
+        rule = {"rule": kind.fixed[0], "message": kind.fixed[1]}
         spec_schema["x-kubernetes-validations"] = [
             *spec_schema.get("x-kubernetes-validations", []),
             rule,
