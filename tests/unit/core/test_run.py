@@ -753,3 +753,15 @@ def test_a_workload_deleted_during_the_update_fails_the_run_for_a_person_at_once
     if phase != Phase.BAKING:  # (a bake always reads it)
         unread = image_step(st)  # a step that did not read the workload decides nothing of it
         assert unread.status.phase == phase
+
+
+def test_a_workload_scaled_by_hand_during_the_update_is_verified_at_its_new_size() -> None:
+    """Issue 35, part 4: a scale during the run is not the run's to undo when it succeeds
+    (verified at the size the workload now asks for); a rollback restores the whole spec
+    recorded before the update, its replicas included (test_rollback, test_workloads)."""
+    st = status(Phase.VERIFYING, recorded=RECORDED, imagesSet=True)
+    scaled = image_step(st, workload=workload(replicas=5, image="pg:16.4"))
+    assert scaled.status.phase == Phase.SUCCEEDED
+    assert not any(isinstance(a, m.ScaleBack) for a in scaled.actions)
+    growing = image_step(st, workload=workload(replicas=5, ready=False, image="pg:16.4"))
+    assert growing.status.phase == Phase.VERIFYING and growing.wait == Wait.POLL
