@@ -218,11 +218,26 @@ def images_of(template: Mapping[str, Any]) -> dict[str, str]:
     return {str(c.get("name")): str(c.get("image")) for c in containers}
 
 
+def same_image(live: str | None, wanted: str | None) -> bool:
+    """``live`` names the image ``wanted`` names, as admission may have rewritten it: with
+    a digest added (a policy engine pinning tags), or another registry host or path in
+    front (a mirror); the image's name and tag must be the same."""
+    if live is None or wanted is None:
+        return live == wanted
+    if live == wanted:
+        return True
+
+    def name_and_tag(reference: str) -> str:
+        return reference.split("@", 1)[0].rsplit("/", 1)[-1]
+
+    return name_and_tag(live) == name_and_tag(wanted) and ":" in name_and_tag(wanted)
+
+
 def has_images(workload: Mapping[str, Any], images: Mapping[str, str]) -> bool:
     """Every container named in ``images`` (container → image) runs that image in the
-    workload's spec."""
+    workload's spec (:func:`same_image`)."""
     live = images_of(workload.get("spec", {}).get("template", {}))
-    return all(live.get(name) == image for name, image in images.items())
+    return all(same_image(live.get(name), image) for name, image in images.items())
 
 
 def catalog_changes(spec: UpdateRunSpec, workload: str | None = None) -> list[Change]:

@@ -54,6 +54,7 @@ from patchwarden.core.objects import (
     job_message,
     job_result,
     not_ready,
+    same_image,
     summary,
     target_images,
     termination,
@@ -453,7 +454,7 @@ def changed_by_others(step: Step, settable: bool = False) -> str | None:
         old = images_of(workload.recorded.template) if settable and workload.recorded else {}
         for container, image in sorted(images.items()):
             found = live.get(container)
-            if found not in (image, old.get(container)):
+            if not same_image(found, image) and not (settable and found == old.get(container)):
                 return (
                     f"the image of container {container} of {named(workload)} was changed to "
                     f"{found} by someone else during the update (the run set {image})"

@@ -723,6 +723,11 @@ def test_an_image_someone_else_changed_during_the_update_fails_the_run_and_rolls
             f"the image of container a of Deployment app was changed to {image} by someone "
             "else during the update (the run set pg:16.4)"
         )
+    pinned = workload(image="pg:16.4@sha256:" + "b" * 64)  # a policy engine added a digest
+    verified = image_step(
+        status(Phase.VERIFYING, recorded=RECORDED, imagesSet=True), workload=pinned
+    )
+    assert verified.status.phase == Phase.SUCCEEDED, verified.status.message
     baking = image_step(
         status(Phase.VERIFYING, recorded=RECORDED, imagesSet=True),
         workload=workload(image="pg:16.4"),
